@@ -1,0 +1,267 @@
+"""The Backend interface every framework implements, and the shared training recipe.
+
+Canonical weight layout (what `get_weights()` returns and `set_weights()` takes): a dict
+from `"<layer>.<param>"` to a float32 numpy array, using the PyTorch conventions, so the
+names are the torch module paths and the arrays are:
+
+* conv kernel ``<layer>.weight``: (out, in, kh, kw) (OIHW); bias ``<layer>.bias``: (out,);
+* dense kernel ``<layer>.weight``: (out, in), and when the dense layer follows a flatten,
+  its input index runs over (C, H, W) in that order (NCHW flatten);
+* BatchNorm: ``weight`` (gamma), ``bias`` (beta), ``running_mean``, ``running_var``;
+* GroupNorm: ``weight``, ``bias``; other layers: documented in the model definitions.
+
+Images enter a backend as uint8 NHWC arrays; each backend scales them on its own device
+with the same constants (PIXEL_CENTER, PIXEL_SCALE).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from backends.schedule import class_weight_table, epoch_batches
+
+PIXEL_CENTER = 127.5
+PIXEL_SCALE = 127.5
+
+# Pinned so both frameworks compute the same thing (DESIGN §2.1): torch's defaults.
+BN_EPSILON = 1e-5
+BN_MOMENTUM_TORCH = 0.1  # torch's convention: weight of the new batch statistic
+BN_MOMENTUM_KERAS = 1.0 - BN_MOMENTUM_TORCH  # Keras's: weight of the old running value
+
+OPTIMIZERS = ("adam", "sgd")
+PRECISIONS = ("float32",)
+CLASS_WEIGHTING = ("none", "balanced")
+
+
+class MissingFrameworkError(RuntimeError):
+    """The framework behind a requested backend is not installed."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe shared by both frameworks (DESIGN §2.4), recorded verbatim.
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: training batch size; the last incomplete batch of an epoch is dropped
+            when the set holds more than one batch.
+        learning_rate: constant learning rate.
+        optimizer: "adam" or "sgd" (momentum 0.9).
+        adam_epsilon: pinned because torch (1e-8) and Keras (1e-7) default differently.
+        adam_beta1: Adam's first-moment decay.
+        adam_beta2: Adam's second-moment decay.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        class_weighting: "none" or "balanced" (n / (C * count_c)), as per-sample loss
+            weights normalised by their sum in each batch.
+        eval_batch_size: batch size for validation and test prediction.
+        seed: seeds the shared host-side sample order and each framework's RNG.
+        precision: numeric precision of training ("float32").
+        compile: XLA (TF `jit_compile`) / `torch.compile`; off by default on CPU, where
+            compilation costs more than it saves for these small runs.
+    """
+
+    epochs: int = 3
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    adam_epsilon: float = 1e-8
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    label_smoothing: float = 0.0
+    class_weighting: str = "none"
+    eval_batch_size: int = 256
+    seed: int = 0
+    precision: str = "float32"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer ≥ 1. Received: {name}={value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(
+                f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                "label_smoothing must be in [0, 1). "
+                f"Received: label_smoothing={self.label_smoothing!r}"
+            )
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("precision", PRECISIONS),
+            ("class_weighting", CLASS_WEIGHTING),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}. "
+                    f"Received: {name}={getattr(self, name)!r}"
+                )
+
+
+@dataclass
+class EpochLog:
+    """What one epoch of `Backend.fit` measured.
+
+    Attributes:
+        epoch: 1-based epoch number.
+        train_loss: mean training loss over the epoch's steps.
+        train_s: wall time of the epoch's training steps (device synchronised).
+        steps: training steps taken.
+        images: training images processed.
+        val_loss: cross-entropy on the validation set (None without one).
+        val_accuracy: accuracy on the validation set (None without one).
+        val_s: wall time of the validation pass.
+    """
+
+    epoch: int
+    train_loss: float
+    train_s: float
+    steps: int
+    images: int
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    val_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """One framework's implementation of the benchmark's model operations.
+
+    Subclasses build a named model, exchange weights in the canonical layout, train it
+    with a TrainConfig on the shared batch schedule and predict class probabilities.
+    """
+
+    name: ClassVar[str]
+    framework: ClassVar[str]
+
+    def __init__(self, threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be ≥ 1. Received: threads={threads}")
+        self.threads = threads
+        self.model_name: str | None = None
+        self.num_classes: int | None = None
+
+    # --- framework facts -------------------------------------------------------------
+    @abstractmethod
+    def versions(self) -> dict[str, str | None]:
+        """Returns the framework's version and, where present, CUDA/cuDNN versions."""
+
+    @abstractmethod
+    def device_name(self) -> str:
+        """Returns "cpu" or the GPU the backend computes on."""
+
+    @abstractmethod
+    def flags(self) -> dict[str, Any]:
+        """Returns the fast-path settings in use (compilation, memory format, threads)."""
+
+    @abstractmethod
+    def seed(self, seed: int) -> None:
+        """Seeds the framework's own random number generators (init, dropout)."""
+
+    # --- model -----------------------------------------------------------------------
+    @abstractmethod
+    def build(self, model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        """Builds `model_name` for (height, width, channels) input and `num_classes`."""
+
+    @abstractmethod
+    def num_trainable_params(self) -> int:
+        """Returns the built model's trainable-parameter count."""
+
+    @abstractmethod
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Returns every parameter and BN statistic in the canonical layout."""
+
+    @abstractmethod
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Loads weights in the canonical layout; keys and shapes must match exactly."""
+
+    @abstractmethod
+    def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Forward pass on float32 NHWC input already scaled; returns float32 logits."""
+
+    # --- training and inference ------------------------------------------------------
+    @abstractmethod
+    def _prepare_training(
+        self, x: np.ndarray, y: np.ndarray, config: TrainConfig, class_weights: np.ndarray
+    ) -> None:
+        """Moves the training set to the device and creates optimizer and step function."""
+
+    @abstractmethod
+    def _train_epoch(self, batches: list[np.ndarray]) -> float:
+        """Runs one step per index batch; returns the mean loss once the device is idle."""
+
+    @abstractmethod
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Returns class probabilities (N, C) float64 for uint8 NHWC images, in order."""
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        config: TrainConfig,
+        validation: tuple[np.ndarray, np.ndarray] | None = None,
+        on_epoch_end: Callable[[EpochLog], None] | None = None,
+    ) -> list[EpochLog]:
+        """Trains the built model on uint8 NHWC images with the shared batch schedule.
+
+        Every epoch's sample order comes from `epoch_batches(len(x), batch_size, seed,
+        epoch)`, so two backends given the same data and seed see identical batches.
+
+        Args:
+            x: training images, uint8 (N, H, W, C).
+            y: integer labels (N,).
+            config: the shared recipe.
+            validation: optional (images, labels) scored after each epoch.
+            on_epoch_end: called with each epoch's log (progress reporting).
+
+        Returns:
+            One EpochLog per epoch.
+        """
+        if self.model_name is None:
+            raise RuntimeError("build() a model before fit()")
+        _check_images(x, y)
+        weights = class_weight_table(y, self.num_classes, config.class_weighting)
+        self._prepare_training(x, y, config, weights)
+        logs = []
+        for epoch in range(config.epochs):
+            batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
+            start = time.perf_counter()
+            loss = self._train_epoch(batches)
+            log = EpochLog(
+                epoch=epoch + 1,
+                train_loss=loss,
+                train_s=time.perf_counter() - start,
+                steps=len(batches),
+                images=int(sum(len(b) for b in batches)),
+            )
+            if validation is not None:
+                start = time.perf_counter()
+                probs = self.predict_proba(validation[0], config.eval_batch_size)
+                log.val_s = time.perf_counter() - start
+                log.val_loss, log.val_accuracy = _loss_and_accuracy(validation[1], probs)
+            logs.append(log)
+            if on_epoch_end is not None:
+                on_epoch_end(log)
+        return logs
+
+
+def _check_images(x: np.ndarray, y: np.ndarray) -> None:
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(
+            f"images must be uint8 (N, H, W, C). Received: dtype={x.dtype}, shape={x.shape}"
+        )
+    if len(x) != len(y):
+        raise ValueError(f"images and labels differ in length: {len(x)} != {len(y)}")
+
+
+def _loss_and_accuracy(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
+    return float(-np.log(picked).mean()), float((probs.argmax(1) == y).mean())

@@ -1,0 +1,212 @@
+"""The TensorFlow/Keras 3 Backend: a compiled `tf.function` train step.
+
+Mirrors backends/torch/backend.py method for method. Weight conversion to the canonical
+(torch) layout is done per layer type in `_to_canonical` / `_from_canonical`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import backends.tf  # noqa: F401  (pins KERAS_BACKEND before keras is imported)
+import keras
+import numpy as np
+import tensorflow as tf
+
+from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
+from backends.tf.models import create_model
+
+
+class TFBackend(Backend):
+    """Keras 3 / TensorFlow implementation of Backend (GPU when visible, else CPU)."""
+
+    name = "tf"
+    framework = "TensorFlow"
+
+    def __init__(self, threads: int | None = None) -> None:
+        super().__init__(threads)
+        if threads is not None:
+            # Only honoured before TF's runtime starts, i.e. before the first op.
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        self.gpus = tf.config.list_physical_devices("GPU")
+        for gpu in self.gpus:
+            # Without growth TF reserves nearly all GPU memory and peaks mean nothing.
+            tf.config.experimental.set_memory_growth(gpu, True)
+        self.model: keras.Model | None = None
+        self._step = None
+        self._jit_compile = False
+
+    def versions(self) -> dict[str, str | None]:
+        build = tf.sysconfig.get_build_info()
+        return {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "cuda": build.get("cuda_version") if self.gpus else None,
+            "cudnn": build.get("cudnn_version") if self.gpus else None,
+        }
+
+    def device_name(self) -> str:
+        if not self.gpus:
+            return "cpu"
+        return tf.config.experimental.get_device_details(self.gpus[0]).get("device_name", "gpu")
+
+    def flags(self) -> dict[str, Any]:
+        return {
+            "device": "gpu" if self.gpus else "cpu",
+            "tf_function": True,
+            "jit_compile": self._jit_compile,
+            "memory_growth": bool(self.gpus),
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        }
+
+    def seed(self, seed: int) -> None:
+        keras.utils.set_random_seed(seed)
+
+    # --- model -----------------------------------------------------------------------
+    def build(self, model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        self.model = create_model(model_name, input_shape, num_classes)
+        self.model_name, self.num_classes = model_name, num_classes
+        self._step = None
+
+    def num_trainable_params(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.model.trainable_weights))
+
+    def _parametric_layers(self):
+        return [layer for layer in self.model.layers if layer.weights]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        weights = {}
+        for layer in self._parametric_layers():
+            arrays = [np.asarray(w.numpy(), np.float32) for w in layer.weights]
+            for param, value in _to_canonical(layer, arrays).items():
+                weights[f"{layer.name}.{param}"] = value
+        return weights
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        expected = set(self.get_weights())
+        if set(weights) != expected:
+            missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+            raise ValueError(f"weight names differ: missing {missing}, unexpected {extra}")
+        for layer in self._parametric_layers():
+            prefix = f"{layer.name}."
+            params = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            arrays = _from_canonical(layer, params)
+            for variable, value in zip(layer.weights, arrays, strict=True):
+                if tuple(variable.shape) != value.shape:
+                    raise ValueError(
+                        f"weight {layer.name!r} converts to shape {value.shape}, "
+                        f"model expects {tuple(variable.shape)}"
+                    )
+                variable.assign(value)
+
+    def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return np.asarray(self.model(tf.constant(x), training=training), np.float32)
+
+    # --- training and inference ------------------------------------------------------
+    def _prepare_training(
+        self, x: np.ndarray, y: np.ndarray, config: TrainConfig, class_weights: np.ndarray
+    ) -> None:
+        images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
+        table = tf.constant(class_weights)
+        if config.optimizer == "adam":
+            optimizer = keras.optimizers.Adam(
+                learning_rate=config.learning_rate,
+                beta_1=config.adam_beta1,
+                beta_2=config.adam_beta2,
+                epsilon=config.adam_epsilon,
+            )
+        else:
+            optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=0.9)
+        model, num_classes, smoothing = self.model, self.num_classes, config.label_smoothing
+        variables = model.trainable_variables
+
+        @tf.function(jit_compile=config.compile, reduce_retracing=True)
+        def step(index):
+            batch_labels = tf.gather(labels, index)
+            with tf.GradientTape() as tape:
+                logits = model(_scale(tf.gather(images, index)), training=True)
+                per_sample = _cross_entropy(logits, batch_labels, num_classes, smoothing)
+                weights = tf.gather(table, batch_labels)
+                loss = tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss
+
+        self._jit_compile = config.compile
+        self._step = step
+
+    def _train_epoch(self, batches: list[np.ndarray]) -> float:
+        total = tf.zeros((), tf.float32)
+        for batch in batches:
+            total += self._step(tf.constant(batch.astype(np.int32)))
+        # The only host sync of the epoch: reading the loss waits for the device.
+        return float(total) / len(batches)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        out = [
+            _predict_step(self.model, tf.constant(x[start : start + batch_size]))
+            for start in range(0, len(x), batch_size)
+        ]
+        return np.concatenate([np.asarray(p) for p in out]).astype(np.float64)
+
+
+def _scale(images):
+    return (tf.cast(images, tf.float32) - PIXEL_CENTER) / PIXEL_SCALE
+
+
+@tf.function(reduce_retracing=True)
+def _predict_step(model, images):
+    return tf.nn.softmax(model(_scale(images), training=False), axis=-1)
+
+
+def _cross_entropy(logits, labels, num_classes: int, smoothing: float):
+    """Per-sample cross-entropy with torch's label smoothing: (1-s)·onehot + s/C."""
+    target = tf.one_hot(labels, num_classes) * (1.0 - smoothing) + smoothing / num_classes
+    return -tf.reduce_sum(target * tf.nn.log_softmax(logits, axis=-1), axis=-1)
+
+
+# --- canonical weight conversion ---------------------------------------------------------
+def _to_canonical(layer, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Keras layer arrays → {param: canonical array} (see backends/base.py)."""
+    if isinstance(layer, keras.layers.Conv2D):
+        out = {"weight": arrays[0].transpose(3, 2, 0, 1)}  # HWIO → OIHW
+        if layer.use_bias:
+            out["bias"] = arrays[1]
+        return out
+    if isinstance(layer, keras.layers.Dense):
+        kernel = arrays[0]
+        hwc = getattr(layer, "flatten_input_hwc", None)
+        if hwc is not None:
+            # Rows of a kernel after an NHWC flatten run over (H, W, C); torch's over (C, H, W).
+            h, w, c = hwc
+            kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+        out = {"weight": kernel.T}
+        if layer.use_bias:
+            out["bias"] = arrays[1]
+        return out
+    if isinstance(layer, keras.layers.BatchNormalization):
+        gamma, beta, mean, var = arrays
+        return {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var}
+    if hasattr(layer, "to_canonical"):
+        return layer.to_canonical(arrays)
+    raise TypeError(f"no canonical weight conversion for layer {layer.name!r} ({type(layer)})")
+
+
+def _from_canonical(layer, params: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """{param: canonical array} → the Keras layer's arrays, in `layer.weights` order."""
+    if isinstance(layer, keras.layers.Conv2D):
+        out = [params["weight"].transpose(2, 3, 1, 0)]  # OIHW → HWIO
+        return out + ([params["bias"]] if layer.use_bias else [])
+    if isinstance(layer, keras.layers.Dense):
+        kernel = params["weight"].T
+        hwc = getattr(layer, "flatten_input_hwc", None)
+        if hwc is not None:
+            h, w, c = hwc
+            kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
+        return [kernel] + ([params["bias"]] if layer.use_bias else [])
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [params[k] for k in ("weight", "bias", "running_mean", "running_var")]
+    if hasattr(layer, "from_canonical"):
+        return layer.from_canonical(params)
+    raise TypeError(f"no canonical weight conversion for layer {layer.name!r} ({type(layer)})")

@@ -1,0 +1,1 @@
+"""Native PyTorch backend: `nn.Module` definitions (models.py) and trainer (backend.py)."""

@@ -1,0 +1,157 @@
+"""The PyTorch Backend: native nn.Module training with a plain, sync-free loop.
+
+Mirrors backends/tf/backend.py method for method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
+from backends.torch.models import create_model
+
+
+class TorchBackend(Backend):
+    """PyTorch implementation of Backend (CUDA when available, else CPU)."""
+
+    name = "torch"
+    framework = "PyTorch"
+
+    def __init__(self, threads: int | None = None) -> None:
+        super().__init__(threads)
+        if threads is not None:
+            # Both pools must be sized before the first parallel op runs.
+            torch.set_num_threads(threads)
+            torch.set_num_interop_threads(threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # channels-last lets cuDNN pick its fast NHWC kernels; on CPU it does not pay.
+        self.channels_last = self.device.type == "cuda"
+        self.model: torch.nn.Module | None = None
+        self._step = None
+        self._compiled = False
+
+    def versions(self) -> dict[str, str | None]:
+        cudnn = torch.backends.cudnn.version() if torch.cuda.is_available() else None
+        return {
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": str(cudnn) if cudnn else None,
+        }
+
+    def device_name(self) -> str:
+        return torch.cuda.get_device_name(0) if self.device.type == "cuda" else "cpu"
+
+    def flags(self) -> dict[str, Any]:
+        return {
+            "device": str(self.device),
+            "channels_last": self.channels_last,
+            "torch_compile": self._compiled,
+            "intra_op_threads": torch.get_num_threads(),
+            "inter_op_threads": torch.get_num_interop_threads(),
+        }
+
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    # --- model -----------------------------------------------------------------------
+    def build(self, model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        model = create_model(model_name, input_shape, num_classes).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.model_name, self.num_classes = model, model_name, num_classes
+        self._step = None
+
+    def num_trainable_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {
+            name: tensor.detach().cpu().numpy().astype(np.float32, copy=True)
+            for name, tensor in self.model.state_dict().items()
+            if not name.endswith("num_batches_tracked")
+        }
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        state = self.model.state_dict()
+        expected = {k for k in state if not k.endswith("num_batches_tracked")}
+        if set(weights) != expected:
+            missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+            raise ValueError(f"weight names differ: missing {missing}, unexpected {extra}")
+        for name in expected:
+            if tuple(state[name].shape) != weights[name].shape:
+                raise ValueError(
+                    f"weight {name!r} has shape {weights[name].shape}, "
+                    f"model expects {tuple(state[name].shape)}"
+                )
+        with torch.no_grad():
+            for name in expected:
+                state[name].copy_(torch.from_numpy(np.asarray(weights[name])))
+
+    def _to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """NHWC (uint8 or float) on device → scaled float NCHW in the model's format."""
+        x = x.permute(0, 3, 1, 2)
+        if x.dtype == torch.uint8:
+            x = (x.float() - PIXEL_CENTER) / PIXEL_SCALE
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=memory_format)
+
+    def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self.model.train(training)
+        with torch.no_grad():
+            out = self.model(self._to_input(torch.from_numpy(x).to(self.device)))
+        return out.float().cpu().numpy()
+
+    # --- training and inference ------------------------------------------------------
+    def _prepare_training(
+        self, x: np.ndarray, y: np.ndarray, config: TrainConfig, class_weights: np.ndarray
+    ) -> None:
+        self._x = torch.from_numpy(x).to(self.device)
+        self._y = torch.from_numpy(y.astype(np.int64)).to(self.device)
+        self._class_weights = torch.from_numpy(class_weights).to(self.device)
+        params = self.model.parameters()
+        if config.optimizer == "adam":
+            optimizer = torch.optim.Adam(
+                params,
+                lr=config.learning_rate,
+                betas=(config.adam_beta1, config.adam_beta2),
+                eps=config.adam_epsilon,
+            )
+        else:
+            optimizer = torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9)
+        smoothing = config.label_smoothing
+
+        def step(index: torch.Tensor) -> torch.Tensor:
+            labels = self._y[index]
+            logits = self.model(self._to_input(self._x[index]))
+            per_sample = F.cross_entropy(logits, labels, reduction="none", label_smoothing=smoothing)
+            weights = self._class_weights[labels]
+            loss = (per_sample * weights).sum() / weights.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+
+        self._compiled = config.compile
+        self._step = torch.compile(step) if config.compile else step
+
+    def _train_epoch(self, batches: list[np.ndarray]) -> float:
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        for batch in batches:
+            total += self._step(torch.from_numpy(batch).to(self.device, non_blocking=True))
+        # The only host sync of the epoch: reading the loss waits for the device.
+        return float(total) / len(batches)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        self.model.eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                batch = torch.from_numpy(x[start : start + batch_size]).to(self.device)
+                out.append(torch.softmax(self.model(self._to_input(batch)).float(), dim=1))
+            probs = torch.cat(out).cpu().numpy()
+        return probs.astype(np.float64)
