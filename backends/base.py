@@ -33,6 +33,7 @@ PIXEL_SCALE = 127.5
 BN_EPSILON = 1e-5
 BN_MOMENTUM_TORCH = 0.1  # torch's convention: weight of the new batch statistic
 BN_MOMENTUM_KERAS = 1.0 - BN_MOMENTUM_TORCH  # Keras's: weight of the old running value
+GN_EPSILON = 1e-5  # GroupNorm: torch's default; Keras's GroupNormalization defaults to 1e-3
 
 OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("float32",)
@@ -168,8 +169,22 @@ class Backend(ABC):
 
     # --- model -----------------------------------------------------------------------
     @abstractmethod
-    def build(self, model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
-        """Builds `model_name` for (height, width, channels) input and `num_classes`."""
+    def build(
+        self,
+        model_name: str,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        **overrides: Any,
+    ) -> None:
+        """Builds `model_name` for (height, width, channels) input and `num_classes`.
+
+        Args:
+            model_name: a catalog name.
+            input_shape: (height, width, channels).
+            num_classes: output classes.
+            **overrides: catalog defaults to replace (see `backends.catalog.model_options`),
+                e.g. `dropout=0.0` so that training-mode outputs are deterministic.
+        """
 
     @abstractmethod
     def num_trainable_params(self) -> int:

@@ -1,7 +1,9 @@
 """The model catalog shared by both frameworks: names, descriptions, reference counts.
 
 Each backend's `models.py` registers one builder per catalog name with its own
-`ModelRegistry`; a test checks that both registries cover exactly this catalog.
+`ModelRegistry`; a test checks that both registries cover exactly this catalog. What is
+shared by both frameworks' definitions lives here: names, default dropout rates, the
+argument checks, and (through backends/flops.py) parameter and FLOP counts.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from backends.flops import model_cost
 
 DEFAULT_INPUT_SHAPE = (48, 48, 1)  # (height, width, channels)
 DEFAULT_NUM_CLASSES = 7
@@ -22,13 +26,16 @@ class ModelInfo:
         name: registry name, identical in both frameworks.
         summary: one line for `--list-models`.
         card: True for the design card's models (the default benchmark set).
-        reference_params: DESIGN §3 trainable parameters at 48×48×1 and 7 classes.
+        reference_params: trainable parameters at 48×48×1 and 7 classes: DESIGN §3's
+            figures, and for alexnet (which DESIGN leaves open) this suite's own.
+        dropout: default dropout rate, None for models without dropout layers.
     """
 
     name: str
     summary: str
     card: bool
-    reference_params: int | None
+    reference_params: int
+    dropout: float | None
 
 
 CATALOG: dict[str, ModelInfo] = {
@@ -39,6 +46,42 @@ CATALOG: dict[str, ModelInfo] = {
             "3×[Conv-BN-ReLU ×2 + MaxPool] (32/64/128), Conv 256 + Dropout, GAP, Linear",
             True,
             584_807,
+            0.5,
+        ),
+        ModelInfo(
+            "vgg16",
+            "VGG-16 (configuration D: 13 conv 3×3, 5 max-pools), Flatten, FC 4096-4096-C",
+            True,
+            33_624_775,
+            0.5,
+        ),
+        ModelInfo(
+            "resnet50",
+            "ResNet-50 v1.5 (bottlenecks 3-4-6-3, stride on the 3×3 conv), GAP, Linear",
+            True,
+            23_516_103,
+            None,
+        ),
+        ModelInfo(
+            "sanet",
+            "proposed_cnn + a Shuffle-Attention layer (G=8) after each of its 4 conv stages",
+            True,
+            584_987,
+            0.5,
+        ),
+        ModelInfo(
+            "resnet18",
+            "ResNet-18 (basic blocks 2-2-2-2), 7×7/2 stem + 3×3/2 max-pool, GAP, Linear",
+            False,
+            11_173_831,
+            None,
+        ),
+        ModelInfo(
+            "alexnet",
+            "AlexNet (5 conv 64-192-384-256-256, FC 4096-4096-C), first conv 3×3/1",
+            False,
+            45_475_527,
+            0.5,
         ),
     )
 }
@@ -64,10 +107,70 @@ def check_model_args(input_shape: tuple[int, int, int], num_classes: int) -> Non
         )
 
 
+def model_options(name: str, dropout: float | None = None) -> dict[str, Any]:
+    """Resolves a model's architecture options from the catalog and any overrides.
+
+    Args:
+        name: a catalog name.
+        dropout: rate for every dropout layer of the model, in [0, 1); None keeps the
+            catalog default. Models without dropout layers accept only None or 0.
+
+    Returns:
+        The keyword arguments its builders take beyond input_shape and num_classes:
+        `{"dropout": rate}` for models with dropout layers, else `{}`.
+
+    Raises:
+        ValueError: an invalid rate, or a non-zero rate for a model without dropout.
+    """
+    check_model_name(name)
+    default = CATALOG[name].dropout
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+    if default is None:
+        if dropout:
+            raise ValueError(
+                f"{name} has no dropout layers, so dropout must be None or 0. "
+                f"Received: dropout={dropout!r}"
+            )
+        return {}
+    return {"dropout": default if dropout is None else float(dropout)}
+
+
+def describe_models(
+    input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE,
+    num_classes: int = DEFAULT_NUM_CLASSES,
+) -> list[dict[str, Any]]:
+    """Describes every catalog model at one input shape, without any framework.
+
+    Args:
+        input_shape: (height, width, channels).
+        num_classes: output classes.
+
+    Returns:
+        One dict per model, in catalog order: name, summary, card, params (trainable)
+        and flops (forward FLOPs per image, see backends/flops.py).
+    """
+    check_model_args(input_shape, num_classes)
+    rows = []
+    for info in CATALOG.values():
+        cost = model_cost(info.name, input_shape, num_classes)
+        rows.append(
+            {
+                "name": info.name,
+                "summary": info.summary,
+                "card": info.card,
+                "params": cost.params,
+                "flops": cost.flops,
+            }
+        )
+    return rows
+
+
 class ModelRegistry:
     """A name → builder table for one framework (timm's `register_model` pattern).
 
-    Builders take `(input_shape, num_classes)` with input_shape = (H, W, C).
+    Builders take `(input_shape, num_classes, **model_options(name))` with
+    input_shape = (H, W, C).
     """
 
     def __init__(self, framework: str) -> None:
@@ -83,10 +186,35 @@ class ModelRegistry:
     def names(self) -> tuple[str, ...]:
         return tuple(self._builders)
 
-    def create(self, name: str, input_shape: tuple[int, int, int], num_classes: int) -> Any:
-        """Builds model `name` for `input_shape` (H, W, C) and `num_classes`."""
+    def create(
+        self,
+        name: str,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        **overrides: Any,
+    ) -> Any:
+        """Builds a model.
+
+        Args:
+            name: a catalog name.
+            input_shape: (height, width, channels).
+            num_classes: output classes.
+            **overrides: options replacing catalog defaults, see `model_options`.
+
+        Returns:
+            The framework's model object.
+
+        Raises:
+            ValueError: unknown model, invalid arguments, or an input too small for it.
+        """
         check_model_name(name)
         check_model_args(input_shape, num_classes)
+        options = model_options(name, **overrides)
+        # Fails on inputs the model would shrink to nothing, with the same message in both
+        # frameworks, before either builds anything.
+        model_cost(name, input_shape, num_classes)
         if name not in self._builders:
             raise ValueError(f"model {name!r} has no {self.framework} definition yet")
-        return self._builders[name](input_shape=tuple(input_shape), num_classes=num_classes)
+        return self._builders[name](
+            input_shape=tuple(input_shape), num_classes=num_classes, **options
+        )

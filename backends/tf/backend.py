@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import backends.tf  # noqa: F401  (pins KERAS_BACKEND before keras is imported)
+# backends/tf/__init__.py, which Python runs before this module, pins KERAS_BACKEND.
 import keras
 import numpy as np
 import tensorflow as tf
@@ -65,8 +65,14 @@ class TFBackend(Backend):
         keras.utils.set_random_seed(seed)
 
     # --- model -----------------------------------------------------------------------
-    def build(self, model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
-        self.model = create_model(model_name, input_shape, num_classes)
+    def build(
+        self,
+        model_name: str,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        **overrides: Any,
+    ) -> None:
+        self.model = create_model(model_name, input_shape, num_classes, **overrides)
         self.model_name, self.num_classes = model_name, num_classes
         self._step = None
 
@@ -130,7 +136,7 @@ class TFBackend(Backend):
                 per_sample = _cross_entropy(logits, batch_labels, num_classes, smoothing)
                 weights = tf.gather(table, batch_labels)
                 loss = tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
             return loss
 
         self._jit_compile = config.compile

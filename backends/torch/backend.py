@@ -58,8 +58,14 @@ class TorchBackend(Backend):
         torch.manual_seed(seed)
 
     # --- model -----------------------------------------------------------------------
-    def build(self, model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
-        model = create_model(model_name, input_shape, num_classes).to(self.device)
+    def build(
+        self,
+        model_name: str,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        **overrides: Any,
+    ) -> None:
+        model = create_model(model_name, input_shape, num_classes, **overrides).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.model_name, self.num_classes = model, model_name, num_classes
@@ -127,7 +133,9 @@ class TorchBackend(Backend):
         def step(index: torch.Tensor) -> torch.Tensor:
             labels = self._y[index]
             logits = self.model(self._to_input(self._x[index]))
-            per_sample = F.cross_entropy(logits, labels, reduction="none", label_smoothing=smoothing)
+            per_sample = F.cross_entropy(
+                logits, labels, reduction="none", label_smoothing=smoothing
+            )
             weights = self._class_weights[labels]
             loss = (per_sample * weights).sum() / weights.sum()
             optimizer.zero_grad(set_to_none=True)

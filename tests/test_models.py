@@ -1,0 +1,181 @@
+"""The model zoo is the same in both frameworks (DESIGN §2.1, §3).
+
+Every model is built once per input shape in each framework (module-scoped fixture;
+pytest runs one shape's tests together and frees its models before the next). Weights
+are ported through the canonical layout in both directions and the logits compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from backends import create_backend  # noqa: E402
+from backends.base import Backend, TrainConfig  # noqa: E402
+from backends.catalog import CATALOG, DEFAULT_INPUT_SHAPE, MODEL_NAMES  # noqa: E402
+from backends.flops import model_cost  # noqa: E402
+from backends.init import shared_initial_weights  # noqa: E402
+
+NUM_CLASSES = 7
+TOLERANCE = 1e-4  # DESIGN §2.1: max |Δlogits| in float32
+HEAVY = ("vgg16", "resnet50")  # seconds per build and pass in both frameworks on 2 cores
+
+
+def _variant(name: str, shape: tuple[int, int, int]):
+    marks = [pytest.mark.slow] if name in HEAVY and shape != DEFAULT_INPUT_SHAPE else []
+    return pytest.param((name, shape), id=f"{name}-{'x'.join(map(str, shape))}", marks=marks)
+
+
+# 64×56 is not square so that an H/W mix-up in the flatten reorder cannot cancel out.
+VARIANTS = [
+    _variant(name, shape)
+    for name in MODEL_NAMES
+    for shape in (DEFAULT_INPUT_SHAPE, (64, 64, 3), (64, 56, 1))
+]
+
+
+@dataclass
+class Pair:
+    """One model built in both frameworks, and the test weights to port between them."""
+
+    name: str
+    shape: tuple[int, int, int]
+    backends: dict[str, Backend]
+    weights: dict[str, np.ndarray]
+    x: np.ndarray  # a float32 NHWC test batch, already scaled
+
+
+def _test_weights(backend: Backend, shape: tuple[int, int, int], seed: int) -> dict:
+    """Random canonical weights under which every model's logits stay of order 1.
+
+    Kernels are He-uniform, biases and attention parameters random, BN/GN scales in
+    [0.2, 0.5], and each BN's running statistics those of a calibration batch (so that
+    eval mode normalises as in a trained net). Scales below 1, as in trained residual
+    nets, keep a random ResNet-50 from amplifying float32 rounding: with scales near 1,
+    torch alone drifts 2e-4 from a float64 run, more than the tolerance.
+
+    Args:
+        backend: a torch backend with the model built; it is left holding the weights.
+        shape: the model's input shape.
+        seed: seeds everything random here.
+    """
+    rng = np.random.default_rng(seed)
+    weights = shared_initial_weights(backend.get_weights(), seed)
+    for name, value in weights.items():
+        if value.ndim != 1 or name.endswith(("running_mean", "running_var")):
+            continue
+        if name.endswith(".weight"):
+            weights[name] = rng.uniform(0.2, 0.5, value.shape).astype(np.float32)
+        else:
+            weights[name] = rng.normal(0.0, 0.3, value.shape).astype(np.float32)
+    backend.set_weights(weights)
+    norms = [m for m in backend.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in norms:
+        # momentum None averages all batches seen since the reset: here exactly one.
+        bn.reset_running_stats()
+        bn.momentum = None
+    backend.logits(rng.uniform(-1, 1, (8, *shape)).astype(np.float32), training=True)
+    for bn in norms:
+        bn.momentum = 0.1
+    return backend.get_weights()
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def pair(request) -> Pair:
+    name, shape = request.param
+    # Dropout 0 makes training-mode outputs deterministic; eval mode ignores dropout.
+    backends = {b: create_backend(b) for b in ("torch", "tf")}
+    for backend in backends.values():
+        backend.build(name, shape, NUM_CLASSES, dropout=0.0)
+    weights = _test_weights(backends["torch"], shape, seed=1)
+    x = np.random.default_rng(2).uniform(-1, 1, (4, *shape)).astype(np.float32)
+    return Pair(name, shape, backends, weights, x)
+
+
+def _port(pair: Pair, direction: str) -> tuple[Backend, Backend]:
+    """Loads the test weights into the source, then the source's export into the target."""
+    source, target = (pair.backends[b] for b in direction.split("->"))
+    source.set_weights(pair.weights)
+    target.set_weights(source.get_weights())
+    return source, target
+
+
+DIRECTIONS = ["torch->tf", "tf->torch"]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_weights_round_trip_exactly(pair: Pair, direction: str) -> None:
+    source, target = _port(pair, direction)
+    exported = target.get_weights()
+    assert set(exported) == set(pair.weights)
+    for name, value in pair.weights.items():
+        np.testing.assert_array_equal(exported[name], value, err_msg=name)
+
+
+def test_canonical_layouts_match(pair: Pair) -> None:
+    torch_shapes = {k: v.shape for k, v in pair.backends["torch"].get_weights().items()}
+    tf_shapes = {k: v.shape for k, v in pair.backends["tf"].get_weights().items()}
+    assert tf_shapes == torch_shapes
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_logits_match_after_porting(pair: Pair, direction: str, training: bool) -> None:
+    """Eval mode uses the ported BN statistics; training mode the batch's own."""
+    source, target = _port(pair, direction)
+    expected = source.logits(pair.x, training=training)
+    actual = target.logits(pair.x, training=training)
+    scale = np.abs(expected).max()
+    assert 0.1 < scale < 100, f"test weights give degenerate logits (max |logit| {scale:.3g})"
+    diff = np.abs(actual - expected).max()
+    assert diff <= TOLERANCE, f"max |Δlogits| {diff:.2e} (max |logit| {scale:.2f})"
+
+
+def test_trainable_params_match_reference(pair: Pair) -> None:
+    expected = model_cost(pair.name, pair.shape, NUM_CLASSES).params
+    if pair.shape == DEFAULT_INPUT_SHAPE:
+        assert expected == CATALOG[pair.name].reference_params
+    for backend in pair.backends.values():
+        assert backend.num_trainable_params() == expected, backend.name
+
+
+def test_flops_match_torch_counter(pair: Pair) -> None:
+    """The neutral count's conv/dense part equals torch's counter; the rest is small."""
+    model = pair.backends["torch"].model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(2, pair.shape[2], pair.shape[0], pair.shape[1]))
+    counted = counter.get_total_flops() // 2
+    cost = model_cost(pair.name, pair.shape, NUM_CLASSES)
+    assert cost.matmul_flops == counted
+    assert counted <= cost.flops <= 1.02 * counted
+
+
+def _train_variant(name: str):
+    return pytest.param(name, marks=[pytest.mark.slow] if name in HEAVY else [])
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "tf"])
+@pytest.mark.parametrize("name", [_train_variant(n) for n in MODEL_NAMES])
+def test_fit_takes_finite_steps(name: str, backend_name: str) -> None:
+    """Two training steps with the model's default dropout leave finite, changed weights."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (16, *DEFAULT_INPUT_SHAPE), dtype=np.uint8)
+    y = np.arange(16) % NUM_CLASSES
+    backend = create_backend(backend_name)
+    backend.seed(0)
+    backend.build(name, DEFAULT_INPUT_SHAPE, NUM_CLASSES)
+    before = backend.get_weights()
+    logs = backend.fit(x, y, TrainConfig(epochs=1, batch_size=8))
+    after = backend.get_weights()
+    assert logs[0].steps == 2 and np.isfinite(logs[0].train_loss)
+    assert all(np.isfinite(v).all() for v in after.values())
+    changed = [k for k in before if not np.array_equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2, f"only {len(changed)} of {len(before)} changed"
