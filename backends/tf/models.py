@@ -26,7 +26,9 @@ def _bn(name: str) -> layers.BatchNormalization:
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM_KERAS, name=name)
 
 
-def _conv(x, out_channels: int, kernel: int, stride: int = 1, bias: bool = True, name=None):
+def _conv(
+    x, out_channels: int, kernel: int, stride: int = 1, bias: bool = True, name: str | None = None
+):
     """A conv padded by kernel // 2 on every side, like torch's `_conv`.
 
     Stride 1 "same" pads an odd kernel evenly. With stride 2, "same" pads only as much as
@@ -243,17 +245,22 @@ def _downsample(x, out_channels: int, stride: int, name: str):
 def basic_block(x, width: int, stride: int, name: str):
     """ResNet's basic block; see torch's BasicBlock."""
     shortcut = _downsample(x, width, stride, name)
-    out = layers.ReLU()(_bn(f"{name}.bn1")(_conv(x, width, 3, stride, False, f"{name}.conv1")))
-    out = _bn(f"{name}.bn2")(_conv(out, width, 3, 1, False, f"{name}.conv2"))
+    out = _conv(x, width, 3, stride, bias=False, name=f"{name}.conv1")
+    out = layers.ReLU()(_bn(f"{name}.bn1")(out))
+    out = _conv(out, width, 3, bias=False, name=f"{name}.conv2")
+    out = _bn(f"{name}.bn2")(out)
     return layers.ReLU()(layers.Add()([out, shortcut]))
 
 
 def bottleneck(x, width: int, stride: int, name: str):
     """ResNet v1.5 bottleneck (stride on the 3×3 conv); see torch's Bottleneck."""
     shortcut = _downsample(x, 4 * width, stride, name)
-    out = layers.ReLU()(_bn(f"{name}.bn1")(_conv(x, width, 1, 1, False, f"{name}.conv1")))
-    out = layers.ReLU()(_bn(f"{name}.bn2")(_conv(out, width, 3, stride, False, f"{name}.conv2")))
-    out = _bn(f"{name}.bn3")(_conv(out, 4 * width, 1, 1, False, f"{name}.conv3"))
+    out = _conv(x, width, 1, bias=False, name=f"{name}.conv1")
+    out = layers.ReLU()(_bn(f"{name}.bn1")(out))
+    out = _conv(out, width, 3, stride, bias=False, name=f"{name}.conv2")
+    out = layers.ReLU()(_bn(f"{name}.bn2")(out))
+    out = _conv(out, 4 * width, 1, bias=False, name=f"{name}.conv3")
+    out = _bn(f"{name}.bn3")(out)
     return layers.ReLU()(layers.Add()([out, shortcut]))
 
 
