@@ -1,0 +1,111 @@
+"""The harness: prepares the shared data once, then runs each job in a fresh worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.config import RunSpec
+from benchmarks.worker import record_header
+from datasets import FaceDataset, holdout_split
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_cache_dir() -> Path:
+    """$FERBENCH_CACHE, else ~/.cache/fer-bench (never inside a dataset folder)."""
+    return Path(os.environ.get("FERBENCH_CACHE", Path.home() / ".cache" / "fer-bench"))
+
+
+def prepare_data(
+    dataset: FaceDataset, split_seed: int, cache_dir: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Splits `dataset` and writes the arrays every worker of this invocation reads.
+
+    Args:
+        dataset: the loaded dataset.
+        split_seed: seed of the holdout split.
+        cache_dir: folder for the prepared file.
+
+    Returns:
+        The .npz path and the data facts recorded with each run.
+    """
+    split = holdout_split(dataset.labels, dataset.subjects, seed=split_seed)
+    fingerprint = dataset.fingerprint()
+    path = cache_dir / "prepared" / f"{dataset.name}-{fingerprint}-split{split_seed}.npz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written under a temporary name so a crash never leaves a truncated file behind.
+        partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        arrays = {}
+        for part in ("train", "val", "test"):
+            indices = getattr(split, part)
+            arrays[f"x_{part}"], arrays[f"y_{part}"] = dataset.images[indices], dataset.labels[indices]
+        np.savez(partial, class_names=np.asarray(dataset.class_names), **arrays)
+        os.replace(partial, path)
+    info = {
+        "fingerprint": fingerprint,
+        "protocol": split.protocol,
+        "split_seed": split_seed,
+        "num_train": len(split.train),
+        "num_val": len(split.val),
+        "num_test": len(split.test),
+        "class_names": dataset.class_names,
+        "image_shape": list(dataset.images.shape[1:]),
+        "skipped_files": len(dataset.skipped),
+        "duplicates": dataset.duplicates,
+    }
+    return path, info
+
+
+def _failure_reason(returncode: int, stderr_tail: list[str]) -> str:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (likely out of memory)" if name == "SIGKILL" else ""
+        return f"worker killed by {name}{hint}"
+    lines = [line for line in stderr_tail if line.strip()]
+    return lines[-1].strip() if lines else f"worker exited with status {returncode}"
+
+
+def run_in_worker(spec: RunSpec, on_line: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs `spec` in a fresh `python -m benchmarks.worker` process.
+
+    Args:
+        spec: the run.
+        on_line: receives each progress line the worker prints.
+
+    Returns:
+        The worker's record, or a "failed" record carrying the error when the worker
+        crashed, raised or was killed.
+    """
+    with tempfile.TemporaryDirectory(prefix="ferbench-") as work:
+        spec_path, result_path = Path(work) / "spec.json", Path(work) / "result.json"
+        stderr_path = Path(work) / "stderr.txt"
+        spec_path.write_text(spec.to_json())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(stderr_path, "w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.worker", str(spec_path), str(result_path)],
+                cwd=_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
+            for line in process.stdout:
+                on_line(line.rstrip("\n"))
+            returncode = process.wait()
+        if returncode == 0 and result_path.exists():
+            return json.loads(result_path.read_text())
+        tail = stderr_path.read_text(errors="replace").splitlines()[-40:]
+    return {
+        **record_header(spec),
+        "status": "failed",
+        "error": _failure_reason(returncode, tail),
+        "stderr_tail": "\n".join(tail),
+    }

@@ -1,0 +1,76 @@
+"""The in-memory dataset every loader returns, and the canonical emotion names."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# DESIGN §4: every dataset maps its own label names onto these.
+EMOTIONS: tuple[str, ...] = (
+    "neutral",
+    "anger",
+    "contempt",
+    "disgust",
+    "fear",
+    "happiness",
+    "sadness",
+    "surprise",
+)
+
+
+@dataclass
+class FaceDataset:
+    """Preprocessed face images with labels and, where known, subjects.
+
+    Attributes:
+        name: dataset name ("synthetic", "ck+", …).
+        images: uint8 (N, H, W, C) array.
+        labels: int64 (N,) indices into `class_names`.
+        class_names: canonical emotion names present, in label order.
+        subjects: (N,) subject ids as strings, or None where the dataset has none.
+        official_split: (N,) "train"/"val"/"test" where the dataset defines one, else None.
+        skipped: files passed over while loading, as {"path": …, "reason": …}.
+        duplicates: number of images that repeat an earlier image's exact pixels.
+        source: free-form facts about where the data came from (layout, folder).
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    subjects: np.ndarray | None = None
+    official_split: np.ndarray | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+    source: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                "images must be uint8 (N, H, W, C). "
+                f"Received: dtype={self.images.dtype}, shape={self.images.shape}"
+            )
+        for name in ("labels", "subjects", "official_split"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries for {n} images")
+        unknown = sorted(set(self.class_names) - set(EMOTIONS))
+        if unknown:
+            raise ValueError(f"class names {unknown} are not canonical emotions {EMOTIONS}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def fingerprint(self) -> str:
+        """A short hash of the pixels, labels and subjects: equal data ⇔ equal fingerprint."""
+        digest = hashlib.sha256()
+        digest.update(str(self.images.shape).encode())
+        digest.update(self.images.tobytes())
+        digest.update(self.labels.astype(np.int64).tobytes())
+        digest.update(",".join(self.class_names).encode())
+        if self.subjects is not None:
+            digest.update("\0".join(map(str, self.subjects)).encode())
+        return digest.hexdigest()[:16]
