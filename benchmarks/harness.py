@@ -49,7 +49,8 @@ def prepare_data(
         arrays = {}
         for part in ("train", "val", "test"):
             indices = getattr(split, part)
-            arrays[f"x_{part}"], arrays[f"y_{part}"] = dataset.images[indices], dataset.labels[indices]
+            arrays[f"x_{part}"] = dataset.images[indices]
+            arrays[f"y_{part}"] = dataset.labels[indices]
         np.savez(partial, class_names=np.asarray(dataset.class_names), **arrays)
         os.replace(partial, path)
     info = {
