@@ -117,7 +117,7 @@ class TFBackend(Backend):
         images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
         table = tf.constant(class_weights)
         if config.optimizer == "adam":
-            optimizer = keras.optimizers.Adam(
+            optimizer = TorchOrderAdam(
                 learning_rate=config.learning_rate,
                 beta_1=config.adam_beta1,
                 beta_2=config.adam_beta2,
@@ -155,6 +155,30 @@ class TFBackend(Backend):
             for start in range(0, len(x), batch_size)
         ]
         return np.concatenate([np.asarray(p) for p in out]).astype(np.float64)
+
+
+class TorchOrderAdam(keras.optimizers.Adam):
+    """Adam that adds epsilon after the bias correction, as `torch.optim.Adam` does.
+
+    Keras adds epsilon to sqrt(v) before correcting the bias, so its effective epsilon
+    is 1/sqrt(1 - beta2^t) times torch's: 31× at step 1, enough to change the first
+    steps of weights with small gradients. Pinning the epsilon value alone is not enough.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        bias_1 = 1 - ops.power(ops.cast(self.beta_1, dtype), step)
+        bias_2 = 1 - ops.power(ops.cast(self.beta_2, dtype), step)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(bias_2)), self.epsilon)
+        step_size = ops.divide(ops.cast(learning_rate, dtype), bias_1)
+        self.assign_sub(variable, ops.divide(ops.multiply(m, step_size), denominator))
 
 
 def _scale(images):
