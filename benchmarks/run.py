@@ -22,6 +22,7 @@ from benchmarks.config import RunSpec
 from benchmarks.harness import default_cache_dir, prepare_data, run_in_worker
 from benchmarks.results import append_record, new_report_dir, summary_table
 from datasets import DATASET_NAMES, check_dataset_name, load_dataset
+from datasets.synthetic import generate as generate_synthetic
 
 DEFAULTS = TrainConfig(epochs=3, batch_size=64, learning_rate=1e-3)
 
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed (sample order, initial weights)")
     parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--synthetic-subjects", type=int, default=100,
+                        help="people in the synthetic set (21 images each; default 100)")
     parser.add_argument("--init", default="shared", choices=INIT_MODES,
                         help="shared: both frameworks start from the same weights (default); "
                              "native: each framework's own initialisers")
@@ -105,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                              learning_rate=args.lr, seed=args.seed)
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be ≥ 1. Received: {args.threads}")
-        dataset = load_dataset(args.dataset, args.data_dir, args.image_size)
+        if args.dataset == "synthetic":
+            dataset = generate_synthetic(num_subjects=args.synthetic_subjects,
+                                         image_size=args.image_size)
+        else:
+            dataset = load_dataset(args.dataset, args.data_dir, args.image_size)
     except (ValueError, MissingFrameworkError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
