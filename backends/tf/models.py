@@ -22,8 +22,35 @@ create_model = _registry.create
 list_models = _registry.names
 
 
+class TorchBatchNormalization(layers.BatchNormalization):
+    """BatchNormalization whose running variance tracks the unbiased batch variance.
+
+    torch's BatchNorm2d normalises with the biased batch variance but feeds the unbiased
+    one (× n/(n-1)) into `running_var`; Keras feeds the biased one into
+    `moving_variance`. Left alone, eval-mode outputs of the two frameworks would drift
+    apart after training. Normalisation is unchanged.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        x = ops.cast(inputs, "float32")
+        mean, variance = self._moments(x, mask)
+        count = ops.cast(ops.size(x), "float32") / x.shape[self.axis]
+        unbiased = variance * count / ops.maximum(count - 1.0, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum)
+        )
+        outputs = ops.batch_normalization(
+            x, mean, variance, axis=self.axis, offset=self.beta, scale=self.gamma,
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+
 def _bn(name: str) -> layers.BatchNormalization:
-    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM_KERAS, name=name)
+    return TorchBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM_KERAS, name=name)
 
 
 def _conv(
