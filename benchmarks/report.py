@@ -21,7 +21,7 @@ import base64
 import html
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -39,6 +39,7 @@ from benchmarks.measures import (
 )
 from benchmarks.results import ResultsFileError, read_records, results_path
 from benchmarks.stats import PairedTest, Summary, paired_accuracy_test
+from benchmarks.tables import html_table, markdown_escape, markdown_table
 
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 SUMMARY_CSV, RUNS_CSV = "summary.csv", "runs.csv"
@@ -296,19 +297,6 @@ def charts(data: ReportData) -> list[tuple[str, str, bytes]]:
 # --- Markdown -------------------------------------------------------------------------
 
 
-def _md_cell(text: Any) -> str:
-    # Markdown renderers pass HTML through, so data text is HTML-escaped as well.
-    return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table with every cell escaped."""
-    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
-             "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _test_lines(data: ReportData) -> list[tuple[str, str]]:
     return [(label, test.statement) for label, tests in data.tests.items()
             for _, _, test in tests]
@@ -318,19 +306,19 @@ def render_markdown(data: ReportData) -> str:
     """The report as Markdown: every table and test; the figures are in report.html."""
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
     parts = [
-        f"# FER-Bench report: {_md_cell(datasets)}",
+        f"# FER-Bench report: {markdown_escape(datasets)}",
         f"{len(data.records)} runs ({len(data.problems)} not ok) from "
-        f"`{_md_cell(data.source.name)}`. Figures: `{REPORT_HTML}`. Cells are the mean over "
+        f"`{markdown_escape(data.source.name)}`. Figures: `{REPORT_HTML}`. Cells are the mean over "
         "seeds ± half-width of its 95% t-interval.",
         "## Headline", markdown_table(*headline_rows(data)),
         "## Do the frameworks differ? (paired accuracy tests)",
-        "\n".join(f"- **{_md_cell(label)}**: {_md_cell(statement)}"
+        "\n".join(f"- **{markdown_escape(label)}**: {markdown_escape(statement)}"
                   for label, statement in _test_lines(data)) or "No pair of backends to test.",
     ]
     for label in data.groups:
         headers, rows = figure_rows(data, label)
         if rows:
-            parts += [f"## All figures: {_md_cell(label)}", markdown_table(headers, rows)]
+            parts += [f"## All figures: {markdown_escape(label)}", markdown_table(headers, rows)]
     parts += ["## Runs", markdown_table(*run_rows(data))]
     if data.problems:
         parts += ["## Failed or skipped runs", markdown_table(*problem_rows(data))]
@@ -364,19 +352,6 @@ ul.tests li { margin: 4px 0; }
 .significant { font-weight: 600; }
 pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
 """
-
-
-def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-               bad: Callable[[Sequence[Any]], bool] | None = None) -> str:
-    """An HTML table with every cell escaped; rows for which `bad` holds are highlighted."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-        css = ' class="bad"' if bad is not None and bad(row) else ""
-        body.append(f"<tr{css}>{cells}</tr>")
-    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _img(png: bytes, alt: str) -> str:

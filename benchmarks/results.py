@@ -83,11 +83,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
                     f"{path}, line {number}: not a FER-Bench result record (missing "
                     f"{', '.join(missing)}); pass a results.jsonl written by benchmarks.run"
                 )
-            if record["schema_version"] > SCHEMA_VERSION:
+            version = record["schema_version"]
+            if not isinstance(version, int) or version > SCHEMA_VERSION:
                 raise ResultsFileError(
-                    f"{path}, line {number}: written with result schema "
-                    f"{record['schema_version']}, newer than this FER-Bench reads "
-                    f"({SCHEMA_VERSION}); update FER-Bench"
+                    f"{path}, line {number}: result schema {version!r} is not one this "
+                    f"FER-Bench reads (1 to {SCHEMA_VERSION}); update FER-Bench"
                 )
             records.append(record)
     if not records:

@@ -125,10 +125,11 @@ class PairedTest:
 
 
 def format_p(p_value: float) -> str:
-    """p-values as reviewers read them: "p = 0.41", "p = 0.004", "p < 0.001"."""
+    """p-values as reviewers read them: "p = 0.41", "p = 0.043", "p < 0.001"."""
     if p_value < 0.001:
         return "p < 0.001"
-    return f"p = {p_value:.2f}" if p_value >= 0.01 else f"p = {p_value:.3f}"
+    # Two significant digits; fixed-point above 0.1 so that 1 reads "1.00".
+    return f"p = {p_value:.2f}" if p_value >= 0.1 else f"p = {p_value:.2g}"
 
 
 def _verdict(name_a: str, name_b: str, difference: float, p_value: float, alpha: float,
