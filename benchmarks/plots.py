@@ -12,6 +12,7 @@ to draw, so a report of failed runs still renders.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -50,11 +51,14 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def ordered_backends(names: Iterable[str]) -> list[str]:
+    """The distinct backend names, tf and torch first, in every table and figure."""
+    rank = {name: i for i, name in enumerate(_KNOWN_BACKENDS)}
+    return sorted(set(names), key=lambda b: (rank.get(b, len(rank)), b))
+
+
 def _backends(groups: Groups) -> list[str]:
-    seen: dict[str, None] = {}
-    for by_backend in groups.values():
-        seen.update(dict.fromkeys(by_backend))
-    return sorted(seen, key=lambda b: (b not in _KNOWN_BACKENDS, b))
+    return ordered_backends(b for by_backend in groups.values() for b in by_backend)
 
 
 def _grid(count: int, columns: int, cell_in: tuple[float, float]) -> tuple[Figure, list]:

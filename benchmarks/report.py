@@ -57,7 +57,6 @@ _RUN_TABLE_KEYS = (
 _SECTION_TITLES = {"metrics": "Classification metrics", "timing": "Time", "memory": "Memory"}
 # Sections of figures that are facts about the model, not measurements worth a chart.
 _UNCHARTED_SECTIONS = ("model_info",)
-_BACKEND_ORDER = ("tf", "torch")
 
 
 @dataclass
@@ -70,7 +69,7 @@ class ReportData:
         groups: label → backend → ok records (see `benchmarks.plots`); labels with only
             failed runs are present with empty lists.
         totals: label → backend → number of runs, ok or not.
-        tests: label → paired tests, one per pair of backends.
+        tests: label → paired accuracy tests, one per pair of backends.
         keys: every figure key some record carries, catalog figures first.
     """
 
@@ -78,14 +77,13 @@ class ReportData:
     records: list[dict[str, Any]]
     groups: plots.Groups = field(default_factory=dict)
     totals: dict[str, dict[str, int]] = field(default_factory=dict)
-    tests: dict[str, list[tuple[str, str, PairedTest]]] = field(default_factory=dict)
+    tests: dict[str, list[PairedTest]] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
 
     @property
     def backends(self) -> list[str]:
         """The backends of the records, tf and torch first."""
-        names = {record["backend"] for record in self.records}
-        return sorted(names, key=lambda b: (b not in _BACKEND_ORDER, _order(b), b))
+        return plots.ordered_backends(record["backend"] for record in self.records)
 
     @property
     def problems(self) -> list[dict[str, Any]]:
@@ -94,10 +92,6 @@ class ReportData:
 
     def summary(self, label: str, backend: str, key: str) -> Summary:
         return summarize_figure(self.groups[label].get(backend, []), key)
-
-
-def _order(backend: str) -> int:
-    return _BACKEND_ORDER.index(backend) if backend in _BACKEND_ORDER else 0
 
 
 def analyse(records: list[dict[str, Any]], source: Path) -> ReportData:
@@ -121,7 +115,7 @@ def analyse(records: list[dict[str, Any]], source: Path) -> ReportData:
             runs.append(record)
     for label, by_backend in data.groups.items():
         present = [b for b in data.backends if by_backend.get(b)]
-        data.tests[label] = [(a, b, paired_accuracy_test(by_backend[a], by_backend[b], a, b))
+        data.tests[label] = [paired_accuracy_test(by_backend[a], by_backend[b], a, b)
                              for a, b in combinations(present, 2)]
     data.keys = figure_keys(runs_frame(records).columns)
     return data
@@ -299,7 +293,7 @@ def charts(data: ReportData) -> list[tuple[str, str, bytes]]:
 
 def _test_lines(data: ReportData) -> list[tuple[str, str]]:
     return [(label, test.statement) for label, tests in data.tests.items()
-            for _, _, test in tests]
+            for test in tests]
 
 
 def render_markdown(data: ReportData) -> str:
@@ -341,9 +335,10 @@ h1 { margin-top: 24px; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px
 nav a { margin-right: 12px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
-th, td { border: 1px solid #d8d8d8; padding: 4px 8px; text-align: right; }
+th, td { border: 1px solid #d8d8d8; padding: 4px 8px; text-align: left; }
 th { background: #f3f3f3; }
-td:first-child, th:first-child, td.text { text-align: left; }
+td.num { text-align: right; white-space: nowrap; }
+td:first-child { white-space: nowrap; }
 tr.bad td { background: #fdecea; }
 figure { margin: 16px 0; } figure img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 13px; }
@@ -372,7 +367,7 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
     tests = "".join(
         f'<li class="{"significant" if test.significant else ""}"><b>{esc(label)}</b>: '
         f"{esc(test.statement)}</li>"
-        for label, pair_tests in data.tests.items() for _, _, test in pair_tests)
+        for label, pair_tests in data.tests.items() for test in pair_tests)
     sections.append(("tests", "Do the frameworks differ?", (
         "<p class=\"note\">Paired tests on the same test images at α = 0.05: McNemar's "
         "exact test for one seed (folds pooled), a paired t-test over seeds otherwise.</p>"

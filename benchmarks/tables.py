@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,13 +34,25 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+# Figures ("0.836 ± 0.125", "1,001", "+12.3%", "3.10×", "3/4", "—") align right; text left.
+_FIGURE = re.compile(r"^[-+−]?[\d,.]+(%|×)?( ± [\d,.]+)?$|^\d+/\d+$|^—$")
+
+
+def _html_cell(text: str) -> str:
+    css = ' class="num"' if _FIGURE.match(text) else ""
+    return f"<td{css}>{html.escape(text)}</td>"
+
+
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
                bad: Callable[[Sequence[Any]], bool] | None = None) -> str:
-    """An HTML table with every cell escaped; rows for which `bad` holds are highlighted."""
+    """An HTML table with every cell escaped; rows for which `bad` holds are highlighted.
+
+    Cells holding a figure get class "num" (right-aligned, unbroken by the page's CSS).
+    """
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = []
     for row in rows:
-        cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        cells = "".join(_html_cell(str(c)) for c in row)
         css = ' class="bad"' if bad is not None and bad(row) else ""
         body.append(f"<tr{css}>{cells}</tr>")
     return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
