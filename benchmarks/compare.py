@@ -75,6 +75,9 @@ DEFAULT_THRESHOLDS = {kind: rule.default for kind, rule in THRESHOLD_RULES.items
 
 # Record sections whose differences explain a change (and are listed as context).
 _CONTEXT_SECTIONS = ("data", "config", "env", "flags")
+# Changes smaller than this (relative, or in fraction points for quality) round to zero in
+# the table, so they are called neither "worse" nor "better".
+_NEGLIGIBLE = 1e-3
 # Fields that differ between runs by design, not between A and B.
 _CONTEXT_IGNORED = frozenset({"config.seed"})
 
@@ -139,7 +142,7 @@ class Delta:
     @property
     def verdict(self) -> str:
         """"REGRESSION (…)", "worse", "better" or ""."""
-        if self.worse_by is None or abs(self.worse_by) < 1e-12:
+        if self.worse_by is None or abs(self.worse_by) < _NEGLIGIBLE:
             return ""
         if not self.regression:
             return "worse" if self.worse_by > 0 else "better"

@@ -98,7 +98,8 @@ _CATALOG = {
 # times, since "_img_s" also ends in "_s".
 _SUFFIXES = (
     (("_img_s", "_per_s"), "/s", HIGHER, TIME, 1),
-    (("tflops", "gflops", "flops_s"), "", HIGHER, TIME, 2),
+    (("_tflops",), "TFLOP/s", HIGHER, TIME, 2),
+    (("_gflops",), "GFLOP/s", HIGHER, TIME, 1),
     (("_ms",), "ms", LOWER, TIME, 2),
     (("_s",), "s", LOWER, TIME, 2),
     (("_mb",), "MB", LOWER, MEMORY, 0),
@@ -123,17 +124,25 @@ HEADLINE = (
 
 
 def measure_for(key: str) -> Measure:
-    """The Measure of `key`: from the catalog, else described from its unit suffix."""
+    """The Measure of `key`: from the catalog, else described from its unit suffix.
+
+    An unlisted key is labelled by its path below the section ("timing.latency.b1.p50_ms"
+    reads "latency b1 p50", in ms).
+    """
     if key in _CATALOG:
         return _CATALOG[key]
-    name = key.rsplit(".", 1)[-1]
+    path = key.split(".", 1)[-1]
     for suffixes, unit, better, kind, digits in _SUFFIXES:
         for suffix in suffixes:
-            if name.lower().endswith(suffix):
-                stem = name[: -len(suffix)] if suffix.startswith("_") else name
+            if path.lower().endswith(suffix):
+                stem = path[: -len(suffix)]
                 unit = "img/s" if suffix == "_img_s" else unit
-                return Measure(key, stem.replace("_", " "), unit, better, kind, digits)
-    return Measure(key, name.replace("_", " "))
+                return Measure(key, _words(stem), unit, better, kind, digits)
+    return Measure(key, _words(path))
+
+
+def _words(path: str) -> str:
+    return path.replace(".", " ").replace("_", " ")
 
 
 def _numeric_leaves(section: dict[str, Any], prefix: str) -> Iterable[tuple[str, float]]:

@@ -11,11 +11,9 @@ from typing import Any
 def text_table(headers: list[str], rows: list[list[str]]) -> str:
     """A plain-text table with columns padded to their widest cell."""
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=True)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-              for row in rows]
-    return "\n".join(lines)
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True))
+                     .rstrip() for line in lines)
 
 
 def markdown_escape(text: Any) -> str:
