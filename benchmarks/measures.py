@@ -25,7 +25,6 @@ QUALITY = "quality"  # absolute drop, in fraction points (0.02 = two accuracy po
 TIME = "time"  # relative slowdown
 MEMORY = "memory"  # relative growth
 ENERGY = "energy"  # relative growth
-THRESHOLD_KINDS = (QUALITY, TIME, MEMORY, ENERGY)
 
 # Top-level record sections holding facts, not measurements.
 _NOT_FIGURES = frozenset({"config", "data", "env", "flags"})
