@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.config import SCHEMA_VERSION
+
 RESULTS_FILE = "results.jsonl"
 
 
@@ -35,16 +37,62 @@ def append_record(report_dir: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Reads every record of a results file (or of the results file in a folder)."""
+class ResultsFileError(ValueError):
+    """A results file that is missing, empty or unreadable; the message names the fix."""
+
+
+# Fields without which a record cannot be placed in a report or a comparison.
+_REQUIRED_FIELDS = ("schema_version", "run_id", "status", "backend", "model", "dataset")
+
+
+def results_path(path: Path) -> Path:
+    """The results file itself, given either it or the report folder holding it."""
     path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Reads every record of a results file (or of the results file in a folder).
+
+    Raises:
+        ResultsFileError: the file is missing, holds no records, holds a line that is not
+            a JSON record with the fields every record has, or was written by a newer
+            schema than this code reads.
+    """
+    path = results_path(path)
+    rerun = "rerun `python -m benchmarks.run` to produce it"
     if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}: pass a report folder or its "
-                                f"{RESULTS_FILE}")
+        raise ResultsFileError(f"no results file at {path}: pass a report folder or its "
+                               f"{RESULTS_FILE}, or {rerun}")
+    records = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ResultsFileError(
+                    f"{path}, line {number}: not valid JSON ({error.msg}); the file is "
+                    f"damaged: restore it or {rerun}"
+                ) from None
+            missing = [f for f in _REQUIRED_FIELDS
+                       if not isinstance(record, dict) or f not in record]
+            if missing:
+                raise ResultsFileError(
+                    f"{path}, line {number}: not a FER-Bench result record (missing "
+                    f"{', '.join(missing)}); pass a results.jsonl written by benchmarks.run"
+                )
+            version = record["schema_version"]
+            if not isinstance(version, int) or version > SCHEMA_VERSION:
+                raise ResultsFileError(
+                    f"{path}, line {number}: result schema {version!r} is not one this "
+                    f"FER-Bench reads (1 to {SCHEMA_VERSION}); update FER-Bench"
+                )
+            records.append(record)
+    if not records:
+        raise ResultsFileError(f"{path} holds no result records; {rerun}")
+    return records
 
 
 def _fmt(value: Any, spec: str) -> str:

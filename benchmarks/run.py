@@ -3,8 +3,10 @@
     python -m benchmarks.run --backend both --dataset synthetic
     python -m benchmarks.run --list-models
 
-Every (backend, model) run executes in its own worker process; results go to a new
-`reports/<timestamp>-<dataset>/results.jsonl`, and a side-by-side table is printed.
+Every (backend, model, seed) run executes in its own worker process; results go to a new
+`reports/<timestamp>-<dataset>/results.jsonl`, a side-by-side table is printed, and the
+report (report.html, report.md, CSV summaries; see `benchmarks.report`) is written next
+to the results.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from backends import BACKEND_NAMES, MissingFrameworkError, check_available
@@ -20,6 +23,7 @@ from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describ
 from backends.init import INIT_MODES
 from benchmarks.config import RunSpec
 from benchmarks.harness import default_cache_dir, prepare_data, run_in_worker
+from benchmarks.report import write_report
 from benchmarks.results import append_record, new_report_dir, summary_table
 from datasets import DATASET_NAMES, check_dataset_name, load_dataset
 from datasets.synthetic import generate as generate_synthetic
@@ -47,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="learning rate")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed (sample order, initial weights)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="number of seeds: runs seed, seed+1, … seed+N-1 for every "
+                             "(backend, model), for means, intervals and paired tests "
+                             "(default: 1)")
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--synthetic-subjects", type=int, default=100,
                         help="people in the synthetic set (21 images each; default 100)")
@@ -106,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             check_available(backend)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                              learning_rate=args.lr, seed=args.seed)
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be ≥ 1. Received: {args.seeds}")
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be ≥ 1. Received: {args.threads}")
         if args.dataset == "synthetic":
@@ -124,12 +134,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{data_info['num_test']} test images, {len(dataset.class_names)} classes, "
           f"{data_info['protocol']}; results → {report_dir}", flush=True)
     records = []
-    jobs = [(model, backend) for model in models for backend in backends]
-    for number, (model, backend) in enumerate(jobs, 1):
-        print(f"== run {number}/{len(jobs)}: {backend} {model}", flush=True)
+    seeds = range(args.seed, args.seed + args.seeds)
+    # The backends of one (model, seed) run back to back: the runs a paired test compares
+    # then see the same machine conditions.
+    jobs = [(model, seed, backend) for model in models for seed in seeds
+            for backend in backends]
+    for number, (model, seed, backend) in enumerate(jobs, 1):
+        print(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}", flush=True)
         spec = RunSpec(backend=backend, model=model, dataset=args.dataset,
-                       prepared_data=str(prepared), train=config, init=args.init,
-                       threads=args.threads, data_info=data_info)
+                       prepared_data=str(prepared), train=replace(config, seed=seed),
+                       init=args.init, threads=args.threads, data_info=data_info)
         record = run_in_worker(spec)
         if record["status"] != "ok":
             print(f"   run failed: {record['error']}", flush=True)
@@ -139,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(records))
     print(f"\n{len(records)} runs in {time.perf_counter() - started:.0f}s; "
           f"results: {report_dir / 'results.jsonl'}")
+    report = write_report(report_dir, records)
+    print(f"report: {report[0]}")
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

@@ -1,0 +1,191 @@
+"""The figures a result record carries, what each means, and which way is better.
+
+Every numeric leaf of a record's measurement sections (metrics, timing, memory, and any
+section the worker adds later, such as energy or work) is a *figure*, named by its dotted
+path ("timing.train_wall_s"). The report and `benchmarks.compare` show every figure that
+exists; this catalog only adds labels, units, a direction and a threshold kind. Figures
+it does not list are described from their name's unit suffix (`_s`, `_ms`, `_mb`, `_j`,
+`_img_s`, …), so new probes show up, and are judged, without touching this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from benchmarks.stats import Summary, seed_replicates, summarize
+
+HIGHER, LOWER = "higher", "lower"
+
+# Threshold kinds: how `benchmarks.compare` decides that a change is a regression.
+QUALITY = "quality"  # absolute drop, in fraction points (0.02 = two accuracy points)
+TIME = "time"  # relative slowdown
+MEMORY = "memory"  # relative growth
+ENERGY = "energy"  # relative growth
+
+# Top-level record sections holding facts, not measurements.
+_NOT_FIGURES = frozenset({"config", "data", "env", "flags"})
+# Leaves of the metrics section that are not scalar figures.
+_NOT_SCALAR = frozenset({"per_class", "confusion_matrix", "auc_classes_skipped"})
+
+# The columns every run table starts with.
+RUN_KEYS = ("run_id", "status", "dataset", "model", "backend", "fold", "seed", "error")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How to show and judge one figure.
+
+    Attributes:
+        key: dotted path in the record, e.g. "metrics.accuracy".
+        label: short human name.
+        unit: display unit ("" for fractions and counts).
+        better: HIGHER, LOWER, or None when neither is better (a parameter count).
+        kind: threshold kind (QUALITY, TIME, MEMORY, ENERGY), or None for a figure that
+            is shown but never judged a regression.
+        digits: decimals shown.
+    """
+
+    key: str
+    label: str
+    unit: str = ""
+    better: str | None = None
+    kind: str | None = None
+    digits: int = 3
+
+    @property
+    def title(self) -> str:
+        """The label with its unit, e.g. "train time (s)"."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    def format(self, value: Any) -> str:
+        """The value with this figure's decimals; "—" when it was not measured."""
+        if value is None or (isinstance(value, float) and value != value):
+            return "—"
+        return f"{value:,.{self.digits}f}"
+
+
+_CATALOG = {
+    m.key: m
+    for m in (
+        Measure("metrics.accuracy", "accuracy", better=HIGHER, kind=QUALITY),
+        Measure("metrics.balanced_accuracy", "balanced accuracy", better=HIGHER, kind=QUALITY),
+        Measure("metrics.macro_f1", "macro F1", better=HIGHER, kind=QUALITY),
+        Measure("metrics.weighted_f1", "weighted F1", better=HIGHER, kind=QUALITY),
+        Measure("metrics.auc_macro_ovr", "AUC (macro OvR)", better=HIGHER, kind=QUALITY),
+        # Unbounded, so an absolute threshold in fraction points would mean nothing.
+        Measure("metrics.log_loss", "log loss", better=LOWER),
+        # Sub-second and dominated by noise: shown, not judged.
+        Measure("timing.build_s", "model build", "s", LOWER, digits=2),
+        Measure("timing.first_epoch_s", "first epoch (incl. tracing)", "s", LOWER, TIME, 2),
+        Measure("timing.steady_epoch_s_mean", "steady epoch", "s", LOWER, TIME, 2),
+        Measure("timing.train_wall_s", "train time", "s", LOWER, TIME, 1),
+        Measure("timing.train_throughput_img_s", "train throughput", "img/s", HIGHER, TIME, 0),
+        Measure("timing.eval_wall_s", "eval time", "s", LOWER, TIME, 2),
+        Measure("timing.latency_b1_p50_ms", "latency b1 p50", "ms", LOWER, TIME, 2),
+        Measure("memory.peak_host_rss_mb", "peak host RSS", "MB", LOWER, MEMORY, 0),
+        Measure("memory.rss_after_import_mb", "RSS after import", "MB", LOWER, MEMORY, 0),
+        Measure("memory.nvml_peak_mb", "GPU peak (NVML)", "MB", LOWER, MEMORY, 0),
+        Measure("model_info.trainable_params", "trainable params", digits=0),
+    )
+}
+
+# Unit suffixes of figures the catalog does not list, checked in order: rates before
+# times, since "_img_s" also ends in "_s".
+_SUFFIXES = (
+    (("_img_s", "_per_s"), "/s", HIGHER, TIME, 1),
+    (("_tflops",), "TFLOP/s", HIGHER, TIME, 2),
+    (("_gflops",), "GFLOP/s", HIGHER, TIME, 1),
+    (("_ms",), "ms", LOWER, TIME, 2),
+    (("_s",), "s", LOWER, TIME, 2),
+    (("_mb",), "MB", LOWER, MEMORY, 0),
+    (("_gb",), "GB", LOWER, MEMORY, 2),
+    (("_j",), "J", LOWER, ENERGY, 1),
+    (("_wh",), "Wh", LOWER, ENERGY, 3),
+    (("_w",), "W", LOWER, ENERGY, 1),
+)
+
+# The headline table's figures, in order; missing ones show as "—".
+HEADLINE = (
+    "metrics.accuracy",
+    "metrics.macro_f1",
+    "metrics.auc_macro_ovr",
+    "timing.train_wall_s",
+    "timing.train_throughput_img_s",
+    "timing.eval_wall_s",
+    "timing.latency_b1_p50_ms",
+    "memory.peak_host_rss_mb",
+    "memory.nvml_peak_mb",
+)
+
+
+def measure_for(key: str) -> Measure:
+    """The Measure of `key`: from the catalog, else described from its unit suffix.
+
+    An unlisted key is labelled by its path below the section ("timing.latency.b1.p50_ms"
+    reads "latency b1 p50", in ms).
+    """
+    if key in _CATALOG:
+        return _CATALOG[key]
+    path = key.split(".", 1)[-1]
+    for suffixes, unit, better, kind, digits in _SUFFIXES:
+        for suffix in suffixes:
+            if path.lower().endswith(suffix):
+                stem = path[: -len(suffix)]
+                unit = "img/s" if suffix == "_img_s" else unit
+                return Measure(key, _words(stem), unit, better, kind, digits)
+    return Measure(key, _words(path))
+
+
+def _words(path: str) -> str:
+    return path.replace(".", " ").replace("_", " ")
+
+
+def _numeric_leaves(section: dict[str, Any], prefix: str) -> Iterable[tuple[str, float]]:
+    for name, value in section.items():
+        if name in _NOT_SCALAR:
+            continue
+        if isinstance(value, dict):
+            yield from _numeric_leaves(value, f"{prefix}{name}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{name}", float(value)
+
+
+def figures_of(record: dict[str, Any]) -> dict[str, float]:
+    """Every numeric figure of one record, keyed by dotted path."""
+    figures = {}
+    for section, content in record.items():
+        if section not in _NOT_FIGURES and isinstance(content, dict):
+            figures.update(_numeric_leaves(content, f"{section}."))
+    return figures
+
+
+def figure_keys(columns: Iterable[str]) -> list[str]:
+    """The figure columns among `columns`, catalog figures first, in catalog order."""
+    keys = [c for c in columns if c not in RUN_KEYS]
+    order = {key: i for i, key in enumerate(_CATALOG)}
+    return sorted(keys, key=lambda k: (order.get(k, len(order)), k))
+
+
+def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: its identity (RUN_KEYS) and every figure it carries.
+
+    Figures a run lacks (a failed run, an older worker) are NaN.
+    """
+    rows = [{**{k: record.get(k) for k in RUN_KEYS}, **figures_of(record)}
+            for record in records]
+    frame = pd.DataFrame(rows, columns=None if rows else list(RUN_KEYS))
+    return frame[list(RUN_KEYS) + figure_keys(frame.columns)]
+
+
+def replicate_values(runs: list[dict[str, Any]], key: str) -> list[float]:
+    """The replicate values of figure `key` over `runs` (see `stats.seed_replicates`)."""
+    return seed_replicates(runs, lambda run: figures_of(run).get(key))
+
+
+def summarize_figure(runs: list[dict[str, Any]], key: str) -> Summary:
+    """Mean, std and 95% interval of figure `key` over the replicates among `runs`."""
+    return summarize(replicate_values(runs, key))

@@ -1,0 +1,251 @@
+"""The report's figures, drawn with matplotlib's Agg canvas and returned as PNG bytes.
+
+Figures are built on `matplotlib.figure.Figure` with an explicit Agg canvas rather than
+through pyplot, so no global state or interactive backend is involved and nothing needs
+a display.
+
+Every function takes `groups`: label (a model, or "dataset · model") → backend → the ok
+records of that pair, in the order to draw them. Each returns None when there is nothing
+to draw, so a report of failed runs still renders.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from benchmarks.measures import measure_for, replicate_values, summarize_figure
+from benchmarks.stats import summarize
+
+Groups = dict[str, dict[str, list[dict[str, Any]]]]
+
+# Colour-blind-safe (Okabe-Ito) colours; the two frameworks keep theirs in every figure.
+_PALETTE = ("#E69F00", "#0072B2", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+_KNOWN_BACKENDS = ("tf", "torch")
+_DPI = 100
+
+
+def backend_color(backend: str, backends: list[str]) -> str:
+    """The colour of `backend`: fixed for tf and torch, else by position in `backends`."""
+    if backend in _KNOWN_BACKENDS:
+        return _PALETTE[_KNOWN_BACKENDS.index(backend)]
+    extra = [b for b in backends if b not in _KNOWN_BACKENDS]
+    return _PALETTE[len(_KNOWN_BACKENDS) + extra.index(backend) % (len(_PALETTE) - 2)]
+
+
+def _text(value: Any) -> str:
+    """Data text made literal: matplotlib would otherwise parse "$…$" as math."""
+    return str(value).replace("$", r"\$")
+
+
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def ordered_backends(names: Iterable[str]) -> list[str]:
+    """The distinct backend names, tf and torch first, in every table and figure."""
+    rank = {name: i for i, name in enumerate(_KNOWN_BACKENDS)}
+    return sorted(set(names), key=lambda b: (rank.get(b, len(rank)), b))
+
+
+def _backends(groups: Groups) -> list[str]:
+    return ordered_backends(b for by_backend in groups.values() for b in by_backend)
+
+
+def _grid(count: int, columns: int, cell_in: tuple[float, float]) -> tuple[Figure, list]:
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    figure = Figure(figsize=(cell_in[0] * columns, cell_in[1] * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for unused in axes[count:]:
+        unused.set_visible(False)
+    return figure, list(axes[:count])
+
+
+def _legend(figure: Figure, backends: list[str]) -> None:
+    handles = [Patch(color=backend_color(b, backends), label=_text(b)) for b in backends]
+    # Below the panels: above them it would collide with the figure's title.
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+
+
+def figure_bars(groups: Groups, keys: list[str], title: str) -> bytes | None:
+    """Bars of each figure per label, the backends side by side.
+
+    Each bar is the mean over replicates (seeds), its whisker the 95% t-interval, and the
+    dots are the replicates themselves.
+
+    Args:
+        groups: see the module docstring.
+        keys: figure keys, one panel each; figures no run carries are left out.
+        title: the figure's title.
+    """
+    backends = _backends(groups)
+    keys = [k for k in keys
+            if any(replicate_values(runs, k) for g in groups.values() for runs in g.values())]
+    if not keys:
+        return None
+    figure, axes = _grid(len(keys), 3, (4.6, 3.2))
+    labels = list(groups)
+    width = 0.8 / max(1, len(backends))
+    rng = np.random.default_rng(0)  # fixed jitter: the same report renders identically
+    for ax, key in zip(axes, keys, strict=True):
+        for b_index, backend in enumerate(backends):
+            color = backend_color(backend, backends)
+            for x, label in enumerate(labels):
+                runs = groups[label].get(backend, [])
+                summary = summarize_figure(runs, key)
+                if summary.mean is None:
+                    continue
+                position = x + (b_index - (len(backends) - 1) / 2) * width
+                error = None if summary.half_width is None else [[summary.half_width]] * 2
+                ax.bar(position, summary.mean, width, color=color, yerr=error, capsize=3,
+                       ecolor="#333333")
+                values = replicate_values(runs, key)
+                if len(values) > 1:
+                    jitter = rng.uniform(-width / 6, width / 6, len(values))
+                    ax.scatter(position + jitter, values, s=9, color="#222222", zorder=3)
+        ax.set_title(_text(measure_for(key).title), fontsize=10)
+        ax.set_xticks(range(len(labels)), [_text(label) for label in labels],
+                      rotation=20 if len(labels) > 2 else 0, ha="right" if len(labels) > 2
+                      else "center", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle(_text(title))
+    _legend(figure, backends)
+    return _png(figure)
+
+
+def _class_names(run: dict[str, Any]) -> list[str]:
+    names = (run.get("data") or {}).get("class_names")
+    if names:
+        return [str(n) for n in names]
+    return list(run["metrics"]["per_class"])
+
+
+def confusion_matrices(groups: Groups) -> bytes | None:
+    """Confusion matrices summed over each pair's runs, one per (label, backend).
+
+    Cells hold counts; their shade is the row-normalised rate (recall per true class),
+    which keeps classes of different sizes comparable.
+    """
+    panels = [(label, backend, runs) for label, by_backend in groups.items()
+              for backend, runs in by_backend.items()
+              if any(r.get("metrics", {}).get("confusion_matrix") for r in runs)]
+    if not panels:
+        return None
+    backends = _backends(groups)
+    num_classes = max(len(_class_names(runs[0])) for _, _, runs in panels)
+    cell = 0.45 * num_classes + 1.6
+    figure, axes = _grid(len(panels), len(backends), (cell, cell))
+    for ax, (label, backend, runs) in zip(axes, panels, strict=True):
+        counts = sum(np.asarray(r["metrics"]["confusion_matrix"], np.int64) for r in runs)
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        names = [_text(n) for n in _class_names(runs[0])]
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        for (row, col), count in np.ndenumerate(counts):
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=6,
+                    color="white" if rates[row, col] > 0.5 else "black")
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(f"{_text(label)} — {_text(backend)} ({len(runs)} run"
+                     f"{'s' if len(runs) > 1 else ''})", fontsize=9,
+                     color=backend_color(backend, backends))
+    return _png(figure)
+
+
+def per_class_f1(groups: Groups) -> bytes | None:
+    """Per-class F1 of each label, the backends side by side, with 95% intervals."""
+    labels = [label for label, by_backend in groups.items()
+              if any(runs for runs in by_backend.values())]
+    if not labels:
+        return None
+    backends = _backends(groups)
+    figure, axes = _grid(len(labels), 2, (6.0, 3.2))
+    width = 0.8 / len(backends)
+    for ax, label in zip(axes, labels, strict=True):
+        names: list[str] = []
+        for b_index, backend in enumerate(backends):
+            runs = groups[label].get(backend, [])
+            if not runs:
+                continue
+            names = _class_names(runs[0])
+            for c, name in enumerate(names):
+                summary = summarize(run["metrics"]["per_class"].get(name, {}).get("f1")
+                                    for run in runs)
+                if summary.mean is None:
+                    continue
+                error = None if summary.half_width is None else [[summary.half_width]] * 2
+                ax.bar(c + (b_index - (len(backends) - 1) / 2) * width, summary.mean, width,
+                       yerr=error, capsize=2, color=backend_color(backend, backends),
+                       ecolor="#333333")
+        ax.set_xticks(range(len(names)), [_text(n) for n in names], rotation=30, ha="right",
+                      fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("F1", fontsize=8)
+        ax.set_title(_text(label), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle("Per-class F1 (mean over runs, 95% interval)")
+    _legend(figure, backends)
+    return _png(figure)
+
+
+def _epoch_series(runs: list[dict[str, Any]], field: str) -> tuple[np.ndarray, np.ndarray,
+                                                                     np.ndarray, np.ndarray]:
+    """Epochs, and per epoch the mean, min and max of `field` over the runs."""
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for log in run.get("history") or []:
+            value = log.get(field)
+            if value is not None:
+                by_epoch.setdefault(int(log["epoch"]), []).append(float(value))
+    epochs = np.asarray(sorted(by_epoch))
+    values = [by_epoch[e] for e in epochs]
+    return (epochs, np.asarray([np.mean(v) for v in values]),
+            np.asarray([np.min(v) for v in values]), np.asarray([np.max(v) for v in values]))
+
+
+def training_curves(groups: Groups) -> bytes | None:
+    """Loss and validation accuracy per epoch, the two frameworks overlaid.
+
+    Lines are the mean over a pair's runs; the shaded band spans their min to max.
+    """
+    labels = [label for label, by_backend in groups.items()
+              if any(run.get("history") for runs in by_backend.values() for run in runs)]
+    if not labels:
+        return None
+    backends = _backends(groups)
+    figure = Figure(figsize=(10, 3.0 * len(labels)), layout="constrained")
+    axes = figure.subplots(len(labels), 2, squeeze=False)
+    panels = ((("train_loss", "-", "train"), ("val_loss", "--", "val")),
+              (("val_accuracy", "-", "val"),))
+    for row, label in enumerate(labels):
+        for ax, series, name in zip(axes[row], panels, ("loss", "validation accuracy"),
+                                    strict=True):
+            for backend in backends:
+                runs = groups[label].get(backend, [])
+                color = backend_color(backend, backends)
+                for field, style, part in series:
+                    epochs, mean, low, high = _epoch_series(runs, field)
+                    if len(epochs) == 0:
+                        continue
+                    ax.plot(epochs, mean, style, color=color, marker="o", markersize=3,
+                            label=f"{_text(backend)} {part}")
+                    if len(runs) > 1:
+                        ax.fill_between(epochs, low, high, color=color, alpha=0.15)
+            ax.set_title(f"{_text(label)}: {name}", fontsize=10)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
+    return _png(figure)

@@ -1,0 +1,159 @@
+"""The report writer on synthetic records: contents, escaping, rebuilds, bad input."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmarks import report
+from benchmarks.results import RESULTS_FILE
+from tests.report_fixtures import (
+    FAILED_ERROR,
+    INJECTION,
+    failed_record,
+    grid,
+    write_results,
+)
+
+_DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+_CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A report folder with 2 backends × 2 models × 3 seeds and one failed run, built."""
+    records = grid(seeds=3) + [failed_record("tf", "proposed_cnn", seed=3)]
+    folder = write_results(tmp_path_factory.mktemp("reports"), records)
+    (folder / "notes.txt").write_text("mine")
+    results_before = (folder / RESULTS_FILE).read_bytes()
+    assert report.main([str(folder)]) == 0
+    return folder, records, results_before
+
+
+def test_html_embeds_every_figure_as_a_decodable_png(built):
+    folder, _, _ = built
+    page = (folder / report.REPORT_HTML).read_text()
+    encoded = _DATA_URI.findall(page)
+    # Metrics, time, memory, energy, confusion matrices, per-class F1, training curves.
+    assert len(encoded) == 7
+    for data in encoded:
+        png = base64.b64decode(data, validate=True)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        with Image.open(io.BytesIO(png)) as image:
+            image.verify()
+    for anchor in ("chart-classification-metrics", "chart-time", "chart-memory",
+                   "chart-energy", "chart-confusion", "chart-per-class", "chart-curves"):
+        assert f'id="{anchor}"' in page
+
+
+def test_html_is_self_contained(built):
+    folder, _, _ = built
+    page = (folder / report.REPORT_HTML).read_text()
+    assert "<script" not in page
+    assert "<link" not in page
+    assert not re.search(r'(src|href)="(?!data:|#)', page)
+
+
+def test_every_run_appears_in_html_and_markdown(built):
+    folder, records, _ = built
+    page = (folder / report.REPORT_HTML).read_text()
+    markdown = (folder / report.REPORT_MD).read_text()
+    for record in records:
+        assert html.escape(record["run_id"]) in page
+        assert record["run_id"] in markdown
+    runs = pd.read_csv(folder / report.RUNS_CSV)
+    assert sorted(runs["run_id"]) == sorted(r["run_id"] for r in records)
+    summary = pd.read_csv(folder / report.SUMMARY_CSV)
+    assert len(summary) == 4
+    tf_cnn = summary[(summary.model == "proposed_cnn") & (summary.backend == "tf")].iloc[0]
+    assert (tf_cnn["runs"], tf_cnn["runs_ok"], tf_cnn["metrics.accuracy.n"]) == (4, 3, 3)
+    assert tf_cnn["metrics.accuracy.ci95_low"] < tf_cnn["metrics.accuracy.mean"]
+
+
+def test_data_text_is_escaped(built):
+    folder, _, _ = built
+    page = (folder / report.REPORT_HTML).read_text()
+    markdown = (folder / report.REPORT_MD).read_text()
+    for text in (page, markdown):
+        assert INJECTION not in text
+        assert "<img src=x" not in text
+        assert html.escape(INJECTION) in text
+        assert html.escape(FAILED_ERROR) in text
+
+
+def test_report_states_paired_tests_and_new_probes(built):
+    folder, _, _ = built
+    page = (folder / report.REPORT_HTML).read_text()
+    assert page.count("paired t-test, 3 seeds") == 2
+    # A probe only one backend reports is shown, the other side as "—".
+    assert "latency b1 p50 (ms)" in page
+    assert "train (J)" in page
+
+
+def test_rebuild_keeps_results_and_other_files(built):
+    folder, _, results_before = built
+    assert report.main([str(folder / RESULTS_FILE)]) == 0
+    assert (folder / RESULTS_FILE).read_bytes() == results_before
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [RESULTS_FILE, "notes.txt", report.REPORT_HTML, report.REPORT_MD,
+         report.SUMMARY_CSV, report.RUNS_CSV])
+
+
+def test_report_of_only_failed_runs(tmp_path):
+    folder = write_results(tmp_path, [failed_record("tf", "vgg16", 0)])
+    assert report.main([str(folder)]) == 0
+    page = (folder / report.REPORT_HTML).read_text()
+    assert "No successful runs to draw" in page
+    assert html.escape(FAILED_ERROR) in page
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "no results file"),
+    ("", "holds no result records"),
+    ('{"run_id": "x", "status": "ok"\n', "line 1: not valid JSON"),
+    ('{"hello": 1}\n', "line 1: not a FER-Bench result record"),
+])
+def test_bad_results_file_is_one_line_error(tmp_path, capsys, content, expected):
+    if content is not None:
+        (tmp_path / RESULTS_FILE).write_text(content)
+    assert report.main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert expected in error and str(tmp_path / RESULTS_FILE) in error
+
+
+@pytest.mark.skipif(not Path(_CHROMIUM).exists(), reason="needs /usr/bin/chromium")
+def test_html_renders_in_headless_chromium_without_console_errors(built, tmp_path):
+    folder, _, _ = built
+    # The report has no script of its own; this probe, appended to a copy, reports every
+    # image the browser failed to decode on the console, where the check below sees it.
+    probe = ("<script>window.addEventListener('load', () => { for (const img of "
+             "document.images) { if (!img.complete || img.naturalWidth === 0) "
+             "console.error('broken image: ' + img.alt); } "
+             "console.log('images decoded: ' + document.images.length); });</script>")
+    page = (folder / report.REPORT_HTML).read_text().replace("</body>", probe + "</body>")
+    probed = tmp_path / "probed.html"
+    probed.write_text(page)
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [_CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--enable-logging=stderr", "--v=0", "--dump-dom", probed.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "FER-Bench report" in result.stdout
+    assert len(console) == 1 and '"images decoded: 7"' in console[0], console
+
