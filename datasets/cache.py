@@ -1,4 +1,4 @@
-"""The decoded-dataset cache: one compressed .npz per (source files, settings).
+"""The decoded-dataset cache: one compressed file per (source files, settings).
 
 The key hashes every file's relative path, size and modification time, the loading
 settings, the face finder and CACHE_FORMAT, so touching, adding or removing a file, or
@@ -9,10 +9,13 @@ second. The cache lives in the cache dir, never in the dataset folder.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,12 @@ from datasets.folders import SourceFile
 
 # Bump when loading or preprocessing changes what a cached file would hold.
 CACHE_FORMAT = 1
+# Arrays are stored as .npy bytes cut into chunks, each deflated on its own so that threads
+# (zlib releases the GIL) share the work: FER2013's 83 MB take about half the time on
+# two cores. Level 1 is 3–4× faster than numpy's default and nearly as small for faces.
+_CHUNK_BYTES = 4 << 20
+_LEVEL = 1
+_WORKERS = min(8, os.cpu_count() or 1)
 _ARRAYS = ("images", "labels", "subjects", "official_split", "ids", "duplicate_groups")
 _FACTS = ("name", "class_names", "skipped", "duplicates", "source", "preprocessing")
 
@@ -52,8 +61,9 @@ def cache_key(name: str, files: Sequence[SourceFile], settings: dict[str, Any]) 
 
 
 def cache_path(cache_dir: Path, name: str, key: str) -> Path:
+    """Where the decoded dataset `name` with cache key `key` is kept."""
     safe = name.replace("+", "plus").replace("/", "_")
-    return Path(cache_dir) / "datasets" / f"{safe}-{key}.npz"
+    return Path(cache_dir) / "datasets" / f"{safe}-{key}.zip"
 
 
 def load(path: Path) -> FaceDataset | None:
@@ -61,27 +71,37 @@ def load(path: Path) -> FaceDataset | None:
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {k: stored[k] if k in stored else None for k in _ARRAYS}
-            facts = json.loads(str(stored["facts"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        with zipfile.ZipFile(path) as archive:
+            facts = json.loads(archive.read("facts.json"))
+            chunks = {key: [archive.read(f"{key}.npy.{i}.zz") for i in range(count)]
+                      for key, count in facts.pop("chunks").items()}
+        with ThreadPoolExecutor(_WORKERS) as pool:
+            raw = {key: pool.map(zlib.decompress, parts) for key, parts in chunks.items()}
+            arrays = {key: np.load(io.BytesIO(b"".join(parts)), allow_pickle=False)
+                      for key, parts in raw.items()}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
         return None  # a damaged cache file is rebuilt, never trusted
-    return FaceDataset(**arrays, **facts)
+    return FaceDataset(**{key: arrays.get(key) for key in _ARRAYS}, **facts)
 
 
 def save(path: Path, dataset: FaceDataset) -> None:
     """Writes `dataset` to `path` atomically (a crash never leaves a truncated file)."""
+    chunks = {}
+    for key in _ARRAYS:
+        value = getattr(dataset, key)
+        if value is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(value), allow_pickle=False)
+            data = buffer.getbuffer()
+            chunks[key] = [data[i:i + _CHUNK_BYTES] for i in range(0, len(data), _CHUNK_BYTES)]
+    facts = {key: getattr(dataset, key) for key in _FACTS}
+    facts["chunks"] = {key: len(parts) for key, parts in chunks.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    facts = json.dumps({k: getattr(dataset, k) for k in _FACTS})
-    # Level 1 deflate: 3–4× faster to write than numpy's default level, nearly as small
-    # for images, and just as fast to read.
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for key in _ARRAYS:
-            value = getattr(dataset, key)
-            if value is not None:
-                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
-        with archive.open("facts.npy", "w") as member:
-            np.lib.format.write_array(member, np.asarray(facts), allow_pickle=False)
+    with ThreadPoolExecutor(_WORKERS) as pool, zipfile.ZipFile(partial, "w") as archive:
+        archive.writestr("facts.json", json.dumps(facts))
+        for key, parts in chunks.items():
+            compressed = pool.map(lambda part: zlib.compress(part, _LEVEL), parts)
+            for i, data in enumerate(compressed):
+                archive.writestr(f"{key}.npy.{i}.zz", data)
     os.replace(partial, path)

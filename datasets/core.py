@@ -83,7 +83,7 @@ class FaceDataset:
         return len(self.images)
 
     def fingerprint(self) -> str:
-        """A short hash of the pixels, labels and subjects: equal data ⇔ equal fingerprint."""
+        """A short hash of pixels, labels, subjects and official split: equal data ⇔ equal hash."""
         digest = hashlib.sha256()
         digest.update(str(self.images.shape).encode())
         digest.update(self.images.tobytes())
@@ -91,4 +91,6 @@ class FaceDataset:
         digest.update(",".join(self.class_names).encode())
         if self.subjects is not None:
             digest.update("\0".join(map(str, self.subjects)).encode())
+        if self.official_split is not None:
+            digest.update(("official\0" + "\0".join(map(str, self.official_split))).encode())
         return digest.hexdigest()[:16]

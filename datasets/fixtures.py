@@ -12,6 +12,7 @@ cascade (where OpenCV has one) may or may not find a drawn face.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -102,11 +103,17 @@ def _clutter(*folders: Path) -> None:
         (folder / "Thumbs.db").write_bytes(bytes(32))
 
 
+@functools.lru_cache(maxsize=4)
+def _backdrop(width: int, height: int) -> np.ndarray:
+    """A studio-like grey gradient."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return (60 + 50 * xx / width + 30 * yy / height).astype(np.uint8)
+
+
 def _portrait(face: np.ndarray, width: int, height: int, rng, colour: bool) -> np.ndarray:
     """A full-frame picture: background, with `face` filling the centred crop square."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    background = 60 + 50 * xx / width + 30 * yy / height + rng.normal(0, 4, (height, width))
-    canvas = np.clip(background, 0, 255).astype(np.uint8)
+    # Per-picture noise: two pictures of one face are never exact duplicates.
+    canvas = _backdrop(width, height) + rng.integers(0, 8, (height, width), dtype=np.uint8)
     x, y, side = centre_square(height, width)
     canvas[y:y + side, x:x + side] = cv2.resize(face, (side, side),
                                                 interpolation=cv2.INTER_CUBIC)
@@ -317,15 +324,22 @@ def write_fer2013_folders(
     return truth
 
 
-def write_kdef(root: Path, num_people: int = 2, seed: int = 0, traps: bool = True) -> Truth:
+def write_kdef(
+    root: Path,
+    num_people: int = 4,
+    seed: int = 0,
+    angles: tuple[str, ...] = KDEF_ANGLES,
+    traps: bool = True,
+) -> Truth:
     """Writes KDEF: `KDEF/AF01/AF01ANS.JPG`, two sessions, seven expressions, five angles.
 
     People alternate female/male (F01, M01, F02, …); pictures are 562×762 colour JPGs.
 
     Args:
         root: folder to write into (created).
-        num_people: people (each photographed in sessions A and B).
+        num_people: people (each photographed in sessions A and B); ≥ 2 for the traps.
         seed: drawing seed.
+        angles: the angle codes to write (fewer make a faster fixture); "S" for the traps.
         traps: vary the extension's case, add clutter, a misnamed picture, and a black
             placeholder in place of one frontal picture.
 
@@ -342,7 +356,7 @@ def write_kdef(root: Path, num_people: int = 2, seed: int = 0, traps: bool = Tru
     for (p, emotion), pictures in faces.items():
         person = "FM"[p % 2] + f"{p // 2 + 1:02d}"
         for session, face in zip("AB", pictures, strict=True):
-            for angle in KDEF_ANGLES:
+            for angle in angles:
                 name = f"{session}{person}{expressions[emotion]}{angle}"
                 name += ".jpg" if session == "B" else ".JPG"
                 path = f"KDEF/{session}{person}/{odd_names.get(name, name)}"

@@ -24,8 +24,8 @@ KDEF_ANGLES = ("frontal", "all")
 # Full-frame portraits (CK+, KDEF) centre the head; this share of the shorter side holds the
 # face from brows to chin in both, with little background.
 CENTRE_CROP_FRACTION = 0.6
-# Below this standard deviation (grey levels) a picture is a placeholder, not a face.
-BLANK_STD = 1.0
+# A picture whose grey levels span no more than this is a placeholder, not a face.
+BLANK_RANGE = 4
 # The detector runs on a copy whose shorter side is this long: ~10× faster than full size,
 # and faces in full-frame portraits stay far above the cascade's 24-pixel window.
 _DETECT_SIDE_PX = 240
@@ -144,8 +144,8 @@ def decode_gray(path: Path) -> np.ndarray:
 
 def blank_reason(gray: np.ndarray) -> str | None:
     """Why `gray` is a placeholder rather than a picture (None when it is a picture)."""
-    if float(gray.std()) < BLANK_STD:
-        return f"blank image (every pixel ≈ {int(round(float(gray.mean())))})"
+    if int(gray.max()) - int(gray.min()) <= BLANK_RANGE:
+        return f"blank image (every pixel ≈ {int(gray.min())})"
     return None
 
 

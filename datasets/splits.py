@@ -89,6 +89,10 @@ def _group_rows(labels: np.ndarray, groups: np.ndarray | None, indices: np.ndarr
 
 def _two_way(labels, groups, fraction, seed, indices, stratify):
     """Splits `indices` in two (keep, out), `fraction` of the groups going out."""
+    if groups is not None and len(np.unique(groups[indices])) < 2:
+        raise ValueError(f"cannot split {len(indices)} images in two: they form a single "
+                         "group (one subject, or subjects joined by duplicate images); "
+                         "use fewer folds or more data")
     if stratify:
         member_of, group_labels = _group_rows(labels, groups, indices)
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
@@ -134,6 +138,9 @@ def holdout_split(
     _check_fraction("test_fraction", test_fraction)
     _check_fraction("val_fraction", val_fraction)
     stratify = groups is None or bool(stratify)
+    if not stratify and len(np.unique(groups)) < 3:
+        raise ValueError(f"a subject-independent holdout needs ≥ 3 subjects (train, val, "
+                         f"test); this data has {len(np.unique(groups))}")
     rest, test = _two_way(labels, groups, test_fraction, seed, np.arange(len(labels)), stratify)
     train, val = _two_way(labels, groups, val_fraction / (1 - test_fraction), seed + 1, rest,
                           stratify)
@@ -226,12 +233,13 @@ def official_split(
         keep = rank == latest[groups]
     train, val, test = (np.flatnonzero(keep & (rank == r)) for r in range(3))
     stratify = groups is None or bool(stratify)
-    protocol = "official"
+    protocol, tag = "official", "official"
     if not len(val):
         _check_fraction("val_fraction", val_fraction)
         train, val = _two_way(labels, groups, val_fraction, seed + 1, train, stratify)
         protocol = f"official train/test, validation {_kind(stratify)} from train"
-    return Split(np.sort(train), np.sort(val), np.sort(test), protocol, "official",
+        tag = f"official-seed{seed}"
+    return Split(np.sort(train), np.sort(val), np.sort(test), protocol, tag,
                  np.flatnonzero(~keep))
 
 
