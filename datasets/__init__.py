@@ -18,7 +18,9 @@ from datasets.splits import Split, dataset_split, holdout_split, kfold_split
 from datasets.synthetic import generate as generate_synthetic
 
 # name → module with TITLE, EXPECTED (what its folder holds), GET_IT (where users get it)
-# and read(root, files, options). "synthetic" is generated, not read.
+# and read(root, files, options) -> FaceDataset, where `files` is folders.scan(root) and
+# `options` the LoadOptions; it raises DatasetNotFoundError when no layout is found.
+# "synthetic" is generated, not read.
 READERS = {"ck+": ckplus, "fer2013": fer2013, "kdef": kdef, "natural_faces": natural_faces}
 DATASET_NAMES: tuple[str, ...] = ("synthetic", *READERS)
 _CHECKOUT = Path(__file__).resolve().parent.parent

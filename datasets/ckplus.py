@@ -43,15 +43,9 @@ _LABEL = re.compile(r"^(S\d+)_(\d+)_(\d+)_emotion\.txt$", re.IGNORECASE)
 
 
 def read(root: Path, files: list[SourceFile], options: LoadOptions) -> FaceDataset:
-    """Reads CK+ from `root`, whichever layout it holds.
+    """Reads CK+ from `root`, whichever layout it holds; subjects are ids like "S005".
 
-    Args:
-        root: the dataset folder.
-        files: its scanned files.
-        options: preprocessing settings.
-
-    Returns:
-        The FaceDataset, with subject ids (`S005`).
+    The reader interface of datasets.READERS: `files` is scan(root).
     """
     label_files = [f for f in files if _LABEL.match(f.name)]
     ck48, outside = in_class_folders(files, CK48_FOLDERS)

@@ -50,15 +50,9 @@ _USAGE_LOWER = {usage.lower(): part for usage, part in USAGE.items()}
 
 
 def read(root: Path, files: list[SourceFile], options: LoadOptions) -> FaceDataset:
-    """Reads FER2013 from `root`, whichever layout it holds.
+    """Reads FER2013 from `root`, whichever layout it holds, with its official split.
 
-    Args:
-        root: the dataset folder.
-        files: its scanned files.
-        options: preprocessing settings.
-
-    Returns:
-        The FaceDataset, with the official split where the source has one.
+    The reader interface of datasets.READERS: `files` is scan(root).
     """
     csv = _find_csv(root, files)
     images, outside = in_class_folders(files, FOLDERS)

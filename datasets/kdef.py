@@ -29,15 +29,9 @@ _NAME = re.compile(r"^([AB])([FM])(\d{2})(AF|AN|DI|HA|NE|SA|SU)(FL|FR|HL|HR|S)\.
 
 
 def read(root: Path, files: list[SourceFile], options: LoadOptions) -> FaceDataset:
-    """Reads KDEF from `root`.
+    """Reads KDEF from `root`; subjects are person ids like "F01".
 
-    Args:
-        root: the dataset folder.
-        files: its scanned files.
-        options: preprocessing settings (`kdef_angles`).
-
-    Returns:
-        The FaceDataset, with person ids ("F01") as subjects.
+    The reader interface of datasets.READERS: `files` is scan(root).
     """
     images, skipped, other_angles = [], [], 0
     for file in files:

@@ -32,15 +32,9 @@ CLASS_ORDER = EMOTIONS
 
 
 def read(root: Path, files: list[SourceFile], options: LoadOptions) -> FaceDataset:
-    """Reads the Natural Human Face Images set from `root`.
+    """Reads the Natural Human Face Images set from `root` (no subjects or split).
 
-    Args:
-        root: the dataset folder.
-        files: its scanned files.
-        options: preprocessing settings.
-
-    Returns:
-        The FaceDataset (no subjects, no official split).
+    The reader interface of datasets.READERS: `files` is scan(root).
     """
     inside, outside = in_class_folders(files, FOLDERS)
     if not inside:

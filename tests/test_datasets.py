@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import run as run_cli
 from benchmarks.harness import prepare_data
+from benchmarks.results import read_records
 from datasets import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -351,3 +352,17 @@ def test_face_finder_maps_a_detection_back_and_falls_back_to_the_centre():
     scale = 490 / 240
     assert found and (x, y) == (int(100 * scale), int(50 * scale))
     assert side == round(90 * scale)
+
+
+@pytest.mark.slow
+def test_kfold_runs_end_to_end_in_real_workers(written, tmp_path, monkeypatch, capsys):
+    _, truth = written["ck_flat"]
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    argv = ["--dataset", "ck+", "--data-dir", str(truth.root), "--backend", "torch",
+            "--models", "proposed_cnn", "--epochs", "1", "--folds", "2",
+            "--out", str(tmp_path / "reports")]
+    assert run_cli.main(argv) == 0
+    records = read_records(next((tmp_path / "reports").iterdir()))
+    assert sorted(r["fold"] for r in records) == [0, 1]
+    assert all(r["data"]["protocol"].startswith("2-fold subject-independent") for r in records)
+    assert "accuracy (mean ± std over folds)" in capsys.readouterr().out
