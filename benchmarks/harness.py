@@ -16,32 +16,39 @@ import numpy as np
 
 from benchmarks.config import RunSpec
 from benchmarks.worker import record_header
-from datasets import FaceDataset, holdout_split
+from datasets import FaceDataset, dataset_split
+from datasets.cache import default_cache_dir  # noqa: F401 (the CLI's import point)
 
 _ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_cache_dir() -> Path:
-    """$FERBENCH_CACHE, else ~/.cache/fer-bench (never inside a dataset folder)."""
-    return Path(os.environ.get("FERBENCH_CACHE", Path.home() / ".cache" / "fer-bench"))
+# Skipped files listed in each run's record (all of them are counted).
+MAX_LISTED_SKIPPED = 100
 
 
 def prepare_data(
-    dataset: FaceDataset, split_seed: int, cache_dir: Path
+    dataset: FaceDataset,
+    split_seed: int,
+    cache_dir: Path,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Splits `dataset` and writes the arrays every worker of this invocation reads.
 
+    The split is datasets.dataset_split's: k-fold with `folds`, else the dataset's
+    official split (FER2013), else a holdout; subject-independent where subjects exist.
+
     Args:
         dataset: the loaded dataset.
-        split_seed: seed of the holdout split.
+        split_seed: seed of the split.
         cache_dir: folder for the prepared file.
+        folds: number of folds for k-fold cross-validation, or None.
+        fold: with `folds`, the fold whose part is the test set.
 
     Returns:
         The .npz path and the data facts recorded with each run.
     """
-    split = holdout_split(dataset.labels, dataset.subjects, seed=split_seed)
+    split = dataset_split(dataset, folds=folds, fold=fold, seed=split_seed)
     fingerprint = dataset.fingerprint()
-    path = cache_dir / "prepared" / f"{dataset.name}-{fingerprint}-split{split_seed}.npz"
+    path = cache_dir / "prepared" / f"{dataset.name}-{fingerprint}-{split.tag}.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written under a temporary name so a crash never leaves a truncated file behind.
@@ -56,14 +63,22 @@ def prepare_data(
     info = {
         "fingerprint": fingerprint,
         "protocol": split.protocol,
+        "split": split.tag,
         "split_seed": split_seed,
+        "folds": folds,
+        "fold": fold,
         "num_train": len(split.train),
         "num_val": len(split.val),
         "num_test": len(split.test),
         "class_names": dataset.class_names,
         "image_shape": list(dataset.images.shape[1:]),
+        "subjects": None if dataset.subjects is None else len(set(dataset.subjects.tolist())),
         "skipped_files": len(dataset.skipped),
+        "skipped": dataset.skipped[:MAX_LISTED_SKIPPED],
         "duplicates": dataset.duplicates,
+        "duplicates_dropped": len(split.dropped),
+        "source": dataset.source,
+        "preprocessing": dataset.preprocessing,
     }
     return path, info
 

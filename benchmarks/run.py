@@ -1,21 +1,25 @@
 """FER-Bench's main command: train and evaluate models in both frameworks, side by side.
 
     python -m benchmarks.run --backend both --dataset synthetic
+    python -m benchmarks.run --dataset ck+ --data-dir ~/data/CK+48 --folds 10
     python -m benchmarks.run --list-models
 
-Every (backend, model, seed) run executes in its own worker process; results go to a new
-`reports/<timestamp>-<dataset>/results.jsonl`, a side-by-side table is printed, and the
-report (report.html, report.md, CSV summaries; see `benchmarks.report`) is written next
-to the results.
+Every (backend, model, fold, seed) run executes in its own worker process; results go to
+a new `reports/<timestamp>-<dataset>/results.jsonl`, a side-by-side table is printed (with
+k-fold, also each model and backend's mean ± std accuracy over the folds), and the report
+(report.html, report.md, CSV summaries; see `benchmarks.report`) is written next to the
+results.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from backends import BACKEND_NAMES, MissingFrameworkError, check_available
 from backends.base import TrainConfig
@@ -26,6 +30,7 @@ from benchmarks.harness import default_cache_dir, prepare_data, run_in_worker
 from benchmarks.report import write_report
 from benchmarks.results import append_record, new_report_dir, summary_table
 from datasets import DATASET_NAMES, check_dataset_name, load_dataset
+from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import generate as generate_synthetic
 
 DEFAULTS = TrainConfig(epochs=3, batch_size=64, learning_rate=1e-3)
@@ -41,7 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="synthetic",
                         help=f"one of {', '.join(DATASET_NAMES)} (default: synthetic)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding the dataset (see README: Datasets)")
+                        help="folder holding the dataset (default: $FERBENCH_DATA/<dataset> "
+                             "or data/<dataset>; see docs/datasets.md)")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="k-fold cross-validation, subject-independent where subjects "
+                             "exist (10 is the norm on CK+); runs every fold unless --fold")
+    parser.add_argument("--fold", type=int, default=None,
+                        help="with --folds: run only this fold (0-based)")
+    parser.add_argument("--kdef-angles", default="frontal", choices=KDEF_ANGLES,
+                        help="KDEF pictures to use (default: frontal)")
     parser.add_argument("--models", default="card",
                         help="comma-separated model names, 'card' (the design card's four, "
                              "default) or 'all'")
@@ -93,6 +106,36 @@ def _models(choice: str) -> list[str]:
     return names
 
 
+def _folds(folds: int | None, fold: int | None) -> list[int | None]:
+    """The folds to run: [None] without k-fold, [fold] for one, else all of them."""
+    if folds is None:
+        if fold is not None:
+            raise ValueError(f"--fold needs --folds. Received: --fold {fold}")
+        return [None]
+    if folds < 2:
+        raise ValueError(f"folds must be ≥ 2. Received: folds={folds}")
+    if fold is None:
+        return list(range(folds))
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in [0, {folds - 1}]. Received: fold={fold}")
+    return [fold]
+
+
+def fold_summary(records: list[dict[str, Any]]) -> str:
+    """Mean ± std (sample) test accuracy over folds for each (model, backend)."""
+    accuracies: dict[tuple[str, str], list[float]] = {}
+    for record in records:
+        if record["status"] == "ok":
+            key = (record["model"], record["backend"])
+            accuracies.setdefault(key, []).append(record["metrics"]["accuracy"])
+    lines = [f"{'model':<14}{'backend':<8}{'folds':>6}  accuracy (mean ± std over folds)"]
+    for (model, backend), values in sorted(accuracies.items()):
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        lines.append(f"{model:<14}{backend:<8}{len(values):>6}  "
+                     f"{statistics.mean(values):.3f} ± {spread:.3f}")
+    return "\n".join(lines)
+
+
 def list_models() -> str:
     lines = [f"{'model':<14}{'card':<6}{'params':>14}{'GFLOPs/img':>12}  (48×48×1, 7 classes)"]
     for row in describe_models():
@@ -118,32 +161,39 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--seeds must be ≥ 1. Received: {args.seeds}")
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be ≥ 1. Received: {args.threads}")
+        folds = _folds(args.folds, args.fold)
+        started = time.perf_counter()
         if args.dataset == "synthetic":
             dataset = generate_synthetic(num_subjects=args.synthetic_subjects,
                                          image_size=args.image_size)
         else:
-            dataset = load_dataset(args.dataset, args.data_dir, args.image_size)
+            dataset = load_dataset(args.dataset, args.data_dir, args.image_size,
+                                   kdef_angles=args.kdef_angles, cache_dir=default_cache_dir())
+        prepared = {fold: prepare_data(dataset, split_seed=0, cache_dir=default_cache_dir(),
+                                       folds=args.folds, fold=fold) for fold in folds}
     except (ValueError, MissingFrameworkError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    started = time.perf_counter()
-    prepared, data_info = prepare_data(dataset, split_seed=0, cache_dir=default_cache_dir())
     report_dir = new_report_dir(args.out, args.dataset)
-    print(f"{dataset.name}: {data_info['num_train']} train / {data_info['num_val']} val / "
-          f"{data_info['num_test']} test images, {len(dataset.class_names)} classes, "
-          f"{data_info['protocol']}; results → {report_dir}", flush=True)
+    print(f"{dataset.name}: {len(dataset)} images, {len(dataset.class_names)} classes, "
+          f"{len(dataset.skipped)} files skipped, {dataset.duplicates} duplicates; "
+          f"results → {report_dir}", flush=True)
     records = []
     seeds = range(args.seed, args.seed + args.seeds)
-    # The backends of one (model, seed) run back to back: the runs a paired test compares
-    # then see the same machine conditions.
-    jobs = [(model, seed, backend) for model in models for seed in seeds
-            for backend in backends]
-    for number, (model, seed, backend) in enumerate(jobs, 1):
+    # The backends of one (fold, model, seed) run back to back: the runs a paired test
+    # compares then see the same machine conditions.
+    jobs = [(fold, model, seed, backend) for fold in folds for model in models
+            for seed in seeds for backend in backends]
+    for number, (fold, model, seed, backend) in enumerate(jobs, 1):
+        path, data_info = prepared[fold]
+        if number == 1 or fold != jobs[number - 2][0]:
+            print(f"{data_info['protocol']}: {data_info['num_train']} train / "
+                  f"{data_info['num_val']} val / {data_info['num_test']} test images", flush=True)
         print(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}", flush=True)
         spec = RunSpec(backend=backend, model=model, dataset=args.dataset,
-                       prepared_data=str(prepared), train=replace(config, seed=seed),
-                       init=args.init, threads=args.threads, data_info=data_info)
+                       prepared_data=str(path), train=replace(config, seed=seed),
+                       init=args.init, threads=args.threads, fold=fold, data_info=data_info)
         record = run_in_worker(spec)
         if record["status"] != "ok":
             print(f"   run failed: {record['error']}", flush=True)
@@ -151,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         records.append(record)
     print()
     print(summary_table(records))
+    if len(folds) > 1:
+        print()
+        print(fold_summary(records))
     print(f"\n{len(records)} runs in {time.perf_counter() - started:.0f}s; "
           f"results: {report_dir / 'results.jsonl'}")
     report = write_report(report_dir, records)

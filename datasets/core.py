@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,14 @@ EMOTIONS: tuple[str, ...] = (
 )
 
 
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's folder is missing, or holds none of the layouts its loader reads."""
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file breaks its format: wrong CSV columns, a bad row, an unreadable label."""
+
+
 @dataclass
 class FaceDataset:
     """Preprocessed face images with labels and, where known, subjects.
@@ -33,7 +42,13 @@ class FaceDataset:
         official_split: (N,) "train"/"val"/"test" where the dataset defines one, else None.
         skipped: files passed over while loading, as {"path": …, "reason": …}.
         duplicates: number of images that repeat an earlier image's exact pixels.
-        source: free-form facts about where the data came from (layout, folder).
+        source: facts about where the data came from (folder, layout, counts), JSON-ready.
+        ids: (N,) where each image came from (a path relative to the dataset folder, or
+            `file.csv:row`), or None for generated data.
+        duplicate_groups: (N,) int64, the index of the first image with the same decoded
+            pixels (an image's own index when it is unique), or None when not computed.
+            Splits keep each group on one side.
+        preprocessing: the settings and per-step counts of the preprocessing, JSON-ready.
     """
 
     name: str
@@ -44,7 +59,10 @@ class FaceDataset:
     official_split: np.ndarray | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)
     duplicates: int = 0
-    source: dict[str, str] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    ids: np.ndarray | None = None
+    duplicate_groups: np.ndarray | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -53,7 +71,7 @@ class FaceDataset:
                 "images must be uint8 (N, H, W, C). "
                 f"Received: dtype={self.images.dtype}, shape={self.images.shape}"
             )
-        for name in ("labels", "subjects", "official_split"):
+        for name in ("labels", "subjects", "official_split", "ids", "duplicate_groups"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} images")
@@ -65,7 +83,7 @@ class FaceDataset:
         return len(self.images)
 
     def fingerprint(self) -> str:
-        """A short hash of the pixels, labels and subjects: equal data ⇔ equal fingerprint."""
+        """A short hash of pixels, labels, subjects and official split: equal data ⇔ equal hash."""
         digest = hashlib.sha256()
         digest.update(str(self.images.shape).encode())
         digest.update(self.images.tobytes())
@@ -73,4 +91,6 @@ class FaceDataset:
         digest.update(",".join(self.class_names).encode())
         if self.subjects is not None:
             digest.update("\0".join(map(str, self.subjects)).encode())
+        if self.official_split is not None:
+            digest.update(("official\0" + "\0".join(map(str, self.official_split))).encode())
         return digest.hexdigest()[:16]
