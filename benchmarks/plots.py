@@ -180,7 +180,7 @@ def per_class_f1(groups: Groups) -> bytes | None:
                 continue
             names = _class_names(runs[0])
             for c, name in enumerate(names):
-                summary = summarize(run["metrics"]["per_class"].get(name, {}).get("f1")
+                summary = summarize(run["metrics"].get("per_class", {}).get(name, {}).get("f1")
                                     for run in runs)
                 if summary.mean is None:
                     continue

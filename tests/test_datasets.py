@@ -15,6 +15,7 @@ import pytest
 from benchmarks import run as run_cli
 from benchmarks.harness import prepare_data
 from benchmarks.results import read_records
+from benchmarks.worker import record_header
 from datasets import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -316,8 +317,8 @@ def test_run_cli_runs_each_fold_in_its_own_worker_and_summarises(written, tmp_pa
     def fake_worker(spec):
         specs.append(spec)
         accuracy = 0.5 + 0.1 * spec.fold
-        return {"status": "ok", "model": spec.model, "backend": spec.backend,
-                "fold": spec.fold, "seed": 0, "metrics": {"accuracy": accuracy}}
+        return {**record_header(spec), "status": "ok", "error": None,
+                "metrics": {"accuracy": accuracy}}
 
     monkeypatch.setattr(run_cli, "run_in_worker", fake_worker)
     monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
