@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import datasets.preprocess
 from benchmarks import run as run_cli
 from benchmarks.harness import prepare_data
 from benchmarks.results import read_records
@@ -28,6 +29,39 @@ from datasets.preprocess import FaceFinder, centre_square
 from datasets.splits import holdout_split, kfold_split, merge_groups, official_split
 
 pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
+
+
+_HAAR_CASCADE = datasets.preprocess._cascade_path()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def centre_crops_only():
+    """Ground-truth checks need the crop the fixtures planned: the centred square.
+
+    With a Haar cascade available, the detector finds the drawn faces and crops them
+    tighter than that square (test_haar_finds_the_drawn_faces checks the detector).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.preprocess, "_cascade_path", lambda: None)
+        yield
+
+
+@pytest.mark.skipif(_HAAR_CASCADE is None, reason="this OpenCV has no Haar cascade")
+def test_haar_finds_the_drawn_faces(monkeypatch):
+    from datasets.fixtures import _portrait
+    from datasets.synthetic import generate
+
+    monkeypatch.setattr(datasets.preprocess, "_cascade_path", lambda: _HAAR_CASCADE)
+    finder = FaceFinder()
+    faces = generate(num_subjects=4, per_expression=1, seed=0, image_size=96).images[..., 0]
+    rng = np.random.default_rng(0)
+    fx, fy, fside = centre_square(490, 640)  # where _portrait puts the face
+    for face in faces[:8]:
+        (x, y, side), found = finder.box(_portrait(face, 640, 490, rng, colour=False))
+        assert found
+        overlap_w = max(0, min(x + side, fx + fside) - max(x, fx))
+        overlap_h = max(0, min(y + side, fy + fside) - max(y, fy))
+        assert overlap_w * overlap_h > 0.5 * side * side  # the box lies on the drawn face
 
 
 @pytest.fixture(scope="module")
