@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.base import EpochLog
 from benchmarks.config import SCHEMA_VERSION, RunSpec
 from benchmarks.env import host_environment
 from benchmarks.metrics import classification_metrics
@@ -41,8 +42,21 @@ def _say(spec: RunSpec, message: str) -> None:
     print(f"[{spec.backend} {spec.model}] {message}", flush=True)
 
 
-def _timing(history, build_s: float, fit_s: float, eval_s: float, num_eval: int) -> dict:
-    """Epoch 1 includes tracing/compilation, so throughput comes from the later epochs."""
+def timing_summary(
+    history: list[EpochLog], build_s: float, fit_s: float, eval_s: float, num_eval: int
+) -> dict[str, float | None]:
+    """The run's time figures (docs/measurement.md), in seconds and images per second.
+
+    Epoch 1 includes tracing/compilation, so throughput comes from the later epochs only
+    (None with a single epoch).
+
+    Args:
+        history: `Backend.fit`'s epoch logs.
+        build_s: model build time.
+        fit_s: wall time of `fit` (validation passes included).
+        eval_s: wall time of predicting the `num_eval` test images.
+        num_eval: test images.
+    """
     steady = history[1:]
     steady_s = sum(e.train_s for e in steady)
     return {
@@ -149,7 +163,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         "gpu_allocator_peak_mb": backend.gpu_allocator_peak_mb(),
         "nvml_peak_mb": gpu_memory.peak_mb,
     }
-    timing = _timing(history, build.seconds, fit.seconds, evaluation.seconds, len(x_test))
+    timing = timing_summary(history, build.seconds, fit.seconds, evaluation.seconds, len(x_test))
     forward_flops = model_cost(spec.model, x_train.shape[1:], len(class_names)).flops
     work = _work(spec, backend, timing, forward_flops)
     metrics = classification_metrics(y_test, probabilities, class_names)

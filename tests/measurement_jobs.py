@@ -18,7 +18,7 @@ import numpy as np
 
 from backends.base import Backend, TrainConfig
 from benchmarks.probes import HostMemoryTracker, current_rss_mb, os_peak_rss_mb
-from benchmarks.worker import _timing
+from benchmarks.worker import timing_summary
 
 _MB = 1024 * 1024
 FAKE_IMAGES = 320
@@ -102,7 +102,7 @@ def fake_fit(step_s: float, mode: str) -> dict[str, Any]:
     y = np.arange(FAKE_IMAGES) % 2
     config = TrainConfig(epochs=3, batch_size=FAKE_BATCH)
     history = backend.fit(x, y, config)
-    timing = _timing(history, build_s=0.0, fit_s=sum(e.train_s for e in history),
+    timing = timing_summary(history, build_s=0.0, fit_s=sum(e.train_s for e in history),
                      eval_s=1.0, num_eval=1)
     return {**timing, "expected_img_s": FAKE_BATCH / step_s, "tracing_s": FAKE_TRACING_S}
 

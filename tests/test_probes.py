@@ -66,7 +66,7 @@ def test_a_worker_peak_excludes_its_parents_peak() -> None:
 def test_a_step_of_known_duration_gives_the_expected_throughput(mode: str) -> None:
     # "async" queues the step's work on a fake device: only synchronising before the
     # clock is read makes it count.
-    timing = _job("fake_fit", "0.02", mode)
+    timing = _job("fake_fit", "0.04", mode)
     assert timing["train_throughput_img_s"] == pytest.approx(timing["expected_img_s"], rel=0.1)
     # The first epoch carries the simulated tracing; steady epochs do not.
     tracing_s = timing["first_epoch_s"] - timing["steady_epoch_s_mean"]

@@ -19,7 +19,7 @@ from backends.torch.models import create_model
 _MB = 1024 * 1024
 
 
-def _pin_ieee_float32() -> None:
+def pin_ieee_float32() -> None:
     """Makes float32 mean IEEE float32 for matmuls and convs, as in the TF backend.
 
     By default torch runs float32 convs in TF32 on Ampere and later GPUs but not its
@@ -61,7 +61,7 @@ class TorchBackend(Backend):
         # by default; its choice can vary between runs, so determinism turns it off.
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
-        _pin_ieee_float32()
+        pin_ieee_float32()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         # channels-last lets cuDNN pick its fast NHWC kernels; on CPU it does not pay.
         self.channels_last = self.device.type == "cuda"
