@@ -143,10 +143,18 @@ class Backend(ABC):
     name: ClassVar[str]
     framework: ClassVar[str]
 
-    def __init__(self, threads: int | None = None) -> None:
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be ≥ 1. Received: threads={threads}")
+    def __init__(self, threads: int | None = None, deterministic: bool = False) -> None:
+        """Applies the settings that must precede the framework's first op.
+
+        Args:
+            threads: intra- and inter-op thread pool sizes; None keeps the framework's
+                defaults.
+            deterministic: turn on the framework's deterministic-algorithm switches.
+        """
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be an integer ≥ 1. Received: threads={threads!r}")
         self.threads = threads
+        self.deterministic = bool(deterministic)
         self.model_name: str | None = None
         self.num_classes: int | None = None
 
@@ -166,6 +174,29 @@ class Backend(ABC):
     @abstractmethod
     def seed(self, seed: int) -> None:
         """Seeds the framework's own random number generators (init, dropout)."""
+
+    # --- measurement hooks (benchmarks.probes calls these) ------------------------------
+    @abstractmethod
+    def synchronize(self) -> None:
+        """Blocks until the device has finished all queued work (no-op on the CPU)."""
+
+    @abstractmethod
+    def gpu_allocator_peak_mb(self) -> float | None:
+        """Peak memory the framework's GPU allocator handed out in this process, in MB.
+
+        The framework's own view: torch's `max_memory_allocated`, TF's `peak` of
+        `get_memory_info` (with memory growth on). It excludes the CUDA context and
+        allocator caching, so it compares across frameworks only loosely; NVML's
+        per-process figure is the like-for-like one. None on the CPU.
+        """
+
+    @abstractmethod
+    def matmul_op(self, size: int) -> Callable[[], Any]:
+        """Returns a callable that queues one size×size float32 matmul on the device.
+
+        The operands are created once, up front; the callable does no host transfer, so
+        timing it (synchronised) gives the framework's matmul throughput on this device.
+        """
 
     # --- model -----------------------------------------------------------------------
     @abstractmethod
@@ -248,8 +279,11 @@ class Backend(ABC):
         logs = []
         for epoch in range(config.epochs):
             batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
+            # Synchronised at both ends so each epoch is billed exactly its own device work.
+            self.synchronize()
             start = time.perf_counter()
             loss = self._train_epoch(batches)
+            self.synchronize()
             log = EpochLog(
                 epoch=epoch + 1,
                 train_loss=loss,
@@ -260,6 +294,7 @@ class Backend(ABC):
             if validation is not None:
                 start = time.perf_counter()
                 probs = self.predict_proba(validation[0], config.eval_batch_size)
+                self.synchronize()
                 log.val_s = time.perf_counter() - start
                 log.val_loss, log.val_accuracy = _loss_and_accuracy(validation[1], probs)
             logs.append(log)

@@ -54,13 +54,16 @@ def check_available(name: str) -> None:
         )
 
 
-def create_backend(name: str, threads: int | None = None) -> Backend:
+def create_backend(
+    name: str, threads: int | None = None, deterministic: bool = False
+) -> Backend:
     """Imports the framework behind `name` and returns a fresh Backend.
 
     Args:
         name: a backend name from BACKEND_NAMES.
         threads: intra- and inter-op thread count, applied before any op runs;
             None keeps the framework's default.
+        deterministic: turn on the framework's deterministic-algorithm switches.
 
     Returns:
         A Backend with no model built yet.
@@ -68,4 +71,4 @@ def create_backend(name: str, threads: int | None = None) -> Backend:
     check_available(name)
     entry = _entry(name)
     cls = getattr(importlib.import_module(entry.module), entry.class_name)
-    return cls(threads=threads)
+    return cls(threads=threads, deterministic=deterministic)

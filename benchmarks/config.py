@@ -8,8 +8,45 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import TrainConfig
+from benchmarks.env import available_cores
 
 SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How a worker measures beyond training and evaluation (docs/measurement.md).
+
+    Attributes:
+        latency_warmup: inference calls per batch size before timing starts; the first
+            includes tracing/compilation and is reported apart.
+        latency_repeats: timed inference calls per batch size, at most.
+        latency_budget_s: stop timing a batch size once its timed calls took this long
+            (after at least 5 calls).
+        calibration_size: side of the float32 matmul that calibrates the peak FLOP/s;
+            None: 8192 on a GPU, 2048 on the CPU (large enough to reach the peak, small
+            enough to take about a second).
+    """
+
+    latency_warmup: int = 3
+    latency_repeats: int = 50
+    latency_budget_s: float = 5.0
+    calibration_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("latency_warmup", "latency_repeats"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer ≥ 1. Received: {name}={value!r}")
+        budget = self.latency_budget_s
+        if not budget > 0:
+            raise ValueError(f"latency_budget_s must be > 0. Received: latency_budget_s={budget!r}")
+        size = self.calibration_size
+        if size is not None and (not isinstance(size, int) or size < 1):
+            raise ValueError(
+                "calibration_size must be None or an integer ≥ 1. "
+                f"Received: calibration_size={size!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -24,9 +61,12 @@ class RunSpec:
             and class_names (the one preprocessed uint8 array that feeds both backends).
         train: the shared training recipe.
         init: "shared" (same ported initial weights in both frameworks) or "native".
-        threads: intra/inter-op threads for the framework (None: framework default).
+        threads: intra- and inter-op threads, set explicitly in either framework before
+            its first op (default: every core this process may use).
+        deterministic: turn on each framework's deterministic-algorithm switches.
         fold: fold index for k-fold protocols, None for a holdout.
         data_info: facts about the data (fingerprint, protocol, sizes) for the record.
+        measure: how latency and peak FLOP/s are measured.
     """
 
     backend: str
@@ -35,9 +75,15 @@ class RunSpec:
     prepared_data: str
     train: TrainConfig = field(default_factory=TrainConfig)
     init: str = "shared"
-    threads: int | None = None
+    threads: int = field(default_factory=available_cores)
+    deterministic: bool = False
     fold: int | None = None
     data_info: dict[str, Any] = field(default_factory=dict)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads must be an integer ≥ 1. Received: threads={self.threads!r}")
 
     @property
     def run_id(self) -> str:
@@ -51,6 +97,7 @@ class RunSpec:
     def from_json(cls, text: str) -> RunSpec:
         raw = json.loads(text)
         raw["train"] = TrainConfig(**raw["train"])
+        raw["measure"] = MeasureConfig(**raw["measure"])
         return cls(**raw)
 
     @classmethod

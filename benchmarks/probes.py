@@ -1,15 +1,39 @@
-"""Measurement probes: small trackers with one job each (time, host memory)."""
+"""Measurement probes: small trackers with one job each.
+
+* `Stopwatch`: wall time of a block, the device synchronised at both ends.
+* `LatencyTracker`: latency percentiles of repeated calls, warm-up calls kept apart.
+* `HostMemoryTracker`: peak RSS over a block, sampled in a background thread.
+* `GpuMemoryTracker`: peak GPU memory NVML attributes to this process, sampled likewise.
+* `EnergyTracker`: GPU energy over a block from NVML's cumulative counter.
+* `peak_matmul_flops`: the machine's demonstrated float32 FLOP/s (calibration).
+
+None of them knows a framework: device synchronisation and the calibration matmul come
+in as callables from the Backend, so both frameworks are measured by the same code. The
+samplers run in daemon threads that sleep between samples, and nothing here adds a host
+synchronisation inside a training epoch.
+"""
 
 from __future__ import annotations
 
 import os
 import resource
 import sys
+import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
 
+import numpy as np
 import psutil
 
+from benchmarks import nvml
+
 _MB = 1024 * 1024
+
+
+def _no_sync() -> None:
+    """The synchronisation of a device that runs synchronously (the host)."""
 
 
 def current_rss_mb() -> float:
@@ -18,19 +42,275 @@ def current_rss_mb() -> float:
 
 
 def os_peak_rss_mb() -> float:
-    """The OS's high-water mark of this process's RSS, in MB (ru_maxrss)."""
+    """The OS's high-water mark of this process's RSS, in MB.
+
+    On Linux this is VmHWM, the peak of this process's own address space. `ru_maxrss`
+    is not used there: the kernel carries the pre-exec high-water mark into a spawned
+    child, so a worker started by a 2 GB harness would report at least 2 GB.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
+    # macOS reports bytes, the BSDs KiB.
     return peak / _MB if sys.platform == "darwin" else peak / 1024
 
 
 class Stopwatch:
-    """Wall-clock interval timer: `with Stopwatch() as t: …; t.seconds`."""
+    """Wall-clock interval timer: `with Stopwatch(sync) as t: …; t.seconds`.
+
+    Args:
+        sync: waits until the device has finished all queued work; called before the
+            clock starts (so earlier work is not billed to the block) and before it stops
+            (so the block's own asynchronous work is).
+    """
+
+    def __init__(self, sync: Callable[[], None] = _no_sync) -> None:
+        self._sync = sync
+        self.seconds = 0.0
 
     def __enter__(self) -> Stopwatch:
+        self._sync()
         self._start = time.perf_counter()
-        self.seconds = 0.0
         return self
 
     def __exit__(self, *exc) -> None:
+        self._sync()
         self.seconds = time.perf_counter() - self._start
+
+
+class LatencyTracker:
+    """Latencies of individual calls, each bracketed by device synchronisation.
+
+    Args:
+        sync: waits for the device, as for `Stopwatch`.
+    """
+
+    def __init__(self, sync: Callable[[], None] = _no_sync) -> None:
+        self._sync = sync
+        self.latencies_s: list[float] = []
+
+    @contextmanager
+    def track(self):
+        """Times the enclosed block as one latency sample."""
+        with Stopwatch(self._sync) as watch:
+            yield
+        self.latencies_s.append(watch.seconds)
+
+    def repeat(
+        self,
+        call: Callable[[], Any],
+        repeats: int,
+        budget_s: float = float("inf"),
+        min_repeats: int = 1,
+    ) -> None:
+        """Times up to `repeats` calls, stopping early once `budget_s` is spent.
+
+        Args:
+            call: the unit of work.
+            repeats: calls at most.
+            budget_s: stop once the timed calls took this long in total …
+            min_repeats: … but only after at least this many.
+        """
+        if repeats < 1 or not 1 <= min_repeats <= repeats:
+            raise ValueError(
+                "repeats must be ≥ 1 and 1 ≤ min_repeats ≤ repeats. "
+                f"Received: repeats={repeats}, min_repeats={min_repeats}"
+            )
+        for done in range(repeats):
+            if done >= min_repeats and sum(self.latencies_s) >= budget_s:
+                break
+            with self.track():
+                call()
+
+    def percentile_ms(self, q: float) -> float | None:
+        """The q-th percentile (0–100, linear interpolation) in ms; None before any call."""
+        if not self.latencies_s:
+            return None
+        return float(np.percentile(self.latencies_s, q)) * 1e3
+
+
+def measure_latency(
+    call: Callable[[], Any],
+    sync: Callable[[], None] = _no_sync,
+    warmup: int = 3,
+    repeats: int = 50,
+    budget_s: float = 5.0,
+) -> dict[str, float | int | None]:
+    """Times `call` after warm-up; warm-up calls are reported apart, not in the percentiles.
+
+    Args:
+        call: one inference (or any unit of work) to time.
+        sync: waits for the device.
+        warmup: calls before the timed ones (tracing, autotuning, caches); ≥ 1.
+        repeats: timed calls at most.
+        budget_s: stop once the timed calls took this long, after at least 5 (or
+            `repeats`) of them.
+
+    Returns:
+        first_ms (the first warm-up call, which includes tracing/compilation), p50_ms,
+        p95_ms and calls (the number of timed calls).
+    """
+    if warmup < 1:
+        raise ValueError(f"warmup must be ≥ 1. Received: warmup={warmup}")
+    warm = LatencyTracker(sync)
+    warm.repeat(call, warmup)
+    timed = LatencyTracker(sync)
+    timed.repeat(call, repeats, budget_s, min_repeats=min(5, repeats))
+    return {
+        "first_ms": warm.latencies_s[0] * 1e3,
+        "p50_ms": timed.percentile_ms(50),
+        "p95_ms": timed.percentile_ms(95),
+        "calls": len(timed.latencies_s),
+    }
+
+
+class _PeakSampler:
+    """Calls `sample()` every `interval_s` in a daemon thread and keeps the largest value.
+
+    One sample is also taken synchronously at start and at stop, so even a block shorter
+    than the interval has a value. Samples of None (nothing to measure) are ignored.
+    """
+
+    def __init__(self, sample: Callable[[], float | None], interval_s: float) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be > 0. Received: interval_s={interval_s!r}")
+        self._sample = sample
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.peak: float | None = None
+
+    def _take(self) -> None:
+        value = self._sample()
+        if value is not None and (self.peak is None or value > self.peak):
+            self.peak = value
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._take()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("a tracker can be started only once")
+        self._take()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._take()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class HostMemoryTracker(_PeakSampler):
+    """Peak resident set size of this process over a block, in MB (`peak_mb`).
+
+    Sampling catches the peak of one phase (training, evaluation); allocations shorter
+    than the interval can slip between samples, which `os_peak_rss_mb()` never misses.
+
+    Args:
+        interval_s: seconds between samples (a sample reads /proc, a few µs).
+    """
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        process = psutil.Process(os.getpid())
+        super().__init__(lambda: process.memory_info().rss / _MB, interval_s)
+
+    @property
+    def peak_mb(self) -> float | None:
+        return self.peak
+
+
+class GpuMemoryTracker(_PeakSampler):
+    """Peak GPU memory NVML attributes to this process over a block, in MB (`peak_mb`).
+
+    This counts everything the process holds on the GPU (CUDA context, framework pools,
+    cuDNN/cuBLAS workspaces), measured outside either framework, so it is the one GPU
+    memory figure that compares TensorFlow and PyTorch like for like. None on a machine
+    without NVML or where the driver does not list this process.
+
+    Args:
+        interval_s: seconds between samples (a sample is one NVML call per GPU).
+    """
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        pid = os.getpid()
+        super().__init__(lambda: nvml.process_memory_mb(pid), interval_s)
+
+    @property
+    def peak_mb(self) -> float | None:
+        return self.peak
+
+
+class EnergyTracker:
+    """Energy the GPUs this process computes on drew over a block, in J (`energy_j`).
+
+    Reads NVML's cumulative energy counter (mJ) at both ends. It measures whole boards,
+    so anything else running on the same GPU is counted too: benchmark on an idle GPU.
+    `energy_j` stays None on a CPU-only machine or a GPU without the counter. Start it
+    after the framework has created its GPU context, so the process's GPUs are known.
+    """
+
+    def __init__(self) -> None:
+        self._start: dict[int, int] | None = None
+        self._handles: tuple[Any, ...] = ()
+        self.energy_j: float | None = None
+
+    def _read(self) -> dict[int, int] | None:
+        readings = {i: nvml.energy_mj(h) for i, h in enumerate(self._handles)}
+        if not readings or None in readings.values():
+            return None
+        return readings
+
+    def __enter__(self) -> EnergyTracker:
+        self._handles = nvml.process_devices(os.getpid())
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._read() if self._start is not None else None
+        if end is not None:
+            self.energy_j = sum(end[i] - self._start[i] for i in end) / 1e3
+
+
+def peak_matmul_flops(
+    matmul: Callable[[], Any],
+    size: int,
+    sync: Callable[[], None] = _no_sync,
+    budget_s: float = 1.0,
+    max_calls: int = 20,
+) -> float:
+    """The best FLOP/s of repeated size×size float32 matmuls: the machine's usable peak.
+
+    Interference only ever slows a call down, so the fastest call is the closest to what
+    the hardware does with this framework's kernels and thread settings.
+
+    Args:
+        matmul: runs one size×size @ size×size float32 matmul on the device.
+        size: the matrix side, for the FLOP count 2·size³.
+        sync: waits for the device.
+        budget_s: stop once the timed calls took this long, after at least 3 of them.
+        max_calls: timed calls at most.
+
+    Returns:
+        FLOP/s.
+    """
+    if size < 1:
+        raise ValueError(f"size must be ≥ 1. Received: size={size}")
+    # Warm-up, untimed: kernel selection, thread-pool start, first touch of the output.
+    LatencyTracker(sync).repeat(matmul, 1)
+    timed = LatencyTracker(sync)
+    timed.repeat(matmul, max_calls, budget_s, min_repeats=min(3, max_calls))
+    return 2 * size**3 / min(timed.latencies_s)

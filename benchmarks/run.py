@@ -26,6 +26,7 @@ from backends.base import TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
 from backends.init import INIT_MODES
 from benchmarks.config import RunSpec
+from benchmarks.env import available_cores
 from benchmarks.harness import default_cache_dir, prepare_data, run_in_worker
 from benchmarks.report import write_report
 from benchmarks.results import append_record, new_report_dir, summary_table
@@ -74,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", default="shared", choices=INIT_MODES,
                         help="shared: both frameworks start from the same weights (default); "
                              "native: each framework's own initialisers")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="intra/inter-op threads for both frameworks (default: all cores)")
+    parser.add_argument("--threads", type=int, default=available_cores(),
+                        help="intra- and inter-op threads, set explicitly in both frameworks "
+                             "(default: all %(default)s cores)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="turn on both frameworks' deterministic-algorithm switches "
+                             "(slower on GPU)")
     parser.add_argument("--out", type=Path, default=Path("reports"),
                         help="parent folder of the new report folder (default: reports)")
     parser.add_argument("--list-models", action="store_true",
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                              learning_rate=args.lr, seed=args.seed)
         if args.seeds < 1:
             raise ValueError(f"--seeds must be ≥ 1. Received: {args.seeds}")
-        if args.threads is not None and args.threads < 1:
+        if args.threads < 1:
             raise ValueError(f"--threads must be ≥ 1. Received: {args.threads}")
         folds = _folds(args.folds, args.fold)
         started = time.perf_counter()
@@ -193,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}", flush=True)
         spec = RunSpec(backend=backend, model=model, dataset=args.dataset,
                        prepared_data=str(path), train=replace(config, seed=seed),
-                       init=args.init, threads=args.threads, fold=fold, data_info=data_info)
+                       init=args.init, threads=args.threads, deterministic=args.deterministic,
+                       fold=fold, data_info=data_info)
         record = run_in_worker(spec)
         if record["status"] != "ok":
             print(f"   run failed: {record['error']}", flush=True)

@@ -18,18 +18,45 @@ from typing import Any
 
 import numpy as np
 
+from backends.base import EpochLog
 from benchmarks.config import SCHEMA_VERSION, RunSpec
 from benchmarks.env import host_environment
 from benchmarks.metrics import classification_metrics
-from benchmarks.probes import Stopwatch, current_rss_mb, os_peak_rss_mb
+from benchmarks.probes import (
+    EnergyTracker,
+    GpuMemoryTracker,
+    HostMemoryTracker,
+    Stopwatch,
+    current_rss_mb,
+    measure_latency,
+    os_peak_rss_mb,
+    peak_matmul_flops,
+)
+
+# A training step costs about 3 forward passes: the forward itself, then a backward that
+# computes gradients with respect to both activations and weights, each about as costly.
+TRAIN_FLOPS_MULTIPLIER = 3
 
 
 def _say(spec: RunSpec, message: str) -> None:
     print(f"[{spec.backend} {spec.model}] {message}", flush=True)
 
 
-def _timing(history, build_s: float, fit_s: float, eval_s: float) -> dict[str, Any]:
-    """Epoch 1 includes tracing/compilation, so throughput comes from the later epochs."""
+def timing_summary(
+    history: list[EpochLog], build_s: float, fit_s: float, eval_s: float, num_eval: int
+) -> dict[str, float | None]:
+    """The run's time figures (docs/measurement.md), in seconds and images per second.
+
+    Epoch 1 includes tracing/compilation, so throughput comes from the later epochs only
+    (None with a single epoch).
+
+    Args:
+        history: `Backend.fit`'s epoch logs.
+        build_s: model build time.
+        fit_s: wall time of `fit` (validation passes included).
+        eval_s: wall time of predicting the `num_eval` test images.
+        num_eval: test images.
+    """
     steady = history[1:]
     steady_s = sum(e.train_s for e in steady)
     return {
@@ -39,12 +66,54 @@ def _timing(history, build_s: float, fit_s: float, eval_s: float) -> dict[str, A
         "train_wall_s": fit_s,
         "train_throughput_img_s": sum(e.images for e in steady) / steady_s if steady else None,
         "eval_wall_s": eval_s,
+        "eval_throughput_img_s": num_eval / eval_s,
+    }
+
+
+def _latency(spec: RunSpec, backend, images: np.ndarray) -> dict[str, Any]:
+    """Inference latency (predict_proba on one batch) at batch 1 and the training batch size.
+
+    The batches are test images, cycled when the test set is smaller than a batch.
+    """
+    out: dict[str, Any] = {"latency_train_batch_size": spec.train.batch_size}
+    for prefix, size in (("latency_b1", 1), ("latency_train_batch", spec.train.batch_size)):
+        batch = np.take(images, np.arange(size) % len(images), axis=0)
+        stats = measure_latency(
+            lambda batch=batch: backend.predict_proba(batch, len(batch)),
+            backend.synchronize,
+            warmup=spec.measure.latency_warmup,
+            repeats=spec.measure.latency_repeats,
+            budget_s=spec.measure.latency_budget_s,
+        )
+        out.update({f"{prefix}_{name}": value for name, value in stats.items()})
+    return out
+
+
+def _work(spec: RunSpec, backend, timing: dict, forward_flops: int) -> dict[str, Any]:
+    """Achieved FLOP/s from the model's FLOP count, against a measured matmul peak."""
+    size = spec.measure.calibration_size
+    if size is None:
+        size = 2048 if backend.device_name() == "cpu" else 8192
+    peak = peak_matmul_flops(backend.matmul_op(size), size, backend.synchronize)
+    throughput = timing["train_throughput_img_s"]
+    train = TRAIN_FLOPS_MULTIPLIER * forward_flops * throughput if throughput else None
+    evaluation = forward_flops * timing["eval_throughput_img_s"]
+    return {
+        "forward_flops_per_img": forward_flops,
+        "train_flops_multiplier": TRAIN_FLOPS_MULTIPLIER,
+        "train_achieved_tflops": train / 1e12 if train else None,
+        "eval_achieved_tflops": evaluation / 1e12,
+        "peak_matmul_tflops": peak / 1e12,
+        "calibration_matmul_size": size,
+        "train_utilization": train / peak if train else None,
+        "eval_utilization": evaluation / peak,
     }
 
 
 def execute(spec: RunSpec) -> dict[str, Any]:
     """Runs `spec` in this process and returns its result record."""
     from backends import create_backend
+    from backends.flops import model_cost
     from backends.init import shared_initial_weights
 
     data = np.load(spec.prepared_data)
@@ -53,33 +122,61 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     x_val, y_val = data["x_val"], data["y_val"]
     x_test, y_test = data["x_test"], data["y_test"]
 
-    backend = create_backend(spec.backend, threads=spec.threads)
+    backend = create_backend(spec.backend, threads=spec.threads, deterministic=spec.deterministic)
     rss_after_import_mb = current_rss_mb()
-    backend.seed(spec.train.seed)
-    with Stopwatch() as build:
-        backend.build(spec.model, x_train.shape[1:], len(class_names))
-        if spec.init == "shared":
-            backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed))
-    _say(spec, f"built in {build.seconds:.1f}s, {backend.num_trainable_params():,} params")
+    sync = backend.synchronize
 
     def progress(log) -> None:
         _say(spec, f"epoch {log.epoch}/{spec.train.epochs} loss {log.train_loss:.4f} "
                    f"val_acc {log.val_accuracy:.3f} ({log.train_s:.1f}s)")
 
-    with Stopwatch() as fit:
-        history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), progress)
-    with Stopwatch() as evaluation:
-        probabilities = backend.predict_proba(x_test, spec.train.eval_batch_size)
+    # The GPU tracker spans the whole run; it finds this process in NVML's list once the
+    # framework has opened its CUDA context.
+    with GpuMemoryTracker() as gpu_memory:
+        backend.seed(spec.train.seed)
+        with Stopwatch(sync) as build:
+            backend.build(spec.model, x_train.shape[1:], len(class_names))
+            if spec.init == "shared":
+                backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed))
+        _say(spec, f"built in {build.seconds:.1f}s, {backend.num_trainable_params():,} params")
+        with (
+            HostMemoryTracker() as train_rss,
+            EnergyTracker() as train_energy,
+            Stopwatch(sync) as fit,
+        ):
+            history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), progress)
+        with (
+            HostMemoryTracker() as eval_rss,
+            EnergyTracker() as eval_energy,
+            Stopwatch(sync) as evaluation,
+        ):
+            probabilities = backend.predict_proba(x_test, spec.train.eval_batch_size)
+        latency = _latency(spec, backend, x_test)
+    # Read before the calibration allocates its matrices, which would raise the peaks.
+    memory = {
+        "rss_after_import_mb": rss_after_import_mb,
+        # Both views of one peak: the sampled phases may see a few pages more than the
+        # kernel's lazily updated high-water mark, which catches what sampling misses.
+        "peak_host_rss_mb": max(os_peak_rss_mb(), train_rss.peak_mb, eval_rss.peak_mb),
+        "train_peak_host_rss_mb": train_rss.peak_mb,
+        "eval_peak_host_rss_mb": eval_rss.peak_mb,
+        "gpu_allocator_peak_mb": backend.gpu_allocator_peak_mb(),
+        "nvml_peak_mb": gpu_memory.peak_mb,
+    }
+    timing = timing_summary(history, build.seconds, fit.seconds, evaluation.seconds, len(x_test))
+    forward_flops = model_cost(spec.model, x_train.shape[1:], len(class_names)).flops
+    work = _work(spec, backend, timing, forward_flops)
     metrics = classification_metrics(y_test, probabilities, class_names)
-    _say(spec, f"test accuracy {metrics['accuracy']:.3f}")
+    _say(spec, f"test accuracy {metrics['accuracy']:.3f}, "
+               f"{work['peak_matmul_tflops'] * 1e3:.0f} GFLOP/s matmul peak")
     return {
         "model_info": {"trainable_params": backend.num_trainable_params()},
         "metrics": metrics,
-        "timing": _timing(history, build.seconds, fit.seconds, evaluation.seconds),
-        "memory": {
-            "rss_after_import_mb": rss_after_import_mb,
-            "peak_host_rss_mb": os_peak_rss_mb(),
-        },
+        "timing": timing,
+        "latency": latency,
+        "memory": memory,
+        "energy": {"train_energy_j": train_energy.energy_j, "eval_energy_j": eval_energy.energy_j},
+        "work": work,
         "history": [asdict(e) for e in history],
         "flags": backend.flags(),
         "env": {**host_environment(), **backend.versions(), "device": backend.device_name()},
@@ -100,7 +197,9 @@ def record_header(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.train.seed,
         "init": spec.init,
         "threads": spec.threads,
+        "deterministic": spec.deterministic,
         "config": asdict(spec.train),
+        "measure_config": asdict(spec.measure),
         "data": spec.data_info,
     }
 

@@ -6,6 +6,7 @@ Mirrors backends/torch/backend.py method for method. Weight conversion to the ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # backends/tf/__init__.py, which Python runs before this module, pins KERAS_BACKEND.
@@ -16,6 +17,8 @@ import tensorflow as tf
 from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
 from backends.tf.models import create_model
 
+_MB = 1024 * 1024
+
 
 class TFBackend(Backend):
     """Keras 3 / TensorFlow implementation of Backend (GPU when visible, else CPU)."""
@@ -23,16 +26,24 @@ class TFBackend(Backend):
     name = "tf"
     framework = "TensorFlow"
 
-    def __init__(self, threads: int | None = None) -> None:
-        super().__init__(threads)
+    def __init__(self, threads: int | None = None, deterministic: bool = False) -> None:
+        super().__init__(threads, deterministic)
         if threads is not None:
             # Only honoured before TF's runtime starts, i.e. before the first op.
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
-        self.gpus = tf.config.list_physical_devices("GPU")
-        for gpu in self.gpus:
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+        # float32 means IEEE float32 in both backends; TF would otherwise run its float32
+        # matmuls and convs in TF32 on Ampere and later GPUs (see the torch backend).
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        # Compute on the first GPU only, like torch's "cuda": TF would otherwise open a
+        # context on every visible GPU, which NVML's per-process memory would count.
+        self.gpus = tf.config.list_physical_devices("GPU")[:1]
+        if self.gpus:
+            tf.config.set_visible_devices(self.gpus, "GPU")
             # Without growth TF reserves nearly all GPU memory and peaks mean nothing.
-            tf.config.experimental.set_memory_growth(gpu, True)
+            tf.config.experimental.set_memory_growth(self.gpus[0], True)
         self.model: keras.Model | None = None
         self._step = None
         self._jit_compile = False
@@ -59,10 +70,27 @@ class TFBackend(Backend):
             "memory_growth": bool(self.gpus),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "deterministic": self.deterministic,
+            "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
         }
 
     def seed(self, seed: int) -> None:
         keras.utils.set_random_seed(seed)
+
+    # --- measurement hooks -----------------------------------------------------------
+    def synchronize(self) -> None:
+        # On the CPU, eager ops and tf.function calls return only when done.
+        if self.gpus:
+            tf.test.experimental.sync_devices()
+
+    def gpu_allocator_peak_mb(self) -> float | None:
+        if not self.gpus:
+            return None
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / _MB
+
+    def matmul_op(self, size: int) -> Callable[[], Any]:
+        a, b = (tf.random.uniform((size, size)) for _ in range(2))
+        return lambda: tf.linalg.matmul(a, b)
 
     # --- model -----------------------------------------------------------------------
     def build(

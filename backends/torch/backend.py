@@ -5,6 +5,8 @@ Mirrors backends/tf/backend.py method for method.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,30 @@ import torch.nn.functional as F
 from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
 from backends.torch.models import create_model
 
+_MB = 1024 * 1024
+
+
+def pin_ieee_float32() -> None:
+    """Makes float32 mean IEEE float32 for matmuls and convs, as in the TF backend.
+
+    By default torch runs float32 convs in TF32 on Ampere and later GPUs but not its
+    matmuls, while TF does both: left alone, the two would train at different precision.
+    """
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch ≥ 2.9
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def _tf32_enabled() -> bool:
+    """Whether float32 matmuls or convs may run in TF32 (mirrors TF's query)."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+        return "tf32" in (matmul.fp32_precision, conv.fp32_precision)
+    return torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+
 
 class TorchBackend(Backend):
     """PyTorch implementation of Backend (CUDA when available, else CPU)."""
@@ -21,12 +47,21 @@ class TorchBackend(Backend):
     name = "torch"
     framework = "PyTorch"
 
-    def __init__(self, threads: int | None = None) -> None:
-        super().__init__(threads)
+    def __init__(self, threads: int | None = None, deterministic: bool = False) -> None:
+        super().__init__(threads, deterministic)
         if threads is not None:
             # Both pools must be sized before the first parallel op runs.
             torch.set_num_threads(threads)
             torch.set_num_interop_threads(threads)
+        if deterministic:
+            # cuBLAS reads this when it initialises, i.e. at the first CUDA matmul.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        # Autotuning picks the fastest cuDNN kernels for the run's fixed shapes, as TF does
+        # by default; its choice can vary between runs, so determinism turns it off.
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        pin_ieee_float32()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         # channels-last lets cuDNN pick its fast NHWC kernels; on CPU it does not pay.
         self.channels_last = self.device.type == "cuda"
@@ -52,10 +87,28 @@ class TorchBackend(Backend):
             "torch_compile": self._compiled,
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
+            "deterministic": self.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "tf32": _tf32_enabled(),
         }
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)
+
+    # --- measurement hooks -----------------------------------------------------------
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def gpu_allocator_peak_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(self.device) / _MB
+
+    def matmul_op(self, size: int) -> Callable[[], Any]:
+        a, b = (torch.rand(size, size, device=self.device) for _ in range(2))
+        out = torch.empty(size, size, device=self.device)
+        return lambda: torch.mm(a, b, out=out)
 
     # --- model -----------------------------------------------------------------------
     def build(
