@@ -63,8 +63,10 @@ class TorchBackend(Backend):
         torch.backends.cudnn.deterministic = deterministic
         pin_ieee_float32()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # channels-last lets cuDNN pick its fast NHWC kernels; on CPU it does not pay.
-        self.channels_last = self.device.type == "cuda"
+        # Channels-last lets cuDNN and oneDNN pick their fast NHWC kernels. Measured on a
+        # 2-core CPU, batch 64 at 48×48, training img/s NCHW → channels-last: resnet50
+        # 9.6 → 46.9, sanet 23 → 65, vgg16 ~10 → ~12, proposed_cnn 22 → 23.
+        self.channels_last = True
         self.model: torch.nn.Module | None = None
         self._step = None
         self._compiled = False
