@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from backends.schedule import class_weight_table, epoch_batches
+from backends.schedule import LR_SCHEDULES, class_weight_table, epoch_batches, epoch_learning_rate
 
 PIXEL_CENTER = 127.5
 PIXEL_SCALE = 127.5
@@ -52,7 +52,9 @@ class TrainConfig:
         epochs: passes over the training set.
         batch_size: training batch size; the last incomplete batch of an epoch is dropped
             when the set holds more than one batch.
-        learning_rate: constant learning rate.
+        learning_rate: the initial learning rate.
+        lr_schedule: "cosine" (per-epoch cosine annealing, see
+            backends.schedule.epoch_learning_rate) or "constant".
         optimizer: "adam" or "sgd" (momentum 0.9).
         adam_epsilon: pinned because torch (1e-8) and Keras (1e-7) default differently.
         adam_beta1: Adam's first-moment decay.
@@ -70,6 +72,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
     optimizer: str = "adam"
     adam_epsilon: float = 1e-8
     adam_beta1: float = 0.9
@@ -97,6 +100,7 @@ class TrainConfig:
             )
         for name, allowed in (
             ("optimizer", OPTIMIZERS),
+            ("lr_schedule", LR_SCHEDULES),
             ("precision", PRECISIONS),
             ("class_weighting", CLASS_WEIGHTING),
         ):
@@ -117,6 +121,7 @@ class EpochLog:
         train_s: wall time of the epoch's training steps (device synchronised).
         steps: training steps taken.
         images: training images processed.
+        learning_rate: the epoch's learning rate.
         val_loss: cross-entropy on the validation set (None without one).
         val_accuracy: accuracy on the validation set (None without one).
         val_s: wall time of the validation pass.
@@ -127,6 +132,7 @@ class EpochLog:
     train_s: float
     steps: int
     images: int
+    learning_rate: float
     val_loss: float | None = None
     val_accuracy: float | None = None
     val_s: float | None = None
@@ -241,6 +247,10 @@ class Backend(ABC):
         """Moves the training set to the device and creates optimizer and step function."""
 
     @abstractmethod
+    def _set_learning_rate(self, learning_rate: float) -> None:
+        """Sets the optimizer's learning rate for the coming steps (no retracing)."""
+
+    @abstractmethod
     def _train_epoch(self, batches: list[np.ndarray]) -> float:
         """Runs one step per index batch; returns the mean loss once the device is idle."""
 
@@ -279,6 +289,10 @@ class Backend(ABC):
         logs = []
         for epoch in range(config.epochs):
             batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
+            learning_rate = epoch_learning_rate(
+                config.learning_rate, config.lr_schedule, epoch, config.epochs
+            )
+            self._set_learning_rate(learning_rate)
             # Synchronised at both ends so each epoch is billed exactly its own device work.
             self.synchronize()
             start = time.perf_counter()
@@ -290,6 +304,7 @@ class Backend(ABC):
                 train_s=time.perf_counter() - start,
                 steps=len(batches),
                 images=int(sum(len(b) for b in batches)),
+                learning_rate=learning_rate,
             )
             if validation is not None:
                 start = time.perf_counter()

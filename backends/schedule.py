@@ -6,7 +6,11 @@ seed they train on identical batches, pixel for pixel.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -50,3 +54,21 @@ def class_weight_table(labels: np.ndarray, num_classes: int, mode: str) -> np.nd
     present = counts > 0
     table[present] = len(labels) / (num_classes * counts[present])
     return table.astype(np.float32)
+
+
+def epoch_learning_rate(base_lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of one epoch, the same for both frameworks.
+
+    "cosine" anneals per epoch, lr · ½(1 + cos(π · epoch / epochs)), so the last epochs
+    take small steps and the final weights (and BN running statistics) settle instead of
+    being caught mid-swing; "constant" keeps `base_lr`.
+
+    Args:
+        base_lr: the configured learning rate.
+        schedule: one of LR_SCHEDULES.
+        epoch: 0-based epoch number.
+        epochs: total epochs.
+    """
+    if schedule == "constant":
+        return base_lr
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))

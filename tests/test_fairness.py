@@ -49,6 +49,9 @@ def test_both_frameworks_follow_the_same_trajectory(data, config):
     for tf_log, torch_log in zip(tf_history, torch_history, strict=True):
         assert tf_log.steps == torch_log.steps == len(data[0]) // 16
         assert tf_log.train_loss == pytest.approx(torch_log.train_loss, rel=2e-3)
+    last_rate = torch_history[-1].learning_rate
+    assert float(np.asarray(tf_backend._optimizer.learning_rate)) == pytest.approx(last_rate)
+    assert torch_backend._optimizer.param_groups[0]["lr"] == pytest.approx(last_rate)
     start = _initial(data)
     tf_weights, torch_weights = tf_backend.get_weights(), torch_backend.get_weights()
     for name, initial in start.items():

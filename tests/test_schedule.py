@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backends.schedule import class_weight_table, epoch_batches
+from backends.schedule import class_weight_table, epoch_batches, epoch_learning_rate
 
 
 def test_epoch_batches_are_reproducible_and_differ_between_epochs():
@@ -36,3 +36,9 @@ def test_balanced_class_weights():
     table = class_weight_table(labels, 3, "balanced")
     np.testing.assert_allclose(table, [4 / 9, 4 / 3, 0.0], rtol=1e-6)
     np.testing.assert_array_equal(class_weight_table(labels, 3, "none"), [1, 1, 1])
+
+
+def test_cosine_schedule_anneals_per_epoch():
+    rates = [epoch_learning_rate(1e-3, "cosine", e, 4) for e in range(4)]
+    np.testing.assert_allclose(rates, [1e-3, 0.85355e-3, 0.5e-3, 0.14645e-3], rtol=1e-4)
+    assert epoch_learning_rate(1e-3, "constant", 3, 4) == 1e-3

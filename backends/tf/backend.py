@@ -153,6 +153,7 @@ class TFBackend(Backend):
             )
         else:
             optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=0.9)
+        self._optimizer = optimizer
         model, num_classes, smoothing = self.model, self.num_classes, config.label_smoothing
         variables = model.trainable_variables
 
@@ -169,6 +170,11 @@ class TFBackend(Backend):
 
         self._jit_compile = config.compile
         self._step = step
+
+    def _set_learning_rate(self, learning_rate: float) -> None:
+        # Assigns the optimizer's learning-rate variable: the traced step reads it, so
+        # changing it does not retrace.
+        self._optimizer.learning_rate.assign(learning_rate)
 
     def _train_epoch(self, batches: list[np.ndarray]) -> float:
         total = tf.zeros((), tf.float32)

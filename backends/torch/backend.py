@@ -183,6 +183,7 @@ class TorchBackend(Backend):
             )
         else:
             optimizer = torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9)
+        self._optimizer = optimizer
         smoothing = config.label_smoothing
 
         def step(index: torch.Tensor) -> torch.Tensor:
@@ -200,6 +201,10 @@ class TorchBackend(Backend):
 
         self._compiled = config.compile
         self._step = torch.compile(step) if config.compile else step
+
+    def _set_learning_rate(self, learning_rate: float) -> None:
+        for group in self._optimizer.param_groups:
+            group["lr"] = learning_rate
 
     def _train_epoch(self, batches: list[np.ndarray]) -> float:
         self.model.train()
