@@ -34,7 +34,7 @@ from datasets import DATASET_NAMES, check_dataset_name, load_dataset
 from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import generate as generate_synthetic
 
-DEFAULTS = TrainConfig(epochs=3, batch_size=64, learning_rate=1e-3)
+DEFAULTS = TrainConfig(epochs=6, batch_size=32, learning_rate=1e-3)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(backend, model), for means, intervals and paired tests "
                              "(default: 1)")
     parser.add_argument("--image-size", type=int, default=48)
-    parser.add_argument("--synthetic-subjects", type=int, default=100,
-                        help="people in the synthetic set (21 images each; default 100)")
+    parser.add_argument("--synthetic-subjects", type=int, default=60,
+                        help="people in the synthetic set (21 images each; default 60)")
     parser.add_argument("--init", default="shared", choices=INIT_MODES,
                         help="shared: both frameworks start from the same weights (default); "
                              "native: each framework's own initialisers")

@@ -62,7 +62,7 @@ _ACTIONS = tuple(_Expression.__dataclass_fields__)
 
 
 def generate(
-    num_subjects: int = 100,
+    num_subjects: int = 60,
     per_expression: int = 3,
     seed: int = 0,
     image_size: int = 48,
@@ -136,8 +136,8 @@ def _draw_subject(rng: np.random.Generator) -> dict[str, float]:
 def _render(face: dict[str, float], expression: _Expression, rng, size: int) -> np.ndarray:
     big = size * _SUPERSAMPLE
     # Intensity below 1 mixes the expression with neutral; per-action jitter blurs classes.
-    intensity = rng.uniform(0.45, 1.0)
-    act = {a: intensity * getattr(expression, a) + rng.normal(0, 0.12) for a in _ACTIONS}
+    intensity = rng.uniform(0.6, 1.0)
+    act = {a: intensity * getattr(expression, a) + rng.normal(0, 0.08) for a in _ACTIONS}
     angle = np.deg2rad(face["angle"] + rng.normal(0, 2.5))
     half_w = 0.36 * big * face["scale"]
     half_h = half_w * face["aspect"]
