@@ -74,6 +74,8 @@ def host_environment() -> dict[str, Any]:
         "cpu_physical_cores": psutil.cpu_count(logical=False),
         "available_cores": available_cores(),
         "host_memory_mb": psutil.virtual_memory().total / 1024**2,
+        # Above the core count, other processes competed for the CPU during the run.
+        "load_average_1_5_15m": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         **nvml.gpu_facts(),
         "runtime_variables": {k: os.environ[k] for k in _RUNTIME_VARIABLES if k in os.environ},
         "suite_commit": git_commit(),

@@ -1,19 +1,21 @@
 """How much the suite's machinery costs: suite training throughput vs a bare loop.
 
-    python -m benchmarks.overhead [--backend both] [--repeats 5]
+    python -m benchmarks.overhead [--backend both] [--repeats 3]
 
 For each backend this trains `proposed_cnn` on the same synthetic images, with the same
 batch size and batch order, two ways, each in its own fresh process:
 
 * bare: a minimal hand-written loop (model definition, optimizer, loss, step; TF's step
-  in a `tf.function`), timed per epoch with the loss read at the end of the epoch;
+  in a `tf.function`), each epoch timed up to the loss read at its end;
 * suite: `Backend.fit` as a worker runs it, with the host-memory, GPU-memory and energy
-  trackers running.
+  trackers running; each epoch's `train_s` is the suite's own measurement.
 
-Both report steady throughput (the median images/s of epochs 2..E), and the suite's
-median over repeats is printed as a fraction of the bare loop's. The two modes alternate
-so that drift in the machine's load hits both alike, and the load average is printed
-before and after: on a busy machine, rerun with more repeats.
+Both processes start together and then take turns, one epoch at a time, on the parent's
+signal (the order alternates), so that each suite epoch has a bare epoch seconds away:
+other processes' load, which comes and goes over seconds to minutes, then hits both
+sides of a pair alike. The first epoch of each process (tracing, warm-up) is not counted.
+The script prints each mode's median images/s and the median over epoch pairs of the
+suite's fraction of the bare loop's, the figure to hold against the target of 0.95.
 
 Both apply the framework settings the suite pins for fairness (threads; on a GPU IEEE
 float32, cuDNN autotuning, channels-last in torch), so the ratio measures the machinery
@@ -23,13 +25,13 @@ alone. See docs/measurement.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +43,33 @@ from datasets import generate_synthetic
 
 MODEL = "proposed_cnn"
 MODES = ("bare", "suite")
+# Marks the child's protocol lines on stdout, which frameworks may also print to.
+_PROTOCOL = "@overhead"
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def _steady_throughput(epoch_s: list[float], images_per_epoch: int) -> float:
-    """Median images/s of the epochs after the first (tracing, warm-up).
+class Turns:
+    """A child's side of the turn-taking: wait for the parent's go, report an epoch."""
 
-    The median, unlike the worker's images / total time, shrugs off an epoch slowed by
-    another process's burst of work; both modes are summarised the same way.
-    """
-    return statistics.median(images_per_epoch / s for s in epoch_s[1:])
+    def __init__(self) -> None:
+        self._say("ready")
+
+    @staticmethod
+    def _say(message: str) -> None:
+        print(f"{_PROTOCOL} {message}", flush=True)
+
+    def wait(self) -> None:
+        """Blocks until the parent lets this process run its next epoch."""
+        if sys.stdin.readline().strip() != "go":
+            raise SystemExit("parent went away")
+
+    def report(self, epoch_s: float) -> None:
+        self._say(repr(epoch_s))
 
 
-def bare_torch(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
-               threads: int) -> list[float]:
-    """A minimal PyTorch training loop; returns each epoch's wall time in seconds."""
+def bare_torch(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, threads: int,
+               turns: Turns) -> None:
+    """A minimal PyTorch training loop, one epoch per turn."""
     import torch
     import torch.nn.functional as F
 
@@ -74,8 +88,8 @@ def bare_torch(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8)
     images, labels = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     model.train()
-    epoch_s = []
     for epoch in range(epochs):
+        turns.wait()
         start = time.perf_counter()
         for batch in epoch_batches(len(x), batch_size, 0, epoch):
             index = torch.from_numpy(batch).to(device)
@@ -86,13 +100,12 @@ def bare_torch(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
             loss.backward()
             optimizer.step()
         loss.item()  # waits for the device
-        epoch_s.append(time.perf_counter() - start)
-    return epoch_s
+        turns.report(time.perf_counter() - start)
 
 
-def bare_tf(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
-            threads: int) -> list[float]:
-    """A minimal TensorFlow/Keras training loop; returns each epoch's wall time in seconds."""
+def bare_tf(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, threads: int,
+            turns: Turns) -> None:
+    """A minimal TensorFlow/Keras training loop, one epoch per turn."""
     import keras
     import tensorflow as tf
 
@@ -118,33 +131,73 @@ def bare_tf(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
-    epoch_s = []
     for epoch in range(epochs):
+        turns.wait()
         start = time.perf_counter()
         for batch in epoch_batches(len(x), batch_size, 0, epoch):
             loss = step(tf.constant(batch.astype(np.int32)))
         float(loss)  # waits for the device
-        epoch_s.append(time.perf_counter() - start)
-    return epoch_s
+        turns.report(time.perf_counter() - start)
 
 
 def suite(backend_name: str, x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
-          threads: int) -> list[float]:
-    """`Backend.fit` with the worker's trackers running; returns each epoch's train_s."""
+          threads: int, turns: Turns) -> None:
+    """`Backend.fit` with the worker's trackers running, one epoch per turn."""
     from backends import create_backend
     from backends.base import TrainConfig
     from benchmarks.probes import EnergyTracker, GpuMemoryTracker, HostMemoryTracker
+
+    def next_turn(log) -> None:  # runs after the epoch's clock has stopped
+        turns.report(log.train_s)
+        if log.epoch < epochs:
+            turns.wait()
 
     backend = create_backend(backend_name, threads=threads)
     backend.seed(0)
     with GpuMemoryTracker():
         backend.build(MODEL, x.shape[1:], int(y.max()) + 1)
         with HostMemoryTracker(), EnergyTracker():
-            history = backend.fit(x, y, TrainConfig(epochs=epochs, batch_size=batch_size))
-    return [log.train_s for log in history]
+            turns.wait()
+            backend.fit(x, y, TrainConfig(epochs=epochs, batch_size=batch_size),
+                        on_epoch_end=next_turn)
 
 
 BARE = {"torch": bare_torch, "tf": bare_tf}
+
+
+class _Child:
+    """The parent's handle on one child process."""
+
+    def __init__(self, mode: str, backend: str, data: Path, args: argparse.Namespace) -> None:
+        self.name = f"{backend} {mode}"
+        command = [sys.executable, "-m", "benchmarks.overhead", "--child", mode,
+                   "--backend", backend, "--data", str(data), "--epochs", str(args.epochs),
+                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+        # The same TF log level as the backend sets, whichever module imports TF first.
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+        self.process = subprocess.Popen(command, cwd=_ROOT, env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def _read(self) -> str:
+        for line in self.process.stdout:
+            if line.startswith(_PROTOCOL):
+                return line.split(maxsplit=1)[1].strip()
+        raise RuntimeError(f"{self.name} exited with status {self.process.wait()} "
+                           "(its error is above)")
+
+    def ready(self) -> None:
+        self._read()
+
+    def epoch(self) -> float:
+        """Lets the child run one epoch; returns its wall time in seconds."""
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        return float(self._read())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        if self.process.wait() != 0:
+            raise RuntimeError(f"{self.name} exited with status {self.process.returncode}")
 
 
 def _load() -> str:
@@ -152,26 +205,26 @@ def _load() -> str:
     return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
 
 
-def _child(args: argparse.Namespace) -> None:
-    data = np.load(args.data)
-    x, y = data["x"], data["y"]
-    if args.child == "bare":
-        epoch_s = BARE[args.backend](x, y, args.batch_size, args.epochs, args.threads)
-    else:
-        epoch_s = suite(args.backend, x, y, args.batch_size, args.epochs, args.threads)
-    images = len(epoch_batches(len(x), args.batch_size, 0, 0)) * args.batch_size
-    print(json.dumps({"epoch_s": epoch_s,
-                      "img_s": _steady_throughput(epoch_s, images)}))
-
-
-def _run_child(mode: str, backend: str, data: Path, args: argparse.Namespace) -> float:
-    command = [sys.executable, "-m", "benchmarks.overhead", "--child", mode,
-               "--backend", backend, "--data", str(data), "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-    done = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} {backend} run failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.splitlines()[-1])["img_s"]
+def _paired_repeat(backend: str, data: Path, args: argparse.Namespace,
+                   images: int) -> dict[str, list[float]]:
+    """One bare and one suite process taking turns; returns their steady epochs' img/s."""
+    children = {mode: _Child(mode, backend, data, args) for mode in MODES}
+    try:
+        for child in children.values():
+            child.ready()
+        img_s = {mode: [] for mode in MODES}
+        for epoch in range(args.epochs):
+            for mode in MODES if epoch % 2 == 0 else MODES[::-1]:
+                seconds = children[mode].epoch()
+                if epoch > 0:  # the first epoch traces and warms up
+                    img_s[mode].append(images / seconds)
+        for child in children.values():
+            child.close()
+    finally:
+        for child in children.values():
+            if child.process.poll() is None:
+                child.process.kill()
+    return img_s
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backend", default="both",
                         help=f"one of {', '.join(BACKEND_NAMES)}, both (default: both)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="processes per backend and mode (default: 5)")
-    parser.add_argument("--epochs", type=int, default=4,
-                        help="epochs per process; the first is not timed (default: 4)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="pairs of fresh processes per backend (default: 3)")
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="epochs per process; the first is not counted (default: 6)")
     parser.add_argument("--images", type=int, default=640,
                         help="training images (default: 640)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -214,38 +267,42 @@ def _validate(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.child:
-        _child(args)
+        data = np.load(args.data)
+        runner = BARE[args.backend] if args.child == "bare" else partial(suite, args.backend)
+        runner(data["x"], data["y"], args.batch_size, args.epochs, args.threads, Turns())
         return 0
     try:
         backends = _validate(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # 7 expressions per subject and repetition: enough subjects to reach --images.
-    per_subject = 7 * 3
-    dataset = generate_synthetic(num_subjects=-(-args.images // per_subject),
-                                 per_expression=3, image_size=args.image_size)
+    # 7 expressions × 3 images per synthetic subject: enough subjects to reach --images.
+    dataset = generate_synthetic(num_subjects=-(-args.images // 21), per_expression=3,
+                                 image_size=args.image_size)
+    images = len(epoch_batches(args.images, args.batch_size, 0, 0)) * args.batch_size
     print(f"{MODEL}, {args.images} synthetic {args.image_size}×{args.image_size} images, "
-          f"batch {args.batch_size}, {args.epochs} epochs (first untimed), {args.threads} "
+          f"batch {args.batch_size}, {args.epochs} epochs (first not counted), {args.threads} "
           f"threads, {args.repeats} repeats; {cpu_model()}, {os.cpu_count()} cores, "
           f"load average {_load()}", flush=True)
     lines = [f"{'backend':<8}{'bare img/s':>12}{'suite img/s':>13}{'suite/bare':>12}"
-             f"{'paired range':>18}"]
+             f"{'pairs':>7}{'ratio IQR':>16}"]
     with tempfile.TemporaryDirectory(prefix="ferbench-overhead-") as work:
         data = Path(work) / "data.npz"
         np.savez(data, x=dataset.images[: args.images], y=dataset.labels[: args.images])
         for backend in backends:
-            results = {mode: [] for mode in MODES}
+            img_s = {mode: [] for mode in MODES}
             for repeat in range(args.repeats):
-                # Alternate the order so that a trend in the machine's load cancels out.
-                for mode in MODES if repeat % 2 == 0 else MODES[::-1]:
-                    results[mode].append(_run_child(mode, backend, data, args))
+                result = _paired_repeat(backend, data, args, images)
+                for mode in MODES:
+                    img_s[mode] += result[mode]
                     print(f"  {backend} {mode:<5} repeat {repeat + 1}: "
-                          f"{results[mode][-1]:.1f} img/s", flush=True)
-            bare, ours = (statistics.median(results[m]) for m in MODES)
-            paired = [s / b for b, s in zip(results["bare"], results["suite"], strict=True)]
-            lines.append(f"{backend:<8}{bare:>12.1f}{ours:>13.1f}{ours / bare:>12.3f}"
-                         f"{f'{min(paired):.3f}–{max(paired):.3f}':>18}")
+                          f"{' '.join(f'{v:.1f}' for v in result[mode])} img/s", flush=True)
+            ratios = [s / b for b, s in zip(img_s["bare"], img_s["suite"], strict=True)]
+            q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+            lines.append(f"{backend:<8}{statistics.median(img_s['bare']):>12.1f}"
+                         f"{statistics.median(img_s['suite']):>13.1f}"
+                         f"{statistics.median(ratios):>12.3f}{len(ratios):>7}"
+                         f"{f'{q1:.3f}–{q3:.3f}':>16}")
     print(f"\nload average {_load()}")
     print("\n".join(lines))
     return 0

@@ -98,6 +98,16 @@ def test_latency_stops_at_its_budget_after_five_calls() -> None:
     assert stats["calls"] == 5
 
 
+def test_peak_flops_is_the_best_call() -> None:
+    durations = [0.05, 0.02, 0.04, 0.03]  # the first is the untimed warm-up
+
+    def matmul() -> None:
+        time.sleep(durations.pop(0))
+
+    flops = probes.peak_matmul_flops(matmul, size=100, max_calls=3)
+    assert flops == pytest.approx(2 * 100**3 / 0.02, rel=0.1)
+
+
 # --- NVML, through a stand-in -----------------------------------------------------------
 class _FakeNvml:
     """The pynvml calls the suite makes, answering for one GPU or raising NVMLError."""
