@@ -66,6 +66,11 @@ class Turns:
     def report(self, epoch_s: float) -> None:
         self._say(repr(epoch_s))
 
+    def linger(self) -> None:
+        """Blocks until the parent is done, so that tearing this process down cannot slow
+        the other child's last epoch."""
+        sys.stdin.read()
+
 
 def bare_torch(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, threads: int,
                turns: Turns) -> None:
@@ -195,7 +200,7 @@ class _Child:
         return float(self._read())
 
     def close(self) -> None:
-        self.process.stdin.close()
+        self.process.stdin.close()  # lets a lingering child exit
         if self.process.wait() != 0:
             raise RuntimeError(f"{self.name} exited with status {self.process.returncode}")
 
@@ -269,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         data = np.load(args.data)
         runner = BARE[args.backend] if args.child == "bare" else partial(suite, args.backend)
-        runner(data["x"], data["y"], args.batch_size, args.epochs, args.threads, Turns())
+        turns = Turns()
+        runner(data["x"], data["y"], args.batch_size, args.epochs, args.threads, turns)
+        turns.linger()
         return 0
     try:
         backends = _validate(args)
