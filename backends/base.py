@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from backends.fault_injection import injected_faults
 from backends.schedule import LR_SCHEDULES, class_weight_table, epoch_batches, epoch_learning_rate
 
 PIXEL_CENTER = 127.5
@@ -125,6 +126,9 @@ class EpochLog:
         val_loss: cross-entropy on the validation set (None without one).
         val_accuracy: accuracy on the validation set (None without one).
         val_s: wall time of the validation pass.
+        cpu_wait_s: of `train_s`, the time this process's threads were ready to run but
+            waited for a CPU (other processes' load), from `fit`'s `cpu_wait_clock`; None
+            without one.
     """
 
     epoch: int
@@ -136,6 +140,7 @@ class EpochLog:
     val_loss: float | None = None
     val_accuracy: float | None = None
     val_s: float | None = None
+    cpu_wait_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,6 +168,9 @@ class Backend(ABC):
         self.deterministic = bool(deterministic)
         self.model_name: str | None = None
         self.num_classes: int | None = None
+        faults = injected_faults()
+        # Test-only (backends.fault_injection): 0.0 unless a test armed a slowdown.
+        self._injected_slowdown = faults.slowdown_for(self.name) if faults else 0.0
 
     # --- framework facts -------------------------------------------------------------
     @abstractmethod
@@ -258,6 +266,43 @@ class Backend(ABC):
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Returns class probabilities (N, C) float64 for uint8 NHWC images, in order."""
 
+    def start_training(self, x: np.ndarray, y: np.ndarray, config: TrainConfig) -> None:
+        """Readies the built model for `train_step` on these images (what `fit` does first).
+
+        Moves the training set to the device and creates the optimizer and step function.
+
+        Args:
+            x: training images, uint8 (N, H, W, C).
+            y: integer labels (N,).
+            config: the shared recipe (its optimizer, loss and class weighting are used).
+        """
+        if self.model_name is None:
+            raise RuntimeError("build() a model before training it")
+        _check_images(x, y)
+        weights = class_weight_table(y, self.num_classes, config.class_weighting)
+        self._prepare_training(x, y, config, weights)
+
+    def train_step(self, indices: np.ndarray) -> float:
+        """One training step on the samples `indices` of `start_training`'s images.
+
+        The same code path as each step of `fit`; returns once the device is idle.
+
+        Args:
+            indices: int64 indices into the training images: one batch.
+
+        Returns:
+            The step's loss.
+        """
+        return self._train_batches([indices])
+
+    def _train_batches(self, batches: list[np.ndarray]) -> float:
+        """`_train_epoch`, plus the test-only injected slowdown (backends.fault_injection)."""
+        start = time.perf_counter()
+        loss = self._train_epoch(batches)
+        if self._injected_slowdown:
+            time.sleep(self._injected_slowdown * (time.perf_counter() - start))
+        return loss
+
     def fit(
         self,
         x: np.ndarray,
@@ -265,6 +310,7 @@ class Backend(ABC):
         config: TrainConfig,
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch_end: Callable[[EpochLog], None] | None = None,
+        cpu_wait_clock: Callable[[], float | None] | None = None,
     ) -> list[EpochLog]:
         """Trains the built model on uint8 NHWC images with the shared batch schedule.
 
@@ -277,15 +323,14 @@ class Backend(ABC):
             config: the shared recipe.
             validation: optional (images, labels) scored after each epoch.
             on_epoch_end: called with each epoch's log (progress reporting).
+            cpu_wait_clock: cumulative seconds this process's threads waited for a CPU
+                (None where unknown); read at both ends of each epoch's training, inside
+                its timing, for `EpochLog.cpu_wait_s`.
 
         Returns:
             One EpochLog per epoch.
         """
-        if self.model_name is None:
-            raise RuntimeError("build() a model before fit()")
-        _check_images(x, y)
-        weights = class_weight_table(y, self.num_classes, config.class_weighting)
-        self._prepare_training(x, y, config, weights)
+        self.start_training(x, y, config)
         logs = []
         for epoch in range(config.epochs):
             batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
@@ -296,8 +341,11 @@ class Backend(ABC):
             # Synchronised at both ends so each epoch is billed exactly its own device work.
             self.synchronize()
             start = time.perf_counter()
-            loss = self._train_epoch(batches)
+            wait_start = cpu_wait_clock() if cpu_wait_clock else None
+            loss = self._train_batches(batches)
             self.synchronize()
+            wait_end = cpu_wait_clock() if wait_start is not None else None
+            waited = None if wait_end is None else wait_end - wait_start
             log = EpochLog(
                 epoch=epoch + 1,
                 train_loss=loss,
@@ -305,6 +353,7 @@ class Backend(ABC):
                 steps=len(batches),
                 images=int(sum(len(b) for b in batches)),
                 learning_rate=learning_rate,
+                cpu_wait_s=waited,
             )
             if validation is not None:
                 start = time.perf_counter()

@@ -23,11 +23,14 @@ HIGHER, LOWER = "higher", "lower"
 # Threshold kinds: how `benchmarks.compare` decides that a change is a regression.
 QUALITY = "quality"  # absolute drop, in fraction points (0.02 = two accuracy points)
 TIME = "time"  # relative slowdown
+# Relative slowdown of figures that take the machine's load out (see docs/ci.md); judged
+# apart from raw times, which CI shows but does not judge on a shared machine.
+CORRECTED = "load-corrected"
 MEMORY = "memory"  # relative growth
 ENERGY = "energy"  # relative growth
 
 # Top-level record sections holding facts, not measurements.
-_NOT_FIGURES = frozenset({"config", "data", "env", "flags"})
+_NOT_FIGURES = frozenset({"config", "measure_config", "data", "env", "flags", "test_injection"})
 # Leaves of the metrics section that are not scalar figures.
 _NOT_SCALAR = frozenset({"per_class", "confusion_matrix", "auc_classes_skipped"})
 
@@ -44,8 +47,8 @@ class Measure:
         label: short human name.
         unit: display unit ("" for fractions and counts).
         better: HIGHER, LOWER, or None when neither is better (a parameter count).
-        kind: threshold kind (QUALITY, TIME, MEMORY, ENERGY), or None for a figure that
-            is shown but never judged a regression.
+        kind: threshold kind (QUALITY, TIME, CORRECTED, MEMORY, ENERGY), or None for a
+            figure that is shown but never judged a regression.
         digits: decimals shown.
     """
 
@@ -84,6 +87,10 @@ _CATALOG = {
         Measure("timing.steady_epoch_s_mean", "steady epoch", "s", LOWER, TIME, 2),
         Measure("timing.train_wall_s", "train time", "s", LOWER, TIME, 1),
         Measure("timing.train_throughput_img_s", "train throughput", "img/s", HIGHER, TIME, 0),
+        Measure("timing.train_throughput_corrected_img_s", "train throughput, load-corrected",
+                "img/s", HIGHER, CORRECTED, 0),
+        # How much the machine's other load delayed the run: context, not performance.
+        Measure("timing.train_cpu_wait_s", "CPU wait (others' load)", "s", digits=2),
         Measure("timing.eval_wall_s", "eval time", "s", LOWER, TIME, 2),
         Measure("timing.latency_b1_p50_ms", "latency b1 p50", "ms", LOWER, TIME, 2),
         Measure("memory.peak_host_rss_mb", "peak host RSS", "MB", LOWER, MEMORY, 0),

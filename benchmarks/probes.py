@@ -6,6 +6,7 @@
 * `GpuMemoryTracker`: peak GPU memory NVML attributes to this process, sampled likewise.
 * `EnergyTracker`: GPU energy over a block from NVML's cumulative counter.
 * `peak_matmul_flops`: the machine's demonstrated float32 FLOP/s (calibration).
+* `CpuWaitClock`: how long this process's threads waited for a CPU (others' load).
 
 None of them knows a framework: device synchronisation and the calibration matmul come
 in as callables from the Backend, so both frameworks are measured by the same code. The
@@ -30,6 +31,8 @@ import psutil
 from benchmarks import nvml
 
 _MB = 1024 * 1024
+# Native ids of the samplers' own threads: their waits for a CPU delay no measured work.
+_SAMPLER_THREADS: set[int] = set()
 
 
 def _no_sync() -> None:
@@ -192,8 +195,12 @@ class _PeakSampler:
             self.peak_mb = value
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self._take()
+        _SAMPLER_THREADS.add(threading.get_native_id())
+        try:
+            while not self._stop.wait(self._interval_s):
+                self._take()
+        finally:
+            _SAMPLER_THREADS.discard(threading.get_native_id())
 
     def start(self) -> None:
         if self._thread is not None:
@@ -307,3 +314,49 @@ def peak_matmul_flops(
     timed = LatencyTracker(sync)
     timed.repeat(matmul, max_calls, budget_s, min_repeats=min(3, max_calls))
     return 2 * size**3 / min(timed.latencies_s)
+
+
+class CpuWaitClock:
+    """Cumulative seconds this process's threads were ready to run but waited for a CPU.
+
+    On a machine shared with other work, that is the time the others' load took from this
+    process: a compute thread that waits 2 s in the run queue finishes its work 2 s later,
+    whereas sleeping or blocking on I/O is not counted. Read it at both ends of a block;
+    the difference is the block's wait. Reads Linux's per-thread scheduler statistics
+    (`/proc/self/task/*/schedstat`, run-queue delay); the trackers' sampler threads are
+    left out. A thread that ends keeps its last reading, so waits are never lost or
+    counted twice. Calling it returns None where the kernel does not keep the statistics.
+    """
+
+    _TASKS = "/proc/self/task"
+
+    def __init__(self) -> None:
+        self._seen_ns: dict[str, int] = {}  # thread id → run-queue delay at the last read
+        self._ended_ns = 0  # waits of threads whose id was reused since
+        self.available = _schedstat("/proc/self/schedstat") not in (None, (0, 0))
+
+    def __call__(self) -> float | None:
+        if not self.available:
+            return None
+        for tid in os.listdir(self._TASKS):
+            if int(tid) in _SAMPLER_THREADS:
+                continue
+            reading = _schedstat(f"{self._TASKS}/{tid}/schedstat")
+            if reading is None:
+                continue  # the thread ended between listing and reading
+            delay_ns = reading[1]
+            last = self._seen_ns.get(tid)
+            if last is not None and delay_ns < last:
+                self._ended_ns += last  # a new thread with an old thread's id
+            self._seen_ns[tid] = delay_ns
+        return (self._ended_ns + sum(self._seen_ns.values())) / 1e9
+
+
+def _schedstat(path: str) -> tuple[int, int] | None:
+    """(time on a CPU, time waiting for one) in ns from a schedstat file; None if unreadable."""
+    try:
+        with open(path) as handle:
+            fields = handle.read().split()
+        return int(fields[0]), int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -3,6 +3,7 @@
     python -m benchmarks.run --backend both --dataset synthetic
     python -m benchmarks.run --dataset ck+ --data-dir ~/data/CK+48 --folds 10
     python -m benchmarks.run --list-models
+    python -m benchmarks.run --preset ci          # the CI regression check's runs (docs/ci.md)
 
 Every (backend, model, fold, seed) run executes in its own worker process; results go to
 a new `reports/<timestamp>-<dataset>/results.jsonl`, a side-by-side table is printed (with
@@ -17,15 +18,16 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from backends import BACKEND_NAMES, MissingFrameworkError, check_available
 from backends.base import TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
+from backends.fault_injection import injected_faults
 from backends.init import INIT_MODES
-from benchmarks.config import RunSpec
+from benchmarks.config import MeasureConfig, RunSpec
 from benchmarks.env import available_cores
 from benchmarks.harness import default_cache_dir, prepare_data, run_in_worker
 from benchmarks.report import write_report
@@ -35,6 +37,37 @@ from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import generate as generate_synthetic
 
 DEFAULTS = TrainConfig(epochs=6, batch_size=32, learning_rate=1e-3)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Named defaults for this command; options given explicitly still win.
+
+    Attributes:
+        summary: one line for --help.
+        options: option defaults, keyed by argparse destination ("synthetic_subjects").
+        measure: how the workers measure beyond training and evaluation.
+    """
+
+    summary: str
+    options: dict[str, Any]
+    measure: MeasureConfig
+
+
+PRESETS = {
+    # Sized to take about 4 minutes on a shared 2-core CPU. One thread per framework: a
+    # thread pool stalls whenever another process takes one of its cores, while a single
+    # thread slows only by the time it waits, which the load-corrected throughput removes.
+    "ci": Preset(
+        summary="the CI regression check (docs/ci.md): the card models in both backends on "
+                "a tiny synthetic set, 1 thread, seed 0",
+        options={"backend": "both", "models": "card", "dataset": "synthetic",
+                 "synthetic_subjects": 6, "image_size": 32, "epochs": 5, "batch_size": 16,
+                 "lr": DEFAULTS.learning_rate, "seed": 0, "seeds": 1, "init": "shared",
+                 "threads": 1, "deterministic": False},
+        measure=MeasureConfig(latency_repeats=10, latency_budget_s=1.0, calibration_size=1024),
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parent folder of the new report folder (default: reports)")
     parser.add_argument("--list-models", action="store_true",
                         help="list the models with parameters and FLOPs, then exit")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="named defaults; options given explicitly still win. "
+                             + "; ".join(f"{name}: {p.summary}" for name, p in PRESETS.items()))
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the command line, with a preset's defaults under the explicit options."""
+    parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset is not None:
+        parser.set_defaults(**PRESETS[preset].options)
+    return parser.parse_args(argv)
 
 
 def _backends(choice: str) -> list[str]:
@@ -150,7 +195,7 @@ def list_models() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.list_models:
         print(list_models())
         return 0
@@ -162,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             check_available(backend)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                              learning_rate=args.lr, seed=args.seed)
+        measure = PRESETS[args.preset].measure if args.preset else MeasureConfig()
+        injected_faults()  # a stray or malformed test-only switch stops here, not mid-grid
         if args.seeds < 1:
             raise ValueError(f"--seeds must be ≥ 1. Received: {args.seeds}")
         if args.threads < 1:
@@ -199,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = RunSpec(backend=backend, model=model, dataset=args.dataset,
                        prepared_data=str(path), train=replace(config, seed=seed),
                        init=args.init, threads=args.threads, deterministic=args.deterministic,
-                       fold=fold, data_info=data_info)
+                       fold=fold, data_info=data_info, measure=measure)
         record = run_in_worker(spec)
         if record["status"] != "ok":
             print(f"   run failed: {record['error']}", flush=True)

@@ -10,6 +10,7 @@ allocators never leak across runs; if this process dies, the harness records the
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -19,10 +20,12 @@ from typing import Any
 import numpy as np
 
 from backends.base import EpochLog
+from backends.fault_injection import hold_resident_memory, injected_faults
 from benchmarks.config import SCHEMA_VERSION, RunSpec
 from benchmarks.env import host_environment
 from benchmarks.metrics import classification_metrics
 from benchmarks.probes import (
+    CpuWaitClock,
     EnergyTracker,
     GpuMemoryTracker,
     HostMemoryTracker,
@@ -43,12 +46,21 @@ def _say(spec: RunSpec, message: str) -> None:
 
 
 def timing_summary(
-    history: list[EpochLog], build_s: float, fit_s: float, eval_s: float, num_eval: int
+    history: list[EpochLog],
+    build_s: float,
+    fit_s: float,
+    eval_s: float,
+    num_eval: int,
+    threads: int = 1,
 ) -> dict[str, float | None]:
     """The run's time figures (docs/measurement.md), in seconds and images per second.
 
     Epoch 1 includes tracing/compilation, so throughput comes from the later epochs only
-    (None with a single epoch).
+    (None with a single epoch). The load-corrected throughput is the median over those
+    epochs of images / (train_s − cpu_wait_s / threads): each epoch's time without what
+    other processes' load took from it (exact when one thread computes at a time, as with
+    `threads` = 1; with more, the wait is assumed spread evenly over the threads). None
+    where the epochs carry no CPU wait.
 
     Args:
         history: `Backend.fit`'s epoch logs.
@@ -56,15 +68,21 @@ def timing_summary(
         fit_s: wall time of `fit` (validation passes included).
         eval_s: wall time of predicting the `num_eval` test images.
         num_eval: test images.
+        threads: intra-op threads the run computed with.
     """
     steady = history[1:]
     steady_s = sum(e.train_s for e in steady)
+    waits = [e.cpu_wait_s for e in steady if e.cpu_wait_s is not None]
+    corrected = [e.images / (e.train_s - e.cpu_wait_s / threads) for e in steady
+                 if e.cpu_wait_s is not None and e.train_s > e.cpu_wait_s / threads]
     return {
         "build_s": build_s,
         "first_epoch_s": history[0].train_s,
         "steady_epoch_s_mean": steady_s / len(steady) if steady else None,
         "train_wall_s": fit_s,
         "train_throughput_img_s": sum(e.images for e in steady) / steady_s if steady else None,
+        "train_throughput_corrected_img_s": statistics.median(corrected) if corrected else None,
+        "train_cpu_wait_s": sum(waits) if steady and len(waits) == len(steady) else None,
         "eval_wall_s": eval_s,
         "eval_throughput_img_s": num_eval / eval_s,
     }
@@ -144,7 +162,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             EnergyTracker() as train_energy,
             Stopwatch(sync) as fit,
         ):
-            history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), progress)
+            history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), progress,
+                                  cpu_wait_clock=CpuWaitClock())
         with (
             HostMemoryTracker() as eval_rss,
             EnergyTracker() as eval_energy,
@@ -163,7 +182,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         "gpu_allocator_peak_mb": backend.gpu_allocator_peak_mb(),
         "nvml_peak_mb": gpu_memory.peak_mb,
     }
-    timing = timing_summary(history, build.seconds, fit.seconds, evaluation.seconds, len(x_test))
+    timing = timing_summary(history, build.seconds, fit.seconds, evaluation.seconds, len(x_test),
+                            spec.threads)
     forward_flops = model_cost(spec.model, x_train.shape[1:], len(class_names)).flops
     work = _work(spec, backend, timing, forward_flops)
     metrics = classification_metrics(y_test, probabilities, class_names)
@@ -186,7 +206,13 @@ def execute(spec: RunSpec) -> dict[str, Any]:
 
 
 def record_header(spec: RunSpec) -> dict[str, Any]:
-    """The fields every record carries, whether the run succeeded or failed."""
+    """The fields every record carries, whether the run succeeded or failed.
+
+    `test_injection` holds the test-only faults this process's environment injects
+    (backends.fault_injection), None without: a record measured with one is never a
+    real measurement.
+    """
+    faults = injected_faults()
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": spec.run_id,
@@ -201,6 +227,7 @@ def record_header(spec: RunSpec) -> dict[str, Any]:
         "config": asdict(spec.train),
         "measure_config": asdict(spec.measure),
         "data": spec.data_info,
+        "test_injection": faults.as_record() if faults else None,
     }
 
 
@@ -209,11 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m benchmarks.worker SPEC.json RESULT.json", file=sys.stderr)
         return 2
+    faults = injected_faults()
+    # First, so that the test-only ballast is resident for the whole run (imports included).
+    ballast = hold_resident_memory(faults.alloc_mb) if faults and faults.alloc_mb else None
     spec = RunSpec.read(Path(argv[0]))
+    if faults:
+        _say(spec, f"TEST FAULT INJECTION ACTIVE: {faults.describe()}")
     started = time.time()
     record = {**record_header(spec), "status": "ok", "error": None, **execute(spec)}
     record["wall_s"] = time.time() - started
     Path(argv[1]).write_text(json.dumps(record))
+    del ballast  # held until the record is written
     return 0
 
 

@@ -1,0 +1,115 @@
+"""Test-only fault injection: proves that the CI regression check can fail (docs/ci.md).
+
+Two switches, read from the environment of the worker process:
+
+* ``FERBENCH_TEST_INJECT_SLOWDOWN="BACKEND:FRACTION"`` (e.g. ``"torch:0.30"``): every
+  training epoch (and `Backend.train_step`) of that backend sleeps FRACTION × its own
+  measured duration before returning, inside the timed region: a 30% slower training step.
+* ``FERBENCH_TEST_INJECT_ALLOC_MB="MB"`` (e.g. ``"100"``): the worker holds MB of touched,
+  resident memory from its first line to its last.
+
+Neither acts unless ``FERBENCH_TEST_INJECT_ARMED`` holds the exact phrase ARM_PHRASE, so
+a stray variable cannot skew a real benchmark unnoticed: a switch that is set but not
+armed, or malformed, is an error (the run stops), never silently ignored. Every record a
+worker writes carries the active injection in its ``test_injection`` field (None without).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+SLOWDOWN_VARIABLE = "FERBENCH_TEST_INJECT_SLOWDOWN"
+ALLOC_VARIABLE = "FERBENCH_TEST_INJECT_ALLOC_MB"
+ARM_VARIABLE = "FERBENCH_TEST_INJECT_ARMED"
+ARM_PHRASE = "corrupt-my-measurements"
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InjectedFaults:
+    """The faults a worker must inject.
+
+    Attributes:
+        slowdown_backend: backend whose training is slowed, or None.
+        slowdown_fraction: extra sleep as a fraction of each epoch's measured time.
+        alloc_mb: resident memory held for the whole worker run, in MB (0: none).
+    """
+
+    slowdown_backend: str | None = None
+    slowdown_fraction: float = 0.0
+    alloc_mb: int = 0
+
+    def slowdown_for(self, backend: str) -> float:
+        """The sleep fraction for `backend`'s training (0.0 when it is not slowed)."""
+        return self.slowdown_fraction if backend == self.slowdown_backend else 0.0
+
+    def describe(self) -> str:
+        """One line for logs, e.g. "torch training +30% (sleep), 100 MB held"."""
+        parts = []
+        if self.slowdown_backend is not None:
+            parts.append(f"{self.slowdown_backend} training +{self.slowdown_fraction:.0%} "
+                         "(sleep)")
+        if self.alloc_mb:
+            parts.append(f"{self.alloc_mb} MB held")
+        return ", ".join(parts)
+
+    def as_record(self) -> dict[str, Any]:
+        """The record's ``test_injection`` field."""
+        return asdict(self)
+
+
+def _parse_slowdown(value: str) -> tuple[str, float]:
+    from backends.registry import BACKEND_NAMES  # here: the registry imports backends.base
+
+    backend, _, fraction = value.partition(":")
+    try:
+        number = float(fraction)
+    except ValueError:
+        number = float("nan")
+    if backend not in BACKEND_NAMES or not 0.0 < number <= 1.0:
+        raise ValueError(f"{SLOWDOWN_VARIABLE} must be BACKEND:FRACTION with BACKEND one of "
+                         f"{', '.join(BACKEND_NAMES)} and 0 < FRACTION ≤ 1, e.g. torch:0.30. "
+                         f"Received: {value!r}")
+    return backend, number
+
+
+def _parse_alloc(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{ALLOC_VARIABLE} must be a whole number of MB ≥ 1, e.g. 100. "
+                         f"Received: {value!r}")
+    return int(value)
+
+
+def injected_faults(environ: Mapping[str, str] | None = None) -> InjectedFaults | None:
+    """The armed faults in `environ` (default: this process's environment).
+
+    Returns:
+        None when no switch is set, else the faults to inject.
+
+    Raises:
+        ValueError: a switch is set but not armed, or its value is malformed.
+    """
+    environ = os.environ if environ is None else environ
+    slowdown, alloc = environ.get(SLOWDOWN_VARIABLE), environ.get(ALLOC_VARIABLE)
+    if slowdown is None and alloc is None:
+        return None
+    if environ.get(ARM_VARIABLE) != ARM_PHRASE:
+        names = [n for n, v in ((SLOWDOWN_VARIABLE, slowdown), (ALLOC_VARIABLE, alloc)) if v]
+        raise ValueError(f"{' and '.join(names)} set, but test fault injection is not armed: "
+                         f"unset it, or (tests only) set {ARM_VARIABLE}={ARM_PHRASE}")
+    backend, fraction = _parse_slowdown(slowdown) if slowdown is not None else (None, 0.0)
+    return InjectedFaults(backend, fraction, _parse_alloc(alloc) if alloc is not None else 0)
+
+
+def hold_resident_memory(megabytes: int) -> np.ndarray:
+    """Allocates `megabytes` MB and writes every byte, so all of it is resident.
+
+    Keep the returned buffer referenced for as long as the memory must stay held.
+    """
+    return np.ones(megabytes * _MB, np.uint8)

@@ -1,0 +1,170 @@
+"""The CI regression check: the `ci` preset's runs against a committed baseline.
+
+    python -m benchmarks.ci check [--baseline DIR] [--out DIR] [RUN OPTIONS …]
+    python -m benchmarks.ci baseline [--baseline DIR] [--out DIR]
+
+`check` runs `python -m benchmarks.run --preset ci` (further options, e.g. `--models
+proposed_cnn --backend torch`, go to benchmarks.run), compares the results with the
+baseline under the CI thresholds (`benchmarks.compare --profile ci`), prints the
+comparison, saves it as `comparison.md` next to the results, and exits 1 on a regression.
+Before judging it makes sure the judgement means something, and exits 2 naming the fix
+otherwise: the baseline must hold every run the check made, with the same recipe,
+measurement settings, threads and data, and no test fault injection; and every run must
+carry the load-corrected throughput the speed verdict rests on.
+
+`baseline` runs the full preset and writes its results as the new baseline, unless a run
+failed or carried test fault injection. A human reviews and commits the file
+(docs/ci.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks import run
+from benchmarks.compare import CI_THRESHOLDS, compare_records, render
+from benchmarks.results import RESULTS_FILE, ResultsFileError, read_records
+
+DEFAULT_BASELINE = Path("reports/baselines/ci-cpu")
+SPEED_FIGURE = "train_throughput_corrected_img_s"  # in each record's "timing"
+REFRESH = "if the change is intended, refresh the baseline with `make ci-baseline` and commit it"
+# Header fields two records must share for their figures to be comparable.
+_SETTINGS = ("config", "measure_config", "threads", "deterministic", "init")
+
+
+class NotComparableError(ValueError):
+    """The baseline and the new runs cannot be judged against each other."""
+
+
+def run_preset(out_root: Path, run_options: list[str]) -> tuple[int, Path | None]:
+    """Runs `benchmarks.run --preset ci` into a new folder under `out_root`.
+
+    Returns:
+        benchmarks.run's exit status and the report folder it wrote (None when it stopped
+        on bad input).
+    """
+    out_root.mkdir(parents=True, exist_ok=True)
+    parent = Path(tempfile.mkdtemp(prefix="ci-", dir=out_root))
+    status = run.main(["--preset", "ci", *run_options, "--out", str(parent)])
+    folders = list(parent.iterdir())
+    return status, folders[0] if folders else None
+
+
+def check_comparable(baseline: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+    """Raises NotComparableError unless `records` can be judged against `baseline`."""
+    by_id = {r["run_id"]: r for r in baseline}
+    injected = [r["run_id"] for r in baseline if r.get("test_injection")]
+    if injected:
+        raise NotComparableError(f"the baseline holds runs measured with test fault "
+                                 f"injection ({', '.join(injected)}): rebuild it with "
+                                 f"`make ci-baseline`")
+    for record in records:
+        reference = by_id.get(record["run_id"])
+        if reference is None or reference.get("status") != "ok":
+            raise NotComparableError(f"the baseline has no successful run {record['run_id']}: "
+                                     f"refresh it with `make ci-baseline`")
+        differing = [name for name in _SETTINGS if reference.get(name) != record.get(name)]
+        if (reference.get("data") or {}).get("fingerprint") != \
+                (record.get("data") or {}).get("fingerprint"):
+            differing.append("data fingerprint")
+        if differing:
+            raise NotComparableError(f"{record['run_id']} ran with other {', '.join(differing)} "
+                                     f"than the baseline: run the `ci` preset unchanged, or "
+                                     f"{REFRESH}")
+        if record["status"] == "ok" and (record.get("timing") or {}).get(SPEED_FIGURE) is None:
+            raise NotComparableError(f"{record['run_id']} has no timing.{SPEED_FIGURE}, which "
+                                     f"the speed verdict needs: it takes Linux's scheduler "
+                                     f"statistics (/proc/self/task/*/schedstat)")
+
+
+def _machine_warning(baseline: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
+    cpus = {side: {(r.get("env") or {}).get("cpu") for r in rs if r.get("status") == "ok"}
+            for side, rs in (("baseline", baseline), ("now", records))}
+    if cpus["baseline"] == cpus["now"]:
+        return ""
+    return (f"warning: the baseline was measured on {', '.join(map(str, cpus['baseline']))}, "
+            f"this run on {', '.join(map(str, cpus['now']))}: speeds compare only on the "
+            f"same machine type; refresh the baseline on the CI machine\n")
+
+
+def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
+    """Runs the preset and judges it against the baseline; returns the exit status."""
+    baseline = read_records(baseline_dir)
+    status, folder = run_preset(out_root, run_options)
+    if folder is None:
+        return status
+    records = read_records(folder)
+    check_comparable(baseline, records)
+    comparison = compare_records(baseline, records, CI_THRESHOLDS)
+    report = _machine_warning(baseline, records) + render(
+        comparison, str(baseline_dir), str(folder), markdown=True)
+    (folder / "comparison.md").write_text(report, encoding="utf-8")
+    print()
+    print(report, end="")
+    if comparison.regressions:
+        print(f"\nFAIL: {len(comparison.regressions)} regression(s) against the baseline; "
+              f"{REFRESH}.")
+        return 1
+    print("\nPASS: no regression against the baseline.")
+    return 0
+
+
+def write_baseline(baseline_dir: Path, out_root: Path) -> int:
+    """Runs the full preset and writes its results as the new baseline; returns the status."""
+    status, folder = run_preset(out_root, [])
+    if status != 0 or folder is None:
+        print("error: not every run succeeded; the baseline is unchanged", file=sys.stderr)
+        return 1
+    if any(r.get("test_injection") for r in read_records(folder)):
+        print("error: test fault injection is active; the baseline is unchanged",
+              file=sys.stderr)
+        return 1
+    baseline_dir.mkdir(parents=True, exist_ok=True)
+    target = baseline_dir / RESULTS_FILE
+    shutil.copyfile(folder / RESULTS_FILE, target)
+    print(f"\nbaseline written: {target} (the runs: {folder}); review it, then commit it: "
+          f"git add {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ci",
+        description="CI regression check on training speed and memory (docs/ci.md).",
+    )
+    parser.add_argument("command", choices=["check", "baseline"],
+                        help="check: run the ci preset and judge it against the baseline; "
+                             "baseline: run it and write the results as the new baseline")
+    parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
+                        help=f"baseline folder (default: {DEFAULT_BASELINE})")
+    parser.add_argument("--out", type=Path, default=Path("reports"),
+                        help="parent folder of the new runs' folder (default: reports)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, run_options = build_parser().parse_known_args(argv)
+    try:
+        if args.command == "baseline":
+            if run_options:
+                print(f"error: the baseline is the full ci preset; unexpected options "
+                      f"{' '.join(run_options)}", file=sys.stderr)
+                return 2
+            return write_baseline(args.baseline, args.out)
+        return check(args.baseline, args.out, run_options)
+    except ResultsFileError as error:
+        print(f"error: {error}; to create the baseline run `make ci-baseline`",
+              file=sys.stderr)
+        return 2
+    except NotComparableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
