@@ -68,9 +68,11 @@ def test_a_step_of_known_duration_gives_the_expected_throughput(mode: str) -> No
     # clock is read makes it count.
     timing = _job("fake_fit", "0.04", mode)
     assert timing["train_throughput_img_s"] == pytest.approx(timing["expected_img_s"], rel=0.1)
-    # The first epoch carries the simulated tracing; steady epochs do not.
+    # The first epoch carries the simulated tracing; steady epochs do not. An absolute
+    # tolerance: this is a difference of two wall-clock epochs, and a loaded machine adds
+    # tens of milliseconds to a first epoch (thread start-up) without any bug.
     tracing_s = timing["first_epoch_s"] - timing["steady_epoch_s_mean"]
-    assert tracing_s == pytest.approx(timing["tracing_s"], rel=0.1)
+    assert tracing_s == pytest.approx(timing["tracing_s"], abs=0.08)
 
 
 def test_latency_counts_queued_device_work_and_keeps_warmup_apart() -> None:
