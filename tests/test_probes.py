@@ -89,8 +89,9 @@ def test_latency_counts_queued_device_work_and_keeps_warmup_apart() -> None:
     calls: list[int] = []
     stats = probes.measure_latency(call, sync, warmup=2, repeats=10, budget_s=10.0)
     assert stats["calls"] == 10 and len(calls) == 12
-    assert stats["first_ms"] == pytest.approx(100, rel=0.1)
-    assert stats["p50_ms"] == pytest.approx(10, rel=0.1)
+    # Sleeps overshoot on a loaded machine, hence 30%: still far from the 100 ms warm-up.
+    assert stats["first_ms"] == pytest.approx(100, rel=0.3)
+    assert stats["p50_ms"] == pytest.approx(10, rel=0.3)
     assert 10 <= stats["p95_ms"] < 20
 
 
