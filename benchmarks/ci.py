@@ -124,8 +124,8 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
     records = read_records(folder)
     check_comparable(baseline, records)
     first = compare_records(baseline, records, CI_THRESHOLDS)
-    report = _machine_warning(baseline, records) + render(
-        first, str(baseline_dir), str(folder), markdown=True)
+    comparisons = [(first, str(folder))]
+    notes = ""
     failures = [f"{change.run_id}: {change.verdict}"
                 for change in first.run_changes if change.regression]
     suspects = _regressed_figures(first)
@@ -138,29 +138,35 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
         check_comparable(baseline, rerun)
         again = compare_records([r for r in baseline if (r["model"], r["backend"]) in pairs],
                                 rerun, CI_THRESHOLDS)
+        comparisons.append((again, "the confirmation rerun"))
         rechecked = _regressed_figures(again)
         confirmed = {key: (delta.verdict, rechecked[key].verdict)
                      for key, delta in suspects.items() if key in rechecked}
         failures += [f"{change.run_id} (rerun): {change.verdict}"
                      for change in again.run_changes if change.regression]
-        report += "\n\n" + render(again, str(baseline_dir), "the confirmation rerun",
-                                  markdown=True)
         unconfirmed = [f"{d.model} {d.backend} {d.measure.title}: {d.verdict}"
                        for key, d in sorted(suspects.items()) if key not in confirmed]
         if unconfirmed:
-            report += ("\nRegressed in the run but not in its rerun (load, not judged):\n"
-                       + "\n".join(f"- {line}" for line in unconfirmed) + "\n")
+            notes = ("\nRegressed in the run but not in its rerun (load, not judged):\n"
+                     + "\n".join(f"- {line}" for line in unconfirmed) + "\n")
     failures += [f"{suspects[key].model} {suspects[key].backend} {suspects[key].measure.title}: "
                  + "; rerun: ".join(verdicts) for key, verdicts in sorted(confirmed.items())]
-    (folder / "comparison.md").write_text(report, encoding="utf-8")
-    print()
-    print(report, end="")
     if failures:
-        print(f"\nFAIL: {len(failures)} regression(s) against the baseline; {REFRESH}.\n"
-              + "\n".join(f"- {line}" for line in failures))
-        return 1
-    print("\nPASS: no regression against the baseline.")
-    return 0
+        verdict = (f"\nFAIL: {len(failures)} regression(s) against the baseline; {REFRESH}.\n"
+                   + "\n".join(f"- {line}" for line in failures) + "\n")
+    else:
+        verdict = "\nPASS: no regression against the baseline.\n"
+
+    def report(markdown: bool) -> str:
+        return (_machine_warning(baseline, records)
+                + "\n\n".join(render(comparison, str(baseline_dir), name, markdown)
+                              for comparison, name in comparisons)
+                + notes + verdict)
+
+    (folder / "comparison.md").write_text(report(markdown=True), encoding="utf-8")
+    print()
+    print(report(markdown=False), end="")
+    return 1 if failures else 0
 
 
 def write_baseline(baseline_dir: Path, out_root: Path, repeats: int) -> int:
