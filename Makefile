@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 TF_EXTRA   ?= tf
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow lint ci-check ci-baseline clean-venv
+.PHONY: setup run test test-slow lint perf perf-compare ci-check ci-baseline clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,12 +32,19 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## CI regression check (work in progress, not yet in .ci/run): the `ci` preset against
-## the baseline in reports/baselines/ci-cpu.
+## pytest-benchmark: one training step and one inference batch per card model and backend,
+## saved under .benchmarks/ (docs/ci.md). perf-compare: the same, beside the last saved run.
+perf: $(STAMP)
+	$(BIN)/python -m pytest tests/perf -m perf -q --benchmark-autosave
+
+perf-compare: $(STAMP)
+	$(BIN)/python -m pytest tests/perf -m perf -q --benchmark-compare
+
+## CI regression check: the `ci` preset against reports/baselines/ci-cpu (docs/ci.md).
 ci-check: $(STAMP)
 	$(BIN)/python -m benchmarks.ci check
 
-## Rewrites the CI baseline from a fresh run of the `ci` preset; review and commit the result.
+## Rewrites the committed CI baseline from a fresh run of the `ci` preset; commit the result.
 ci-baseline: $(STAMP)
 	$(BIN)/python -m benchmarks.ci baseline
 

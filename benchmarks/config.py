@@ -26,12 +26,16 @@ class MeasureConfig:
         calibration_size: side of the float32 matmul that calibrates the peak FLOP/s;
             None: 8192 on a GPU, 2048 on the CPU (large enough to reach the peak, small
             enough to take about a second).
+        epoch_calibration: time a fixed reference workload (`probes.SpeedCalibration`)
+            before the first training epoch and after each one, for the load-normalised
+            training speed the CI check judges (docs/ci.md); off by default.
     """
 
     latency_warmup: int = 3
     latency_repeats: int = 50
     latency_budget_s: float = 5.0
     calibration_size: int | None = None
+    epoch_calibration: bool = False
 
     def __post_init__(self) -> None:
         for name in ("latency_warmup", "latency_repeats"):

@@ -23,9 +23,9 @@ HIGHER, LOWER = "higher", "lower"
 # Threshold kinds: how `benchmarks.compare` decides that a change is a regression.
 QUALITY = "quality"  # absolute drop, in fraction points (0.02 = two accuracy points)
 TIME = "time"  # relative slowdown
-# Relative slowdown of figures that take the machine's load out (see docs/ci.md); judged
-# apart from raw times, which CI shows but does not judge on a shared machine.
-CORRECTED = "load-corrected"
+# Relative slowdown of speed figures normalised for the machine's load (docs/ci.md),
+# judged apart from raw times, which CI shows but does not judge on a shared machine.
+NORMALISED = "normalised"
 MEMORY = "memory"  # relative growth
 ENERGY = "energy"  # relative growth
 
@@ -47,7 +47,7 @@ class Measure:
         label: short human name.
         unit: display unit ("" for fractions and counts).
         better: HIGHER, LOWER, or None when neither is better (a parameter count).
-        kind: threshold kind (QUALITY, TIME, CORRECTED, MEMORY, ENERGY), or None for a
+        kind: threshold kind (QUALITY, TIME, NORMALISED, MEMORY, ENERGY), or None for a
             figure that is shown but never judged a regression.
         digits: decimals shown.
     """
@@ -87,8 +87,10 @@ _CATALOG = {
         Measure("timing.steady_epoch_s_mean", "steady epoch", "s", LOWER, TIME, 2),
         Measure("timing.train_wall_s", "train time", "s", LOWER, TIME, 1),
         Measure("timing.train_throughput_img_s", "train throughput", "img/s", HIGHER, TIME, 0),
-        Measure("timing.train_throughput_corrected_img_s", "train throughput, load-corrected",
-                "img/s", HIGHER, CORRECTED, 0),
+        Measure("timing.train_throughput_corrected_img_s", "train throughput, CPU wait out",
+                "img/s", HIGHER, TIME, 0),
+        Measure("timing.train_img_per_calibration", "train speed, load-normalised",
+                "img/cal", HIGHER, NORMALISED, 2),
         # How much the machine's other load delayed the run: context, not performance.
         Measure("timing.train_cpu_wait_s", "CPU wait (others' load)", "s", digits=2),
         Measure("timing.eval_wall_s", "eval time", "s", LOWER, TIME, 2),

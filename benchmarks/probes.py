@@ -7,6 +7,7 @@
 * `EnergyTracker`: GPU energy over a block from NVML's cumulative counter.
 * `peak_matmul_flops`: the machine's demonstrated float32 FLOP/s (calibration).
 * `CpuWaitClock`: how long this process's threads waited for a CPU (others' load).
+* `SpeedCalibration`: the momentary speed of the machine for a fixed reference workload.
 
 None of them knows a framework: device synchronisation and the calibration matmul come
 in as callables from the Backend, so both frameworks are measured by the same code. The
@@ -360,3 +361,54 @@ def _schedstat(path: str) -> tuple[int, int] | None:
         return int(fields[0]), int(fields[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+class SpeedCalibration:
+    """Times a fixed reference workload, its CPU wait taken out: the machine's speed now.
+
+    On a shared machine, work slows down in two ways: it waits for a CPU (which
+    `CpuWaitClock` measures and takes out) and, while it runs, it shares caches and memory
+    bandwidth with the other processes, which no counter shows. The reference workload
+    feels the second kind the way training does: it mixes compute (float32 matmuls in the
+    backend's framework, device and threads) and memory traffic (streaming an array larger
+    than the CPU's caches), so training time divided by this one's changes much less with
+    the load than either alone (docs/ci.md has the measurements).
+
+    Args:
+        matmul: the backend's `matmul_op(matmul_size)`.
+        sync: waits for the device.
+        clock: the process's `CpuWaitClock`.
+        matmul_calls: matmuls per calibration.
+        stream_mb: size of the array copied, in MB.
+        stream_calls: copies per calibration.
+    """
+
+    def __init__(
+        self,
+        matmul: Callable[[], Any],
+        sync: Callable[[], None],
+        clock: CpuWaitClock,
+        matmul_calls: int = 20,
+        stream_mb: int = 32,
+        stream_calls: int = 10,
+    ) -> None:
+        self._matmul, self._sync, self._clock = matmul, sync, clock
+        self._matmul_calls, self._stream_calls = matmul_calls, stream_calls
+        self._source = np.ones(stream_mb * _MB // 4, np.float32)
+        self._target = np.empty_like(self._source)
+        self()  # warm-up, untimed: kernel selection, first touch of every buffer
+
+    def __call__(self) -> float | None:
+        """The reference workload's duration now, without its CPU wait, in s.
+
+        None where the CPU wait is unknown.
+        """
+        self._sync()
+        waited_from, started = self._clock(), time.perf_counter()
+        for _ in range(self._matmul_calls):
+            self._matmul()
+        self._sync()
+        for _ in range(self._stream_calls):
+            np.copyto(self._target, self._source)
+        elapsed, waited_to = time.perf_counter() - started, self._clock()
+        return None if waited_from is None else elapsed - (waited_to - waited_from)

@@ -296,11 +296,22 @@ def _test_lines(data: ReportData) -> list[tuple[str, str]]:
             for test in tests]
 
 
+def injection_warning(data: ReportData) -> str | None:
+    """A warning naming the runs measured with test-only fault injection; None without."""
+    injected = [r["run_id"] for r in data.records if r.get("test_injection")]
+    if not injected:
+        return None
+    return (f"Warning: {len(injected)} run{'s' if len(injected) != 1 else ''} measured with "
+            f"test-only fault injection, not real measurements: {', '.join(injected)}")
+
+
 def render_markdown(data: ReportData) -> str:
     """The report as Markdown: every table and test; the figures are in report.html."""
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
+    warning = injection_warning(data)
     parts = [
         f"# FER-Bench report: {markdown_escape(datasets)}",
+        *([f"**{markdown_escape(warning)}**"] if warning else []),
         f"{len(data.records)} runs ({len(data.problems)} not ok) from "
         f"`{markdown_escape(data.source.name)}`. Figures: `{REPORT_HTML}`. Cells are the mean over "
         "seeds ± half-width of its 95% t-interval.",
@@ -404,13 +415,15 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
         + html_table(*_facts_table(data.records, "flags", data.backends))
         + "<h3>Training recipe</h3>"
         + html_table(*_facts_table(data.records, "config", data.backends)))))
+    warning = injection_warning(data)
+    banner = f"<p><strong>{esc(warning)}</strong></p>" if warning else ""
     nav = " ".join(f'<a href="#{anchor}">{esc(title)}</a>' for anchor, title, _ in sections)
     body = "".join(f'<section id="{anchor}"><h2>{esc(title)}</h2>{content}</section>'
                    for anchor, title, content in sections)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>FER-Bench report: {esc(datasets)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>FER-Bench report: {esc(datasets)}</h1>"
+        f"<h1>FER-Bench report: {esc(datasets)}</h1>{banner}"
         f"<p class=\"note\">{len(data.records)} runs ({len(data.problems)} not ok) from "
         f"<code>{esc(str(data.source))}</code></p><nav>{nav}</nav>{body}</body></html>\n"
     )

@@ -29,6 +29,7 @@ from benchmarks.probes import (
     EnergyTracker,
     GpuMemoryTracker,
     HostMemoryTracker,
+    SpeedCalibration,
     Stopwatch,
     current_rss_mb,
     measure_latency,
@@ -36,6 +37,9 @@ from benchmarks.probes import (
     peak_matmul_flops,
 )
 
+# The reference workload's matmul side with `MeasureConfig.epoch_calibration`: its operands
+# (1 MB each) outgrow the per-core caches, as the models' working sets do.
+EPOCH_CALIBRATION_MATMUL_SIZE = 512
 # A training step costs about 3 forward passes: the forward itself, then a backward that
 # computes gradients with respect to both activations and weights, each about as costly.
 TRAIN_FLOPS_MULTIPLIER = 3
@@ -52,15 +56,23 @@ def timing_summary(
     eval_s: float,
     num_eval: int,
     threads: int = 1,
+    calibration_s: list[float | None] | None = None,
 ) -> dict[str, float | None]:
-    """The run's time figures (docs/measurement.md), in seconds and images per second.
+    """The run's time figures (docs/measurement.md, docs/ci.md).
 
     Epoch 1 includes tracing/compilation, so throughput comes from the later epochs only
-    (None with a single epoch). The load-corrected throughput is the median over those
-    epochs of images / (train_s − cpu_wait_s / threads): each epoch's time without what
-    other processes' load took from it (exact when one thread computes at a time, as with
-    `threads` = 1; with more, the wait is assumed spread evenly over the threads). None
-    where the epochs carry no CPU wait.
+    (None with a single epoch). Each of those epochs also gives:
+
+    * its load-corrected throughput, images / (train_s − cpu_wait_s / threads): the epoch
+      without the time other processes' load kept it waiting for a CPU (exact when one
+      thread computes at a time, as with `threads` = 1; with more, the wait is taken as
+      spread evenly over the threads);
+    * with `calibration_s`, its normalised speed: the load-corrected throughput times the
+      mean duration of the reference workload timed just before and just after it, i.e.
+      the images trained in the time the machine, as loaded then, ran the reference.
+
+    Each figure is the median over the steady epochs; None where the epochs lack what it
+    needs.
 
     Args:
         history: `Backend.fit`'s epoch logs.
@@ -69,19 +81,29 @@ def timing_summary(
         eval_s: wall time of predicting the `num_eval` test images.
         num_eval: test images.
         threads: intra-op threads the run computed with.
+        calibration_s: `probes.SpeedCalibration` durations: one before the first epoch,
+            then one after each epoch.
     """
     steady = history[1:]
     steady_s = sum(e.train_s for e in steady)
     waits = [e.cpu_wait_s for e in steady if e.cpu_wait_s is not None]
-    corrected = [e.images / (e.train_s - e.cpu_wait_s / threads) for e in steady
-                 if e.cpu_wait_s is not None and e.train_s > e.cpu_wait_s / threads]
+    corrected = {e.epoch: e.images / (e.train_s - e.cpu_wait_s / threads) for e in steady
+                 if e.cpu_wait_s is not None and e.train_s > e.cpu_wait_s / threads}
+    normalised = []
+    if calibration_s and len(calibration_s) == len(history) + 1:
+        # Epoch n (1-based) lies between calibrations n − 1 and n.
+        normalised = [speed * (calibration_s[n - 1] + calibration_s[n]) / 2
+                      for n, speed in corrected.items()
+                      if calibration_s[n - 1] is not None and calibration_s[n] is not None]
     return {
         "build_s": build_s,
         "first_epoch_s": history[0].train_s,
         "steady_epoch_s_mean": steady_s / len(steady) if steady else None,
         "train_wall_s": fit_s,
         "train_throughput_img_s": sum(e.images for e in steady) / steady_s if steady else None,
-        "train_throughput_corrected_img_s": statistics.median(corrected) if corrected else None,
+        "train_throughput_corrected_img_s":
+            statistics.median(corrected.values()) if corrected else None,
+        "train_img_per_calibration": statistics.median(normalised) if normalised else None,
         "train_cpu_wait_s": sum(waits) if steady and len(waits) == len(steady) else None,
         "eval_wall_s": eval_s,
         "eval_throughput_img_s": num_eval / eval_s,
@@ -144,7 +166,16 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     rss_after_import_mb = current_rss_mb()
     sync = backend.synchronize
 
-    def progress(log) -> None:
+    clock = CpuWaitClock()
+    calibration = None
+    if spec.measure.epoch_calibration:
+        calibration = SpeedCalibration(backend.matmul_op(EPOCH_CALIBRATION_MATMUL_SIZE), sync,
+                                       clock)
+    calibration_s = []
+
+    def after_epoch(log) -> None:
+        if calibration is not None:
+            calibration_s.append(calibration())
         _say(spec, f"epoch {log.epoch}/{spec.train.epochs} loss {log.train_loss:.4f} "
                    f"val_acc {log.val_accuracy:.3f} ({log.train_s:.1f}s)")
 
@@ -157,13 +188,15 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             if spec.init == "shared":
                 backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed))
         _say(spec, f"built in {build.seconds:.1f}s, {backend.num_trainable_params():,} params")
+        if calibration is not None:
+            calibration_s.append(calibration())  # the first epoch's "before"
         with (
             HostMemoryTracker() as train_rss,
             EnergyTracker() as train_energy,
             Stopwatch(sync) as fit,
         ):
-            history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), progress,
-                                  cpu_wait_clock=CpuWaitClock())
+            history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), after_epoch,
+                                  cpu_wait_clock=clock)
         with (
             HostMemoryTracker() as eval_rss,
             EnergyTracker() as eval_energy,
@@ -183,7 +216,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         "nvml_peak_mb": gpu_memory.peak_mb,
     }
     timing = timing_summary(history, build.seconds, fit.seconds, evaluation.seconds, len(x_test),
-                            spec.threads)
+                            spec.threads, calibration_s)
     forward_flops = model_cost(spec.model, x_train.shape[1:], len(class_names)).flops
     work = _work(spec, backend, timing, forward_flops)
     metrics = classification_metrics(y_test, probabilities, class_names)
@@ -197,7 +230,9 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         "memory": memory,
         "energy": {"train_energy_j": train_energy.energy_j, "eval_energy_j": eval_energy.energy_j},
         "work": work,
-        "history": [asdict(e) for e in history],
+        "history": [{**asdict(e), "calibration_after_s": c}
+                    for e, c in zip(history, calibration_s[1:] or [None] * len(history),
+                                    strict=True)],
         "flags": backend.flags(),
         "env": {**host_environment(), **backend.versions(), "device": backend.device_name()},
         "test_labels": y_test.tolist(),

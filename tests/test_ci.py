@@ -1,0 +1,324 @@
+"""The CI regression check (docs/ci.md): its figure, thresholds, preset, guards and faults.
+
+Fast tests check each piece; the slow test proves end to end that the check fails on a
+30% slower training step and on 100 MB more memory, and passes without them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends import fault_injection
+from backends.base import EpochLog, TrainConfig
+from benchmarks import ci, compare, report
+from benchmarks.compare import CI_THRESHOLDS
+from benchmarks.config import RunSpec
+from benchmarks.measures import MEMORY, NORMALISED, TIME, figures_of, measure_for
+from benchmarks.probes import CpuWaitClock, current_rss_mb
+from benchmarks.run import PRESETS, parse_args
+from benchmarks.worker import record_header, timing_summary
+from tests.measurement_jobs import SleepingBackend
+from tests.report_fixtures import grid, slower, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+ARMED = {fault_injection.ARM_VARIABLE: fault_injection.ARM_PHRASE}
+SPEED = f"timing.{ci.SPEED_FIGURE}"
+
+
+@pytest.fixture(autouse=True)
+def _no_injection(monkeypatch):
+    for name in (fault_injection.SLOWDOWN_VARIABLE, fault_injection.ALLOC_VARIABLE,
+                 fault_injection.ARM_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+
+
+# --- test-only fault injection -------------------------------------------------------------
+def test_no_switch_means_no_faults():
+    assert fault_injection.injected_faults({}) is None
+
+
+def test_armed_switches_parse():
+    faults = fault_injection.injected_faults({
+        **ARMED, fault_injection.SLOWDOWN_VARIABLE: "torch:0.30",
+        fault_injection.ALLOC_VARIABLE: "100"})
+    assert (faults.slowdown_for("torch"), faults.slowdown_for("tf")) == (0.30, 0.0)
+    assert faults.alloc_mb == 100
+    assert faults.describe() == "torch training +30% (sleep), 100 MB held"
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({fault_injection.SLOWDOWN_VARIABLE: "torch:0.30"}, "not armed"),
+    ({fault_injection.ALLOC_VARIABLE: "100", fault_injection.ARM_VARIABLE: "yes"}, "not armed"),
+    ({**ARMED, fault_injection.SLOWDOWN_VARIABLE: "torch"}, "BACKEND:FRACTION"),
+    ({**ARMED, fault_injection.SLOWDOWN_VARIABLE: "jax:0.3"}, "BACKEND:FRACTION"),
+    ({**ARMED, fault_injection.SLOWDOWN_VARIABLE: "tf:30"}, "BACKEND:FRACTION"),
+    ({**ARMED, fault_injection.ALLOC_VARIABLE: "100MB"}, "whole number of MB"),
+    ({**ARMED, fault_injection.ALLOC_VARIABLE: "0"}, "whole number of MB"),
+])
+def test_stray_or_malformed_switches_are_errors_not_ignored(environ, message):
+    with pytest.raises(ValueError, match=message):
+        fault_injection.injected_faults(environ)
+
+
+class _SleepingTorch(SleepingBackend):
+    """A training step of known duration under the name of a real backend."""
+
+    name = "torch"
+
+
+def _arm(monkeypatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv(fault_injection.ARM_VARIABLE, fault_injection.ARM_PHRASE)
+
+
+def _step_s(backend: SleepingBackend) -> float:
+    backend.build("fake", (8, 8, 1), 2)
+    backend.start_training(np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 2, TrainConfig())
+    backend.train_step(np.arange(4))  # the fake's first step carries its "tracing"
+    started = time.perf_counter()
+    backend.train_step(np.arange(4))
+    return time.perf_counter() - started
+
+
+def test_an_armed_slowdown_slows_the_named_backends_training_step(monkeypatch):
+    # A step sleeps 0.1 s (a sleep never ends early); the injection doubles whatever it took.
+    assert 0.1 <= _step_s(_SleepingTorch(0.1, "sync")) < 0.19
+    _arm(monkeypatch, fault_injection.SLOWDOWN_VARIABLE, "torch:1.0")
+    assert _step_s(_SleepingTorch(0.1, "sync")) >= 0.2
+    assert _step_s(SleepingBackend(0.1, "sync")) < 0.19  # another backend's is untouched
+
+
+def test_held_memory_is_resident():
+    before = current_rss_mb()
+    ballast = fault_injection.hold_resident_memory(64)
+    assert current_rss_mb() - before >= 63
+    del ballast
+
+
+def test_records_say_when_faults_were_injected(monkeypatch):
+    spec = RunSpec("torch", "proposed_cnn", "synthetic", "x.npz")
+    assert record_header(spec)["test_injection"] is None
+    _arm(monkeypatch, fault_injection.ALLOC_VARIABLE, "100")
+    assert record_header(spec)["test_injection"]["alloc_mb"] == 100
+
+
+# --- the load-corrected throughput ------------------------------------------------------------
+@pytest.mark.skipif(not CpuWaitClock().available or not hasattr(os, "sched_setaffinity"),
+                    reason="needs Linux's scheduler statistics")
+def test_cpu_wait_is_the_time_others_took_and_excludes_sleep():
+    busy_s, sleep_s = 0.3, 0.2
+    cpu, allowed = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    # A process spinning on the CPU this thread is pinned to (affinity is per thread).
+    competitor = subprocess.Popen([sys.executable, "-c",
+                                   f"import os; os.sched_setaffinity(0, {{{cpu}}})\n"
+                                   "while True: pass"])
+    os.sched_setaffinity(0, {cpu})
+    try:
+        time.sleep(0.2)  # the competitor is spinning
+        clock = CpuWaitClock()
+        waited_from, started, cpu_from = clock(), time.perf_counter(), time.thread_time()
+        while time.thread_time() - cpu_from < busy_s:
+            pass
+        time.sleep(sleep_s)
+        wall_s, cpu_wait_s = time.perf_counter() - started, clock() - waited_from
+    finally:
+        os.sched_setaffinity(0, allowed)
+        competitor.kill()
+        competitor.wait()
+    # Sharing its CPU, the computation waited about as long as it ran; taking the wait out
+    # leaves the computation and the sleep.
+    assert cpu_wait_s >= 0.5 * busy_s
+    assert wall_s - cpu_wait_s == pytest.approx(busy_s + sleep_s, rel=0.15)
+
+
+def _epoch(number: int, train_s: float, wait_s: float | None) -> EpochLog:
+    return EpochLog(number, 1.0, train_s, steps=5, images=100, cpu_wait_s=wait_s)
+
+
+def test_corrected_throughput_is_the_median_of_epochs_without_their_cpu_wait():
+    # Steady epochs take 1 s of work each, however long the load made them.
+    history = [_epoch(1, 9, 1), _epoch(2, 1, 0), _epoch(3, 3, 2), _epoch(4, 1.5, 0.5)]
+    timing = timing_summary(history, 0.1, 15.0, 1.0, 10)
+    assert timing["train_throughput_corrected_img_s"] == pytest.approx(100.0)
+    assert timing["train_throughput_img_s"] == pytest.approx(300 / 5.5)
+    assert timing["train_cpu_wait_s"] == pytest.approx(2.5)
+    assert timing["train_img_per_calibration"] is None  # no calibration
+    # With two threads the wait is taken as spread over both.
+    two = timing_summary(history, 0.1, 15.0, 1.0, 10, threads=2)
+    assert two["train_throughput_corrected_img_s"] == pytest.approx(100 / 1.25)
+    unknown = timing_summary([_epoch(1, 9.0, None), _epoch(2, 1.0, None)], 0.1, 10.0, 1.0, 10)
+    assert unknown["train_throughput_corrected_img_s"] is unknown["train_cpu_wait_s"] is None
+
+
+def test_normalised_speed_scales_each_epoch_by_the_calibrations_around_it():
+    # The machine slows to half speed for epoch 2 (calibrations of 0.2 s around it instead
+    # of 0.1 s) and recovers during epoch 3: every steady epoch trained 10 images in the
+    # time of one calibration, however long it took.
+    history = [_epoch(1, 9, 0), _epoch(2, 2, 0), _epoch(3, 1.5, 0), _epoch(4, 1, 0)]
+    calibration_s = [0.1, 0.2, 0.2, 0.1, 0.1]
+    timing = timing_summary(history, 0.1, 14.0, 1.0, 10, calibration_s=calibration_s)
+    assert timing["train_img_per_calibration"] == pytest.approx(10.0)
+    assert timing["train_throughput_corrected_img_s"] == pytest.approx(100 / 1.5)
+    # The median over epochs: one slow epoch moves nothing.
+    history[2] = _epoch(3, 3.0, 0)
+    timing = timing_summary(history, 0.1, 14.0, 1.0, 10, calibration_s=calibration_s)
+    assert timing["train_img_per_calibration"] == pytest.approx(10.0)
+    assert timing_summary(history, 0.1, 14.0, 1.0, 10, calibration_s=[0.1] * 4)[
+        "train_img_per_calibration"] is None  # calibrations do not bracket every epoch
+
+
+def test_the_normalised_figure_is_its_own_threshold_kind_and_faults_are_no_figures():
+    assert measure_for(SPEED).kind == NORMALISED
+    assert measure_for("timing.train_throughput_img_s").kind == TIME
+    assert measure_for("timing.train_throughput_corrected_img_s").kind == TIME
+    assert measure_for("timing.train_cpu_wait_s").kind is None  # load, not performance
+    record = {"timing": {ci.SPEED_FIGURE: 10.0}, "test_injection": {"alloc_mb": 100},
+              "measure_config": {"latency_budget_s": 1.0}}
+    assert figures_of(record) == {SPEED: 10.0}
+
+
+# --- compare --profile ci ---------------------------------------------------------------------
+def _with_speed(records: list[dict], factor: float = 1.0) -> list[dict]:
+    result = copy.deepcopy(records)
+    for record in result:
+        record["timing"][ci.SPEED_FIGURE] = 100.0 / factor
+    return result
+
+
+def test_ci_profile_judges_corrected_speed_and_memory_not_raw_time():
+    baseline = _with_speed(grid(seeds=1))
+    noisy = _with_speed(slower(baseline, 1.5), 1.05)  # raw times +50%, normalised +5%
+    assert compare.compare_records(baseline, noisy, CI_THRESHOLDS).regressions == []
+    slowed = _with_speed(baseline, 1.3)
+    regressions = compare.compare_records(baseline, slowed, CI_THRESHOLDS).regressions
+    assert len(regressions) == 4 and all("load-normalised (img/cal): REGRESSION (slowdown "
+                                         "30.0% > 15%)" in line for line in regressions)
+    fatter = copy.deepcopy(baseline)
+    fatter[0]["memory"]["peak_host_rss_mb"] += 100  # ≈ +10% of 1000 MB
+    (line,) = compare.compare_records(baseline, fatter, CI_THRESHOLDS).regressions
+    assert "peak host RSS (MB): REGRESSION (growth 10.0% > 4%)" in line
+    assert CI_THRESHOLDS[MEMORY] * 2400 < 100  # catches +100 MB on workers under 2.4 GB
+
+
+def test_compare_cli_profile_and_explicit_thresholds(tmp_path, capsys):
+    baseline = _with_speed(grid(seeds=1))
+    a = write_results(tmp_path, baseline)
+    b = write_results(tmp_path, _with_speed(slower(baseline, 1.5), 1.1))
+    assert compare.main([str(a), str(b), "--fail-on-regression"]) == 1
+    capsys.readouterr()
+    assert compare.main([str(a), str(b), "--fail-on-regression", "--profile", "ci"]) == 0
+    assert "0 regressions." in capsys.readouterr().out
+    assert compare.main([str(a), str(b), "--fail-on-regression", "--profile", "ci",
+                         "--max-normalised-slowdown", "0.05"]) == 1
+
+
+def test_compare_and_report_flag_runs_measured_with_injected_faults(tmp_path):
+    baseline = grid(seeds=1)
+    injected = copy.deepcopy(baseline)
+    injected[0]["test_injection"] = fault_injection.InjectedFaults(alloc_mb=100).as_record()
+    comparison = compare.compare_records(baseline, injected)
+    assert comparison.injected == [("B", injected[0]["run_id"], "100 MB held")]
+    assert "not real measurements" in compare.render(comparison, "a", "b")
+    assert "not real measurements" not in compare.render(
+        compare.compare_records(baseline, baseline), "a", "a")
+    data = report.analyse(injected, tmp_path / "results.jsonl")
+    for text in (report.render_markdown(data), report.render_html(data, figures=[])):
+        assert f"test-only fault injection, not real measurements: {injected[0]['run_id']}" \
+            in text
+
+
+# --- the preset and the check's guards ----------------------------------------------------------
+def test_the_ci_preset_sets_defaults_that_explicit_options_override():
+    args = parse_args(["--preset", "ci"])
+    assert (args.threads, args.models, args.backend, args.seeds) == (1, "card", "both", 1)
+    assert parse_args(["--preset", "ci", "--epochs", "2"]).epochs == 2
+    assert parse_args(["--epochs", "2"]).threads != 1 or os.cpu_count() == 1
+    assert PRESETS["ci"].measure.latency_budget_s <= 1.0
+
+
+def _ci_records() -> list[dict]:
+    records = _with_speed(grid(seeds=1))
+    for record in records:
+        record["measure_config"] = {"latency_budget_s": 1.0}
+    return records
+
+
+def test_the_check_judges_only_comparable_runs():
+    baseline = _ci_records()
+    ci.check_comparable(baseline, copy.deepcopy(baseline))
+    ci.check_comparable(baseline, copy.deepcopy(baseline[:2]))  # a subset, e.g. --models
+    cases = {"other config": lambda r: r["config"].update(epochs=2),
+             "other measure_config": lambda r: r["measure_config"].update(latency_budget_s=5),
+             "data fingerprint": lambda r: r["data"].update(fingerprint="other"),
+             "has no timing": lambda r: r["timing"].pop(ci.SPEED_FIGURE),
+             "no successful run": lambda r: r.update(run_id="torch-vgg16-synthetic-seed0")}
+    for message, change in cases.items():
+        records = copy.deepcopy(baseline)
+        change(records[0])
+        with pytest.raises(ci.NotComparableError, match=message):
+            ci.check_comparable(baseline, records)
+    tainted = copy.deepcopy(baseline)
+    tainted[1]["test_injection"] = {"alloc_mb": 100}
+    with pytest.raises(ci.NotComparableError, match="test fault injection"):
+        ci.check_comparable(tainted, baseline)
+
+
+def test_the_check_without_a_baseline_says_how_to_make_one(tmp_path, capsys):
+    assert ci.main(["check", "--baseline", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert "make ci-baseline" in capsys.readouterr().err
+
+
+# --- end to end: the check fails on a slower step and on more memory ----------------------------
+def _failures(stdout: str) -> list[str]:
+    """The lines of the check's final verdict, after "FAIL:"."""
+    verdict = stdout[stdout.index("\nFAIL:"):].splitlines()
+    return [line[2:] for line in verdict if line.startswith("- ")]
+
+
+def _check(baseline: Path, out: Path, **faults: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **faults, **(ARMED if faults else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.ci", "check", "--baseline", str(baseline),
+         "--out", str(out), "--models", "proposed_cnn"],
+        cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_the_check_fails_on_a_30_percent_slower_step_and_100_mb_more(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    baseline = tmp_path / "baseline"
+    made = subprocess.run([sys.executable, "-m", "benchmarks.run", "--preset", "ci",
+                           "--models", "proposed_cnn", "--out", str(tmp_path / "base")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stdout[-3000:]
+    baseline.mkdir()
+    (folder,) = (tmp_path / "base").iterdir()
+    (baseline / "results.jsonl").write_text((folder / "results.jsonl").read_text())
+
+    clean = _check(baseline, tmp_path)
+    assert clean.returncode == 0, clean.stdout[-5000:] + clean.stderr[-2000:]
+    assert "PASS" in clean.stdout
+
+    slowed = _check(baseline, tmp_path,
+                    **{fault_injection.SLOWDOWN_VARIABLE: "torch:0.30"})
+    assert slowed.returncode == 1, slowed.stdout[-5000:]
+    assert "TEST FAULT INJECTION ACTIVE: torch training +30% (sleep)" in slowed.stdout
+    assert "not real measurements" in slowed.stdout
+    # Only the slowed backend's speed regresses, in the run and in its rerun.
+    assert [line.split(":")[0] for line in _failures(slowed.stdout)] == [
+        "proposed_cnn torch train speed, load-normalised (img/cal)"]
+
+    fatter = _check(baseline, tmp_path, **{fault_injection.ALLOC_VARIABLE: "100"})
+    assert fatter.returncode == 1, fatter.stdout[-5000:]
+    named = {line.split(":")[0] for line in _failures(fatter.stdout)}
+    for backend in ("tf", "torch"):
+        assert f"proposed_cnn {backend} peak host RSS (MB)" in named
