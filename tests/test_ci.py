@@ -140,7 +140,8 @@ def test_cpu_wait_is_the_time_others_took_and_excludes_sleep():
 
 
 def _epoch(number: int, train_s: float, wait_s: float | None) -> EpochLog:
-    return EpochLog(number, 1.0, train_s, steps=5, images=100, cpu_wait_s=wait_s)
+    return EpochLog(number, 1.0, train_s, steps=5, images=100, learning_rate=1e-3,
+                    cpu_wait_s=wait_s)
 
 
 def test_corrected_throughput_is_the_median_of_epochs_without_their_cpu_wait():
