@@ -34,6 +34,7 @@ from benchmarks.report import write_report
 from benchmarks.results import append_record, new_report_dir, summary_table
 from datasets import DATASET_NAMES, check_dataset_name, load_dataset
 from datasets.preprocess import KDEF_ANGLES
+from datasets.synthetic import DEFAULT_SUBJECTS
 from datasets.synthetic import generate as generate_synthetic
 
 DEFAULTS = TrainConfig(epochs=6, batch_size=32, learning_rate=1e-3)
@@ -104,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(backend, model), for means, intervals and paired tests "
                              "(default: 1)")
     parser.add_argument("--image-size", type=int, default=48)
-    parser.add_argument("--synthetic-subjects", type=int, default=60,
-                        help="people in the synthetic set (21 images each; default 60)")
+    parser.add_argument("--synthetic-subjects", type=int, default=DEFAULT_SUBJECTS,
+                        help="people in the synthetic set (21 images each; "
+                             f"default {DEFAULT_SUBJECTS})")
     parser.add_argument("--init", default="shared", choices=INIT_MODES,
                         help="shared: both frameworks start from the same weights (default); "
                              "native: each framework's own initialisers")

@@ -59,10 +59,13 @@ _EXPRESSIONS: dict[str, _Expression] = {
     "surprise": _Expression(brow_raise=1.0, eye_open=0.6, mouth_open=1.0, mouth_width=-0.2),
 }
 _ACTIONS = tuple(_Expression.__dataclass_fields__)
+# Sized with the main job (README): the four card models in both backends finish in about
+# 8 minutes on a quiet 2-core CPU, and proposed_cnn still converges in 6 epochs.
+DEFAULT_SUBJECTS = 40
 
 
 def generate(
-    num_subjects: int = 60,
+    num_subjects: int = DEFAULT_SUBJECTS,
     per_expression: int = 3,
     seed: int = 0,
     image_size: int = 48,
@@ -136,7 +139,9 @@ def _draw_subject(rng: np.random.Generator) -> dict[str, float]:
 def _render(face: dict[str, float], expression: _Expression, rng, size: int) -> np.ndarray:
     big = size * _SUPERSAMPLE
     # Intensity below 1 mixes the expression with neutral; per-action jitter blurs classes.
-    intensity = rng.uniform(0.6, 1.0)
+    # The floor of 0.8 keeps 40 subjects learnable in 6 epochs (at 0.6, proposed_cnn needed
+    # 60 subjects, and 40 left the two frameworks 3 to 10 points apart, seed by seed).
+    intensity = rng.uniform(0.8, 1.0)
     act = {a: intensity * getattr(expression, a) + rng.normal(0, 0.08) for a in _ACTIONS}
     angle = np.deg2rad(face["angle"] + rng.normal(0, 2.5))
     half_w = 0.36 * big * face["scale"]
