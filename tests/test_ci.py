@@ -272,6 +272,50 @@ def test_the_check_judges_only_comparable_runs():
         ci.check_comparable(tainted, baseline)
 
 
+def _fake_preset(monkeypatch, tmp_path, runs: list[list[dict]]) -> list[list[str]]:
+    """Makes `ci.run_preset` return `runs` in turn; returns the options of each call."""
+    calls: list[list[str]] = []
+
+    def run_preset(out_root: Path, run_options: list[str]):
+        calls.append(run_options)
+        options = dict(zip(run_options[::2], run_options[1::2], strict=True))
+        records = [r for r in runs[len(calls) - 1]
+                   if r["backend"] == options.get("--backend", r["backend"])
+                   and r["model"] in options.get("--models", r["model"]).split(",")]
+        return 0, write_results(out_root, records)
+
+    monkeypatch.setattr(ci, "run_preset", run_preset)
+    return calls
+
+
+def _fatter(records: list[dict], model: str, backend: str) -> list[dict]:
+    result = copy.deepcopy(records)
+    for record in result:
+        if (record["model"], record["backend"]) == (model, backend):
+            record["memory"]["peak_host_rss_mb"] *= 1.10
+    return result
+
+
+@pytest.mark.parametrize("fat_reruns, status", [(0, 0), (1, 0), (2, 1)])
+def test_a_regression_counts_only_if_every_confirmation_rerun_repeats_it(
+        monkeypatch, tmp_path, capsys, fat_reruns, status):
+    baseline = _ci_records()
+    base_dir = write_results(tmp_path / "baseline", baseline)
+    fat = _fatter(baseline, "sanet", "tf")
+    runs = [fat] + [fat] * fat_reruns + [baseline] * (ci.CONFIRMATION_RUNS - fat_reruns)
+    calls = _fake_preset(monkeypatch, tmp_path, runs)
+    assert ci.check(base_dir, tmp_path / "out", []) == status
+    out = capsys.readouterr().out
+    # Only the suspect model and backend are rerun, and no more once it came back.
+    assert calls[1:] == [["--backend", "tf", "--models", "sanet"]] * min(
+        fat_reruns + 1, ci.CONFIRMATION_RUNS)
+    if status:
+        assert "FAIL: 1 regression(s)" in out
+        assert "sanet tf peak host RSS (MB): REGRESSION (growth 10.0% > 4%)" in out
+    else:
+        assert "PASS" in out and "not in every rerun (noise, not judged)" in out
+
+
 def test_the_check_without_a_baseline_says_how_to_make_one(tmp_path, capsys):
     assert ci.main(["check", "--baseline", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "make ci-baseline" in capsys.readouterr().err
@@ -314,7 +358,7 @@ def test_the_check_fails_on_a_30_percent_slower_step_and_100_mb_more(tmp_path):
     assert slowed.returncode == 1, slowed.stdout[-5000:]
     assert "TEST FAULT INJECTION ACTIVE: torch training +30% (sleep)" in slowed.stdout
     assert "not real measurements" in slowed.stdout
-    # Only the slowed backend's speed regresses, in the run and in its rerun.
+    # Only the slowed backend's speed regresses, in the run and in both reruns.
     assert [line.split(":")[0] for line in _failures(slowed.stdout)] == [
         "proposed_cnn torch train speed, load-normalised (img/cal)"]
 
