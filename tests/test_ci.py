@@ -313,7 +313,35 @@ def test_a_regression_counts_only_if_every_confirmation_rerun_repeats_it(
         assert "FAIL: 1 regression(s)" in out
         assert "sanet tf peak host RSS (MB): REGRESSION (growth 10.0% > 4%)" in out
     else:
-        assert "PASS" in out and "not in every rerun (noise, not judged)" in out
+        assert "PASS" in out and "not confirmed by its reruns (noise, not judged)" in out
+
+
+def _slower_speed(records: list[dict], model: str, backend: str) -> list[dict]:
+    result = copy.deepcopy(records)
+    for record in result:
+        if (record["model"], record["backend"]) == (model, backend):
+            record["timing"][ci.SPEED_FIGURE] /= 1.3
+    return result
+
+
+@pytest.mark.parametrize("reruns_slow, reruns_made, status", [
+    ([True], 1, 1),          # 2 of 2 readings slow: confirmed without a second rerun
+    ([False, True], 2, 1),   # 2 of 3: the majority
+    ([False, False], 2, 0),  # 1 of 3: noise
+])
+def test_speed_counts_if_most_readings_regress(monkeypatch, tmp_path, capsys, reruns_slow,
+                                               reruns_made, status):
+    baseline = _ci_records()
+    base_dir = write_results(tmp_path / "baseline", baseline)
+    slow = _slower_speed(baseline, "proposed_cnn", "torch")
+    calls = _fake_preset(monkeypatch, tmp_path,
+                         [slow] + [slow if s else baseline for s in reruns_slow])
+    assert ci.check(base_dir, tmp_path / "out", []) == status
+    assert len(calls) == 1 + reruns_made
+    out = capsys.readouterr().out
+    assert ("FAIL: 1 regression(s)" in out) == bool(status)
+    if status:
+        assert f"(2 of {1 + reruns_made} readings)" in out
 
 
 def test_the_check_without_a_baseline_says_how_to_make_one(tmp_path, capsys):
