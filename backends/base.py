@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from backends.fault_injection import injected_faults
+from backends.fault_injection import busy_wait, injected_faults
 from backends.schedule import LR_SCHEDULES, class_weight_table, epoch_batches, epoch_learning_rate
 
 PIXEL_CENTER = 127.5
@@ -300,7 +300,7 @@ class Backend(ABC):
         start = time.perf_counter()
         loss = self._train_epoch(batches)
         if self._injected_slowdown:
-            time.sleep(self._injected_slowdown * (time.perf_counter() - start))
+            busy_wait(self._injected_slowdown * (time.perf_counter() - start))
         return loss
 
     def fit(

@@ -3,8 +3,11 @@
 Two switches, read from the environment of the worker process:
 
 * ``FERBENCH_TEST_INJECT_SLOWDOWN="BACKEND:FRACTION"`` (e.g. ``"torch:0.30"``): every
-  training epoch (and `Backend.train_step`) of that backend sleeps FRACTION × its own
-  measured duration before returning, inside the timed region: a 30% slower training step.
+  training epoch (and `Backend.train_step`) of that backend keeps the CPU busy for
+  FRACTION × its own measured duration before returning, inside the timed region: a 30%
+  slower training step. Busy, not asleep: an idle CPU makes the reference workload timed
+  after the epoch about 10% slower on the development machine, which hid a third of a
+  sleeping slowdown from the load-normalised speed (docs/ci.md).
 * ``FERBENCH_TEST_INJECT_ALLOC_MB="MB"`` (e.g. ``"100"``): the worker holds MB of touched,
   resident memory from its first line to its last.
 
@@ -17,6 +20,7 @@ worker writes carries the active injection in its ``test_injection`` field (None
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,7 +41,7 @@ class InjectedFaults:
 
     Attributes:
         slowdown_backend: backend whose training is slowed, or None.
-        slowdown_fraction: extra sleep as a fraction of each epoch's measured time.
+        slowdown_fraction: extra busy time as a fraction of each epoch's measured time.
         alloc_mb: resident memory held for the whole worker run, in MB (0: none).
     """
 
@@ -46,15 +50,15 @@ class InjectedFaults:
     alloc_mb: int = 0
 
     def slowdown_for(self, backend: str) -> float:
-        """The sleep fraction for `backend`'s training (0.0 when it is not slowed)."""
+        """The extra busy fraction for `backend`'s training (0.0 when it is not slowed)."""
         return self.slowdown_fraction if backend == self.slowdown_backend else 0.0
 
     def describe(self) -> str:
-        """One line for logs, e.g. "torch training +30% (sleep), 100 MB held"."""
+        """One line for logs, e.g. "torch training +30% (busy CPU), 100 MB held"."""
         parts = []
         if self.slowdown_backend is not None:
             parts.append(f"{self.slowdown_backend} training +{self.slowdown_fraction:.0%} "
-                         "(sleep)")
+                         "(busy CPU)")
         if self.alloc_mb:
             parts.append(f"{self.alloc_mb} MB held")
         return ", ".join(parts)
@@ -113,3 +117,10 @@ def hold_resident_memory(megabytes: int) -> np.ndarray:
     Keep the returned buffer referenced for as long as the memory must stay held.
     """
     return np.ones(megabytes * _MB, np.uint8)
+
+
+def busy_wait(seconds: float) -> None:
+    """Keeps this thread computing for `seconds` of wall time, as extra work would."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass

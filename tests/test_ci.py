@@ -51,7 +51,7 @@ def test_armed_switches_parse():
         fault_injection.ALLOC_VARIABLE: "100"})
     assert (faults.slowdown_for("torch"), faults.slowdown_for("tf")) == (0.30, 0.0)
     assert faults.alloc_mb == 100
-    assert faults.describe() == "torch training +30% (sleep), 100 MB held"
+    assert faults.describe() == "torch training +30% (busy CPU), 100 MB held"
 
 
 @pytest.mark.parametrize("environ, message", [
@@ -89,10 +89,13 @@ def _step_s(backend: SleepingBackend) -> float:
 
 
 def test_an_armed_slowdown_slows_the_named_backends_training_step(monkeypatch):
-    # A step sleeps 0.1 s (a sleep never ends early); the injection doubles whatever it took.
+    # A step sleeps 0.1 s (a sleep never ends early); the injection doubles whatever it took,
+    # computing: the extra time is CPU time, as a real slower step's would be.
     assert 0.1 <= _step_s(_SleepingTorch(0.1, "sync")) < 0.19
     _arm(monkeypatch, fault_injection.SLOWDOWN_VARIABLE, "torch:1.0")
+    cpu_from = time.process_time()
     assert _step_s(_SleepingTorch(0.1, "sync")) >= 0.2
+    assert time.process_time() - cpu_from >= 0.09
     assert _step_s(SleepingBackend(0.1, "sync")) < 0.19  # another backend's is untouched
 
 
@@ -384,7 +387,7 @@ def test_the_check_fails_on_a_30_percent_slower_step_and_100_mb_more(tmp_path):
     slowed = _check(baseline, tmp_path,
                     **{fault_injection.SLOWDOWN_VARIABLE: "torch:0.30"})
     assert slowed.returncode == 1, slowed.stdout[-5000:]
-    assert "TEST FAULT INJECTION ACTIVE: torch training +30% (sleep)" in slowed.stdout
+    assert "TEST FAULT INJECTION ACTIVE: torch training +30% (busy CPU)" in slowed.stdout
     assert "not real measurements" in slowed.stdout
     # Only the slowed backend's speed regresses, in the run and in both reruns.
     assert [line.split(":")[0] for line in _failures(slowed.stdout)] == [
