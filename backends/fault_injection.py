@@ -9,7 +9,9 @@ Two switches, read from the environment of the worker process:
   after the epoch about 10% slower on the development machine, which hid a third of a
   sleeping slowdown from the load-normalised speed (docs/ci.md).
 * ``FERBENCH_TEST_INJECT_ALLOC_MB="MB"`` (e.g. ``"100"``): the worker holds MB of touched,
-  resident memory from its first line to its last.
+  resident memory from just after the framework import (the `rss_after_import_mb`
+  reading) until its memory figures are read: memory the run adds, as a fatter model,
+  batch or data pipeline would.
 
 Neither acts unless ``FERBENCH_TEST_INJECT_ARMED`` holds the exact phrase ARM_PHRASE, so
 a stray variable cannot skew a real benchmark unnoticed: a switch that is set but not

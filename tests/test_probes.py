@@ -220,7 +220,8 @@ CPU_FIELDS = [
     *[("latency", f"latency_{b}_{s}") for b in ("b1", "train_batch")
       for s in ("first_ms", "p50_ms", "p95_ms")],
     *[("memory", k) for k in ("rss_after_import_mb", "peak_host_rss_mb",
-                              "train_peak_host_rss_mb", "eval_peak_host_rss_mb")],
+                              "train_peak_host_rss_mb", "eval_peak_host_rss_mb",
+                              "peak_rss_above_import_mb", "train_peak_rss_above_import_mb")],
     *[("work", k) for k in ("forward_flops_per_img", "train_achieved_tflops",
                             "eval_achieved_tflops", "peak_matmul_tflops",
                             "train_utilization", "eval_utilization")],
@@ -250,6 +251,8 @@ def test_a_worker_run_records_every_figure(backend: str, tiny_data) -> None:
             assert value is None, (section, name)
     memory = record["memory"]
     assert memory["peak_host_rss_mb"] >= memory["train_peak_host_rss_mb"] > 0
+    assert memory["peak_rss_above_import_mb"] == pytest.approx(
+        memory["peak_host_rss_mb"] - memory["rss_after_import_mb"])
     assert record["latency"]["latency_train_batch_size"] == 16
     assert record["flags"]["intra_op_threads"] == record["flags"]["inter_op_threads"] == 1
     assert record["flags"]["deterministic"] is record["deterministic"] is True
