@@ -34,7 +34,7 @@ from typing import Any
 
 from benchmarks import run
 from benchmarks.compare import CI_THRESHOLDS, Comparison, Delta, compare_records, render
-from benchmarks.measures import ADDED_MEMORY, MEMORY
+from benchmarks.measures import ANON_MEMORY, MEMORY
 from benchmarks.results import RESULTS_FILE, ResultsFileError, append_record, read_records
 
 DEFAULT_BASELINE = Path("reports/baselines/ci-cpu")
@@ -119,7 +119,7 @@ def _outcome(delta: Delta, regressed: int, readings: int) -> bool | None:
         readings: readings so far, the first included.
     """
     total = 1 + CONFIRMATION_RUNS
-    needed = total if delta.measure.kind in (MEMORY, ADDED_MEMORY) else total // 2 + 1
+    needed = total if delta.measure.kind in (MEMORY, ANON_MEMORY) else total // 2 + 1
     if regressed >= needed:
         return True
     if regressed + (total - readings) < needed:

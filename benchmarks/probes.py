@@ -2,7 +2,8 @@
 
 * `Stopwatch`: wall time of a block, the device synchronised at both ends.
 * `LatencyTracker`: latency percentiles of repeated calls, warm-up calls kept apart.
-* `HostMemoryTracker`: peak RSS over a block, sampled in a background thread.
+* `HostMemoryTracker`: peak RSS and peak anonymous RSS over a block, sampled in a
+  background thread.
 * `GpuMemoryTracker`: peak GPU memory NVML attributes to this process, sampled likewise.
 * `EnergyTracker`: GPU energy over a block from NVML's cumulative counter.
 * `peak_matmul_flops`: the machine's demonstrated float32 FLOP/s (calibration).
@@ -43,6 +44,24 @@ def _no_sync() -> None:
 def current_rss_mb() -> float:
     """Resident set size of this process now, in MB."""
     return psutil.Process(os.getpid()).memory_info().rss / _MB
+
+
+def _anon_mb(info: Any) -> float | None:
+    # psutil's `shared` (Linux only) is the resident file-backed and shared-memory part.
+    shared = getattr(info, "shared", None)
+    return None if shared is None else (info.rss - shared) / _MB
+
+
+def current_anon_rss_mb() -> float | None:
+    """Anonymous resident memory of this process now, in MB; None where unknown.
+
+    This is the RSS without the resident pages of mapped files (the frameworks' shared
+    libraries): what the process itself allocated (heap, tensors, stacks). The file part
+    depends on the page cache as well as on the code: after a fresh `pip install`, the
+    same `import torch` maps 133 MB of library pages instead of 77 MB, while its anonymous
+    memory stays at 148 MB (docs/measurement.md). Linux only (psutil's `shared`).
+    """
+    return _anon_mb(psutil.Process(os.getpid()).memory_info())
 
 
 def os_peak_rss_mb() -> float:
@@ -224,10 +243,13 @@ class _PeakSampler:
 
 
 class HostMemoryTracker(_PeakSampler):
-    """Peak resident set size of this process over a block, in MB (`peak_mb`).
+    """Peak resident set size of this process over a block, in MB (`peak_mb`), and the
+    peak of its anonymous part (`peak_anon_mb`, see `current_anon_rss_mb`; None where
+    unknown), both from the same samples.
 
     Sampling catches the peak of one phase (training, evaluation); allocations shorter
-    than the interval can slip between samples, which `os_peak_rss_mb()` never misses.
+    than the interval can slip between samples, which `os_peak_rss_mb()` never misses
+    (for the whole RSS; the kernel keeps no high-water mark of the anonymous part).
 
     Args:
         interval_s: seconds between samples. A sample (thread wake-up, GIL, /proc read)
@@ -236,7 +258,16 @@ class HostMemoryTracker(_PeakSampler):
 
     def __init__(self, interval_s: float = 0.05) -> None:
         process = psutil.Process(os.getpid())
-        super().__init__(lambda: process.memory_info().rss / _MB, interval_s)
+        self.peak_anon_mb: float | None = None
+
+        def sample() -> float:
+            info = process.memory_info()
+            anon = _anon_mb(info)
+            if anon is not None and (self.peak_anon_mb is None or anon > self.peak_anon_mb):
+                self.peak_anon_mb = anon
+            return info.rss / _MB
+
+        super().__init__(sample, interval_s)
 
 
 class GpuMemoryTracker(_PeakSampler):

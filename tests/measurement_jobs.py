@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from backends.base import Backend, TrainConfig
-from benchmarks.probes import HostMemoryTracker, current_rss_mb, os_peak_rss_mb
+from benchmarks.probes import (
+    HostMemoryTracker,
+    current_anon_rss_mb,
+    current_rss_mb,
+    os_peak_rss_mb,
+)
 from benchmarks.worker import timing_summary
 
 _MB = 1024 * 1024
@@ -28,13 +33,16 @@ FAKE_TRACING_S = 0.2  # what the fake's first epoch adds, as tracing/compilation
 
 def allocate(megabytes: int) -> dict[str, float]:
     """Holds a touched buffer of `megabytes` MB for 0.2 s inside a HostMemoryTracker."""
-    before = {"rss_mb": current_rss_mb(), "os_peak_mb": os_peak_rss_mb()}
+    before = {"rss_mb": current_rss_mb(), "anon_mb": current_anon_rss_mb(),
+              "os_peak_mb": os_peak_rss_mb()}
     with HostMemoryTracker() as tracker:
         buffer = np.ones(megabytes * _MB, np.uint8)  # np.ones writes, so every page is resident
         time.sleep(0.2)
         del buffer
     return {
         "rss_before_mb": before["rss_mb"],
+        "anon_before_mb": before["anon_mb"],
+        "tracker_peak_anon_mb": tracker.peak_anon_mb,
         "os_peak_before_mb": before["os_peak_mb"],
         "tracker_peak_mb": tracker.peak_mb,
         "os_peak_after_mb": os_peak_rss_mb(),

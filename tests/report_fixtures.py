@@ -50,7 +50,7 @@ def make_record(backend: str, model: str, seed: int, accuracy: float = 0.7,
                    # Probes other workers add later: shown where present.
                    "latency_b1_p50_ms": 3.0 if backend == "torch" else None},
         "memory": {"rss_after_import_mb": 400.0, "peak_host_rss_mb": 1000.0 + seed,
-                   "peak_rss_above_import_mb": 600.0 + seed},
+                   "peak_anon_rss_mb": 600.0 + seed},
         "energy": {"train_j": 50.0 * train_s},
         "history": history,
         "flags": {"tf_function": backend == "tf"},
