@@ -212,7 +212,7 @@ def test_ci_profile_judges_corrected_speed_and_anon_memory_not_raw_time_or_whole
     fatter[0]["memory"]["peak_anon_rss_mb"] += 60  # +10% of 600 MB
     (line,) = compare.compare_records(baseline, fatter, CI_THRESHOLDS).regressions
     assert "peak anonymous RSS (MB): REGRESSION (growth 10.0% > 6%)" in line
-    # +100 MB is caught on every ci-preset worker: the largest peaks at about 1.3 GB.
+    # +100 MB is caught on every ci-preset worker: the largest peaks at about 1.15 GB.
     assert CI_THRESHOLDS[ANON_MEMORY] * 1600 < 100
 
 
