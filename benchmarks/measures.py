@@ -29,7 +29,7 @@ NORMALISED = "normalised"
 MEMORY = "memory"  # relative growth
 # Relative growth of anonymous memory (RSS without mapped files). Judged apart from the
 # whole RSS, whose library pages depend on the page cache as well as on the code: after a
-# fresh install, unchanged code read +20% RSS after import and up to +16% peak (docs/ci.md).
+# fresh install, unchanged code read up to +20% RSS after import and +17% peak (docs/ci.md).
 ANON_MEMORY = "anon_memory"
 ENERGY = "energy"  # relative growth
 
