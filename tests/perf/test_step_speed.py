@@ -9,7 +9,8 @@ code path as every step of `Backend.fit`; the inference batch is `predict_proba`
 batch. Warm-up rounds (tracing, kernel selection, first touch of the optimizer's state)
 are excluded. Each benchmark's `extra_info` records memory: the process's peak RSS while
 it ran and the growth over the RSS before the model was built (this pytest process holds
-both frameworks, so the growth is the figure that belongs to the model), the framework's
+both frameworks, so the growth is the figure that belongs to the model), the peak of its
+anonymous part (comparable across installations), the framework's
 GPU allocator peak (null on the CPU), and how long the process waited for a CPU while it
 ran (other processes' load: raw times are only comparable between quiet runs).
 
@@ -74,6 +75,8 @@ def _measure(benchmark, backend: Backend, call: Callable[[], Any], rss_before_mb
         "threads": THREADS,
         "peak_host_rss_mb": round(memory.peak_mb, 1),
         "host_rss_growth_mb": round(memory.peak_mb - rss_before_mb, 1),
+        # Without mapped library pages, which depend on the page cache (docs/measurement.md).
+        "peak_anon_rss_mb": None if memory.peak_anon_mb is None else round(memory.peak_anon_mb, 1),
         "gpu_allocator_peak_mb": backend.gpu_allocator_peak_mb(),
         "cpu_wait_s": None if waited_from is None else round(waited_to - waited_from, 3),
     })
