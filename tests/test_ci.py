@@ -309,13 +309,13 @@ def test_a_regression_counts_only_if_every_confirmation_rerun_repeats_it(
     baseline = _ci_records()
     base_dir = write_results(tmp_path / "baseline", baseline)
     fat = _fatter(baseline, "sanet", "tf")
-    runs = [fat] + [fat] * fat_reruns + [baseline] * (ci.CONFIRMATION_RUNS - fat_reruns)
+    runs = [fat] + [fat] * fat_reruns + [baseline] * (ci.MEMORY_RERUNS - fat_reruns)
     calls = _fake_preset(monkeypatch, tmp_path, runs)
     assert ci.check(base_dir, tmp_path / "out", []) == status
     out = capsys.readouterr().out
     # Only the suspect model and backend are rerun, and no more once it came back.
     assert calls[1:] == [["--backend", "tf", "--models", "sanet"]] * min(
-        fat_reruns + 1, ci.CONFIRMATION_RUNS)
+        fat_reruns + 1, ci.MEMORY_RERUNS)
     if status:
         assert "FAIL: 1 regression(s)" in out
         assert "sanet tf peak anonymous RSS (MB): REGRESSION (growth 10.0% > 6%)" in out
@@ -332,9 +332,11 @@ def _slower_speed(records: list[dict], model: str, backend: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("reruns_slow, reruns_made, status", [
-    ([True], 1, 1),          # 2 of 2 readings slow: confirmed without a second rerun
-    ([False, True], 2, 1),   # 2 of 3: the majority
-    ([False, False], 2, 0),  # 1 of 3: noise
+    ([True, True], 2, 1),                 # 3 of 3 readings slow: confirmed after 2 reruns
+    ([False, True, True], 3, 1),          # 3 of 4
+    ([False, False, True, True], 4, 1),   # 3 of 5: the majority
+    ([True, False, False, False], 4, 0),  # 2 of 5: noise
+    ([False, False, False], 3, 0),        # 1 of 4: cleared without a fifth reading
 ])
 def test_speed_counts_if_most_readings_regress(monkeypatch, tmp_path, capsys, reruns_slow,
                                                reruns_made, status):
@@ -348,7 +350,7 @@ def test_speed_counts_if_most_readings_regress(monkeypatch, tmp_path, capsys, re
     out = capsys.readouterr().out
     assert ("FAIL: 1 regression(s)" in out) == bool(status)
     if status:
-        assert f"(2 of {1 + reruns_made} readings)" in out
+        assert f"(3 of {1 + reruns_made} readings)" in out
 
 
 def test_the_check_without_a_baseline_says_how_to_make_one(tmp_path, capsys):
