@@ -303,19 +303,19 @@ def _fatter(records: list[dict], model: str, backend: str) -> list[dict]:
     return result
 
 
-@pytest.mark.parametrize("fat_reruns, status", [(0, 0), (1, 0), (2, 1)])
+@pytest.mark.parametrize("fat_reruns, status", [(0, 0), (1, 0), (3, 0), (4, 1)])
 def test_a_regression_counts_only_if_every_confirmation_rerun_repeats_it(
         monkeypatch, tmp_path, capsys, fat_reruns, status):
     baseline = _ci_records()
     base_dir = write_results(tmp_path / "baseline", baseline)
     fat = _fatter(baseline, "sanet", "tf")
-    runs = [fat] + [fat] * fat_reruns + [baseline] * (ci.MEMORY_RERUNS - fat_reruns)
+    runs = [fat] + [fat] * fat_reruns + [baseline] * (ci.CONFIRMATION_RUNS - fat_reruns)
     calls = _fake_preset(monkeypatch, tmp_path, runs)
     assert ci.check(base_dir, tmp_path / "out", []) == status
     out = capsys.readouterr().out
     # Only the suspect model and backend are rerun, and no more once it came back.
     assert calls[1:] == [["--backend", "tf", "--models", "sanet"]] * min(
-        fat_reruns + 1, ci.MEMORY_RERUNS)
+        fat_reruns + 1, ci.CONFIRMATION_RUNS)
     if status:
         assert "FAIL: 1 regression(s)" in out
         assert "sanet tf peak anonymous RSS (MB): REGRESSION (growth 10.0% > 6%)" in out
