@@ -8,11 +8,11 @@ proposed_cnn --backend torch`, go to benchmarks.run) and compares the results wi
 baseline under the CI thresholds (`benchmarks.compare --profile ci`). A figure that
 regresses is measured again at once, in up to `CONFIRMATION_RUNS` fresh runs of its model
 and backend: memory fails the check only if it regresses in every reading, speed if it
-regresses in most of them; the reruns stop once the outcome is settled. A
-slower or fatter change regresses every time; a burst of load, or an allocator keeping
-more now and then, seldom repeats. A run that fails is a regression at once. The
-comparisons are printed and saved as `comparison.md` next to the results; the exit status
-is 1 on a regression.
+regresses in most of them; the reruns stop once the outcome is settled. A slower or
+fatter change regresses every time; a burst of load, or an allocator keeping more now and
+then, seldom repeats. A run that fails is a regression at once. The comparisons are
+printed and saved as `comparison.md` next to the results; the exit status is 1 on a
+regression.
 
 Before judging, it makes sure the judgement means something, and exits 2 naming the fix
 otherwise: the baseline must hold every run the check made, with the same recipe,
