@@ -40,7 +40,8 @@ perf: $(STAMP)
 perf-compare: $(STAMP)
 	$(BIN)/python -m pytest tests/perf -m perf -q --benchmark-compare
 
-## CI regression check: the `ci` preset against reports/baselines/ci-cpu (docs/ci.md).
+## CI regression check: the `ci` preset of this tree against the baseline's commit (speed, A/B on this
+## host) and against reports/baselines/ci-cpu (memory); docs/ci.md.
 ci-check: $(STAMP)
 	$(BIN)/python -m benchmarks.ci check
 

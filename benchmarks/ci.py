@@ -1,97 +1,249 @@
-"""The CI regression check: the `ci` preset's runs against a committed baseline.
+"""The CI regression check: the `ci` preset's runs, speed A/B on this host, memory vs baseline.
 
     python -m benchmarks.ci check [--baseline DIR] [--out DIR] [RUN OPTIONS …]
     python -m benchmarks.ci baseline [--baseline DIR] [--out DIR] [--repeats N]
 
-`check` runs `python -m benchmarks.run --preset ci` (further options, e.g. `--models
-proposed_cnn --backend torch`, go to benchmarks.run) and compares the results with the
-baseline under the CI thresholds (`benchmarks.compare --profile ci`). A figure that
-regresses is measured again at once, in up to `CONFIRMATION_RUNS` fresh runs of its model
-and backend: memory fails the check only if it regresses in every reading, speed if it
-regresses in most of them; the reruns stop once the outcome is settled. A slower or
-fatter change regresses every time; a burst of load, or an allocator keeping more now and
-then, seldom repeats. A run that fails is a regression at once. The comparisons are
-printed and saved as `comparison.md` next to the results; the exit status is 1 on a
-regression.
+`check` judges the code it is part of (the *candidate*) two ways (docs/ci.md):
 
-Before judging, it makes sure the judgement means something, and exits 2 naming the fix
-otherwise: the baseline must hold every run the check made, with the same recipe,
-measurement settings, threads and data, and no test fault injection; and every run must
-carry the load-normalised speed the verdict rests on.
+* **Speed, A/B on this host.** A speed figure measured on one CPU does not compare with one
+  measured on another, even load-normalised: the models' speed relative to a matmul depends
+  on the instruction set and the framework. So the check checks out the *reference* — the
+  commit the committed baseline was measured on — in a temporary git worktree and runs the
+  preset from both trees, one (model, backend) at a time, reference and candidate back to
+  back, with the same Python and environment (test fault injection aside: it is meant for
+  the candidate). The candidate ÷ reference ratio of the load-normalised speed is judged.
+  The reference is the baseline's commit, not "main before the change", because it is the
+  figure a human reviewed and committed, it is in every full clone, and a fixed point
+  catches a slowdown that creeps in over many commits, each under the threshold.
+* **Memory, against the committed figures.** Anonymous memory carried across CPU models
+  (within ±2% of the AMD baseline on an Intel host), and the baseline averages 3 quiet runs
+  where a single reference reading may carry TensorFlow's occasional extra 125 MB.
 
-`baseline` runs the full preset `--repeats` times (default 3; the baseline's figures are
-the means, so one unlucky run moves it less) and writes the results as the new baseline,
-unless a run failed or carried test fault injection. A human reviews and commits it
-(docs/ci.md).
+A figure that regresses is measured again at once, in up to `CONFIRMATION_RUNS` fresh
+readings of its model and backend (a new A/B pair for speed): memory fails the check only
+if it regresses in every reading, speed if it regresses in most of them; the reruns stop
+once the outcome is settled. A candidate run that fails, where the baseline's succeeded, is
+a regression at once. The comparisons are printed and saved as `comparison.md` next to the
+candidate's first results; the exit status is 1 on a regression.
+
+When the reference cannot be run (the commit is not in the clone, or its runs fail), one
+line says so and speed is judged only if the baseline's figures come from this CPU model;
+otherwise speed is not judged. Before judging, the check makes sure the judgement means
+something, and exits 2 naming the fix otherwise: the baseline must hold every run the check
+made, with the same recipe, measurement settings, threads and data, and no test fault
+injection; and every run must carry the load-normalised speed the verdict rests on.
+
+`baseline` runs the full preset `--repeats` times (default 3; the memory verdict uses the
+means, so one unlucky run moves it less) from a committed tree, and writes the results as
+the new baseline, unless a run failed or carried test fault injection. Its records name
+the commit they measured (`env.suite_commit`): the next checks' reference. A human reviews
+and commits it (docs/ci.md).
+
+Both sides run as `python -m benchmarks.run` subprocesses: the command line is the one
+interface an older commit is sure to share with this one, and the candidate is run the
+same way so that neither side carries the other's start-up cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends import fault_injection
 from benchmarks import run
 from benchmarks.compare import CI_THRESHOLDS, Comparison, Delta, compare_records, render
-from benchmarks.measures import ANON_MEMORY, MEMORY
+from benchmarks.env import cpu_model, git_commit
+from benchmarks.measures import ANON_MEMORY, MEMORY, NORMALISED
 from benchmarks.results import RESULTS_FILE, ResultsFileError, append_record, read_records
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASELINE = Path("reports/baselines/ci-cpu")
 DEFAULT_REPEATS = 3
-# Reruns, at most, of a model and backend whose figure regressed; they stop once the
-# outcome is settled. Memory noise is one-sided (an allocator sometimes keeps more:
-# TensorFlow's resnet50 peaks about 125 MB higher in 5 of 8 full preset runs of a fresh
-# clone and 1 of 7 reruns, docs/ci.md), so memory must regress in all 1 + 4 readings.
-# Speed noise goes both ways, so speed is judged by the majority (3 of 5, their median):
-# two unlucky readings of one model (about one quiet reading in 40 exceeds the threshold)
-# are too few. A real slowdown is confirmed after 2 reruns, more memory after 4.
+# Readings after the first, at most, of a model and backend whose figure regressed; they
+# stop once the outcome is settled. Memory noise is one-sided (an allocator sometimes keeps
+# more: TensorFlow's resnet50 peaks about 125 MB higher in 5 of 8 full preset runs of a
+# fresh clone and 1 of 7 reruns, docs/ci.md), so memory must regress in all 1 + 4 readings.
+# Speed noise goes both ways, so speed is judged by the majority (3 of 5): two unlucky
+# readings of one model are too few. A real slowdown is confirmed after 2 reruns, more
+# memory after 4.
 CONFIRMATION_RUNS = 4
 SPEED_FIGURE = "train_img_per_calibration"  # in each record's "timing"
 REFRESH = "if the change is intended, refresh the baseline with `make ci-baseline` and commit it"
 # Header fields two records must share for their figures to be comparable.
 _SETTINGS = ("config", "measure_config", "threads", "deterministic", "init")
+# What each comparison judges: speed between the two trees run here, the rest against the
+# committed baseline.
+SPEED_THRESHOLDS = {**dict.fromkeys(CI_THRESHOLDS, math.inf),
+                    NORMALISED: CI_THRESHOLDS[NORMALISED]}
+BASELINE_THRESHOLDS = {**CI_THRESHOLDS, NORMALISED: math.inf}
+_TEST_VARIABLES = (fault_injection.SLOWDOWN_VARIABLE, fault_injection.ALLOC_VARIABLE,
+                   fault_injection.ARM_VARIABLE)
+
+Pair = tuple[str, str]  # (model, backend)
+Key = tuple[str, str, str]  # (model, backend, figure)
 
 
 class NotComparableError(ValueError):
-    """The baseline and the new runs cannot be judged against each other."""
+    """The baseline (or reference) and the new runs cannot be judged against each other."""
 
 
-def run_preset(out_root: Path, run_options: list[str]) -> tuple[int, Path | None]:
-    """Runs `benchmarks.run --preset ci` into a new folder under `out_root`.
+class ReferenceUnavailable(Exception):
+    """The reference commit cannot be run here; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """A code tree the check runs the `ci` preset from.
+
+    Attributes:
+        name: "reference" or "candidate", for logs and tables.
+        root: the tree's root; `python -m benchmarks.run` runs there.
+        commit: the tree's commit, as its records name it (env.suite_commit).
+        env: the subprocess's environment.
+    """
+
+    name: str
+    root: Path
+    commit: str | None
+    env: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.commit[:12] if self.commit else '(no commit)'}"
+
+
+def candidate_side() -> Side:
+    """This checkout, with this process's environment (test fault injection included)."""
+    return Side("candidate", ROOT, git_commit(), dict(os.environ))
+
+
+def reference_side(root: Path, commit: str) -> Side:
+    """The reference tree: the same Python and environment, but no test fault injection
+    (it targets the change under test) and imports from its own tree."""
+    env = {name: value for name, value in os.environ.items() if name not in _TEST_VARIABLES}
+    return Side("reference", root, commit, {**env, "PYTHONPATH": str(root)})
+
+
+def run_preset(side: Side, out_root: Path, run_options: list[str]) -> tuple[int, Path | None]:
+    """Runs `python -m benchmarks.run --preset ci` from `side`'s tree into a new folder.
 
     Returns:
         benchmarks.run's exit status and the report folder it wrote (None when it stopped
-        on bad input).
+        before writing one, e.g. on bad input).
     """
     out_root.mkdir(parents=True, exist_ok=True)
-    parent = Path(tempfile.mkdtemp(prefix="ci-", dir=out_root))
-    status = run.main(["--preset", "ci", *run_options, "--out", str(parent)])
+    parent = Path(tempfile.mkdtemp(prefix=f"ci-{side.name}-", dir=out_root)).resolve()
+    print(f"--- {side.label}: benchmarks.run --preset ci {' '.join(run_options)}", flush=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--preset", "ci", *run_options,
+         "--out", str(parent)], cwd=side.root, env=side.env, check=False).returncode
     folders = list(parent.iterdir())
     return status, folders[0] if folders else None
 
 
-def check_comparable(baseline: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
-    """Raises NotComparableError unless `records` can be judged against `baseline`."""
-    by_id = {r["run_id"]: r for r in baseline}
-    injected = sorted({r["run_id"] for r in baseline if r.get("test_injection")})
+def preset_pairs(run_options: list[str]) -> list[Pair]:
+    """The (model, backend) runs of the preset under `run_options`, in the preset's order.
+
+    Raises:
+        ValueError: an unknown model or backend.
+    """
+    args = run.parse_args(["--preset", "ci", *run_options])
+    return [(model, backend) for model in run.model_names(args.models)
+            for backend in run.backend_names(args.backend)]
+
+
+def _ok_commits(records: list[dict[str, Any]]) -> set[str | None]:
+    return {(r.get("env") or {}).get("suite_commit") for r in records if r.get("status") == "ok"}
+
+
+def reference_commit(baseline: list[dict[str, Any]]) -> str:
+    """The commit the baseline's runs measured: the speed check's reference.
+
+    Raises:
+        ReferenceUnavailable: the runs name no commit, several, or uncommitted changes.
+    """
+    commits = _ok_commits(baseline)
+    if len(commits) != 1 or None in commits:
+        raise ReferenceUnavailable(f"the baseline names no single commit (it names "
+                                   f"{', '.join(sorted(map(str, commits)))})")
+    (commit,) = commits
+    if commit.endswith("-dirty"):
+        raise ReferenceUnavailable(f"the baseline was measured on uncommitted changes to "
+                                   f"{commit[:12]}, which no checkout can reproduce")
+    return commit
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          check=False)
+
+
+@contextmanager
+def reference_worktree(commit: str, repo: Path = ROOT) -> Iterator[Path]:
+    """Checks `commit` out in a temporary git worktree of `repo`; removes it on exit.
+
+    The checkout under test is not touched (git only notes the worktree in its metadata,
+    and forgets it again on exit).
+
+    Raises:
+        ReferenceUnavailable: `repo` is not a git checkout or lacks `commit`.
+    """
+    try:
+        found = _git(repo, "cat-file", "-e", f"{commit}^{{commit}}")
+    except OSError as error:
+        raise ReferenceUnavailable(f"git cannot run ({error})") from None
+    if found.returncode != 0:
+        raise ReferenceUnavailable(f"commit {commit[:12]} is not in this clone's history "
+                                   f"(a shallow clone? `git fetch --unshallow`)")
+    parent = Path(tempfile.mkdtemp(prefix="ferbench-reference-"))
+    tree = parent / "tree"
+    added = _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), commit)
+    if added.returncode != 0:
+        parent.rmdir()
+        raise ReferenceUnavailable(f"git worktree add failed: {added.stderr.strip()}")
+    try:
+        yield tree
+    finally:
+        _git(repo, "worktree", "remove", "--force", str(tree))
+        parent.rmdir()
+
+
+def check_comparable(reference: list[dict[str, Any]], records: list[dict[str, Any]],
+                     what: str = "baseline") -> None:
+    """Raises NotComparableError unless `records` can be judged against `reference`.
+
+    Args:
+        reference: the baseline's (or the reference tree's) records.
+        records: the candidate's.
+        what: how the errors name `reference`.
+    """
+    by_id = {r["run_id"]: r for r in reference}
+    injected = sorted({r["run_id"] for r in reference if r.get("test_injection")})
     if injected:
-        raise NotComparableError(f"the baseline holds runs measured with test fault "
+        raise NotComparableError(f"the {what} holds runs measured with test fault "
                                  f"injection ({', '.join(injected)}): rebuild it with "
                                  f"`make ci-baseline`")
     for record in records:
-        reference = by_id.get(record["run_id"])
-        if reference is None or reference.get("status") != "ok":
-            raise NotComparableError(f"the baseline has no successful run {record['run_id']}: "
-                                     f"refresh it with `make ci-baseline`")
-        differing = [name for name in _SETTINGS if reference.get(name) != record.get(name)]
-        if (reference.get("data") or {}).get("fingerprint") != \
+        other = by_id.get(record["run_id"])
+        if other is None or other.get("status") != "ok":
+            raise NotComparableError(f"the {what} has no successful run {record['run_id']}: "
+                                     f"refresh the baseline with `make ci-baseline`")
+        differing = [name for name in _SETTINGS if other.get(name) != record.get(name)]
+        if (other.get("data") or {}).get("fingerprint") != \
                 (record.get("data") or {}).get("fingerprint"):
             differing.append("data fingerprint")
         if differing:
             raise NotComparableError(f"{record['run_id']} ran with other {', '.join(differing)} "
-                                     f"than the baseline: run the `ci` preset unchanged, or "
+                                     f"than the {what}: run the `ci` preset unchanged, or "
                                      f"{REFRESH}")
         if record["status"] == "ok" and (record.get("timing") or {}).get(SPEED_FIGURE) is None:
             raise NotComparableError(f"{record['run_id']} has no timing.{SPEED_FIGURE}, which "
@@ -99,17 +251,11 @@ def check_comparable(baseline: list[dict[str, Any]], records: list[dict[str, Any
                                      f"statistics (/proc/self/task/*/schedstat)")
 
 
-def _machine_warning(baseline: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
-    cpus = {side: {(r.get("env") or {}).get("cpu") for r in rs if r.get("status") == "ok"}
-            for side, rs in (("baseline", baseline), ("now", records))}
-    if cpus["baseline"] == cpus["now"]:
-        return ""
-    return (f"warning: the baseline was measured on {', '.join(map(str, cpus['baseline']))}, "
-            f"this run on {', '.join(map(str, cpus['now']))}: speeds compare only on the "
-            f"same machine type; refresh the baseline on the CI machine\n\n")
+def _ok_cpus(records: list[dict[str, Any]]) -> set[str | None]:
+    return {(r.get("env") or {}).get("cpu") for r in records if r.get("status") == "ok"}
 
 
-def _regressed_figures(comparison: Comparison) -> dict[tuple[str, str, str], Delta]:
+def _regressed_figures(comparison: Comparison) -> dict[Key, Delta]:
     """(model, backend, figure) → Delta, for every figure that regressed."""
     return {(d.model, d.backend, d.measure.key): d for d in comparison.deltas if d.regression}
 
@@ -131,95 +277,262 @@ def _outcome(delta: Delta, regressed: int, readings: int) -> bool | None:
     return None
 
 
-def _confirmation_runs(out_root: Path, run_options: list[str],
-                       pairs: set[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Runs the preset again for the (model, backend) `pairs`; returns their records."""
-    records = []
-    for backend in sorted({b for _, b in pairs}):
-        models = ",".join(sorted(m for m, b in pairs if b == backend))
-        _, folder = run_preset(out_root, [*run_options, "--backend", backend,
-                                          "--models", models])
-        records += read_records(folder) if folder is not None else []
-    return records
+@dataclass
+class Reading:
+    """One reading of some (model, backend) pairs, and what it showed.
+
+    Attributes:
+        name: "run" or "rerun N", for the tables.
+        folder: the candidate's first report folder of this reading.
+        comparisons: (comparison, A's name, B's name) for the printed tables.
+        regressed: every figure that regressed in this reading.
+        failed_runs: one line per candidate run that failed where the baseline's succeeded.
+        notes: one line per pair whose speed this reading could not judge.
+    """
+
+    name: str
+    folder: Path | None
+    comparisons: list[tuple[Comparison, str, str]]
+    regressed: dict[Key, Delta]
+    failed_runs: list[str]
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class Check:
+    """What one `check` compares.
+
+    Attributes:
+        baseline: the committed baseline's records.
+        baseline_name: how the tables name the baseline.
+        candidate: this checkout.
+        reference: the reference tree, or None when it cannot be run.
+        out_root: parent of every run's folder.
+        run_options: benchmarks.run options after `--preset ci`.
+    """
+
+    baseline: list[dict[str, Any]]
+    baseline_name: str
+    candidate: Side
+    reference: Side | None
+    out_root: Path
+    run_options: list[str]
+
+    @property
+    def speed_from_baseline(self) -> bool:
+        """No reference tree, but the baseline's speeds come from this CPU model."""
+        return self.reference is None and _ok_cpus(self.baseline) == {cpu_model()}
+
+    def _run(self, side: Side, pair: Pair) -> tuple[list[dict[str, Any]], Path | None]:
+        """One side's run of one pair: its records (none when it did not start) and folder.
+
+        Raises:
+            NotComparableError: the candidate stopped before running (bad options).
+        """
+        model, backend = pair
+        status, folder = run_preset(side, self.out_root,
+                                    [*self.run_options, "--backend", backend, "--models", model])
+        if folder is None and side is self.candidate:
+            raise NotComparableError(f"benchmarks.run stopped before running {backend} {model} "
+                                     f"(exit status {status}): see its message above")
+        return (read_records(folder) if folder is not None else []), folder
+
+    def read(self, name: str, pairs: list[Pair], speed_pairs: set[Pair],
+             reference_first: bool = True) -> Reading:
+        """Runs the candidate for `pairs`, and the reference for those of `speed_pairs`
+        right before (or after) it, then judges them.
+
+        Args:
+            name: the reading's name in the tables.
+            pairs: the (model, backend) pairs to measure.
+            speed_pairs: the pairs whose speed is judged.
+            reference_first: order within each A/B pair; reruns alternate it, so that an
+                effect of running first or second cancels out.
+        """
+        candidate: list[dict[str, Any]] = []
+        reference: list[dict[str, Any]] = []
+        folders = []
+        for pair in pairs:
+            sides = [self.candidate]
+            if self.reference is not None and pair in speed_pairs:
+                sides.insert(0 if reference_first else 1, self.reference)
+            for side in sides:
+                records, folder = self._run(side, pair)
+                if side is self.reference:
+                    reference += records
+                else:
+                    candidate += records
+                    folders.append(folder)
+        return self._judge(name, pairs, speed_pairs, candidate, reference,
+                           next((f for f in folders if f is not None), None))
+
+    def _judge(self, name: str, pairs: list[Pair], speed_pairs: set[Pair],
+               candidate: list[dict[str, Any]], reference: list[dict[str, Any]],
+               folder: Path | None) -> Reading:
+        baseline = [r for r in self.baseline if (r["model"], r["backend"]) in pairs]
+        check_comparable(baseline, candidate)
+        now = f"{self.candidate.label}, {name}"
+        against_baseline = compare_records(baseline, candidate, BASELINE_THRESHOLDS)
+        comparisons = [(against_baseline, f"baseline {self.baseline_name}", now)]
+        regressed = _regressed_figures(against_baseline)
+        notes = []
+        speed = None
+        if self.reference is not None and speed_pairs:
+            judged = _judgeable_pairs(reference, speed_pairs, self.reference.commit)
+            notes = [f"{model} {backend} ({name}): the reference run failed, so its speed is "
+                     f"not judged" for model, backend in sorted(speed_pairs - judged)]
+            ab_reference = [r for r in reference if (r["model"], r["backend"]) in judged]
+            ab_candidate = [r for r in candidate if (r["model"], r["backend"]) in judged]
+            check_comparable(ab_reference, ab_candidate, what="reference")
+            speed = (compare_records(ab_reference, ab_candidate, SPEED_THRESHOLDS),
+                     f"{self.reference.label}, {name}", now)
+        elif self.speed_from_baseline:
+            speed = (compare_records(baseline, candidate, SPEED_THRESHOLDS),
+                     f"baseline {self.baseline_name} (same CPU model)", now)
+        if speed is not None:
+            comparisons.append(speed)
+            regressed.update(_regressed_figures(speed[0]))
+        failed = [f"{change.run_id} ({name}): {change.verdict}"
+                  for change in against_baseline.run_changes if change.regression]
+        return Reading(name, folder, comparisons, regressed, failed, notes)
+
+    def scope(self, reason: str) -> str:
+        """One line: what speed and memory are judged against, and why."""
+        if self.reference is not None:
+            return (f"speed: {self.candidate.label} against {self.reference.label} (the "
+                    f"baseline's commit), both measured now on this host ({cpu_model()}); "
+                    f"memory and run status: against the committed baseline")
+        cpus = ", ".join(sorted(map(str, _ok_cpus(self.baseline))))
+        if self.speed_from_baseline:
+            return (f"the reference cannot be run ({reason}): speed is judged against the "
+                    f"baseline's own figures, measured on this CPU model ({cpus})")
+        return (f"the reference cannot be run ({reason}): speed is NOT judged (the baseline "
+                f"measured it on {cpus}, this host is {cpu_model()}); memory and run status "
+                f"are judged against the baseline")
+
+
+def _judgeable_pairs(reference: list[dict[str, Any]], speed_pairs: set[Pair],
+                     commit: str | None) -> set[Pair]:
+    """The speed pairs whose reference run succeeded, on the reference's own code."""
+    return {(r["model"], r["backend"]) for r in reference
+            if r.get("status") == "ok" and (r["model"], r["backend"]) in speed_pairs
+            and (r.get("env") or {}).get("suite_commit") == commit}
+
+
+def _open_reference(baseline: list[dict[str, Any]], stack: ExitStack) -> tuple[Side | None, str]:
+    """The reference side, checked out until `stack` closes; or None and why not."""
+    try:
+        commit = reference_commit(baseline)
+        tree = stack.enter_context(reference_worktree(commit))
+    except ReferenceUnavailable as error:
+        return None, str(error)
+    return reference_side(tree, commit), ""
 
 
 def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
-    """Runs the preset and judges it against the baseline; returns the exit status."""
+    """Runs the readings, confirms what regressed, prints the verdict.
+
+    Returns:
+        The exit status: 0 pass, 1 a confirmed regression.
+    """
     baseline = read_records(baseline_dir)
-    status, folder = run_preset(out_root, run_options)
-    if folder is None:
-        return status
-    records = read_records(folder)
-    check_comparable(baseline, records)
-    first = compare_records(baseline, records, CI_THRESHOLDS)
-    comparisons = [(first, str(folder))]
-    notes = ""
-    failures = [f"{change.run_id}: {change.verdict}"
-                for change in first.run_changes if change.regression]
-    suspects = _regressed_figures(first)
-    verdicts = {key: [delta.verdict] for key, delta in suspects.items()}  # regressed readings
-    readings = dict.fromkeys(suspects, 1)
-    if suspects:
-        print(f"\n{len(suspects)} figure(s) regressed; rerunning "
-              f"{', '.join(f'{b} {m}' for m, b in sorted({k[:2] for k in suspects}))} up to "
-              f"{CONFIRMATION_RUNS} times to confirm", flush=True)
-        for number in range(1, CONFIRMATION_RUNS + 1):
-            pending = [key for key, delta in suspects.items()
-                       if _outcome(delta, len(verdicts[key]), readings[key]) is None]
-            if not pending:
-                break
-            pairs = {key[:2] for key in pending}
-            rerun = _confirmation_runs(out_root, run_options, pairs)
-            check_comparable(baseline, rerun)
-            again = compare_records([r for r in baseline if (r["model"], r["backend"]) in pairs],
-                                    rerun, CI_THRESHOLDS)
-            comparisons.append((again, f"confirmation rerun {number}"))
-            rechecked = _regressed_figures(again)
-            for key in pending:
-                readings[key] += 1
-                if key in rechecked:
-                    verdicts[key].append(rechecked[key].verdict)
-            failures += [f"{change.run_id} (rerun {number}): {change.verdict}"
-                         for change in again.run_changes if change.regression]
+    pairs = preset_pairs(run_options)
+    with ExitStack() as stack:
+        reference, reason = _open_reference(baseline, stack)
+        state = Check(baseline, str(baseline_dir), candidate_side(), reference, out_root,
+                      run_options)
+        scope = state.scope(reason)
+        print(scope, flush=True)
+        readings = [state.read("run", pairs, set(pairs))]
+        verdicts, counts = _confirm(state, pairs, readings)
+    first = readings[0]
+    suspects = first.regressed
     confirmed = {key: verdicts[key] for key, delta in suspects.items()
-                 if _outcome(delta, len(verdicts[key]), readings[key])}
-    unconfirmed = [f"{d.model} {d.backend} {d.measure.title}: {d.verdict}"
-                   for key, d in sorted(suspects.items()) if key not in confirmed]
-    if unconfirmed:
-        notes = ("\nRegressed in the run but not confirmed by its reruns (noise, not "
-                 "judged):\n" + "\n".join(f"- {line}" for line in unconfirmed) + "\n")
-    failures += [f"{suspects[key].model} {suspects[key].backend} {suspects[key].measure.title}: "
-                 + "; then ".join(regressed) + f" ({len(regressed)} of {readings[key]} readings)"
-                 for key, regressed in sorted(confirmed.items())]
+                 if _outcome(delta, len(verdicts[key]), counts[key])}
+    notes = [note for reading in readings for note in reading.notes]
+    notes += [f"regressed in the run, not confirmed by its reruns (noise, not judged): "
+              f"{d.model} {d.backend} {d.measure.title}: {d.verdict}"
+              for key, d in sorted(suspects.items()) if key not in confirmed]
+    failures = [line for reading in readings for line in reading.failed_runs]
+    for key, regressed in sorted(confirmed.items()):
+        delta = suspects[key]
+        against = "reference" if delta.measure.kind == NORMALISED and reference else "baseline"
+        failures.append(f"{delta.model} {delta.backend} {delta.measure.title} against the "
+                        f"{against}: " + "; then ".join(regressed)
+                        + f" ({len(regressed)} of {counts[key]} readings)")
     if failures:
-        verdict = (f"\nFAIL: {len(failures)} regression(s) against the baseline; {REFRESH}.\n"
-                   + "\n".join(f"- {line}" for line in failures) + "\n")
+        verdict = (f"\nFAIL: {len(failures)} regression(s); {REFRESH}.\n"
+                   + "".join(f"- {line}\n" for line in failures))
     else:
-        verdict = "\nPASS: no regression against the baseline.\n"
+        verdict = "\nPASS: no regression.\n"
 
     def report(markdown: bool) -> str:
-        return (_machine_warning(baseline, records)
-                + "\n\n".join(render(comparison, str(baseline_dir), name, markdown)
-                              for comparison, name in comparisons)
-                + notes + verdict)
+        tables = "\n\n".join(render(comparison, name_a, name_b, markdown)
+                             for reading in readings
+                             for comparison, name_a, name_b in reading.comparisons)
+        listed = "".join(f"- {note}\n" for note in notes)
+        return f"{scope}\n\n{tables}" + (f"\nNotes:\n{listed}" if listed else "") + verdict
 
-    (folder / "comparison.md").write_text(report(markdown=True), encoding="utf-8")
+    if first.folder is not None:
+        (first.folder / "comparison.md").write_text(report(markdown=True), encoding="utf-8")
     print()
     print(report(markdown=False), end="")
     return 1 if failures else 0
+
+
+def _confirm(state: Check, pairs: list[Pair],
+             readings: list[Reading]) -> tuple[dict[Key, list[str]], dict[Key, int]]:
+    """Measures the first reading's suspects again until each is confirmed or cleared.
+
+    Appends each new reading to `readings`.
+
+    Returns:
+        Per suspect figure, the verdicts of the readings that regressed, and how many
+        readings it had.
+    """
+    suspects = readings[0].regressed
+    verdicts = {key: [delta.verdict] for key, delta in suspects.items()}
+    counts = dict.fromkeys(suspects, 1)
+    if suspects:
+        print(f"\n{len(suspects)} figure(s) regressed; measuring "
+              f"{', '.join(f'{b} {m}' for m, b in sorted({k[:2] for k in suspects}))} up to "
+              f"{CONFIRMATION_RUNS} more times to confirm", flush=True)
+    for number in range(1, CONFIRMATION_RUNS + 1):
+        pending = [key for key, delta in suspects.items()
+                   if _outcome(delta, len(verdicts[key]), counts[key]) is None]
+        if not pending:
+            break
+        suspect_pairs = {key[:2] for key in pending}
+        speed_pairs = {key[:2] for key in pending if suspects[key].measure.kind == NORMALISED}
+        again = state.read(f"rerun {number}", [p for p in pairs if p in suspect_pairs],
+                           speed_pairs, reference_first=number % 2 == 0)
+        readings.append(again)
+        for key in pending:
+            counts[key] += 1
+            if key in again.regressed:
+                verdicts[key].append(again.regressed[key].verdict)
+    return verdicts, counts
 
 
 def write_baseline(baseline_dir: Path, out_root: Path, repeats: int) -> int:
     """Runs the full preset `repeats` times and writes the results as the new baseline.
 
     Returns:
-        The exit status: 0 when written, 1 when a run failed or carried injected faults
-        (the baseline is then unchanged).
+        The exit status: 0 when written; 1 when a run failed or carried injected faults;
+        2 when the tree has uncommitted changes (the baseline must name a commit the
+        check can check out). The baseline is unchanged unless 0.
     """
+    candidate = candidate_side()
+    if candidate.commit is None or candidate.commit.endswith("-dirty"):
+        print(f"error: the baseline names the commit it measured, which later checks run as "
+              f"their reference, but this tree is {candidate.commit or 'not a git checkout'}: "
+              f"commit (or stash) the changes first; the baseline is unchanged",
+              file=sys.stderr)
+        return 2
     records = []
     for number in range(1, repeats + 1):
         print(f"=== baseline run {number}/{repeats}", flush=True)
-        status, folder = run_preset(out_root, [])
+        status, folder = run_preset(candidate, out_root, [])
         if status != 0 or folder is None:
             print("error: not every run succeeded; the baseline is unchanged", file=sys.stderr)
             return 1
@@ -233,8 +546,8 @@ def write_baseline(baseline_dir: Path, out_root: Path, repeats: int) -> int:
     target.unlink(missing_ok=True)
     for record in records:
         append_record(baseline_dir, record)
-    print(f"\nbaseline written: {target} ({repeats} runs of the ci preset); review it, then "
-          f"commit it: git add {target}")
+    print(f"\nbaseline written: {target} ({repeats} runs of the ci preset of "
+          f"{candidate.commit[:12]}); review it, then commit it: git add {target}")
     return 0
 
 
@@ -245,8 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "check: further options go to benchmarks.run.",
     )
     parser.add_argument("command", choices=["check", "baseline"],
-                        help="check: run the ci preset and judge it against the baseline; "
-                             "baseline: run it and write the results as the new baseline")
+                        help="check: run the ci preset from this tree and from the baseline's "
+                             "commit, judge speed between them and memory against the "
+                             "baseline; baseline: run it and write the results as the new "
+                             "baseline")
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
                         help=f"baseline folder (default: {DEFAULT_BASELINE})")
     parser.add_argument("--out", type=Path, default=Path("reports"),
@@ -272,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}; to create the baseline run `make ci-baseline`",
               file=sys.stderr)
         return 2
-    except NotComparableError as error:
+    except ValueError as error:  # bad run options, or a NotComparableError naming the fix
         print(f"error: {error}", file=sys.stderr)
         return 2
 

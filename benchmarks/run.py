@@ -136,7 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _backends(choice: str) -> list[str]:
+def backend_names(choice: str) -> list[str]:
+    """The backends `--backend choice` names; ValueError when it names none."""
     if choice == "both":
         return list(BACKEND_NAMES)
     if choice not in BACKEND_NAMES:
@@ -146,7 +147,8 @@ def _backends(choice: str) -> list[str]:
     return [choice]
 
 
-def _models(choice: str) -> list[str]:
+def model_names(choice: str) -> list[str]:
+    """The models `--models choice` names; ValueError on an unknown one."""
     if choice == "card":
         return list(CARD_MODELS)
     if choice == "all":
@@ -203,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         print(list_models())
         return 0
     try:
-        backends = _backends(args.backend)
-        models = _models(args.models)
+        backends = backend_names(args.backend)
+        models = model_names(args.models)
         check_dataset_name(args.dataset)
         for backend in backends:
             check_available(backend)

@@ -6,6 +6,7 @@ Fast tests check each piece; the slow test proves end to end that the check fail
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import subprocess
@@ -279,19 +280,53 @@ def test_the_check_judges_only_comparable_runs():
         ci.check_comparable(tainted, baseline)
 
 
-def _fake_preset(monkeypatch, tmp_path, runs: list[list[dict]]) -> list[list[str]]:
-    """Makes `ci.run_preset` return `runs` in turn; returns the options of each call."""
-    calls: list[list[str]] = []
+BASELINE_COMMIT = "b" * 40
+PAIRS = ["--models", "proposed_cnn,sanet"]  # the pairs the fixture records hold
 
-    def run_preset(out_root: Path, run_options: list[str]):
-        calls.append(run_options)
+
+def _baseline(cpu: str = "Baseline CPU", speed_factor: float = 1.0) -> list[dict]:
+    """The fixture's records as a committed baseline measured on `cpu`, at commit
+    BASELINE_COMMIT, with speeds × `speed_factor`."""
+    records = _ci_records()
+    for record in records:
+        record["env"].update(cpu=cpu, suite_commit=BASELINE_COMMIT)
+        record["timing"][ci.SPEED_FIGURE] *= speed_factor
+    return records
+
+
+def _fake_preset(monkeypatch, tmp_path, candidate: list[list[dict]],
+                 reference: list[list[dict]] | None = None) -> list[tuple[str, str, str]]:
+    """Makes the check's runs return fixed records and its reference tree a plain folder.
+
+    The n-th run of a (side, model, backend) returns that pair's records from
+    `candidate[n]` (or `reference[n]`; default: the fixture, unchanged, every time), as
+    measured on "Host CPU" by that side's commit.
+
+    Returns:
+        (side, model, backend) of every run, in order.
+    """
+    calls: list[tuple[str, str, str]] = []
+    reference = reference or [_ci_records()] * (1 + ci.CONFIRMATION_RUNS)
+
+    def run_preset(side: ci.Side, out_root: Path, run_options: list[str]):
         options = dict(zip(run_options[::2], run_options[1::2], strict=True))
-        records = [r for r in runs[len(calls) - 1]
-                   if r["backend"] == options.get("--backend", r["backend"])
-                   and r["model"] in options.get("--models", r["model"]).split(",")]
+        pair = (side.name, options["--models"], options["--backend"])
+        reading = calls.count(pair)
+        calls.append(pair)
+        runs = candidate if side.name == "candidate" else reference
+        records = copy.deepcopy([r for r in runs[reading]
+                                 if (r["model"], r["backend"]) == pair[1:]])
+        for record in records:
+            record["env"].update(cpu="Host CPU", suite_commit=side.commit)
         return 0, write_results(out_root, records)
 
+    @contextlib.contextmanager
+    def worktree(commit: str):
+        assert commit == BASELINE_COMMIT
+        yield tmp_path
+
     monkeypatch.setattr(ci, "run_preset", run_preset)
+    monkeypatch.setattr(ci, "reference_worktree", worktree)
     return calls
 
 
@@ -303,32 +338,67 @@ def _fatter(records: list[dict], model: str, backend: str) -> list[dict]:
     return result
 
 
-@pytest.mark.parametrize("fat_reruns, status", [(0, 0), (1, 0), (3, 0), (4, 1)])
-def test_a_regression_counts_only_if_every_confirmation_rerun_repeats_it(
-        monkeypatch, tmp_path, capsys, fat_reruns, status):
-    baseline = _ci_records()
-    base_dir = write_results(tmp_path / "baseline", baseline)
-    fat = _fatter(baseline, "sanet", "tf")
-    runs = [fat] + [fat] * fat_reruns + [baseline] * (ci.CONFIRMATION_RUNS - fat_reruns)
-    calls = _fake_preset(monkeypatch, tmp_path, runs)
-    assert ci.check(base_dir, tmp_path / "out", []) == status
-    out = capsys.readouterr().out
-    # Only the suspect model and backend are rerun, and no more once it came back.
-    assert calls[1:] == [["--backend", "tf", "--models", "sanet"]] * min(
-        fat_reruns + 1, ci.CONFIRMATION_RUNS)
-    if status:
-        assert "FAIL: 1 regression(s)" in out
-        assert "sanet tf peak anonymous RSS (MB): REGRESSION (growth 10.0% > 6%)" in out
-    else:
-        assert "PASS" in out and "not confirmed by its reruns (noise, not judged)" in out
-
-
 def _slower_speed(records: list[dict], model: str, backend: str) -> list[dict]:
     result = copy.deepcopy(records)
     for record in result:
         if (record["model"], record["backend"]) == (model, backend):
             record["timing"][ci.SPEED_FIGURE] /= 1.3
     return result
+
+
+def test_every_pair_runs_reference_then_candidate_and_a_pass_says_against_what(
+        monkeypatch, tmp_path, capsys):
+    base_dir = write_results(tmp_path / "baseline", _baseline())
+    calls = _fake_preset(monkeypatch, tmp_path, [_ci_records()])
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == 0
+    assert calls == [(side, model, backend) for model in ("proposed_cnn", "sanet")
+                     for backend in ("tf", "torch") for side in ("reference", "candidate")]
+    out = capsys.readouterr().out
+    assert f"against reference {BASELINE_COMMIT[:12]} (the baseline's commit)" in out
+    assert "PASS: no regression." in out
+    (saved,) = (tmp_path / "out").glob("**/comparison.md")
+    assert "PASS" in saved.read_text()
+
+
+def test_a_baseline_from_a_faster_cpu_passes_unchanged_code(monkeypatch, tmp_path, capsys):
+    # The committed speeds come from a CPU 1.5× faster than this host: against them, every
+    # unchanged figure reads 33% slower. The A/B readings, both from this host, agree.
+    baseline = _baseline("Faster CPU", speed_factor=1.5)
+    assert len(compare.compare_records(baseline, _ci_records(), CI_THRESHOLDS).regressions) == 4
+    base_dir = write_results(tmp_path / "baseline", baseline)
+    _fake_preset(monkeypatch, tmp_path, [_ci_records()])
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == 0
+    assert "PASS" in capsys.readouterr().out
+    # A slower step still fails, on this host, and only where it is.
+    slow = _slower_speed(_ci_records(), "proposed_cnn", "torch")
+    _fake_preset(monkeypatch, tmp_path, [slow] * (1 + ci.CONFIRMATION_RUNS))
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == 1
+    out = capsys.readouterr().out
+    assert _failures(out) == [
+        "proposed_cnn torch train speed, load-normalised (img/cal) against the reference: "
+        + "; then ".join(["REGRESSION (slowdown 30.0% > 15%)"] * 3) + " (3 of 3 readings)"]
+
+
+@pytest.mark.parametrize("fat_reruns, status", [(0, 0), (1, 0), (3, 0), (4, 1)])
+def test_a_regression_counts_only_if_every_confirmation_rerun_repeats_it(
+        monkeypatch, tmp_path, capsys, fat_reruns, status):
+    baseline = _baseline()
+    base_dir = write_results(tmp_path / "baseline", baseline)
+    fat = _fatter(_ci_records(), "sanet", "tf")
+    runs = [fat] + [fat] * fat_reruns + [_ci_records()] * (ci.CONFIRMATION_RUNS - fat_reruns)
+    calls = _fake_preset(monkeypatch, tmp_path, runs)
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == status
+    out = capsys.readouterr().out
+    # Memory is judged against the baseline: only the candidate's suspect pair is rerun,
+    # and no more once it came back.
+    assert calls[8:] == [("candidate", "sanet", "tf")] * min(fat_reruns + 1,
+                                                            ci.CONFIRMATION_RUNS)
+    if status:
+        assert "FAIL: 1 regression(s)" in out
+        assert ("sanet tf peak anonymous RSS (MB) against the baseline: REGRESSION (growth "
+                "10.0% > 6%)") in out
+    else:
+        assert "PASS" in out and "not confirmed by its reruns (noise, not judged)" in out
 
 
 @pytest.mark.parametrize("reruns_slow, reruns_made, status", [
@@ -340,17 +410,132 @@ def _slower_speed(records: list[dict], model: str, backend: str) -> list[dict]:
 ])
 def test_speed_counts_if_most_readings_regress(monkeypatch, tmp_path, capsys, reruns_slow,
                                                reruns_made, status):
-    baseline = _ci_records()
-    base_dir = write_results(tmp_path / "baseline", baseline)
-    slow = _slower_speed(baseline, "proposed_cnn", "torch")
+    base_dir = write_results(tmp_path / "baseline", _baseline())
+    slow = _slower_speed(_ci_records(), "proposed_cnn", "torch")
     calls = _fake_preset(monkeypatch, tmp_path,
-                         [slow] + [slow if s else baseline for s in reruns_slow])
-    assert ci.check(base_dir, tmp_path / "out", []) == status
-    assert len(calls) == 1 + reruns_made
+                         [slow] + [slow if s else _ci_records() for s in reruns_slow])
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == status
+    # Each rerun is a new A/B pair of the suspect, the order alternating.
+    pair = ("proposed_cnn", "torch")
+    order = [("candidate", *pair), ("reference", *pair)]
+    assert calls[8:] == [side for number in range(1, reruns_made + 1)
+                         for side in (order if number % 2 else order[::-1])]
     out = capsys.readouterr().out
     assert ("FAIL: 1 regression(s)" in out) == bool(status)
     if status:
         assert f"(3 of {1 + reruns_made} readings)" in out
+
+
+def _no_reference(monkeypatch, reason: str) -> None:
+    @contextlib.contextmanager
+    def worktree(commit: str):
+        raise ci.ReferenceUnavailable(reason)
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(ci, "reference_worktree", worktree)
+
+
+def test_without_a_reference_speed_is_judged_only_on_the_baselines_cpu(
+        monkeypatch, tmp_path, capsys):
+    slow = _slower_speed(_ci_records(), "proposed_cnn", "torch")
+    reason = "commit bbbbbbbbbbbb is not in this clone's history"
+    # Another CPU: speed cannot be judged honestly, so a slower step passes, and says why;
+    # memory still is judged.
+    base_dir = write_results(tmp_path / "other", _baseline("Faster CPU", speed_factor=1.5))
+    calls = _fake_preset(monkeypatch, tmp_path, [slow] * 5)
+    _no_reference(monkeypatch, reason)
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == 0
+    out = capsys.readouterr().out
+    assert f"the reference cannot be run ({reason}): speed is NOT judged" in out
+    assert {side for side, _, _ in calls} == {"candidate"}
+    _fake_preset(monkeypatch, tmp_path, [_fatter(slow, "sanet", "tf")] * 5)
+    _no_reference(monkeypatch, reason)
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == 1
+    assert [line.split(":")[0] for line in _failures(capsys.readouterr().out)] == [
+        "sanet tf peak anonymous RSS (MB) against the baseline"]
+    # The baseline's own CPU model: its figures are judged, as on the machine it came from.
+    same = write_results(tmp_path / "same", _baseline(ci.cpu_model()))
+    _fake_preset(monkeypatch, tmp_path, [slow] * 5)
+    _no_reference(monkeypatch, reason)
+    assert ci.check(same, tmp_path / "out", PAIRS) == 1
+    out = capsys.readouterr().out
+    assert "speed is judged against the baseline's own figures" in out
+    assert [line.split(":")[0] for line in _failures(out)] == [
+        "proposed_cnn torch train speed, load-normalised (img/cal) against the baseline"]
+
+
+def test_a_pair_whose_reference_run_failed_is_not_judged_on_speed(monkeypatch, tmp_path,
+                                                                  capsys):
+    base_dir = write_results(tmp_path / "baseline", _baseline())
+    failed = copy.deepcopy(_ci_records())
+    for record in failed:
+        if (record["model"], record["backend"]) == ("sanet", "tf"):
+            record.update(status="failed", error="ImportError: no module named x")
+    slow = _slower_speed(_ci_records(), "sanet", "tf")
+    _fake_preset(monkeypatch, tmp_path, [slow], reference=[failed])
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == 0
+    assert "sanet tf (run): the reference run failed, so its speed is not judged" in \
+        capsys.readouterr().out
+
+
+def test_the_reference_is_the_baselines_single_committed_commit():
+    assert ci.reference_commit(_baseline()) == BASELINE_COMMIT
+    dirty = _baseline()
+    for record in dirty:
+        record["env"]["suite_commit"] += "-dirty"
+    with pytest.raises(ci.ReferenceUnavailable, match="uncommitted changes"):
+        ci.reference_commit(dirty)
+    mixed = _baseline()
+    mixed[0]["env"]["suite_commit"] = "c" * 40
+    with pytest.raises(ci.ReferenceUnavailable, match="no single commit"):
+        ci.reference_commit(mixed)
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_the_reference_worktree_checks_out_the_commit_and_leaves_nothing(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "code.py").write_text("SPEED = 1\n")
+    _git(repo, "add", "code.py")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    commit = _git(repo, "rev-parse", "HEAD")
+    (repo / "code.py").write_text("SPEED = 2\n")  # the change under test, uncommitted
+    with ci.reference_worktree(commit, repo) as tree:
+        assert (tree / "code.py").read_text() == "SPEED = 1\n"
+        assert _git(tree, "rev-parse", "HEAD") == commit
+    assert not tree.exists() and not tree.parent.exists()
+    assert (repo / "code.py").read_text() == "SPEED = 2\n"
+    assert len(_git(repo, "worktree", "list").splitlines()) == 1
+    with pytest.raises(ci.ReferenceUnavailable, match="not in this clone's history"):
+        with ci.reference_worktree("0" * 40, repo):
+            pass
+
+
+def test_the_reference_runs_its_own_code_without_the_candidates_test_faults(monkeypatch):
+    commit = _git(ROOT, "rev-parse", "HEAD")
+    _arm(monkeypatch, fault_injection.SLOWDOWN_VARIABLE, "torch:0.30")
+    with ci.reference_worktree(commit) as tree:
+        side = ci.reference_side(tree, commit)
+        assert not {name for name in side.env if name.startswith("FERBENCH_TEST_INJECT")}
+        imported = subprocess.run(
+            [sys.executable, "-c", "import benchmarks.run, backends; "
+             "print(benchmarks.run.__file__); print(backends.__file__)"],
+            cwd=side.root, env=side.env, capture_output=True, text=True, check=True)
+        for path in imported.stdout.split():
+            assert Path(path).is_relative_to(tree)
+    assert ci.candidate_side().env[fault_injection.SLOWDOWN_VARIABLE] == "torch:0.30"
+
+
+def test_a_baseline_is_written_only_from_a_committed_tree(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(ci, "git_commit", lambda: "a" * 40 + "-dirty")
+    assert ci.main(["baseline", "--baseline", str(tmp_path / "b"), "--out", str(tmp_path)]) == 2
+    assert "commit (or stash) the changes first" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_the_check_without_a_baseline_says_how_to_make_one(tmp_path, capsys):
@@ -377,18 +562,23 @@ def _check(baseline: Path, out: Path, **faults: str) -> subprocess.CompletedProc
 def test_the_check_fails_on_a_30_percent_slower_step_and_100_mb_more(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
-    baseline = tmp_path / "baseline"
+    # A baseline of this checkout's HEAD, measured in a clean clone so that it names a
+    # commit; the check then runs this working tree against a worktree of that commit.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     made = subprocess.run([sys.executable, "-m", "benchmarks.run", "--preset", "ci",
                            "--models", "proposed_cnn", "--out", str(tmp_path / "base")],
-                          cwd=ROOT, capture_output=True, text=True)
+                          cwd=clone, env={**os.environ, "PYTHONPATH": str(clone)},
+                          capture_output=True, text=True)
     assert made.returncode == 0, made.stdout[-3000:]
+    baseline = tmp_path / "baseline"
     baseline.mkdir()
     (folder,) = (tmp_path / "base").iterdir()
     (baseline / "results.jsonl").write_text((folder / "results.jsonl").read_text())
 
     clean = _check(baseline, tmp_path)
     assert clean.returncode == 0, clean.stdout[-5000:] + clean.stderr[-2000:]
-    assert "PASS" in clean.stdout
+    assert "PASS" in clean.stdout and "both measured now on this host" in clean.stdout
 
     slowed = _check(baseline, tmp_path,
                     **{fault_injection.SLOWDOWN_VARIABLE: "torch:0.30"})
@@ -397,10 +587,10 @@ def test_the_check_fails_on_a_30_percent_slower_step_and_100_mb_more(tmp_path):
     assert "not real measurements" in slowed.stdout
     # Only the slowed backend's speed regresses, in the run and in both reruns.
     assert [line.split(":")[0] for line in _failures(slowed.stdout)] == [
-        "proposed_cnn torch train speed, load-normalised (img/cal)"]
+        "proposed_cnn torch train speed, load-normalised (img/cal) against the reference"]
 
     fatter = _check(baseline, tmp_path, **{fault_injection.ALLOC_VARIABLE: "100"})
     assert fatter.returncode == 1, fatter.stdout[-5000:]
     named = {line.split(":")[0] for line in _failures(fatter.stdout)}
     for backend in ("tf", "torch"):
-        assert f"proposed_cnn {backend} peak anonymous RSS (MB)" in named
+        assert f"proposed_cnn {backend} peak anonymous RSS (MB) against the baseline" in named
