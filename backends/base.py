@@ -24,13 +24,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from backends.fault_injection import busy_wait, injected_faults
 from backends.schedule import LR_SCHEDULES, class_weight_table, epoch_batches, epoch_learning_rate
 
 PIXEL_CENTER = 127.5
 PIXEL_SCALE = 127.5
 
-# Pinned so both frameworks compute the same thing (DESIGN §2.1): torch's defaults.
+# Pinned so both frameworks compute the same thing (docs/design.md §1): torch's defaults.
 BN_EPSILON = 1e-5
 BN_MOMENTUM_TORCH = 0.1  # torch's convention: weight of the new batch statistic
 BN_MOMENTUM_KERAS = 1.0 - BN_MOMENTUM_TORCH  # Keras's: weight of the old running value
@@ -47,7 +46,7 @@ class MissingFrameworkError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training recipe shared by both frameworks (DESIGN §2.4), recorded verbatim.
+    """The training recipe shared by both frameworks (docs/design.md §4), recorded verbatim.
 
     Attributes:
         epochs: passes over the training set.
@@ -70,8 +69,8 @@ class TrainConfig:
             compilation costs more than it saves for these small runs.
     """
 
-    epochs: int = 3
-    batch_size: int = 64
+    epochs: int = 6
+    batch_size: int = 32
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
     optimizer: str = "adam"
@@ -168,9 +167,6 @@ class Backend(ABC):
         self.deterministic = bool(deterministic)
         self.model_name: str | None = None
         self.num_classes: int | None = None
-        faults = injected_faults()
-        # Test-only (backends.fault_injection): 0.0 unless a test armed a slowdown.
-        self._injected_slowdown = faults.slowdown_for(self.name) if faults else 0.0
 
     # --- framework facts -------------------------------------------------------------
     @abstractmethod
@@ -189,7 +185,7 @@ class Backend(ABC):
     def seed(self, seed: int) -> None:
         """Seeds the framework's own random number generators (init, dropout)."""
 
-    # --- measurement hooks (benchmarks.probes calls these) ------------------------------
+    # --- measurement hooks (benchmarks.trackers calls these) ------------------------------
     @abstractmethod
     def synchronize(self) -> None:
         """Blocks until the device has finished all queued work (no-op on the CPU)."""
@@ -293,15 +289,7 @@ class Backend(ABC):
         Returns:
             The step's loss.
         """
-        return self._train_batches([indices])
-
-    def _train_batches(self, batches: list[np.ndarray]) -> float:
-        """`_train_epoch`, plus the test-only injected slowdown (backends.fault_injection)."""
-        start = time.perf_counter()
-        loss = self._train_epoch(batches)
-        if self._injected_slowdown:
-            busy_wait(self._injected_slowdown * (time.perf_counter() - start))
-        return loss
+        return self._train_epoch([indices])
 
     def fit(
         self,
@@ -342,7 +330,7 @@ class Backend(ABC):
             self.synchronize()
             start = time.perf_counter()
             wait_start = cpu_wait_clock() if cpu_wait_clock else None
-            loss = self._train_batches(batches)
+            loss = self._train_epoch(batches)
             self.synchronize()
             wait_end = cpu_wait_clock() if wait_start is not None else None
             waited = None if wait_end is None else wait_end - wait_start

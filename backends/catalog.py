@@ -26,8 +26,9 @@ class ModelInfo:
         name: registry name, identical in both frameworks.
         summary: one line for `--list-models`.
         card: True for the design card's models (the default benchmark set).
-        reference_params: trainable parameters at 48×48×1 and 7 classes: DESIGN §3's
-            figures, and for alexnet (which DESIGN leaves open) this suite's own.
+        reference_params: trainable parameters at 48×48×1 and 7 classes: the design
+            card's figures (docs/design.md, Models), and for alexnet, not a card model, this
+            suite's own.
         dropout: default dropout rate, None for models without dropout layers.
     """
 

@@ -1,4 +1,4 @@
-"""The seeded host-side stream that decides what each training step sees (DESIGN §2.3).
+"""The seeded host-side stream that decides what each training step sees (docs/design.md §3).
 
 Both backends take their per-epoch sample order and class weights from here, so given a
 seed they train on identical batches, pixel for pixel.

@@ -18,26 +18,22 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends import BACKEND_NAMES, MissingFrameworkError, check_available
+from backends import BACKEND_NAMES, MissingFrameworkError
 from backends.base import TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
-from backends.fault_injection import injected_faults
 from backends.init import INIT_MODES
-from benchmarks.config import MeasureConfig, RunSpec
-from benchmarks.env import available_cores
-from benchmarks.harness import default_cache_dir, prepare_data, run_in_worker
-from benchmarks.report import write_report
-from benchmarks.results import append_record, new_report_dir, summary_table
-from datasets import DATASET_NAMES, check_dataset_name, load_dataset
+from benchmarks.runner.config import MeasureConfig
+from benchmarks.runner.env import available_cores
+from benchmarks.runner.grid import Grid, run_grid
+from datasets import DATASET_NAMES
 from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import DEFAULT_SUBJECTS
-from datasets.synthetic import generate as generate_synthetic
 
-DEFAULTS = TrainConfig(epochs=6, batch_size=32, learning_rate=1e-3)
+DEFAULTS = TrainConfig()
 
 
 @dataclass(frozen=True)
@@ -161,21 +157,6 @@ def model_names(choice: str) -> list[str]:
     return names
 
 
-def _folds(folds: int | None, fold: int | None) -> list[int | None]:
-    """The folds to run: [None] without k-fold, [fold] for one, else all of them."""
-    if folds is None:
-        if fold is not None:
-            raise ValueError(f"--fold needs --folds. Received: --fold {fold}")
-        return [None]
-    if folds < 2:
-        raise ValueError(f"folds must be ≥ 2. Received: folds={folds}")
-    if fold is None:
-        return list(range(folds))
-    if not 0 <= fold < folds:
-        raise ValueError(f"fold must be in [0, {folds - 1}]. Received: fold={fold}")
-    return [fold]
-
-
 def fold_summary(records: list[dict[str, Any]]) -> str:
     """Mean ± std (sample) test accuracy over folds for each (model, backend)."""
     accuracies: dict[tuple[str, str], list[float]] = {}
@@ -199,73 +180,68 @@ def list_models() -> str:
     return "\n".join(lines)
 
 
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
+    """A plain-text side-by-side table: one row per run, backends of a model adjacent."""
+    header = (f"{'model':<14}{'backend':<8}{'status':<8}{'acc':>7}{'mF1':>7}{'AUC':>7}"
+              f"{'train s':>9}{'img/s':>9}{'eval s':>8}{'peak MB':>9}")
+    lines = [header, "-" * len(header)]
+    for rec in sorted(records, key=lambda r: (r["model"], r.get("fold") or 0, r["seed"],
+                                              r["backend"])):
+        m, t, mem = rec.get("metrics", {}), rec.get("timing", {}), rec.get("memory", {})
+        lines.append(
+            f"{rec['model']:<14}{rec['backend']:<8}{rec['status']:<8}"
+            f"{_fmt(m.get('accuracy'), '.3f'):>7}{_fmt(m.get('macro_f1'), '.3f'):>7}"
+            f"{_fmt(m.get('auc_macro_ovr'), '.3f'):>7}{_fmt(t.get('train_wall_s'), '.1f'):>9}"
+            f"{_fmt(t.get('train_throughput_img_s'), '.0f'):>9}"
+            f"{_fmt(t.get('eval_wall_s'), '.2f'):>8}"
+            f"{_fmt(mem.get('peak_host_rss_mb'), '.0f'):>9}"
+        )
+    return "\n".join(lines)
+
+
+def grid_of(args: argparse.Namespace) -> Grid:
+    """The Grid the parsed command line asks for.
+
+    Raises:
+        ValueError: an invalid option value (the message names it and what is valid).
+    """
+    return Grid(
+        dataset=args.dataset, backends=tuple(backend_names(args.backend)),
+        models=tuple(model_names(args.models)),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                          learning_rate=args.lr, seed=args.seed),
+        seeds=args.seeds, folds=args.folds, fold=args.fold, data_dir=args.data_dir,
+        kdef_angles=args.kdef_angles, image_size=args.image_size,
+        synthetic_subjects=args.synthetic_subjects, init=args.init, threads=args.threads,
+        deterministic=args.deterministic,
+        measure=PRESETS[args.preset].measure if args.preset else MeasureConfig(),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_models:
         print(list_models())
         return 0
+    started = time.perf_counter()
     try:
-        backends = backend_names(args.backend)
-        models = model_names(args.models)
-        check_dataset_name(args.dataset)
-        for backend in backends:
-            check_available(backend)
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                             learning_rate=args.lr, seed=args.seed)
-        measure = PRESETS[args.preset].measure if args.preset else MeasureConfig()
-        injected_faults()  # a stray or malformed test-only switch stops here, not mid-grid
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be ≥ 1. Received: {args.seeds}")
-        if args.threads < 1:
-            raise ValueError(f"--threads must be ≥ 1. Received: {args.threads}")
-        folds = _folds(args.folds, args.fold)
-        started = time.perf_counter()
-        if args.dataset == "synthetic":
-            dataset = generate_synthetic(num_subjects=args.synthetic_subjects,
-                                         image_size=args.image_size)
-        else:
-            dataset = load_dataset(args.dataset, args.data_dir, args.image_size,
-                                   kdef_angles=args.kdef_angles, cache_dir=default_cache_dir())
-        prepared = {fold: prepare_data(dataset, split_seed=0, cache_dir=default_cache_dir(),
-                                       folds=args.folds, fold=fold) for fold in folds}
+        grid = grid_of(args)
+        report_dir, records = run_grid(grid, args.out)
     except (ValueError, MissingFrameworkError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-    report_dir = new_report_dir(args.out, args.dataset)
-    print(f"{dataset.name}: {len(dataset)} images, {len(dataset.class_names)} classes, "
-          f"{len(dataset.skipped)} files skipped, {dataset.duplicates} duplicates; "
-          f"results → {report_dir}", flush=True)
-    records = []
-    seeds = range(args.seed, args.seed + args.seeds)
-    # The backends of one (fold, model, seed) run back to back: the runs a paired test
-    # compares then see the same machine conditions.
-    jobs = [(fold, model, seed, backend) for fold in folds for model in models
-            for seed in seeds for backend in backends]
-    for number, (fold, model, seed, backend) in enumerate(jobs, 1):
-        path, data_info = prepared[fold]
-        if number == 1 or fold != jobs[number - 2][0]:
-            print(f"{data_info['protocol']}: {data_info['num_train']} train / "
-                  f"{data_info['num_val']} val / {data_info['num_test']} test images", flush=True)
-        print(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}", flush=True)
-        spec = RunSpec(backend=backend, model=model, dataset=args.dataset,
-                       prepared_data=str(path), train=replace(config, seed=seed),
-                       init=args.init, threads=args.threads, deterministic=args.deterministic,
-                       fold=fold, data_info=data_info, measure=measure)
-        record = run_in_worker(spec)
-        if record["status"] != "ok":
-            print(f"   run failed: {record['error']}", flush=True)
-        append_record(report_dir, record)
-        records.append(record)
     print()
     print(summary_table(records))
-    if len(folds) > 1:
+    if len(grid.fold_indices()) > 1:
         print()
         print(fold_summary(records))
     print(f"\n{len(records)} runs in {time.perf_counter() - started:.0f}s; "
           f"results: {report_dir / 'results.jsonl'}")
-    report = write_report(report_dir, records)
-    print(f"report: {report[0]}")
+    print(f"report: {report_dir / 'report.html'}")
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

@@ -1,4 +1,4 @@
-"""CK+ (extended Cohn-Kanade), in either layout users have (DESIGN §4).
+"""CK+ (extended Cohn-Kanade), in either layout users have (docs/datasets.md).
 
 - Kaggle "CK+48": `{anger,contempt,…,surprise}/S010_004_00000017.png`, 48×48 face crops.
 - Original: `cohn-kanade-images/S005/001/S005_001_00000011.png` frames and

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-# DESIGN §4: every dataset maps its own label names onto these.
+# docs/datasets.md: every dataset maps its own label names onto these.
 EMOTIONS: tuple[str, ...] = (
     "neutral",
     "anger",

@@ -1,4 +1,4 @@
-"""FER2013, as the CSV or as Kaggle's image folders (DESIGN §4).
+"""FER2013, as the CSV or as Kaggle's image folders (docs/datasets.md).
 
 - `fer2013.csv`: columns emotion, pixels (2304 space-separated ints), Usage; some copies
   pad the names (" pixels", " Usage") or reorder them (icml_face_data.csv). A CSV without

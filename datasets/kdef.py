@@ -1,4 +1,4 @@
-"""KDEF (Karolinska Directed Emotional Faces), read by its file-name convention (DESIGN §4).
+"""KDEF (Karolinska Directed Emotional Faces), read by its file-name convention (docs/datasets.md).
 
 `KDEF/AF01/AF01ANS.JPG`: session (A|B), gender (F|M), identity (01–35), expression (AF AN
 DI HA NE SA SU), angle (FL HL S HR FR); the extension's case varies. The person is gender +

@@ -1,4 +1,4 @@
-"""The embedded synthetic dataset: procedurally drawn faces (DESIGN §4).
+"""The embedded synthetic dataset: procedurally drawn faces (docs/datasets.md).
 
 Each synthetic subject has its own face shape, position, scale, rotation, skin tone,
 background, lighting, feature spacing and noise level; each expression moves brows, eyes,

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from backends.base import Backend, TrainConfig
-from benchmarks.probes import (
+from benchmarks.runner.worker import timing_summary
+from benchmarks.trackers.memory import (
     HostMemoryTracker,
     current_anon_rss_mb,
     current_rss_mb,
     os_peak_rss_mb,
 )
-from benchmarks.worker import timing_summary
 
 _MB = 1024 * 1024
 FAKE_IMAGES = 320

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.config import SCHEMA_VERSION
-from benchmarks.metrics import classification_metrics
-from benchmarks.results import append_record, new_report_dir
+from benchmarks.analysis.metrics import classification_metrics
+from benchmarks.record.schema import SCHEMA_VERSION
+from benchmarks.record.store import append_record, new_report_dir
 
 # A class name and an error message that would run script if the report did not escape.
 INJECTION = '<script>alert("x")</script>'
@@ -47,7 +47,8 @@ def make_record(backend: str, model: str, seed: int, accuracy: float = 0.7,
         "timing": {"build_s": 0.2, "first_epoch_s": train_s / 2,
                    "steady_epoch_s_mean": train_s / 4, "train_wall_s": train_s,
                    "train_throughput_img_s": 640 / (train_s / 4), "eval_wall_s": 1.0,
-                   # Probes other workers add later: shown where present.
+                   # A probe the catalog does not list, shown where present (the
+                   # worker's own latency figures are in schema.LATENCY).
                    "latency_b1_p50_ms": 3.0 if backend == "torch" else None},
         "memory": {"rss_after_import_mb": 400.0, "peak_host_rss_mb": 1000.0 + seed,
                    "peak_anon_rss_mb": 600.0 + seed},

@@ -12,20 +12,30 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backends import fault_injection
 from backends.base import EpochLog, TrainConfig
-from benchmarks import ci, compare, report
-from benchmarks.compare import CI_THRESHOLDS
-from benchmarks.config import RunSpec
-from benchmarks.measures import ANON_MEMORY, NORMALISED, TIME, figures_of, measure_for
-from benchmarks.probes import CpuWaitClock, current_rss_mb
+from benchmarks import compare
+from benchmarks.analysis import comparison
+from benchmarks.ci import __main__ as ci_cli
+from benchmarks.ci import faults as fault_injection
+from benchmarks.ci import regression_check as ci
+from benchmarks.ci.thresholds import CI_THRESHOLDS
+from benchmarks.record.figures import ANON_MEMORY, NORMALISED, TIME, figures_of, measure_for
+from benchmarks.record.schema import record_header
+from benchmarks.report.data import analyse
+from benchmarks.report.html import render_html
+from benchmarks.report.markdown import render_markdown
 from benchmarks.run import PRESETS, parse_args
-from benchmarks.worker import record_header, timing_summary
+from benchmarks.runner.config import RunSpec
+from benchmarks.runner.grid import Grid, check_ready
+from benchmarks.runner.worker import timing_summary
+from benchmarks.trackers.memory import current_rss_mb
+from benchmarks.trackers.timing import CpuWaitClock
 from tests.measurement_jobs import SleepingBackend
 from tests.report_fixtures import grid, slower, write_results
 
@@ -81,6 +91,7 @@ def _arm(monkeypatch, variable: str, value: str) -> None:
 
 
 def _step_s(backend: SleepingBackend) -> float:
+    fault_injection.slow_down(backend, fault_injection.injected_faults())
     backend.build("fake", (8, 8, 1), 2)
     backend.start_training(np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 2, TrainConfig())
     backend.train_step(np.arange(4))  # the fake's first step carries its "tracing"
@@ -107,11 +118,15 @@ def test_held_memory_is_resident():
     del ballast
 
 
-def test_records_say_when_faults_were_injected(monkeypatch):
+def test_faults_are_read_once_where_the_run_starts_and_reach_the_record(monkeypatch):
     spec = RunSpec("torch", "proposed_cnn", "synthetic", "x.npz")
     assert record_header(spec)["test_injection"] is None
     _arm(monkeypatch, fault_injection.ALLOC_VARIABLE, "100")
-    assert record_header(spec)["test_injection"]["alloc_mb"] == 100
+    assert record_header(spec)["test_injection"] is None  # the worker reads no environment
+    grid = Grid(dataset="synthetic", backends=("torch",), models=("proposed_cnn",))
+    faults = check_ready(grid)
+    carried = RunSpec.from_json(replace(spec, faults=faults).to_json())
+    assert record_header(carried)["test_injection"]["alloc_mb"] == 100
 
 
 # --- the load-corrected throughput ------------------------------------------------------------
@@ -204,14 +219,14 @@ def test_ci_profile_judges_corrected_speed_and_anon_memory_not_raw_time_or_whole
     for record in noisy:  # more library pages resident, as after a fresh install
         record["memory"]["rss_after_import_mb"] *= 1.2
         record["memory"]["peak_host_rss_mb"] *= 1.16
-    assert compare.compare_records(baseline, noisy, CI_THRESHOLDS).regressions == []
+    assert comparison.compare_records(baseline, noisy, CI_THRESHOLDS).regressions == []
     slowed = _with_speed(baseline, 1.3)
-    regressions = compare.compare_records(baseline, slowed, CI_THRESHOLDS).regressions
+    regressions = comparison.compare_records(baseline, slowed, CI_THRESHOLDS).regressions
     assert len(regressions) == 4 and all("load-normalised (img/cal): REGRESSION (slowdown "
                                          "30.0% > 15%)" in line for line in regressions)
     fatter = copy.deepcopy(baseline)
     fatter[0]["memory"]["peak_anon_rss_mb"] += 60  # +10% of 600 MB
-    (line,) = compare.compare_records(baseline, fatter, CI_THRESHOLDS).regressions
+    (line,) = comparison.compare_records(baseline, fatter, CI_THRESHOLDS).regressions
     assert "peak anonymous RSS (MB): REGRESSION (growth 10.0% > 6%)" in line
     # +100 MB is caught on every ci-preset worker: the largest peaks at about 1.15 GB.
     assert CI_THRESHOLDS[ANON_MEMORY] * 1600 < 100
@@ -233,13 +248,13 @@ def test_compare_and_report_flag_runs_measured_with_injected_faults(tmp_path):
     baseline = grid(seeds=1)
     injected = copy.deepcopy(baseline)
     injected[0]["test_injection"] = fault_injection.InjectedFaults(alloc_mb=100).as_record()
-    comparison = compare.compare_records(baseline, injected)
-    assert comparison.injected == [("B", injected[0]["run_id"], "100 MB held")]
-    assert "not real measurements" in compare.render(comparison, "a", "b")
-    assert "not real measurements" not in compare.render(
-        compare.compare_records(baseline, baseline), "a", "a")
-    data = report.analyse(injected, tmp_path / "results.jsonl")
-    for text in (report.render_markdown(data), report.render_html(data, figures=[])):
+    compared = comparison.compare_records(baseline, injected)
+    assert compared.injected == [("B", injected[0]["run_id"], "100 MB held")]
+    assert "not real measurements" in comparison.render(compared, "a", "b")
+    assert "not real measurements" not in comparison.render(
+        comparison.compare_records(baseline, baseline), "a", "a")
+    data = analyse(injected, tmp_path / "results.jsonl")
+    for text in (render_markdown(data), render_html(data, figures=[])):
         assert f"test-only fault injection, not real measurements: {injected[0]['run_id']}" \
             in text
 
@@ -364,7 +379,7 @@ def test_a_baseline_from_a_faster_cpu_passes_unchanged_code(monkeypatch, tmp_pat
     # The committed speeds come from a CPU 1.5× faster than this host: against them, every
     # unchanged figure reads 33% slower. The A/B readings, both from this host, agree.
     baseline = _baseline("Faster CPU", speed_factor=1.5)
-    assert len(compare.compare_records(baseline, _ci_records(), CI_THRESHOLDS).regressions) == 4
+    assert len(comparison.compare_records(baseline, _ci_records(), CI_THRESHOLDS).regressions) == 4
     base_dir = write_results(tmp_path / "baseline", baseline)
     _fake_preset(monkeypatch, tmp_path, [_ci_records()])
     assert ci.check(base_dir, tmp_path / "out", PAIRS) == 0
@@ -533,13 +548,13 @@ def test_the_reference_runs_its_own_code_without_the_candidates_test_faults(monk
 
 def test_a_baseline_is_written_only_from_a_committed_tree(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(ci, "git_commit", lambda: "a" * 40 + "-dirty")
-    assert ci.main(["baseline", "--baseline", str(tmp_path / "b"), "--out", str(tmp_path)]) == 2
+    assert ci_cli.main(["baseline", "--baseline", str(tmp_path / "b"), "--out", str(tmp_path)]) == 2
     assert "commit (or stash) the changes first" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 
 def test_the_check_without_a_baseline_says_how_to_make_one(tmp_path, capsys):
-    assert ci.main(["check", "--baseline", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert ci_cli.main(["check", "--baseline", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "make ci-baseline" in capsys.readouterr().err
 
 

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from benchmarks import compare
-from benchmarks.measures import QUALITY, TIME
+from benchmarks.analysis import comparison
+from benchmarks.record.figures import QUALITY, TIME
 from tests.report_fixtures import failed_record, grid, slower, write_results
 
 
@@ -58,16 +59,16 @@ def test_accuracy_drop_and_memory_growth(baseline):
         if record["backend"] == "tf":
             record["metrics"]["accuracy"] -= 0.03
             record["memory"]["peak_host_rss_mb"] *= 1.05
-    regressions = compare.compare_records(baseline, worse).regressions
+    regressions = comparison.compare_records(baseline, worse).regressions
     assert any("tf accuracy: REGRESSION (drop 0.030 > 0.02)" in r for r in regressions)
     assert not any("peak host RSS" in r for r in regressions)
-    loose = compare.compare_records(baseline, worse, {QUALITY: 0.05, TIME: math.inf})
+    loose = comparison.compare_records(baseline, worse, {QUALITY: 0.05, TIME: math.inf})
     assert loose.regressions == []
 
 
 def test_missing_figures_and_runs_are_listed_not_judged(baseline):
     fewer = [r for r in baseline if r["model"] != "sanet"]
-    result = compare.compare_records(baseline, fewer)
+    result = comparison.compare_records(baseline, fewer)
     assert result.regressions == []
     assert {c.verdict for c in result.run_changes} == {"only in A"}
     sanet = [d for d in result.deltas if d.model == "sanet"]
@@ -78,7 +79,7 @@ def test_context_lists_version_changes(baseline):
     upgraded = copy.deepcopy(baseline)
     for record in upgraded:
         record["env"]["python"] = "3.12.1"
-    context = compare.compare_records(baseline, upgraded).context
+    context = comparison.compare_records(baseline, upgraded).context
     assert ("tf", "env.python", "3.11.7", "3.12.1") in context
 
 

@@ -1,4 +1,4 @@
-"""Dataset loaders on fixtures written in each real layout, traps included (DESIGN §4).
+"""Dataset loaders on fixtures written in each real layout, traps included (docs/datasets.md).
 
 Every fixture comes from datasets.fixtures, which draws synthetic faces and returns the
 ground truth; the loaders must recover it exactly.
@@ -14,9 +14,10 @@ import pytest
 
 import datasets.preprocess
 from benchmarks import run as run_cli
-from benchmarks.harness import prepare_data
-from benchmarks.results import read_records
-from benchmarks.worker import record_header
+from benchmarks.record.schema import record_header
+from benchmarks.record.store import read_records
+from benchmarks.runner import grid
+from benchmarks.runner.harness import prepare_data
 from datasets import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -348,13 +349,13 @@ def test_run_cli_runs_each_fold_in_its_own_worker_and_summarises(written, tmp_pa
     _, truth = written["ck_flat"]
     specs = []
 
-    def fake_worker(spec):
+    def fake_worker(spec, on_line):
         specs.append(spec)
         accuracy = 0.5 + 0.1 * spec.fold
         return {**record_header(spec), "status": "ok", "error": None,
                 "metrics": {"accuracy": accuracy}}
 
-    monkeypatch.setattr(run_cli, "run_in_worker", fake_worker)
+    monkeypatch.setattr(grid, "run_in_worker", fake_worker)
     monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["--dataset", "ck+", "--data-dir", str(truth.root), "--backend", "both",
             "--models", "proposed_cnn", "--folds", "3", "--out", str(tmp_path / "reports")]

@@ -2,7 +2,7 @@
 
 Both frameworks build proposed_cnn (dropout off, the only random layer), load the same
 shared initial weights and fit on the same images with the same seed. If anything of
-DESIGN §2 drifted (sample order, pixel scaling, loss, label smoothing, class weights,
+docs/design.md §1–§4 drifted (sample order, pixel scaling, loss, label smoothing, class weights,
 optimizer constants, BN momentum), their weights would part after a few steps.
 """
 

@@ -1,9 +1,9 @@
-"""Framework-neutral metrics (DESIGN §2.7)."""
+"""Framework-neutral metrics (docs/design.md §8)."""
 
 import numpy as np
 import pytest
 
-from benchmarks.metrics import classification_metrics
+from benchmarks.analysis.metrics import classification_metrics
 
 NAMES = ["anger", "happiness", "sadness"]
 

@@ -1,4 +1,4 @@
-"""The model zoo is the same in both frameworks (DESIGN §2.1, §3).
+"""The model zoo is the same in both frameworks (docs/design.md §1, Models).
 
 Every model is built once per input shape in each framework (module-scoped fixture;
 pytest runs one shape's tests together and frees its models before the next). Weights
@@ -25,7 +25,7 @@ from backends.flops import model_cost  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 
 NUM_CLASSES = 7
-TOLERANCE = 1e-4  # DESIGN §2.1: max |Δlogits| in float32
+TOLERANCE = 1e-4  # docs/design.md §1: max |Δlogits| in float32
 HEAVY = ("vgg16", "resnet50")  # seconds per build and pass in both frameworks on 2 cores
 
 

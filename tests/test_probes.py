@@ -1,4 +1,4 @@
-"""The measurement probes measure what they claim (DESIGN §5, docs/measurement.md).
+"""The measurement probes measure what they claim (docs/measurement.md).
 
 Functional checks in fresh processes, as the worker measures: a known allocation must
 show in the memory peaks, a step of known duration must give the known throughput, and a
@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 from backends.base import TrainConfig
-from benchmarks import nvml, probes
-from benchmarks.config import MeasureConfig, RunSpec
-from benchmarks.env import available_cores
-from benchmarks.harness import prepare_data, run_in_worker
 from benchmarks.run import build_parser
+from benchmarks.runner.config import MeasureConfig, RunSpec
+from benchmarks.runner.env import available_cores
+from benchmarks.runner.harness import prepare_data, run_in_worker
+from benchmarks.trackers import energy, memory, nvml, timing
 from datasets import generate_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def test_latency_counts_queued_device_work_and_keeps_warmup_apart() -> None:
         queued_s.clear()
 
     calls: list[int] = []
-    stats = probes.measure_latency(call, sync, warmup=2, repeats=10, budget_s=10.0)
+    stats = timing.measure_latency(call, sync, warmup=2, repeats=10, budget_s=10.0)
     assert stats["calls"] == 10 and len(calls) == 12
     # Sleeps overshoot on a loaded machine, hence 30%: still far from the 100 ms warm-up.
     assert stats["first_ms"] == pytest.approx(100, rel=0.3)
@@ -98,7 +98,7 @@ def test_latency_counts_queued_device_work_and_keeps_warmup_apart() -> None:
 
 
 def test_latency_stops_at_its_budget_after_five_calls() -> None:
-    stats = probes.measure_latency(lambda: time.sleep(0.01), warmup=1, repeats=100,
+    stats = timing.measure_latency(lambda: time.sleep(0.01), warmup=1, repeats=100,
                                    budget_s=0.001)
     assert stats["calls"] == 5
 
@@ -109,7 +109,7 @@ def test_peak_flops_is_the_best_call() -> None:
     def matmul() -> None:
         time.sleep(durations.pop(0))
 
-    flops = probes.peak_matmul_flops(matmul, size=100, max_calls=3)
+    flops = timing.peak_matmul_flops(matmul, size=100, max_calls=3)
     assert flops == pytest.approx(2 * 100**3 / 0.02, rel=0.1)
 
 
@@ -145,37 +145,37 @@ def fake_nvml(monkeypatch):
 
 def test_gpu_memory_is_this_process_alone(fake_nvml) -> None:
     fake_nvml(used_bytes=300 * 2**20)
-    with probes.GpuMemoryTracker() as tracker:
+    with memory.GpuMemoryTracker() as tracker:
         pass
     assert tracker.peak_mb == 300
 
 
 def test_unreported_gpu_memory_is_null_not_zero(fake_nvml) -> None:
     fake_nvml(used_bytes=None)  # what pynvml returns where the driver hides the figure
-    with probes.GpuMemoryTracker() as tracker:
+    with memory.GpuMemoryTracker() as tracker:
         pass
     assert tracker.peak_mb is None
 
 
 def test_energy_is_the_counter_difference_in_joules(fake_nvml) -> None:
     fake_nvml(used_bytes=1, energy_mj=[5_000, 12_500])
-    with probes.EnergyTracker() as tracker:
+    with energy.EnergyTracker() as tracker:
         pass
     assert tracker.energy_j == 7.5
 
 
 def test_unsupported_energy_is_null_not_zero(fake_nvml) -> None:
     fake_nvml(used_bytes=1, energy_mj=None)
-    with probes.EnergyTracker() as tracker:
+    with energy.EnergyTracker() as tracker:
         pass
     assert tracker.energy_j is None
 
 
 def test_without_nvml_every_gpu_figure_is_null(monkeypatch) -> None:
     monkeypatch.setattr(nvml, "device_handles", lambda: ())
-    with probes.GpuMemoryTracker() as memory, probes.EnergyTracker() as energy:
+    with memory.GpuMemoryTracker() as gpu_memory, energy.EnergyTracker() as gpu_energy:
         pass
-    assert memory.peak_mb is None and energy.energy_j is None
+    assert gpu_memory.peak_mb is None and gpu_energy.energy_j is None
     assert nvml.gpu_facts() == {"nvml_driver_version": None, "nvml_gpus": []}
 
 

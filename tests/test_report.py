@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmarks import report
-from benchmarks.results import RESULTS_FILE
+from benchmarks.record.store import RESULTS_FILE
+from benchmarks.report import __main__ as report_cli
+from benchmarks.report import data as report
 from tests.report_fixtures import (
     FAILED_ERROR,
     INJECTION,
@@ -35,7 +36,7 @@ def built(tmp_path_factory):
     folder = write_results(tmp_path_factory.mktemp("reports"), records)
     (folder / "notes.txt").write_text("mine")
     results_before = (folder / RESULTS_FILE).read_bytes()
-    assert report.main([str(folder)]) == 0
+    assert report_cli.main([str(folder)]) == 0
     return folder, records, results_before
 
 
@@ -101,7 +102,7 @@ def test_report_states_paired_tests_and_new_probes(built):
 
 def test_rebuild_keeps_results_and_other_files(built):
     folder, _, results_before = built
-    assert report.main([str(folder / RESULTS_FILE)]) == 0
+    assert report_cli.main([str(folder / RESULTS_FILE)]) == 0
     assert (folder / RESULTS_FILE).read_bytes() == results_before
     assert (folder / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
@@ -111,7 +112,7 @@ def test_rebuild_keeps_results_and_other_files(built):
 
 def test_report_of_only_failed_runs(tmp_path):
     folder = write_results(tmp_path, [failed_record("tf", "vgg16", 0)])
-    assert report.main([str(folder)]) == 0
+    assert report_cli.main([str(folder)]) == 0
     page = (folder / report.REPORT_HTML).read_text()
     assert "No successful runs to draw" in page
     assert html.escape(FAILED_ERROR) in page
@@ -126,7 +127,7 @@ def test_report_of_only_failed_runs(tmp_path):
 def test_bad_results_file_is_one_line_error(tmp_path, capsys, content, expected):
     if content is not None:
         (tmp_path / RESULTS_FILE).write_text(content)
-    assert report.main([str(tmp_path)]) == 2
+    assert report_cli.main([str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
     assert expected in error and str(tmp_path / RESULTS_FILE) in error

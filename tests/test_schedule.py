@@ -1,4 +1,4 @@
-"""The shared host-side stream: same batches for everyone, given a seed (DESIGN §2.3)."""
+"""The shared host-side stream: same batches for everyone, given a seed (docs/design.md §3)."""
 
 import numpy as np
 import pytest

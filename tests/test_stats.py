@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks.stats import (
+from benchmarks.analysis.stats import (
     format_p,
     mcnemar_exact,
     paired_accuracy_test,

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
 from backends.tf.models import create_model
+from backends.tf.runtime import configure_runtime
 
 _MB = 1024 * 1024
 
@@ -28,50 +29,37 @@ class TFBackend(Backend):
 
     def __init__(self, threads: int | None = None, deterministic: bool = False) -> None:
         super().__init__(threads, deterministic)
-        if threads is not None:
-            # Only honoured before TF's runtime starts, i.e. before the first op.
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        if deterministic:
-            tf.config.experimental.enable_op_determinism()
-        # float32 means IEEE float32 in both backends; TF would otherwise run its float32
-        # matmuls and convs in TF32 on Ampere and later GPUs (see the torch backend).
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-        # Compute on the first GPU only, like torch's "cuda": TF would otherwise open a
-        # context on every visible GPU, which NVML's per-process memory would count.
-        self.gpus = tf.config.list_physical_devices("GPU")[:1]
-        if self.gpus:
-            tf.config.set_visible_devices(self.gpus, "GPU")
-            # Without growth TF reserves nearly all GPU memory and peaks mean nothing.
-            tf.config.experimental.set_memory_growth(self.gpus[0], True)
+        self.runtime = configure_runtime(threads, deterministic)
         self.model: keras.Model | None = None
         self._step = None
         self._jit_compile = False
 
     def versions(self) -> dict[str, str | None]:
         build = tf.sysconfig.get_build_info()
+        on_gpu = self.runtime.gpu is not None
         return {
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
-            "cuda": build.get("cuda_version") if self.gpus else None,
-            "cudnn": build.get("cudnn_version") if self.gpus else None,
+            "cuda": build.get("cuda_version") if on_gpu else None,
+            "cudnn": build.get("cudnn_version") if on_gpu else None,
         }
 
     def device_name(self) -> str:
-        if not self.gpus:
+        if self.runtime.gpu is None:
             return "cpu"
-        return tf.config.experimental.get_device_details(self.gpus[0]).get("device_name", "gpu")
+        return tf.config.experimental.get_device_details(self.runtime.gpu).get("device_name", "gpu")
 
     def flags(self) -> dict[str, Any]:
+        runtime = self.runtime
         return {
-            "device": "gpu" if self.gpus else "cpu",
+            "device": runtime.device,
             "tf_function": True,
             "jit_compile": self._jit_compile,
-            "memory_growth": bool(self.gpus),
-            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "deterministic": self.deterministic,
-            "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
+            "memory_growth": runtime.memory_growth,
+            "intra_op_threads": runtime.intra_op_threads,
+            "inter_op_threads": runtime.inter_op_threads,
+            "deterministic": runtime.deterministic,
+            "tf32": runtime.tf32,
         }
 
     def seed(self, seed: int) -> None:
@@ -80,11 +68,11 @@ class TFBackend(Backend):
     # --- measurement hooks -----------------------------------------------------------
     def synchronize(self) -> None:
         # On the CPU, eager ops and tf.function calls return only when done.
-        if self.gpus:
+        if self.runtime.gpu is not None:
             tf.test.experimental.sync_devices()
 
     def gpu_allocator_peak_mb(self) -> float | None:
-        if not self.gpus:
+        if self.runtime.gpu is None:
             return None
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] / _MB
 

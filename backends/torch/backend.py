@@ -5,7 +5,6 @@ Mirrors backends/tf/backend.py method for method.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,30 +14,9 @@ import torch.nn.functional as F
 
 from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
 from backends.torch.models import create_model
+from backends.torch.runtime import configure_runtime
 
 _MB = 1024 * 1024
-
-
-def pin_ieee_float32() -> None:
-    """Makes float32 mean IEEE float32 for matmuls and convs, as in the TF backend.
-
-    By default torch runs float32 convs in TF32 on Ampere and later GPUs but not its
-    matmuls, while TF does both: left alone, the two would train at different precision.
-    """
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch ≥ 2.9
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-
-
-def _tf32_enabled() -> bool:
-    """Whether float32 matmuls or convs may run in TF32 (mirrors TF's query)."""
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-        return "tf32" in (matmul.fp32_precision, conv.fp32_precision)
-    return torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
 
 
 class TorchBackend(Backend):
@@ -49,24 +27,7 @@ class TorchBackend(Backend):
 
     def __init__(self, threads: int | None = None, deterministic: bool = False) -> None:
         super().__init__(threads, deterministic)
-        if threads is not None:
-            # Both pools must be sized before the first parallel op runs.
-            torch.set_num_threads(threads)
-            torch.set_num_interop_threads(threads)
-        if deterministic:
-            # cuBLAS reads this when it initialises, i.e. at the first CUDA matmul.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-        # Autotuning picks the fastest cuDNN kernels for the run's fixed shapes, as TF does
-        # by default; its choice can vary between runs, so determinism turns it off.
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cudnn.deterministic = deterministic
-        pin_ieee_float32()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # Channels-last lets cuDNN and oneDNN pick their fast NHWC kernels. Measured on a
-        # 2-core CPU, batch 64 at 48×48, training img/s NCHW → channels-last: resnet50
-        # 9.6 → 46.9, sanet 23 → 65, vgg16 ~10 → ~12, proposed_cnn 22 → 23.
-        self.channels_last = True
+        self.runtime = configure_runtime(threads, deterministic)
         self.model: torch.nn.Module | None = None
         self._step = None
         self._compiled = False
@@ -80,18 +41,19 @@ class TorchBackend(Backend):
         }
 
     def device_name(self) -> str:
-        return torch.cuda.get_device_name(0) if self.device.type == "cuda" else "cpu"
+        return torch.cuda.get_device_name(0) if self.runtime.device.type == "cuda" else "cpu"
 
     def flags(self) -> dict[str, Any]:
+        runtime = self.runtime
         return {
-            "device": str(self.device),
-            "channels_last": self.channels_last,
+            "device": str(runtime.device),
+            "channels_last": runtime.memory_format == torch.channels_last,
             "torch_compile": self._compiled,
-            "intra_op_threads": torch.get_num_threads(),
-            "inter_op_threads": torch.get_num_interop_threads(),
-            "deterministic": self.deterministic,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "tf32": _tf32_enabled(),
+            "intra_op_threads": runtime.intra_op_threads,
+            "inter_op_threads": runtime.inter_op_threads,
+            "deterministic": runtime.deterministic,
+            "cudnn_benchmark": runtime.cudnn_benchmark,
+            "tf32": runtime.tf32,
         }
 
     def seed(self, seed: int) -> None:
@@ -99,17 +61,18 @@ class TorchBackend(Backend):
 
     # --- measurement hooks -----------------------------------------------------------
     def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.runtime.device.type == "cuda":
+            torch.cuda.synchronize(self.runtime.device)
 
     def gpu_allocator_peak_mb(self) -> float | None:
-        if self.device.type != "cuda":
+        if self.runtime.device.type != "cuda":
             return None
-        return torch.cuda.max_memory_allocated(self.device) / _MB
+        return torch.cuda.max_memory_allocated(self.runtime.device) / _MB
 
     def matmul_op(self, size: int) -> Callable[[], Any]:
-        a, b = (torch.rand(size, size, device=self.device) for _ in range(2))
-        out = torch.empty(size, size, device=self.device)
+        device = self.runtime.device
+        a, b = (torch.rand(size, size, device=device) for _ in range(2))
+        out = torch.empty(size, size, device=device)
         return lambda: torch.mm(a, b, out=out)
 
     # --- model -----------------------------------------------------------------------
@@ -120,9 +83,9 @@ class TorchBackend(Backend):
         num_classes: int,
         **overrides: Any,
     ) -> None:
-        model = create_model(model_name, input_shape, num_classes, **overrides).to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = self.runtime.place_model(
+            create_model(model_name, input_shape, num_classes, **overrides)
+        )
         self.model, self.model_name, self.num_classes = model, model_name, num_classes
         self._step = None
 
@@ -157,22 +120,22 @@ class TorchBackend(Backend):
         x = x.permute(0, 3, 1, 2)
         if x.dtype == torch.uint8:
             x = (x.float() - PIXEL_CENTER) / PIXEL_SCALE
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return x.contiguous(memory_format=memory_format)
+        return self.runtime.format_batch(x)
 
     def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self.model.train(training)
         with torch.no_grad():
-            out = self.model(self._to_input(torch.from_numpy(x).to(self.device)))
+            out = self.model(self._to_input(torch.from_numpy(x).to(self.runtime.device)))
         return out.float().cpu().numpy()
 
     # --- training and inference ------------------------------------------------------
     def _prepare_training(
         self, x: np.ndarray, y: np.ndarray, config: TrainConfig, class_weights: np.ndarray
     ) -> None:
-        self._x = torch.from_numpy(x).to(self.device)
-        self._y = torch.from_numpy(y.astype(np.int64)).to(self.device)
-        self._class_weights = torch.from_numpy(class_weights).to(self.device)
+        device = self.runtime.device
+        self._x = torch.from_numpy(x).to(device)
+        self._y = torch.from_numpy(y.astype(np.int64)).to(device)
+        self._class_weights = torch.from_numpy(class_weights).to(device)
         params = self.model.parameters()
         if config.optimizer == "adam":
             optimizer = torch.optim.Adam(
@@ -208,9 +171,10 @@ class TorchBackend(Backend):
 
     def _train_epoch(self, batches: list[np.ndarray]) -> float:
         self.model.train()
-        total = torch.zeros((), device=self.device)
+        device = self.runtime.device
+        total = torch.zeros((), device=device)
         for batch in batches:
-            total += self._step(torch.from_numpy(batch).to(self.device, non_blocking=True))
+            total += self._step(torch.from_numpy(batch).to(device, non_blocking=True))
         # The only host sync of the epoch: reading the loss waits for the device.
         return float(total) / len(batches)
 
@@ -219,7 +183,7 @@ class TorchBackend(Backend):
         out = []
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
-                batch = torch.from_numpy(x[start : start + batch_size]).to(self.device)
+                batch = torch.from_numpy(x[start : start + batch_size]).to(self.runtime.device)
                 out.append(torch.softmax(self.model(self._to_input(batch)).float(), dim=1))
             probs = torch.cat(out).cpu().numpy()
         return probs.astype(np.float64)

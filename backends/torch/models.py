@@ -156,7 +156,7 @@ class Classifier(nn.Module):
 
 
 class ProposedCNN(nn.Module):
-    """The design card's proposed CNN (DESIGN §3), optionally with shuffle attention.
+    """The design card's proposed CNN (docs/design.md, Models), optionally with shuffle attention.
 
     block1-3: ConvStage ×2 convs (32, 64, 128) each followed by MaxPool2; block4: one
     Conv-BN-ReLU of 256 then Dropout; global average pool; Linear 256 → C.

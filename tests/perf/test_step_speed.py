@@ -29,7 +29,8 @@ from backends import BACKEND_NAMES, create_backend
 from backends.base import Backend, TrainConfig
 from backends.catalog import CARD_MODELS
 from backends.init import shared_initial_weights
-from benchmarks.probes import CpuWaitClock, HostMemoryTracker, current_rss_mb
+from benchmarks.trackers.memory import HostMemoryTracker, current_rss_mb
+from benchmarks.trackers.timing import CpuWaitClock
 
 pytestmark = pytest.mark.perf
 

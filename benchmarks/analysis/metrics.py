@@ -1,4 +1,4 @@
-"""Classification metrics, computed once for every backend with scikit-learn (DESIGN §2.7).
+"""Classification metrics, computed once for every backend with scikit-learn (docs/design.md §8).
 
 Backends return class probabilities; nothing here imports a deep-learning framework.
 """

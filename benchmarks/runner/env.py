@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import psutil
 
-from benchmarks import nvml
+from benchmarks.trackers import nvml
 
-_ROOT = Path(__file__).resolve().parent.parent
+# The checkout (or installed tree) this code runs from.
+SUITE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cpu_model() -> str:
@@ -41,11 +42,11 @@ def git_commit() -> str | None:
     """The suite's git commit, with "-dirty" when the tree has changes; None outside git."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=SUITE_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=_ROOT, capture_output=True, text=True, check=True,
+            cwd=SUITE_ROOT, capture_output=True, text=True, check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

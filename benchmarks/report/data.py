@@ -1,26 +1,8 @@
-"""The cross-framework report of one report folder, rebuilt from its results file.
-
-    python -m benchmarks.report reports/20260101-120000-synthetic
-
-Reads `results.jsonl` (never modifies it) and (re)writes the derived files next to it:
-
-* `report.html`: self-contained (inline CSS, figures as base64 PNG data URIs, no script),
-  opens from disk without a network;
-* `report.md`: the tables and test results as Markdown, for pull requests and terminals;
-* `summary.csv`: one row per (dataset, model, backend) with each figure's n, mean, std and
-  95% interval; `runs.csv`: one row per run with every figure it carries.
-
-Nothing else in the folder is touched. Text that comes from the data (class names, paths,
-error messages) is escaped in the HTML and Markdown.
-"""
+"""What a report shows, computed from the records once: tables' rows, tests, figures, CSV
+frames. `markdown` and `html` render it."""
 
 from __future__ import annotations
 
-import argparse
-import base64
-import html
-import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -29,34 +11,35 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks import plots
-from benchmarks.measures import (
+from benchmarks.analysis.stats import PairedTest, Summary, paired_accuracy_test
+from benchmarks.record import schema
+from benchmarks.record.figures import (
     HEADLINE,
     figure_keys,
     measure_for,
     runs_frame,
     summarize_figure,
 )
-from benchmarks.results import ResultsFileError, read_records, results_path
-from benchmarks.stats import PairedTest, Summary, paired_accuracy_test
-from benchmarks.tables import html_table, markdown_escape, markdown_table
+from benchmarks.report import plots
 
+# The files a report folder holds besides results.jsonl.
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 SUMMARY_CSV, RUNS_CSV = "summary.csv", "runs.csv"
 
 # The per-run table's figures; the full set is in runs.csv and the "All figures" tables.
 _RUN_TABLE_KEYS = (
-    "metrics.accuracy",
-    "metrics.macro_f1",
-    "metrics.auc_macro_ovr",
-    "timing.train_wall_s",
-    "timing.train_throughput_img_s",
-    "timing.eval_wall_s",
-    "memory.peak_host_rss_mb",
+    f"{schema.METRICS}.accuracy",
+    f"{schema.METRICS}.macro_f1",
+    f"{schema.METRICS}.auc_macro_ovr",
+    f"{schema.TIMING}.train_wall_s",
+    f"{schema.TIMING}.train_throughput_img_s",
+    f"{schema.TIMING}.eval_wall_s",
+    f"{schema.MEMORY}.peak_host_rss_mb",
 )
-_SECTION_TITLES = {"metrics": "Classification metrics", "timing": "Time", "memory": "Memory"}
+_SECTION_TITLES = {schema.METRICS: "Classification metrics", schema.TIMING: "Time",
+                   schema.MEMORY: "Memory"}
 # Sections of figures that are facts about the model, not measurements worth a chart.
-_UNCHARTED_SECTIONS = ("model_info",)
+_UNCHARTED_SECTIONS = (schema.MODEL_INFO,)
 
 
 @dataclass
@@ -88,7 +71,7 @@ class ReportData:
     @property
     def problems(self) -> list[dict[str, Any]]:
         """The runs that did not succeed (failed, skipped, …)."""
-        return [r for r in self.records if r.get("status") != "ok"]
+        return [r for r in self.records if not schema.succeeded(r)]
 
     def summary(self, label: str, backend: str, key: str) -> Summary:
         return summarize_figure(self.groups[label].get(backend, []), key)
@@ -111,7 +94,7 @@ def analyse(records: list[dict[str, Any]], source: Path) -> ReportData:
         backend = record["backend"]
         data.totals[label][backend] = data.totals[label].get(backend, 0) + 1
         runs = data.groups[label].setdefault(backend, [])
-        if record.get("status") == "ok":
+        if schema.succeeded(record):
             runs.append(record)
     for label, by_backend in data.groups.items():
         present = [b for b in data.backends if by_backend.get(b)]
@@ -185,7 +168,7 @@ def run_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
 def problem_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     """The runs that did not succeed, with their error."""
     headers = ["run", "status", "error"]
-    return headers, [[r["run_id"], str(r.get("status")), str(r.get("error") or "—")]
+    return headers, [[r["run_id"], str(r.get(schema.STATUS)), str(r.get(schema.ERROR) or "—")]
                      for r in data.problems]
 
 
@@ -205,7 +188,7 @@ def _distinct(values: Sequence[Any]) -> str:
     return "; ".join(seen) or "—"
 
 
-def _facts_table(records: list[dict[str, Any]], section: str,
+def facts_table(records: list[dict[str, Any]], section: str,
                  columns: list[str]) -> tuple[list[str], list[list[str]]]:
     """A section's fields (rows) per backend (columns), distinct values joined."""
     by_backend = {b: [r.get(section) or {} for r in records if r["backend"] == b]
@@ -219,7 +202,7 @@ def _facts_table(records: list[dict[str, Any]], section: str,
 def data_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     """Facts about each dataset (protocol, sizes, fingerprint, class names, skips)."""
     datasets = list(dict.fromkeys(r["dataset"] for r in data.records))
-    by_dataset = {d: [r.get("data") or {} for r in data.records if r["dataset"] == d]
+    by_dataset = {d: [r.get(schema.DATA) or {} for r in data.records if r["dataset"] == d]
                   for d in datasets}
     names = list(dict.fromkeys(k for infos in by_dataset.values() for info in infos
                                for k in info))
@@ -239,7 +222,7 @@ def skipped_file_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     """Input files the loader passed over, when the records list them."""
     seen: dict[tuple[str, str, str], None] = {}
     for record in data.records:
-        skipped = (record.get("data") or {}).get("skipped_files")
+        skipped = (record.get(schema.DATA) or {}).get("skipped_files")
         if isinstance(skipped, list):
             for item in skipped:
                 entry = item if isinstance(item, dict) else {"path": item}
@@ -248,10 +231,10 @@ def skipped_file_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     return ["dataset", "file", "reason"], [list(key) for key in seen]
 
 
-def _skipped_count(data: ReportData) -> int:
+def skipped_count(data: ReportData) -> int:
     counts: dict[str, int] = {}
     for record in data.records:
-        skipped = (record.get("data") or {}).get("skipped_files")
+        skipped = (record.get(schema.DATA) or {}).get("skipped_files")
         count = len(skipped) if isinstance(skipped, list) else skipped
         if isinstance(count, int):
             counts[record["dataset"]] = count
@@ -288,160 +271,25 @@ def charts(data: ReportData) -> list[tuple[str, str, bytes]]:
     return [(anchor, caption, png) for anchor, caption, png in drawn if png is not None]
 
 
-# --- Markdown -------------------------------------------------------------------------
-
-
-def _test_lines(data: ReportData) -> list[tuple[str, str]]:
+def test_lines(data: ReportData) -> list[tuple[str, str]]:
     return [(label, test.statement) for label, tests in data.tests.items()
             for test in tests]
 
 
 def injection_warning(data: ReportData) -> str | None:
     """A warning naming the runs measured with test-only fault injection; None without."""
-    injected = [r["run_id"] for r in data.records if r.get("test_injection")]
+    injected = [r["run_id"] for r in data.records if r.get(schema.TEST_INJECTION)]
     if not injected:
         return None
     return (f"Warning: {len(injected)} run{'s' if len(injected) != 1 else ''} measured with "
             f"test-only fault injection, not real measurements: {', '.join(injected)}")
 
 
-def render_markdown(data: ReportData) -> str:
-    """The report as Markdown: every table and test; the figures are in report.html."""
-    datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
-    warning = injection_warning(data)
-    parts = [
-        f"# FER-Bench report: {markdown_escape(datasets)}",
-        *([f"**{markdown_escape(warning)}**"] if warning else []),
-        f"{len(data.records)} runs ({len(data.problems)} not ok) from "
-        f"`{markdown_escape(data.source.name)}`. Figures: `{REPORT_HTML}`. Cells are the mean over "
-        "seeds ± half-width of its 95% t-interval.",
-        "## Headline", markdown_table(*headline_rows(data)),
-        "## Do the frameworks differ? (paired accuracy tests)",
-        "\n".join(f"- **{markdown_escape(label)}**: {markdown_escape(statement)}"
-                  for label, statement in _test_lines(data)) or "No pair of backends to test.",
-    ]
-    for label in data.groups:
-        headers, rows = figure_rows(data, label)
-        if rows:
-            parts += [f"## All figures: {markdown_escape(label)}", markdown_table(headers, rows)]
-    parts += ["## Runs", markdown_table(*run_rows(data))]
-    if data.problems:
-        parts += ["## Failed or skipped runs", markdown_table(*problem_rows(data))]
-    parts += ["## Data", markdown_table(*data_rows(data))]
-    headers, rows = skipped_file_rows(data)
-    if rows:
-        parts += ["## Skipped input files", markdown_table(headers, rows)]
-    parts += ["## Environment", markdown_table(*_facts_table(data.records, "env",
-                                                              data.backends))]
-    return "\n\n".join(parts) + "\n"
-
-
-# --- HTML -----------------------------------------------------------------------------
-
-_CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
-       max-width: 1200px; padding: 0 24px 48px; color: #1b1b1b; }
-h1 { margin-top: 24px; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px;
-       margin-top: 36px; }
-nav a { margin-right: 12px; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
-th, td { border: 1px solid #d8d8d8; padding: 4px 8px; text-align: left; }
-th { background: #f3f3f3; }
-td.num { text-align: right; white-space: nowrap; }
-td:first-child { white-space: nowrap; }
-tr.bad td { background: #fdecea; }
-figure { margin: 16px 0; } figure img { max-width: 100%; height: auto; }
-figcaption { color: #555; font-size: 13px; }
-.note { color: #555; }
-ul.tests li { margin: 4px 0; }
-.significant { font-weight: 600; }
-pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
-"""
-
-
-def _img(png: bytes, alt: str) -> str:
-    encoded = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
-
-
-def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
-    """The self-contained HTML report: inline CSS, figures as data URIs, no script."""
-    esc = html.escape
-    datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
-    sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
-    headers, rows = headline_rows(data)
-    sections.append(("headline", "Headline", (
-        f"<p class=\"note\">Mean over seeds ± half-width of its 95% t-interval; a single "
-        f"value where there is one replicate; “—” where not measured. "
-        f"Ok runs / all runs per pair.</p>{html_table(headers, rows, _not_all_ok)}")))
-    tests = "".join(
-        f'<li class="{"significant" if test.significant else ""}"><b>{esc(label)}</b>: '
-        f"{esc(test.statement)}</li>"
-        for label, pair_tests in data.tests.items() for test in pair_tests)
-    sections.append(("tests", "Do the frameworks differ?", (
-        "<p class=\"note\">Paired tests on the same test images at α = 0.05: McNemar's "
-        "exact test for one seed (folds pooled), a paired t-test over seeds otherwise.</p>"
-        + (f'<ul class="tests">{tests}</ul>' if tests else "<p>No pair of backends to "
-                                                           "test.</p>"))))
-    sections.append(("figures", "Figures", "".join(
-        f'<figure id="{anchor}">{_img(png, caption)}<figcaption>{esc(caption)}</figcaption>'
-        f"</figure>" for anchor, caption, png in figures) or "<p>No successful runs to "
-                                                              "draw.</p>"))
-    tables = [(label, figure_rows(data, label)) for label in data.groups]
-    details = "".join(f"<h3>{esc(label)}</h3>{html_table(headers, rows)}"
-                      for label, (headers, rows) in tables if rows)
-    sections.append(("all-figures", "All figures", details or "<p>No figures.</p>"))
-    sections.append(("runs", "Runs", html_table(*run_rows(data), lambda r: r[1] != "ok")))
-    problems = "<p>Every run succeeded.</p>"
-    if data.problems:
-        headers, rows = problem_rows(data)
-        tails = "".join(
-            f"<details><summary>{esc(r['run_id'])}: worker output</summary>"
-            f"<pre>{esc(r['stderr_tail'])}</pre></details>"
-            for r in data.problems if r.get("stderr_tail"))
-        problems = html_table(headers, rows, lambda r: True) + tails
-    sections.append(("problems", "Failed or skipped runs", problems))
-    skipped_headers, skipped = skipped_file_rows(data)
-    count = _skipped_count(data)
-    skipped_html = (html_table(skipped_headers, skipped) if skipped else
-                    f"<p>{count} input file{'s' if count != 1 else ''} skipped while "
-                    "loading.</p>")
-    sections.append(("data", "Data", html_table(*data_rows(data))
-                     + f"<h3>Skipped input files</h3>{skipped_html}"))
-    sections.append(("environment", "Environment", (
-        html_table(*_facts_table(data.records, "env", data.backends))
-        + "<h3>Fast-path flags</h3>"
-        + html_table(*_facts_table(data.records, "flags", data.backends))
-        + "<h3>Training recipe</h3>"
-        + html_table(*_facts_table(data.records, "config", data.backends)))))
-    warning = injection_warning(data)
-    banner = f"<p><strong>{esc(warning)}</strong></p>" if warning else ""
-    nav = " ".join(f'<a href="#{anchor}">{esc(title)}</a>' for anchor, title, _ in sections)
-    body = "".join(f'<section id="{anchor}"><h2>{esc(title)}</h2>{content}</section>'
-                   for anchor, title, content in sections)
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>FER-Bench report: {esc(datasets)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>FER-Bench report: {esc(datasets)}</h1>{banner}"
-        f"<p class=\"note\">{len(data.records)} runs ({len(data.problems)} not ok) from "
-        f"<code>{esc(str(data.source))}</code></p><nav>{nav}</nav>{body}</body></html>\n"
-    )
-
-
-def _not_all_ok(row: Sequence[Any]) -> bool:
-    ok, total = str(row[2]).split("/")
-    return ok != total
-
-
-# --- CSV ------------------------------------------------------------------------------
-
-
 def summary_frame(data: ReportData) -> pd.DataFrame:
     """One row per (dataset, model, backend): run counts and each figure's statistics."""
     rows = []
     for (dataset, model, backend), group in _by_pair(data.records).items():
-        ok = [r for r in group if r.get("status") == "ok"]
+        ok = [r for r in group if schema.succeeded(r)]
         row: dict[str, Any] = {"dataset": dataset, "model": model, "backend": backend,
                                "runs": len(group), "runs_ok": len(ok)}
         for key in data.keys:
@@ -461,68 +309,3 @@ def _by_pair(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[d
     return grouped
 
 
-# --- files ----------------------------------------------------------------------------
-
-
-def _write(path: Path, text: str) -> None:
-    """Writes via a temporary file, so a crash never leaves a half-written report."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
-def write_report(location: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
-    """Writes the report files of a report folder from its results.
-
-    Args:
-        location: the report folder, or its results file.
-        records: the records, when the caller already holds them; read from the results
-            file otherwise.
-
-    Returns:
-        The files written, all in the results file's folder.
-
-    Raises:
-        ResultsFileError: the results file is missing, empty or damaged.
-    """
-    source = results_path(location)
-    records = read_records(source) if records is None else records
-    if not records:
-        raise ResultsFileError(f"no records to report for {source}")
-    folder = source.parent
-    data = analyse(records, source)
-    written = {folder / REPORT_HTML: render_html(data, charts(data)),
-               folder / REPORT_MD: render_markdown(data),
-               folder / SUMMARY_CSV: summary_frame(data).to_csv(index=False),
-               folder / RUNS_CSV: runs_frame(records).to_csv(index=False)}
-    for path, text in written.items():
-        _write(path, text)
-    return list(written)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.report",
-        description="Rebuild a report folder's report.html, report.md and CSV summaries "
-                    "from its results.jsonl, without training.",
-    )
-    parser.add_argument("location", type=Path,
-                        help="a report folder (reports/<timestamp>-<dataset>) or its "
-                             "results.jsonl")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        written = write_report(args.location)
-    except ResultsFileError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

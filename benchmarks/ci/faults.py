@@ -1,9 +1,11 @@
 """Test-only fault injection: proves that the CI regression check can fail (docs/ci.md).
 
-Two switches, read from the environment of the worker process:
+Two switches, read from the environment once, where a run starts (`runner.grid.run_grid`),
+carried to the worker in its RunSpec and applied from outside the backend:
 
 * ``FERBENCH_TEST_INJECT_SLOWDOWN="BACKEND:FRACTION"`` (e.g. ``"torch:0.30"``): every
-  training epoch (and `Backend.train_step`) of that backend keeps the CPU busy for
+  training epoch (and `Backend.train_step`) of that backend (`slow_down` wraps its
+  `_train_epoch`, the code path of both) keeps the CPU busy for
   FRACTION × its own measured duration before returning, inside the timed region: a 30%
   slower training step. Busy, not asleep: an idle CPU makes the reference workload timed
   after the epoch about 10% slower on the development machine, which hid a third of a
@@ -28,6 +30,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from backends.registry import BACKEND_NAMES
 
 SLOWDOWN_VARIABLE = "FERBENCH_TEST_INJECT_SLOWDOWN"
 ALLOC_VARIABLE = "FERBENCH_TEST_INJECT_ALLOC_MB"
@@ -71,8 +75,6 @@ class InjectedFaults:
 
 
 def _parse_slowdown(value: str) -> tuple[str, float]:
-    from backends.registry import BACKEND_NAMES  # here: the registry imports backends.base
-
     backend, _, fraction = value.partition(":")
     try:
         number = float(fraction)
@@ -126,3 +128,23 @@ def busy_wait(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
+
+
+def slow_down(backend: Any, faults: InjectedFaults | None) -> None:
+    """Makes `backend`'s training `faults`' fraction slower, if they slow its framework.
+
+    Wraps the instance's `_train_epoch`, which every epoch of `fit` and every
+    `train_step` runs, so the extra busy time falls inside whatever times the training.
+    """
+    fraction = faults.slowdown_for(backend.name) if faults else 0.0
+    if not fraction:
+        return
+    train_epoch = backend._train_epoch
+
+    def slowed(batches: list[np.ndarray]) -> float:
+        start = time.perf_counter()
+        loss = train_epoch(batches)
+        busy_wait(fraction * (time.perf_counter() - start))
+        return loss
+
+    backend._train_epoch = slowed

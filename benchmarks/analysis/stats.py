@@ -4,7 +4,7 @@ Replicates are seeds. With k-fold protocols a seed's figure is first averaged ov
 folds, because the folds of one seed share a training recipe and are not independent
 repetitions of the experiment; with a single seed the folds themselves are the replicates.
 
-Paired tests compare two backends on the *same* test images (DESIGN §5):
+Paired tests compare two backends on the *same* test images (docs/reports.md, Statistics):
 
 * one seed: McNemar's exact test (a binomial test on the discordant images, those right
   with one framework and wrong with the other). With k folds each image is tested once,

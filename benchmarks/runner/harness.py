@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.config import RunSpec
-from benchmarks.worker import record_header
+from benchmarks.record.schema import failed_record
+from benchmarks.runner.config import RunSpec
+from benchmarks.runner.env import SUITE_ROOT
 from datasets import FaceDataset, dataset_split
-from datasets.cache import default_cache_dir  # noqa: F401 (the CLI's import point)
 
-_ROOT = Path(__file__).resolve().parent.parent
 # Skipped files listed in each run's record (all of them are counted).
 MAX_LISTED_SKIPPED = 100
 
@@ -93,7 +92,7 @@ def _failure_reason(returncode: int, stderr_tail: list[str]) -> str:
 
 
 def run_in_worker(spec: RunSpec, on_line: Callable[[str], None] = print) -> dict[str, Any]:
-    """Runs `spec` in a fresh `python -m benchmarks.worker` process.
+    """Runs `spec` in a fresh `python -m benchmarks.runner.worker` process.
 
     Args:
         spec: the run.
@@ -110,8 +109,9 @@ def run_in_worker(spec: RunSpec, on_line: Callable[[str], None] = print) -> dict
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(stderr_path, "w") as stderr:
             process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.worker", str(spec_path), str(result_path)],
-                cwd=_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                [sys.executable, "-m", "benchmarks.runner.worker", str(spec_path),
+                 str(result_path)],
+                cwd=SUITE_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
             )
             for line in process.stdout:
                 on_line(line.rstrip("\n"))
@@ -119,9 +119,4 @@ def run_in_worker(spec: RunSpec, on_line: Callable[[str], None] = print) -> dict
         if returncode == 0 and result_path.exists():
             return json.loads(result_path.read_text())
         tail = stderr_path.read_text(errors="replace").splitlines()[-40:]
-    return {
-        **record_header(spec),
-        "status": "failed",
-        "error": _failure_reason(returncode, tail),
-        "stderr_tail": "\n".join(tail),
-    }
+    return failed_record(spec, _failure_reason(returncode, tail), "\n".join(tail))

@@ -20,8 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from benchmarks.measures import measure_for, replicate_values, summarize_figure
-from benchmarks.stats import summarize
+from benchmarks.analysis.stats import summarize
+from benchmarks.record.figures import measure_for, replicate_values, summarize_figure
 
 Groups = dict[str, dict[str, list[dict[str, Any]]]]
 

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import TrainConfig
-from benchmarks.env import available_cores
-
-SCHEMA_VERSION = 1
+from benchmarks.ci.faults import InjectedFaults
+from benchmarks.runner.env import available_cores
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class MeasureConfig:
         calibration_size: side of the float32 matmul that calibrates the peak FLOP/s;
             None: 8192 on a GPU, 2048 on the CPU (large enough to reach the peak, small
             enough to take about a second).
-        epoch_calibration: time a fixed reference workload (`probes.SpeedCalibration`)
+        epoch_calibration: time a fixed reference workload (`trackers.timing.SpeedCalibration`)
             before the first training epoch and after each one, for the load-normalised
             training speed the CI check judges (docs/ci.md); off by default.
     """
@@ -71,6 +70,8 @@ class RunSpec:
         fold: fold index for k-fold protocols, None for a holdout.
         data_info: facts about the data (fingerprint, protocol, sizes) for the record.
         measure: how latency and peak FLOP/s are measured.
+        faults: test-only fault injection (benchmarks.ci.faults), parsed once where the
+            run started; None for a real measurement.
     """
 
     backend: str
@@ -84,6 +85,7 @@ class RunSpec:
     fold: int | None = None
     data_info: dict[str, Any] = field(default_factory=dict)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    faults: InjectedFaults | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
@@ -102,6 +104,7 @@ class RunSpec:
         raw = json.loads(text)
         raw["train"] = TrainConfig(**raw["train"])
         raw["measure"] = MeasureConfig(**raw["measure"])
+        raw["faults"] = InjectedFaults(**raw["faults"]) if raw.get("faults") else None
         return cls(**raw)
 
     @classmethod

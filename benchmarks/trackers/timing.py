@@ -1,86 +1,33 @@
-"""Measurement probes: small trackers with one job each.
+"""Time and the machine's speed: trackers with one job each.
 
 * `Stopwatch`: wall time of a block, the device synchronised at both ends.
 * `LatencyTracker`: latency percentiles of repeated calls, warm-up calls kept apart.
-* `HostMemoryTracker`: peak RSS and peak anonymous RSS over a block, sampled in a
-  background thread.
-* `GpuMemoryTracker`: peak GPU memory NVML attributes to this process, sampled likewise.
-* `EnergyTracker`: GPU energy over a block from NVML's cumulative counter.
 * `peak_matmul_flops`: the machine's demonstrated float32 FLOP/s (calibration).
 * `CpuWaitClock`: how long this process's threads waited for a CPU (others' load).
 * `SpeedCalibration`: the momentary speed of the machine for a fixed reference workload.
 
 None of them knows a framework: device synchronisation and the calibration matmul come
-in as callables from the Backend, so both frameworks are measured by the same code. The
-samplers run in daemon threads that sleep between samples, and nothing here adds a host
-synchronisation inside a training epoch.
+in as callables from the Backend, so both frameworks are measured by the same code, and
+nothing here adds a host synchronisation inside a training epoch.
 """
 
 from __future__ import annotations
 
 import os
-import resource
-import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import psutil
 
-from benchmarks import nvml
+from benchmarks.trackers.sampling import SAMPLER_THREADS
 
 _MB = 1024 * 1024
-# Native ids of the samplers' own threads: their waits for a CPU delay no measured work.
-_SAMPLER_THREADS: set[int] = set()
 
 
 def _no_sync() -> None:
     """The synchronisation of a device that runs synchronously (the host)."""
-
-
-def current_rss_mb() -> float:
-    """Resident set size of this process now, in MB."""
-    return psutil.Process(os.getpid()).memory_info().rss / _MB
-
-
-def _anon_mb(info: Any) -> float | None:
-    # psutil's `shared` (Linux only) is the resident file-backed and shared-memory part.
-    shared = getattr(info, "shared", None)
-    return None if shared is None else (info.rss - shared) / _MB
-
-
-def current_anon_rss_mb() -> float | None:
-    """Anonymous resident memory of this process now, in MB; None where unknown.
-
-    This is the RSS without the resident pages of mapped files (the frameworks' shared
-    libraries): what the process itself allocated (heap, tensors, stacks). The file part
-    depends on the page cache as well as on the code: after a fresh `pip install`, the
-    same `import torch` maps 133 MB of library pages instead of 77 MB, while its anonymous
-    memory stays at 148 MB (docs/measurement.md). Linux only (psutil's `shared`).
-    """
-    return _anon_mb(psutil.Process(os.getpid()).memory_info())
-
-
-def os_peak_rss_mb() -> float:
-    """The OS's high-water mark of this process's RSS, in MB.
-
-    On Linux this is VmHWM, the peak of this process's own address space. `ru_maxrss`
-    is not used there: the kernel carries the pre-exec high-water mark into a spawned
-    child, so a worker started by a 2 GB harness would report at least 2 GB.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # macOS reports bytes, the BSDs KiB.
-    return peak / _MB if sys.platform == "darwin" else peak / 1024
 
 
 class Stopwatch:
@@ -192,131 +139,6 @@ def measure_latency(
     }
 
 
-class _PeakSampler:
-    """Calls `sample()` (a size in MB) every `interval_s` in a daemon thread, keeps the max.
-
-    One sample is also taken synchronously at start and at stop, so even a block shorter
-    than the interval has a value. Samples of None (nothing to measure) are ignored, so
-    `peak_mb` stays None when nothing could be measured.
-    """
-
-    def __init__(self, sample: Callable[[], float | None], interval_s: float) -> None:
-        if not interval_s > 0:
-            raise ValueError(f"interval_s must be > 0. Received: interval_s={interval_s!r}")
-        self._sample = sample
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.peak_mb: float | None = None
-
-    def _take(self) -> None:
-        value = self._sample()
-        if value is not None and (self.peak_mb is None or value > self.peak_mb):
-            self.peak_mb = value
-
-    def _run(self) -> None:
-        _SAMPLER_THREADS.add(threading.get_native_id())
-        try:
-            while not self._stop.wait(self._interval_s):
-                self._take()
-        finally:
-            _SAMPLER_THREADS.discard(threading.get_native_id())
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("a tracker can be started only once")
-        self._take()
-        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._take()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-class HostMemoryTracker(_PeakSampler):
-    """Peak resident set size of this process over a block, in MB (`peak_mb`), and the
-    peak of its anonymous part (`peak_anon_mb`, see `current_anon_rss_mb`; None where
-    unknown), both from the same samples.
-
-    Sampling catches the peak of one phase (training, evaluation); allocations shorter
-    than the interval can slip between samples, which `os_peak_rss_mb()` never misses
-    (for the whole RSS; the kernel keeps no high-water mark of the anonymous part).
-
-    Args:
-        interval_s: seconds between samples. A sample (thread wake-up, GIL, /proc read)
-            costs about 0.25 ms of CPU, so 20 a second take 0.5% of one core.
-    """
-
-    def __init__(self, interval_s: float = 0.05) -> None:
-        process = psutil.Process(os.getpid())
-        self.peak_anon_mb: float | None = None
-
-        def sample() -> float:
-            info = process.memory_info()
-            anon = _anon_mb(info)
-            if anon is not None and (self.peak_anon_mb is None or anon > self.peak_anon_mb):
-                self.peak_anon_mb = anon
-            return info.rss / _MB
-
-        super().__init__(sample, interval_s)
-
-
-class GpuMemoryTracker(_PeakSampler):
-    """Peak GPU memory NVML attributes to this process over a block, in MB (`peak_mb`).
-
-    This counts everything the process holds on the GPU (CUDA context, framework pools,
-    cuDNN/cuBLAS workspaces), measured outside either framework, so it is the one GPU
-    memory figure that compares TensorFlow and PyTorch like for like. None on a machine
-    without NVML or where the driver does not list this process.
-
-    Args:
-        interval_s: seconds between samples (a sample is one NVML call per GPU).
-    """
-
-    def __init__(self, interval_s: float = 0.05) -> None:
-        pid = os.getpid()
-        super().__init__(lambda: nvml.process_memory_mb(pid), interval_s)
-
-
-class EnergyTracker:
-    """Energy the GPUs this process computes on drew over a block, in J (`energy_j`).
-
-    Reads NVML's cumulative energy counter (mJ) at both ends. It measures whole boards,
-    so anything else running on the same GPU is counted too: benchmark on an idle GPU.
-    `energy_j` stays None on a CPU-only machine or a GPU without the counter. Start it
-    after the framework has created its GPU context, so the process's GPUs are known.
-    """
-
-    def __init__(self) -> None:
-        self._handles: tuple[Any, ...] = ()
-        self._start_mj: list[int] | None = None
-        self.energy_j: float | None = None
-
-    def _read_mj(self) -> list[int] | None:
-        """Each GPU's counter; None unless every GPU of the process has one."""
-        readings = [nvml.energy_mj(handle) for handle in self._handles]
-        return readings if readings and None not in readings else None
-
-    def __enter__(self) -> EnergyTracker:
-        self._handles = nvml.process_devices(os.getpid())
-        self._start_mj = self._read_mj()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        end_mj = self._read_mj() if self._start_mj is not None else None
-        if end_mj is not None:
-            self.energy_j = sum(e - s for s, e in zip(self._start_mj, end_mj, strict=True)) / 1e3
-
-
 def peak_matmul_flops(
     matmul: Callable[[], Any],
     size: int,
@@ -371,7 +193,7 @@ class CpuWaitClock:
         if not self.available:
             return None
         for tid in os.listdir(self._TASKS):
-            if int(tid) in _SAMPLER_THREADS:
+            if int(tid) in SAMPLER_THREADS:
                 continue
             reading = _schedstat(f"{self._TASKS}/{tid}/schedstat")
             if reading is None:

@@ -1,6 +1,6 @@
-"""One measured run in its own process (DESIGN §2.6).
+"""One measured run in its own process (docs/design.md §6).
 
-    python -m benchmarks.worker SPEC.json RESULT.json
+    python -m benchmarks.runner.worker SPEC.json RESULT.json
 
 Reads a RunSpec, trains and evaluates one model with one backend, and writes one result
 record. The harness starts a fresh interpreter per run so memory peaks, thread pools and
@@ -20,21 +20,25 @@ from typing import Any
 import numpy as np
 
 from backends.base import EpochLog
-from backends.fault_injection import hold_resident_memory, injected_faults
-from benchmarks.config import SCHEMA_VERSION, RunSpec
-from benchmarks.env import host_environment
-from benchmarks.metrics import classification_metrics
-from benchmarks.probes import (
-    CpuWaitClock,
-    EnergyTracker,
+from benchmarks.analysis.metrics import classification_metrics
+from benchmarks.ci.faults import hold_resident_memory, slow_down
+from benchmarks.record import schema
+from benchmarks.record.schema import check_record, record_header
+from benchmarks.runner.config import RunSpec
+from benchmarks.runner.env import host_environment
+from benchmarks.trackers.energy import EnergyTracker
+from benchmarks.trackers.memory import (
     GpuMemoryTracker,
     HostMemoryTracker,
-    SpeedCalibration,
-    Stopwatch,
     current_anon_rss_mb,
     current_rss_mb,
-    measure_latency,
     os_peak_rss_mb,
+)
+from benchmarks.trackers.timing import (
+    CpuWaitClock,
+    SpeedCalibration,
+    Stopwatch,
+    measure_latency,
     peak_matmul_flops,
 )
 
@@ -82,7 +86,7 @@ def timing_summary(
         eval_s: wall time of predicting the `num_eval` test images.
         num_eval: test images.
         threads: intra-op threads the run computed with.
-        calibration_s: `probes.SpeedCalibration` durations: one before the first epoch,
+        calibration_s: `trackers.timing.SpeedCalibration` durations: one before the first epoch,
             then one after each epoch.
     """
     steady = history[1:]
@@ -171,7 +175,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     backend = create_backend(spec.backend, threads=spec.threads, deterministic=spec.deterministic)
     rss_after_import_mb = current_rss_mb()
     anon_rss_after_import_mb = current_anon_rss_mb()
-    faults = injected_faults()
+    faults = spec.faults
+    slow_down(backend, faults)
     # Test-only: held from here until the memory figures are read.
     ballast = hold_resident_memory(faults.alloc_mb) if faults and faults.alloc_mb else None
     sync = backend.synchronize
@@ -241,61 +246,40 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     _say(spec, f"test accuracy {metrics['accuracy']:.3f}, "
                f"{work['peak_matmul_tflops'] * 1e3:.0f} GFLOP/s matmul peak")
     return {
-        "model_info": {"trainable_params": backend.num_trainable_params()},
-        "metrics": metrics,
-        "timing": timing,
-        "latency": latency,
-        "memory": memory,
-        "energy": {"train_energy_j": train_energy.energy_j, "eval_energy_j": eval_energy.energy_j},
-        "work": work,
-        "history": [{**asdict(e), "calibration_after_s": c}
-                    for e, c in zip(history, calibration_s[1:] or [None] * len(history),
-                                    strict=True)],
-        "flags": backend.flags(),
-        "env": {**host_environment(), **backend.versions(), "device": backend.device_name()},
-        "test_labels": y_test.tolist(),
-        "test_predictions": probabilities.argmax(1).tolist(),
-    }
-
-
-def record_header(spec: RunSpec) -> dict[str, Any]:
-    """The fields every record carries, whether the run succeeded or failed.
-
-    `test_injection` holds the test-only faults this process's environment injects
-    (backends.fault_injection), None without: a record measured with one is never a
-    real measurement.
-    """
-    faults = injected_faults()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": spec.run_id,
-        "backend": spec.backend,
-        "model": spec.model,
-        "dataset": spec.dataset,
-        "fold": spec.fold,
-        "seed": spec.train.seed,
-        "init": spec.init,
-        "threads": spec.threads,
-        "deterministic": spec.deterministic,
-        "config": asdict(spec.train),
-        "measure_config": asdict(spec.measure),
-        "data": spec.data_info,
-        "test_injection": faults.as_record() if faults else None,
+        schema.MODEL_INFO: {"trainable_params": backend.num_trainable_params()},
+        schema.METRICS: metrics,
+        schema.TIMING: timing,
+        schema.LATENCY: latency,
+        schema.MEMORY: memory,
+        schema.ENERGY: {"train_energy_j": train_energy.energy_j,
+                        "eval_energy_j": eval_energy.energy_j},
+        schema.WORK: work,
+        schema.HISTORY: [{**asdict(e), "calibration_after_s": c}
+                         for e, c in zip(history, calibration_s[1:] or [None] * len(history),
+                                         strict=True)],
+        schema.FLAGS: backend.flags(),
+        schema.ENV: {**host_environment(), **backend.versions(),
+                     "device": backend.device_name()},
+        schema.TEST_LABELS: y_test.tolist(),
+        schema.TEST_PREDICTIONS: probabilities.argmax(1).tolist(),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m benchmarks.worker SPEC.json RESULT.json", file=sys.stderr)
+        print("usage: python -m benchmarks.runner.worker SPEC.json RESULT.json", file=sys.stderr)
         return 2
-    faults = injected_faults()
     spec = RunSpec.read(Path(argv[0]))
-    if faults:
-        _say(spec, f"TEST FAULT INJECTION ACTIVE: {faults.describe()}")
+    if spec.faults:
+        _say(spec, f"TEST FAULT INJECTION ACTIVE: {spec.faults.describe()}")
     started = time.time()
-    record = {**record_header(spec), "status": "ok", "error": None, **execute(spec)}
-    record["wall_s"] = time.time() - started
+    record = {**record_header(spec), schema.STATUS: schema.OK, schema.ERROR: None,
+              **execute(spec)}
+    record[schema.WALL_S] = time.time() - started
+    # A field the schema names but this worker forgot fails the run here, loudly, rather
+    # than reaching the readers as a figure that is silently "—".
+    check_record(record, complete=True)
     Path(argv[1]).write_text(json.dumps(record))
     return 0
 

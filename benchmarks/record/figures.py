@@ -1,11 +1,12 @@
 """The figures a result record carries, what each means, and which way is better.
 
-Every numeric leaf of a record's measurement sections (metrics, timing, memory, and any
-section the worker adds later, such as energy or work) is a *figure*, named by its dotted
-path ("timing.train_wall_s"). The report and `benchmarks.compare` show every figure that
-exists; this catalog only adds labels, units, a direction and a threshold kind. Figures
-it does not list are described from their name's unit suffix (`_s`, `_ms`, `_mb`, `_j`,
-`_img_s`, …), so new probes show up, and are judged, without touching this file.
+Every numeric leaf of a record's measurement sections (`schema.MEASUREMENT_SECTIONS`, and
+any section a worker adds later that is not one of `schema.FACT_SECTIONS`) is a *figure*,
+named by its dotted path ("timing.train_wall_s"). The report and `benchmarks.compare` show
+every figure that exists; this catalog only adds labels, units, a direction and a
+threshold kind. Figures it does not list are described from their name's unit suffix
+(`_s`, `_ms`, `_mb`, `_j`, `_img_s`, …), so new probes show up, and are judged, without
+touching this file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.stats import Summary, seed_replicates, summarize
+from benchmarks.analysis.stats import Summary, seed_replicates, summarize
+from benchmarks.record import schema
 
 HIGHER, LOWER = "higher", "lower"
 
@@ -33,13 +35,12 @@ MEMORY = "memory"  # relative growth
 ANON_MEMORY = "anon_memory"
 ENERGY = "energy"  # relative growth
 
-# Top-level record sections holding facts, not measurements.
-_NOT_FIGURES = frozenset({"config", "measure_config", "data", "env", "flags", "test_injection"})
 # Leaves of the metrics section that are not scalar figures.
 _NOT_SCALAR = frozenset({"per_class", "confusion_matrix", "auc_classes_skipped"})
 
 # The columns every run table starts with.
-RUN_KEYS = ("run_id", "status", "dataset", "model", "backend", "fold", "seed", "error")
+RUN_KEYS = (schema.RUN_ID, schema.STATUS, schema.DATASET, schema.MODEL, schema.BACKEND,
+            schema.FOLD, schema.SEED, schema.ERROR)
 
 
 @dataclass(frozen=True)
@@ -75,41 +76,48 @@ class Measure:
         return f"{value:,.{self.digits}f}"
 
 
-_CATALOG = {
+# The figures' keys are "<section>.<name>", the section one of schema.MEASUREMENT_SECTIONS.
+CATALOG = {
     m.key: m
     for m in (
-        Measure("metrics.accuracy", "accuracy", better=HIGHER, kind=QUALITY),
-        Measure("metrics.balanced_accuracy", "balanced accuracy", better=HIGHER, kind=QUALITY),
-        Measure("metrics.macro_f1", "macro F1", better=HIGHER, kind=QUALITY),
-        Measure("metrics.weighted_f1", "weighted F1", better=HIGHER, kind=QUALITY),
-        Measure("metrics.auc_macro_ovr", "AUC (macro OvR)", better=HIGHER, kind=QUALITY),
+        Measure(f"{schema.METRICS}.accuracy", "accuracy", better=HIGHER, kind=QUALITY),
+        Measure(f"{schema.METRICS}.balanced_accuracy", "balanced accuracy", better=HIGHER,
+                kind=QUALITY),
+        Measure(f"{schema.METRICS}.macro_f1", "macro F1", better=HIGHER, kind=QUALITY),
+        Measure(f"{schema.METRICS}.weighted_f1", "weighted F1", better=HIGHER, kind=QUALITY),
+        Measure(f"{schema.METRICS}.auc_macro_ovr", "AUC (macro OvR)", better=HIGHER,
+                kind=QUALITY),
         # Unbounded, so an absolute threshold in fraction points would mean nothing.
-        Measure("metrics.log_loss", "log loss", better=LOWER),
+        Measure(f"{schema.METRICS}.log_loss", "log loss", better=LOWER),
         # Sub-second and dominated by noise: shown, not judged.
-        Measure("timing.build_s", "model build", "s", LOWER, digits=2),
-        Measure("timing.first_epoch_s", "first epoch (incl. tracing)", "s", LOWER, TIME, 2),
-        Measure("timing.steady_epoch_s_mean", "steady epoch", "s", LOWER, TIME, 2),
-        Measure("timing.train_wall_s", "train time", "s", LOWER, TIME, 1),
-        Measure("timing.train_throughput_img_s", "train throughput", "img/s", HIGHER, TIME, 0),
-        Measure("timing.train_throughput_corrected_img_s", "train throughput, CPU wait out",
-                "img/s", HIGHER, TIME, 0),
-        Measure("timing.train_img_per_calibration", "train speed, load-normalised",
+        Measure(f"{schema.TIMING}.build_s", "model build", "s", LOWER, digits=2),
+        Measure(f"{schema.TIMING}.first_epoch_s", "first epoch (incl. tracing)", "s", LOWER,
+                TIME, 2),
+        Measure(f"{schema.TIMING}.steady_epoch_s_mean", "steady epoch", "s", LOWER, TIME, 2),
+        Measure(f"{schema.TIMING}.train_wall_s", "train time", "s", LOWER, TIME, 1),
+        Measure(f"{schema.TIMING}.train_throughput_img_s", "train throughput", "img/s", HIGHER,
+                TIME, 0),
+        Measure(f"{schema.TIMING}.train_throughput_corrected_img_s",
+                "train throughput, CPU wait out", "img/s", HIGHER, TIME, 0),
+        Measure(f"{schema.TIMING}.train_img_per_calibration", "train speed, load-normalised",
                 "img/cal", HIGHER, NORMALISED, 2),
         # How much the machine's other load delayed the run: context, not performance.
-        Measure("timing.train_cpu_wait_s", "CPU wait (others' load)", "s", digits=2),
-        Measure("timing.eval_wall_s", "eval time", "s", LOWER, TIME, 2),
-        Measure("timing.latency_b1_p50_ms", "latency b1 p50", "ms", LOWER, TIME, 2),
-        Measure("memory.peak_host_rss_mb", "peak host RSS", "MB", LOWER, MEMORY, 0),
-        Measure("memory.rss_after_import_mb", "RSS after import", "MB", LOWER, MEMORY, 0),
-        Measure("memory.peak_anon_rss_mb", "peak anonymous RSS", "MB", LOWER, ANON_MEMORY, 0),
-        Measure("memory.train_peak_anon_rss_mb", "train peak anonymous RSS", "MB", LOWER,
+        Measure(f"{schema.TIMING}.train_cpu_wait_s", "CPU wait (others' load)", "s", digits=2),
+        Measure(f"{schema.TIMING}.eval_wall_s", "eval time", "s", LOWER, TIME, 2),
+        Measure(f"{schema.LATENCY}.latency_b1_p50_ms", "latency b1 p50", "ms", LOWER, TIME, 2),
+        Measure(f"{schema.MEMORY}.peak_host_rss_mb", "peak host RSS", "MB", LOWER, MEMORY, 0),
+        Measure(f"{schema.MEMORY}.rss_after_import_mb", "RSS after import", "MB", LOWER,
+                MEMORY, 0),
+        Measure(f"{schema.MEMORY}.peak_anon_rss_mb", "peak anonymous RSS", "MB", LOWER,
                 ANON_MEMORY, 0),
-        Measure("memory.eval_peak_anon_rss_mb", "eval peak anonymous RSS", "MB", LOWER,
-                ANON_MEMORY, 0),
-        Measure("memory.anon_rss_after_import_mb", "anonymous RSS after import", "MB", LOWER,
-                ANON_MEMORY, 0),
-        Measure("memory.nvml_peak_mb", "GPU peak (NVML)", "MB", LOWER, MEMORY, 0),
-        Measure("model_info.trainable_params", "trainable params", digits=0),
+        Measure(f"{schema.MEMORY}.train_peak_anon_rss_mb", "train peak anonymous RSS", "MB",
+                LOWER, ANON_MEMORY, 0),
+        Measure(f"{schema.MEMORY}.eval_peak_anon_rss_mb", "eval peak anonymous RSS", "MB",
+                LOWER, ANON_MEMORY, 0),
+        Measure(f"{schema.MEMORY}.anon_rss_after_import_mb", "anonymous RSS after import", "MB",
+                LOWER, ANON_MEMORY, 0),
+        Measure(f"{schema.MEMORY}.nvml_peak_mb", "GPU peak (NVML)", "MB", LOWER, MEMORY, 0),
+        Measure(f"{schema.MODEL_INFO}.trainable_params", "trainable params", digits=0),
     )
 }
 
@@ -130,26 +138,26 @@ _SUFFIXES = (
 
 # The headline table's figures, in order; missing ones show as "—".
 HEADLINE = (
-    "metrics.accuracy",
-    "metrics.macro_f1",
-    "metrics.auc_macro_ovr",
-    "timing.train_wall_s",
-    "timing.train_throughput_img_s",
-    "timing.eval_wall_s",
-    "timing.latency_b1_p50_ms",
-    "memory.peak_host_rss_mb",
-    "memory.nvml_peak_mb",
+    f"{schema.METRICS}.accuracy",
+    f"{schema.METRICS}.macro_f1",
+    f"{schema.METRICS}.auc_macro_ovr",
+    f"{schema.TIMING}.train_wall_s",
+    f"{schema.TIMING}.train_throughput_img_s",
+    f"{schema.TIMING}.eval_wall_s",
+    f"{schema.LATENCY}.latency_b1_p50_ms",
+    f"{schema.MEMORY}.peak_host_rss_mb",
+    f"{schema.MEMORY}.nvml_peak_mb",
 )
 
 
 def measure_for(key: str) -> Measure:
     """The Measure of `key`: from the catalog, else described from its unit suffix.
 
-    An unlisted key is labelled by its path below the section ("timing.latency.b1.p50_ms"
-    reads "latency b1 p50", in ms).
+    An unlisted key is labelled by its path below the section
+    ("latency.latency_train_batch_p95_ms" reads "latency train batch p95", in ms).
     """
-    if key in _CATALOG:
-        return _CATALOG[key]
+    if key in CATALOG:
+        return CATALOG[key]
     path = key.split(".", 1)[-1]
     for suffixes, unit, better, kind, digits in _SUFFIXES:
         for suffix in suffixes:
@@ -178,7 +186,7 @@ def figures_of(record: dict[str, Any]) -> dict[str, float]:
     """Every numeric figure of one record, keyed by dotted path."""
     figures = {}
     for section, content in record.items():
-        if section not in _NOT_FIGURES and isinstance(content, dict):
+        if section not in schema.FACT_SECTIONS and isinstance(content, dict):
             figures.update(_numeric_leaves(content, f"{section}."))
     return figures
 
@@ -186,7 +194,7 @@ def figures_of(record: dict[str, Any]) -> dict[str, float]:
 def figure_keys(columns: Iterable[str]) -> list[str]:
     """The figure columns among `columns`, catalog figures first, in catalog order."""
     keys = [c for c in columns if c not in RUN_KEYS]
-    order = {key: i for i, key in enumerate(_CATALOG)}
+    order = {key: i for i, key in enumerate(CATALOG)}
     return sorted(keys, key=lambda k: (order.get(k, len(order)), k))
 
 

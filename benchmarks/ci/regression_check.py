@@ -46,8 +46,6 @@ same way so that neither side carries the other's start-up cost.
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import subprocess
 import sys
@@ -58,14 +56,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends import fault_injection
 from benchmarks import run
-from benchmarks.compare import CI_THRESHOLDS, Comparison, Delta, compare_records, render
-from benchmarks.env import cpu_model, git_commit
-from benchmarks.measures import ANON_MEMORY, MEMORY, NORMALISED
-from benchmarks.results import RESULTS_FILE, ResultsFileError, append_record, read_records
+from benchmarks.analysis.comparison import Comparison, Delta, compare_records, render
+from benchmarks.ci import faults as fault_injection
+from benchmarks.ci.thresholds import BASELINE_THRESHOLDS, SPEED_THRESHOLDS
+from benchmarks.record import schema
+from benchmarks.record.figures import ANON_MEMORY, MEMORY, NORMALISED
+from benchmarks.record.store import RESULTS_FILE, append_record, read_records
+from benchmarks.runner.env import SUITE_ROOT, cpu_model, git_commit
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASELINE = Path("reports/baselines/ci-cpu")
 DEFAULT_REPEATS = 3
 # Readings after the first, at most, of a model and backend whose figure regressed; they
@@ -76,15 +75,11 @@ DEFAULT_REPEATS = 3
 # readings of one model are too few. A real slowdown is confirmed after 2 reruns, more
 # memory after 4.
 CONFIRMATION_RUNS = 4
-SPEED_FIGURE = "train_img_per_calibration"  # in each record's "timing"
+SPEED_FIGURE = "train_img_per_calibration"  # in each record's schema.TIMING section
 REFRESH = "if the change is intended, refresh the baseline with `make ci-baseline` and commit it"
 # Header fields two records must share for their figures to be comparable.
-_SETTINGS = ("config", "measure_config", "threads", "deterministic", "init")
-# What each comparison judges: speed between the two trees run here, the rest against the
-# committed baseline.
-SPEED_THRESHOLDS = {**dict.fromkeys(CI_THRESHOLDS, math.inf),
-                    NORMALISED: CI_THRESHOLDS[NORMALISED]}
-BASELINE_THRESHOLDS = {**CI_THRESHOLDS, NORMALISED: math.inf}
+_SETTINGS = (schema.CONFIG, schema.MEASURE_CONFIG, schema.THREADS, schema.DETERMINISTIC,
+             schema.INIT)
 _TEST_VARIABLES = (fault_injection.SLOWDOWN_VARIABLE, fault_injection.ALLOC_VARIABLE,
                    fault_injection.ARM_VARIABLE)
 
@@ -123,7 +118,7 @@ class Side:
 
 def candidate_side() -> Side:
     """This checkout, with this process's environment (test fault injection included)."""
-    return Side("candidate", ROOT, git_commit(), dict(os.environ))
+    return Side("candidate", SUITE_ROOT, git_commit(), dict(os.environ))
 
 
 def reference_side(root: Path, commit: str) -> Side:
@@ -162,7 +157,8 @@ def preset_pairs(run_options: list[str]) -> list[Pair]:
 
 
 def _ok_commits(records: list[dict[str, Any]]) -> set[str | None]:
-    return {(r.get("env") or {}).get("suite_commit") for r in records if r.get("status") == "ok"}
+    return {(r.get(schema.ENV) or {}).get("suite_commit") for r in records
+            if schema.succeeded(r)}
 
 
 def reference_commit(baseline: list[dict[str, Any]]) -> str:
@@ -188,7 +184,7 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @contextmanager
-def reference_worktree(commit: str, repo: Path = ROOT) -> Iterator[Path]:
+def reference_worktree(commit: str, repo: Path = SUITE_ROOT) -> Iterator[Path]:
     """Checks `commit` out in a temporary git worktree of `repo`; removes it on exit.
 
     The checkout under test is not touched (git only notes the worktree in its metadata,
@@ -227,32 +223,33 @@ def check_comparable(reference: list[dict[str, Any]], records: list[dict[str, An
         what: how the errors name `reference`.
     """
     by_id = {r["run_id"]: r for r in reference}
-    injected = sorted({r["run_id"] for r in reference if r.get("test_injection")})
+    injected = sorted({r["run_id"] for r in reference if r.get(schema.TEST_INJECTION)})
     if injected:
         raise NotComparableError(f"the {what} holds runs measured with test fault "
                                  f"injection ({', '.join(injected)}): rebuild it with "
                                  f"`make ci-baseline`")
     for record in records:
         other = by_id.get(record["run_id"])
-        if other is None or other.get("status") != "ok":
+        if other is None or not schema.succeeded(other):
             raise NotComparableError(f"the {what} has no successful run {record['run_id']}: "
                                      f"refresh the baseline with `make ci-baseline`")
         differing = [name for name in _SETTINGS if other.get(name) != record.get(name)]
-        if (other.get("data") or {}).get("fingerprint") != \
-                (record.get("data") or {}).get("fingerprint"):
+        if (other.get(schema.DATA) or {}).get("fingerprint") != \
+                (record.get(schema.DATA) or {}).get("fingerprint"):
             differing.append("data fingerprint")
         if differing:
             raise NotComparableError(f"{record['run_id']} ran with other {', '.join(differing)} "
                                      f"than the {what}: run the `ci` preset unchanged, or "
                                      f"{REFRESH}")
-        if record["status"] == "ok" and (record.get("timing") or {}).get(SPEED_FIGURE) is None:
-            raise NotComparableError(f"{record['run_id']} has no timing.{SPEED_FIGURE}, which "
-                                     f"the speed verdict needs: it takes Linux's scheduler "
-                                     f"statistics (/proc/self/task/*/schedstat)")
+        if schema.succeeded(record) and \
+                (record.get(schema.TIMING) or {}).get(SPEED_FIGURE) is None:
+            raise NotComparableError(f"{record['run_id']} has no {schema.TIMING}.{SPEED_FIGURE}, "
+                                     f"which the speed verdict needs: it takes Linux's "
+                                     f"scheduler statistics (/proc/self/task/*/schedstat)")
 
 
 def _ok_cpus(records: list[dict[str, Any]]) -> set[str | None]:
-    return {(r.get("env") or {}).get("cpu") for r in records if r.get("status") == "ok"}
+    return {(r.get(schema.ENV) or {}).get("cpu") for r in records if schema.succeeded(r)}
 
 
 def _regressed_figures(comparison: Comparison) -> dict[Key, Delta]:
@@ -415,8 +412,8 @@ def _judgeable_pairs(reference: list[dict[str, Any]], speed_pairs: set[Pair],
                      commit: str | None) -> set[Pair]:
     """The speed pairs whose reference run succeeded, on the reference's own code."""
     return {(r["model"], r["backend"]) for r in reference
-            if r.get("status") == "ok" and (r["model"], r["backend"]) in speed_pairs
-            and (r.get("env") or {}).get("suite_commit") == commit}
+            if schema.succeeded(r) and (r["model"], r["backend"]) in speed_pairs
+            and (r.get(schema.ENV) or {}).get("suite_commit") == commit}
 
 
 def _open_reference(baseline: list[dict[str, Any]], stack: ExitStack) -> tuple[Side | None, str]:
@@ -537,7 +534,7 @@ def write_baseline(baseline_dir: Path, out_root: Path, repeats: int) -> int:
             print("error: not every run succeeded; the baseline is unchanged", file=sys.stderr)
             return 1
         records += read_records(folder)
-    if any(r.get("test_injection") for r in records):
+    if any(r.get(schema.TEST_INJECTION) for r in records):
         print("error: test fault injection is active; the baseline is unchanged",
               file=sys.stderr)
         return 1
@@ -549,48 +546,3 @@ def write_baseline(baseline_dir: Path, out_root: Path, repeats: int) -> int:
     print(f"\nbaseline written: {target} ({repeats} runs of the ci preset of "
           f"{candidate.commit[:12]}); review it, then commit it: git add {target}")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.ci",
-        description="CI regression check on training speed and memory (docs/ci.md). "
-                    "check: further options go to benchmarks.run.",
-    )
-    parser.add_argument("command", choices=["check", "baseline"],
-                        help="check: run the ci preset from this tree and from the baseline's "
-                             "commit, judge speed between them and memory against the "
-                             "baseline; baseline: run it and write the results as the new "
-                             "baseline")
-    parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
-                        help=f"baseline folder (default: {DEFAULT_BASELINE})")
-    parser.add_argument("--out", type=Path, default=Path("reports"),
-                        help="parent folder of the new runs' folders (default: reports)")
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
-                        help="baseline: runs of the preset to average "
-                             f"(default: {DEFAULT_REPEATS})")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args, run_options = build_parser().parse_known_args(argv)
-    try:
-        if args.command == "baseline":
-            if run_options or args.repeats < 1:
-                print(f"error: the baseline is the full ci preset, repeated ≥ 1 times. "
-                      f"Received: {' '.join(run_options)} --repeats {args.repeats}",
-                      file=sys.stderr)
-                return 2
-            return write_baseline(args.baseline, args.out, args.repeats)
-        return check(args.baseline, args.out, run_options)
-    except ResultsFileError as error:
-        print(f"error: {error}; to create the baseline run `make ci-baseline`",
-              file=sys.stderr)
-        return 2
-    except ValueError as error:  # bad run options, or a NotComparableError naming the fix
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

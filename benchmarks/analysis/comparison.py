@@ -1,0 +1,330 @@
+"""What changed between two sets of results: deltas of every figure, regressions marked.
+
+For every (dataset, model, backend) the figures of B's successful runs (mean over seeds)
+are set against A's. A figure is a regression when it got worse by more than the
+threshold of its kind (THRESHOLD_RULES: quality drops in fraction points; time, normalised
+speed, memory, anonymous memory and energy as relative changes; throughputs count as time
+per image). A run that was ok in A and did not succeed in B is a regression too; a run
+present in only one of them is listed, not judged. Which figures exist, and their
+directions and kinds, come from the figure catalogue (`benchmarks.record.figures`).
+`benchmarks.compare` is the command line; the CI check calls `compare_records` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.ci.faults import InjectedFaults
+from benchmarks.record import schema
+from benchmarks.record.figures import (
+    ANON_MEMORY,
+    ENERGY,
+    HIGHER,
+    MEMORY,
+    NORMALISED,
+    QUALITY,
+    TIME,
+    Measure,
+    figure_keys,
+    measure_for,
+    runs_frame,
+    summarize_figure,
+)
+from benchmarks.report.tables import markdown_table, text_table
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How one threshold kind is judged.
+
+    Attributes:
+        word: what getting worse is called ("slowdown").
+        relative: whether the limit is a fraction of A's value (else absolute).
+        default: the default limit.
+        flag: the command-line option that sets it.
+    """
+
+    word: str
+    relative: bool
+    default: float
+    flag: str
+
+
+THRESHOLD_RULES = {
+    QUALITY: ThresholdRule("drop", relative=False, default=0.02, flag="--max-accuracy-drop"),
+    TIME: ThresholdRule("slowdown", relative=True, default=0.10, flag="--max-slowdown"),
+    NORMALISED: ThresholdRule("slowdown", relative=True, default=0.10,
+                              flag="--max-normalised-slowdown"),
+    MEMORY: ThresholdRule("growth", relative=True, default=0.10, flag="--max-memory-growth"),
+    ANON_MEMORY: ThresholdRule("growth", relative=True, default=0.10,
+                               flag="--max-anon-memory-growth"),
+    ENERGY: ThresholdRule("growth", relative=True, default=0.10, flag="--max-energy-growth"),
+}
+DEFAULT_THRESHOLDS = {kind: rule.default for kind, rule in THRESHOLD_RULES.items()}
+
+# Record sections whose differences explain a change (and are listed as context).
+_CONTEXT_SECTIONS = (schema.DATA, schema.CONFIG, schema.MEASURE_CONFIG, schema.ENV,
+                     schema.FLAGS)
+# Changes smaller than this (relative, or in fraction points for quality) round to zero in
+# the table, so they are called neither "worse" nor "better".
+_NEGLIGIBLE = 1e-3
+# Fields that differ between runs by design, not between A and B.
+_CONTEXT_IGNORED = frozenset({f"{schema.CONFIG}.seed"})
+
+
+def check_thresholds(thresholds: Mapping[str, float]) -> None:
+    """Raises ValueError unless every threshold is a known kind with a limit ≥ 0 (inf: off)."""
+    for kind, limit in thresholds.items():
+        if kind not in THRESHOLD_RULES:
+            raise ValueError(f"unknown threshold kind {kind!r}; valid kinds: "
+                             f"{', '.join(THRESHOLD_RULES)}")
+        # `not limit >= 0` also rejects NaN, which would silently pass every change.
+        if not isinstance(limit, (int, float)) or not limit >= 0:
+            raise ValueError(f"{THRESHOLD_RULES[kind].flag} must be a number ≥ 0. "
+                             f"Received: {limit!r}")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One figure of one (dataset, model, backend) in A and in B.
+
+    Attributes:
+        dataset: dataset name.
+        model: model name.
+        backend: backend name.
+        measure: the figure.
+        a: mean over A's successful runs (seeds); None when A lacks it.
+        b: the same for B.
+        runs_a: successful runs A averages over.
+        runs_b: successful runs B averages over.
+        worse_by: how much worse B is, in the terms of the figure's threshold kind
+            (absolute for quality, relative otherwise; throughputs as time per image);
+            negative when B is better; None when the figure has no direction or a side
+            lacks it.
+        limit: the threshold in force; None for figures that are not judged.
+    """
+
+    dataset: str
+    model: str
+    backend: str
+    measure: Measure
+    a: float | None
+    b: float | None
+    runs_a: int
+    runs_b: int
+    worse_by: float | None
+    limit: float | None
+
+    @property
+    def regression(self) -> bool:
+        return self.worse_by is not None and self.limit is not None \
+            and self.worse_by > self.limit
+
+    @property
+    def change(self) -> str:
+        """B against A: a difference for quality figures, a percentage otherwise."""
+        if self.a is None or self.b is None:
+            return "—"
+        if self.measure.kind == QUALITY:
+            return f"{self.b - self.a:+.{self.measure.digits}f}"
+        return "—" if self.a == 0 else f"{self.b / self.a - 1:+.1%}"
+
+    @property
+    def verdict(self) -> str:
+        """"REGRESSION (…)", "worse", "better" or ""."""
+        if self.worse_by is None or abs(self.worse_by) < _NEGLIGIBLE:
+            return ""
+        if not self.regression:
+            return "worse" if self.worse_by > 0 else "better"
+        rule = THRESHOLD_RULES[self.measure.kind]
+        amount, limit = ((f"{self.worse_by:.1%}", f"{self.limit:.0%}") if rule.relative
+                         else (f"{self.worse_by:.3f}", f"{self.limit:g}"))
+        return f"REGRESSION ({rule.word} {amount} > {limit})"
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """A run whose status differs between A and B, or that only one of them holds.
+
+    Attributes:
+        run_id: the run (backend, model, dataset, fold, seed).
+        a_status: its status in A; None when A lacks it.
+        b_status: its status in B; None when B lacks it.
+        error: B's error (else A's), if any.
+    """
+
+    run_id: str
+    a_status: str | None
+    b_status: str | None
+    error: str | None
+
+    @property
+    def regression(self) -> bool:
+        return self.a_status == schema.OK and self.b_status not in (None, schema.OK)
+
+    @property
+    def verdict(self) -> str:
+        if self.regression:
+            return "REGRESSION (ok in A, not in B)"
+        if self.a_status is None:
+            return "only in B"
+        if self.b_status is None:
+            return "only in A"
+        return "fixed" if self.b_status == schema.OK else "still not ok"
+
+
+@dataclass
+class Comparison:
+    """The outcome of `compare_records`.
+
+    Attributes:
+        deltas: every figure of every (dataset, model, backend) either side holds.
+        run_changes: runs whose status differs, or that only one side holds.
+        context: (scope, field, A's values, B's values) for facts that differ (versions,
+            data fingerprint, recipe, flags): what may explain the deltas.
+        injected: ("A" or "B", run_id, faults) for every run measured with test-only fault
+            injection (benchmarks.ci.faults): not real measurements.
+    """
+
+    deltas: list[Delta] = field(default_factory=list)
+    run_changes: list[RunChange] = field(default_factory=list)
+    context: list[tuple[str, str, str, str]] = field(default_factory=list)
+    injected: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[str]:
+        """One line per regression."""
+        lines = [f"{c.run_id}: {c.verdict}" + (f": {c.error}" if c.error else "")
+                 for c in self.run_changes if c.regression]
+        lines += [f"{d.dataset} {d.model} {d.backend} {d.measure.title}: {d.verdict}"
+                  for d in self.deltas if d.regression]
+        return lines
+
+
+def _worse_by(measure: Measure, a: float | None, b: float | None) -> float | None:
+    if measure.better is None or a is None or b is None:
+        return None
+    sign = 1.0 if measure.better == HIGHER else -1.0
+    if measure.kind == QUALITY:
+        return sign * (a - b)
+    if a <= 0 or b <= 0:
+        return None
+    # Rates are compared as time per unit of work, so both directions read as a slowdown.
+    return a / b - 1 if measure.better == HIGHER else b / a - 1
+
+
+def _ok_groups(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict]]:
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for record in records:
+        runs = groups.setdefault((record["dataset"], record["model"], record["backend"]), [])
+        if schema.succeeded(record):
+            runs.append(record)
+    return groups
+
+
+def _context_values(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(scope, "section.field") → the distinct values among `records`, joined."""
+    values: dict[tuple[str, str], dict[str, None]] = {}
+    for record in records:
+        scope = record["backend"] if schema.succeeded(record) else None
+        if scope is None:
+            continue
+        for section in _CONTEXT_SECTIONS:
+            for name, value in (record.get(section) or {}).items():
+                key = f"{section}.{name}"
+                if key not in _CONTEXT_IGNORED:
+                    values.setdefault((scope, key), {})[str(value)] = None
+    return {key: "; ".join(sorted(seen)) for key, seen in values.items()}
+
+
+def compare_records(
+    records_a: list[dict[str, Any]],
+    records_b: list[dict[str, Any]],
+    thresholds: Mapping[str, float] | None = None,
+) -> Comparison:
+    """Compares two sets of result records.
+
+    Args:
+        records_a: the reference (before, baseline).
+        records_b: the candidate (after).
+        thresholds: threshold kind → limit (see THRESHOLD_RULES); kinds left out keep their
+            default, and a kind mapped to math.inf is never a regression.
+
+    Returns:
+        The deltas, run status changes and differing context.
+    """
+    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    check_thresholds(limits)
+    comparison = Comparison()
+    groups_a, groups_b = _ok_groups(records_a), _ok_groups(records_b)
+    keys = figure_keys(runs_frame(records_a + records_b).columns)
+    for group in dict.fromkeys([*groups_a, *groups_b]):
+        runs_a, runs_b = groups_a.get(group, []), groups_b.get(group, [])
+        for key in keys:
+            measure = measure_for(key)
+            a = summarize_figure(runs_a, key).mean
+            b = summarize_figure(runs_b, key).mean
+            if a is None and b is None:
+                continue
+            comparison.deltas.append(Delta(*group, measure, a, b, len(runs_a), len(runs_b),
+                                           _worse_by(measure, a, b), limits.get(measure.kind)))
+    runs_a = {r["run_id"]: r for r in records_a}
+    runs_b = {r["run_id"]: r for r in records_b}
+    for run_id in dict.fromkeys([*runs_a, *runs_b]):
+        a, b = runs_a.get(run_id), runs_b.get(run_id)
+        a_status, b_status = (a or {}).get(schema.STATUS), (b or {}).get(schema.STATUS)
+        if a is None or b is None or a_status != b_status:
+            error = (b or {}).get(schema.ERROR) or (a or {}).get(schema.ERROR)
+            comparison.run_changes.append(RunChange(run_id, a_status, b_status, error))
+    for side, records in (("A", records_a), ("B", records_b)):
+        comparison.injected += [
+            (side, r["run_id"], InjectedFaults(**r[schema.TEST_INJECTION]).describe())
+            for r in records if r.get(schema.TEST_INJECTION)
+        ]
+    context_a, context_b = _context_values(records_a), _context_values(records_b)
+    for scope_key in sorted(set(context_a) & set(context_b)):
+        if context_a[scope_key] != context_b[scope_key]:
+            comparison.context.append((*scope_key, context_a[scope_key],
+                                       context_b[scope_key]))
+    return comparison
+
+
+# --- rendering ------------------------------------------------------------------------
+
+_DELTA_HEADERS = ["dataset", "model", "backend", "runs A/B", "figure", "A", "B", "change",
+                  "verdict"]
+
+
+def _delta_rows(comparison: Comparison) -> list[list[str]]:
+    return [[d.dataset, d.model, d.backend, f"{d.runs_a}/{d.runs_b}", d.measure.title,
+             d.measure.format(d.a), d.measure.format(d.b), d.change, d.verdict]
+            for d in comparison.deltas]
+
+
+def _run_rows(comparison: Comparison) -> list[list[str]]:
+    return [[c.run_id, c.a_status or "—", c.b_status or "—", c.verdict, c.error or ""]
+            for c in comparison.run_changes]
+
+
+def render(comparison: Comparison, name_a: str, name_b: str, markdown: bool = False) -> str:
+    """The comparison as a text or Markdown report."""
+    table = markdown_table if markdown else text_table
+    heading = (lambda t: f"## {t}") if markdown else (lambda t: f"{t}\n{'=' * len(t)}")
+    parts = [heading(f"Comparison: A = {name_a}, B = {name_b}"),
+             table(_DELTA_HEADERS, _delta_rows(comparison))]
+    if comparison.run_changes:
+        parts += [heading("Runs whose status changed"),
+                  table(["run", "A", "B", "verdict", "error"], _run_rows(comparison))]
+    if comparison.context:
+        parts += [heading("What else differs"),
+                  table(["scope", "field", "A", "B"], [list(c) for c in comparison.context])]
+    if comparison.injected:
+        parts += [heading("Test fault injection: these runs are not real measurements"),
+                  table(["side", "run", "injected"], [list(i) for i in comparison.injected])]
+    regressions = comparison.regressions
+    summary = (f"{len(regressions)} regression{'s' if len(regressions) != 1 else ''}"
+               + (":\n" + "\n".join(f"- {line}" for line in regressions) if regressions
+                  else "."))
+    return "\n\n".join(parts + [summary]) + "\n"

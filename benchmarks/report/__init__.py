@@ -1,0 +1,73 @@
+"""The cross-framework report of one report folder, rebuilt from its results file.
+
+    python -m benchmarks.report reports/20260101-120000-synthetic
+
+Reads `results.jsonl` (never modifies it) and (re)writes the derived files next to it:
+
+* `report.html`: self-contained (inline CSS, figures as base64 PNG data URIs, no script),
+  opens from disk without a network;
+* `report.md`: the tables and test results as Markdown, for pull requests and terminals;
+* `summary.csv`: one row per (dataset, model, backend) with each figure's n, mean, std and
+  95% interval; `runs.csv`: one row per run with every figure it carries.
+
+Nothing else in the folder is touched. Text that comes from the data (class names, paths,
+error messages) is escaped in the HTML and Markdown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from benchmarks.record.figures import runs_frame
+from benchmarks.record.store import ResultsFileError, read_records, results_path
+from benchmarks.report.data import (
+    REPORT_HTML,
+    REPORT_MD,
+    RUNS_CSV,
+    SUMMARY_CSV,
+    analyse,
+    charts,
+    summary_frame,
+)
+from benchmarks.report.html import render_html
+from benchmarks.report.markdown import render_markdown
+
+
+def _write(path: Path, text: str) -> None:
+    """Writes via a temporary file, so a crash never leaves a half-written report."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_report(location: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
+    """Writes the report files of a report folder from its results.
+
+    Args:
+        location: the report folder, or its results file.
+        records: the records, when the caller already holds them; read from the results
+            file otherwise.
+
+    Returns:
+        The files written, all in the results file's folder.
+
+    Raises:
+        ResultsFileError: the results file is missing, empty or damaged.
+    """
+    source = results_path(location)
+    records = read_records(source) if records is None else records
+    if not records:
+        raise ResultsFileError(f"no records to report for {source}")
+    folder = source.parent
+    data = analyse(records, source)
+    written = {folder / REPORT_HTML: render_html(data, charts(data)),
+               folder / REPORT_MD: render_markdown(data),
+               folder / SUMMARY_CSV: summary_frame(data).to_csv(index=False),
+               folder / RUNS_CSV: runs_frame(records).to_csv(index=False)}
+    for path, text in written.items():
+        _write(path, text)
+    return list(written)
+
+

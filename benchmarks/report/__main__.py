@@ -1,0 +1,38 @@
+"""`python -m benchmarks.report FOLDER`: rebuilds a report folder's report files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks.record.store import ResultsFileError
+from benchmarks.report import write_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Rebuild a report folder's report.html, report.md and CSV summaries "
+                    "from its results.jsonl, without training.",
+    )
+    parser.add_argument("location", type=Path,
+                        help="a report folder (reports/<timestamp>-<dataset>) or its "
+                             "results.jsonl")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        written = write_report(args.location)
+    except ResultsFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

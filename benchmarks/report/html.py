@@ -1,0 +1,119 @@
+"""The report as one self-contained HTML page (report.html)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.report.data import (
+    ReportData,
+    data_rows,
+    facts_table,
+    figure_rows,
+    headline_rows,
+    injection_warning,
+    problem_rows,
+    run_rows,
+    skipped_count,
+    skipped_file_rows,
+)
+from benchmarks.report.tables import html_table
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
+       max-width: 1200px; padding: 0 24px 48px; color: #1b1b1b; }
+h1 { margin-top: 24px; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px;
+       margin-top: 36px; }
+nav a { margin-right: 12px; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
+th, td { border: 1px solid #d8d8d8; padding: 4px 8px; text-align: left; }
+th { background: #f3f3f3; }
+td.num { text-align: right; white-space: nowrap; }
+td:first-child { white-space: nowrap; }
+tr.bad td { background: #fdecea; }
+figure { margin: 16px 0; } figure img { max-width: 100%; height: auto; }
+figcaption { color: #555; font-size: 13px; }
+.note { color: #555; }
+ul.tests li { margin: 4px 0; }
+.significant { font-weight: 600; }
+pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    encoded = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
+    """The self-contained HTML report: inline CSS, figures as data URIs, no script."""
+    esc = html.escape
+    datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
+    sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
+    headers, rows = headline_rows(data)
+    sections.append(("headline", "Headline", (
+        f"<p class=\"note\">Mean over seeds ± half-width of its 95% t-interval; a single "
+        f"value where there is one replicate; “—” where not measured. "
+        f"Ok runs / all runs per pair.</p>{html_table(headers, rows, _not_all_ok)}")))
+    tests = "".join(
+        f'<li class="{"significant" if test.significant else ""}"><b>{esc(label)}</b>: '
+        f"{esc(test.statement)}</li>"
+        for label, pair_tests in data.tests.items() for test in pair_tests)
+    sections.append(("tests", "Do the frameworks differ?", (
+        "<p class=\"note\">Paired tests on the same test images at α = 0.05: McNemar's "
+        "exact test for one seed (folds pooled), a paired t-test over seeds otherwise.</p>"
+        + (f'<ul class="tests">{tests}</ul>' if tests else "<p>No pair of backends to "
+                                                           "test.</p>"))))
+    sections.append(("figures", "Figures", "".join(
+        f'<figure id="{anchor}">{_img(png, caption)}<figcaption>{esc(caption)}</figcaption>'
+        f"</figure>" for anchor, caption, png in figures) or "<p>No successful runs to "
+                                                              "draw.</p>"))
+    tables = [(label, figure_rows(data, label)) for label in data.groups]
+    details = "".join(f"<h3>{esc(label)}</h3>{html_table(headers, rows)}"
+                      for label, (headers, rows) in tables if rows)
+    sections.append(("all-figures", "All figures", details or "<p>No figures.</p>"))
+    sections.append(("runs", "Runs", html_table(*run_rows(data), lambda r: r[1] != "ok")))
+    problems = "<p>Every run succeeded.</p>"
+    if data.problems:
+        headers, rows = problem_rows(data)
+        tails = "".join(
+            f"<details><summary>{esc(r['run_id'])}: worker output</summary>"
+            f"<pre>{esc(r['stderr_tail'])}</pre></details>"
+            for r in data.problems if r.get("stderr_tail"))
+        problems = html_table(headers, rows, lambda r: True) + tails
+    sections.append(("problems", "Failed or skipped runs", problems))
+    skipped_headers, skipped = skipped_file_rows(data)
+    count = skipped_count(data)
+    skipped_html = (html_table(skipped_headers, skipped) if skipped else
+                    f"<p>{count} input file{'s' if count != 1 else ''} skipped while "
+                    "loading.</p>")
+    sections.append(("data", "Data", html_table(*data_rows(data))
+                     + f"<h3>Skipped input files</h3>{skipped_html}"))
+    sections.append(("environment", "Environment", (
+        html_table(*facts_table(data.records, "env", data.backends))
+        + "<h3>Fast-path flags</h3>"
+        + html_table(*facts_table(data.records, "flags", data.backends))
+        + "<h3>Training recipe</h3>"
+        + html_table(*facts_table(data.records, "config", data.backends)))))
+    warning = injection_warning(data)
+    banner = f"<p><strong>{esc(warning)}</strong></p>" if warning else ""
+    nav = " ".join(f'<a href="#{anchor}">{esc(title)}</a>' for anchor, title, _ in sections)
+    body = "".join(f'<section id="{anchor}"><h2>{esc(title)}</h2>{content}</section>'
+                   for anchor, title, content in sections)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>FER-Bench report: {esc(datasets)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>FER-Bench report: {esc(datasets)}</h1>{banner}"
+        f"<p class=\"note\">{len(data.records)} runs ({len(data.problems)} not ok) from "
+        f"<code>{esc(str(data.source))}</code></p><nav>{nav}</nav>{body}</body></html>\n"
+    )
+
+
+def _not_all_ok(row: Sequence[Any]) -> bool:
+    ok, total = str(row[2]).split("/")
+    return ok != total
+
+

@@ -1,0 +1,51 @@
+"""The report as Markdown (report.md)."""
+
+from __future__ import annotations
+
+from benchmarks.report.data import (
+    REPORT_HTML,
+    ReportData,
+    data_rows,
+    facts_table,
+    figure_rows,
+    headline_rows,
+    injection_warning,
+    problem_rows,
+    run_rows,
+    skipped_file_rows,
+    test_lines,
+)
+from benchmarks.report.tables import markdown_escape, markdown_table
+
+
+def render_markdown(data: ReportData) -> str:
+    """The report as Markdown: every table and test; the figures are in report.html."""
+    datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
+    warning = injection_warning(data)
+    parts = [
+        f"# FER-Bench report: {markdown_escape(datasets)}",
+        *([f"**{markdown_escape(warning)}**"] if warning else []),
+        f"{len(data.records)} runs ({len(data.problems)} not ok) from "
+        f"`{markdown_escape(data.source.name)}`. Figures: `{REPORT_HTML}`. Cells are the mean over "
+        "seeds ± half-width of its 95% t-interval.",
+        "## Headline", markdown_table(*headline_rows(data)),
+        "## Do the frameworks differ? (paired accuracy tests)",
+        "\n".join(f"- **{markdown_escape(label)}**: {markdown_escape(statement)}"
+                  for label, statement in test_lines(data)) or "No pair of backends to test.",
+    ]
+    for label in data.groups:
+        headers, rows = figure_rows(data, label)
+        if rows:
+            parts += [f"## All figures: {markdown_escape(label)}", markdown_table(headers, rows)]
+    parts += ["## Runs", markdown_table(*run_rows(data))]
+    if data.problems:
+        parts += ["## Failed or skipped runs", markdown_table(*problem_rows(data))]
+    parts += ["## Data", markdown_table(*data_rows(data))]
+    headers, rows = skipped_file_rows(data)
+    if rows:
+        parts += ["## Skipped input files", markdown_table(headers, rows)]
+    parts += ["## Environment", markdown_table(*facts_table(data.records, "env",
+                                                              data.backends))]
+    return "\n\n".join(parts) + "\n"
+
+

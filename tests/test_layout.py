@@ -1,0 +1,112 @@
+"""The house rules of the layout (docs/design.md, "Module map"), read from the source.
+
+Imports inside functions count too: a circle hidden behind a function-level import (as
+`backends.base` → fault injection → `backends.registry` → `backends.base` once was) is
+still a circle in the design, only one that fails later.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("backends", "benchmarks", "datasets")
+FRAMEWORKS = ("torch", "tensorflow", "keras")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for package in PACKAGES
+            for path in sorted((ROOT / package).rglob("*.py"))}
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """What `path` imports anywhere in it: for `import a.b` "a.b", for `from a import x`
+    "a.x" where that is a module, else "a"."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    modules = _modules()
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    """Project module → the project modules it imports.
+
+    A submodule's import of its own package's other modules does not count as importing
+    the package: Python has the package in sys.modules by then, half-initialised or not,
+    and only names taken from the package itself (`from a import name`) need it complete.
+    """
+    modules = _modules()
+    return {name: {t for t in _imports(path, name) if t in modules} - {name}
+            for name, path in modules.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of `graph`, as a path that ends where it starts; None if none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_imports_in_a_circle():
+    graph = _graph()
+    assert len(graph) > 40  # every module of the three packages was read
+    assert _cycle(graph) is None
+
+
+@pytest.mark.parametrize("package", ["backends", "datasets"])
+def test_backends_and_datasets_import_nothing_from_benchmarks(package):
+    offenders = {name: sorted(t for t in targets if t.split(".")[0] == "benchmarks")
+                 for name, targets in _graph().items() if name.split(".")[0] == package}
+    assert {name: t for name, t in offenders.items() if t} == {}
+
+
+def test_the_record_analysis_and_report_never_import_a_framework():
+    # They read records on machines that may have neither framework installed.
+    modules = _modules()
+    for name, path in modules.items():
+        if name.split(".")[:2] in (["benchmarks", "record"], ["benchmarks", "analysis"],
+                                   ["benchmarks", "report"]):
+            roots = {imported.split(".")[0] for imported in _imports(path, name)}
+            assert not roots & set(FRAMEWORKS), name

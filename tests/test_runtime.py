@@ -1,0 +1,193 @@
+"""Each framework's `configure_runtime` applies what it is asked, and its users agree on it.
+
+Runtime settings are process-global and only take before the framework's first op, so
+each check runs in a fresh interpreter that prints its findings as JSON.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# One more thread than there are CPUs: a pool size no framework picks by default.
+THREADS = (os.cpu_count() or 1) + 1
+# Tiny 3-channel images: with one channel an NCHW tensor is also channels-last contiguous,
+# so a layout check on FER's grayscale images could not fail.
+TINY_DATA = (
+    "import numpy as np; "
+    "x = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8); "
+    "y = np.arange(8) % 7"
+)
+
+
+def _run(script: str) -> dict:
+    """Runs `script` in a fresh interpreter at the repository root; returns its last line."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+# --- torch ---------------------------------------------------------------------------
+def test_torch_runtime_sets_the_threads_asked_for():
+    pytest.importorskip("torch")
+    found = _run(f"""
+        import json, torch
+        from backends.torch.runtime import configure_runtime
+        settings = configure_runtime({THREADS}, deterministic=False)
+        print(json.dumps({{
+            "threads": [torch.get_num_threads(), torch.get_num_interop_threads()],
+            "reported": [settings.intra_op_threads, settings.inter_op_threads],
+            "memory_format": str(settings.memory_format),
+            "cudnn_benchmark": [torch.backends.cudnn.benchmark, settings.cudnn_benchmark],
+            "tf32": settings.tf32,
+        }}))
+    """)
+    assert found["threads"] == found["reported"] == [THREADS, THREADS]
+    assert found["memory_format"] == "torch.channels_last"
+    assert found["cudnn_benchmark"] == [True, True]  # autotuning unless deterministic
+    assert found["tf32"] is False
+
+
+def test_torch_backend_flags_report_its_runtime_settings():
+    pytest.importorskip("torch")
+    found = _run(f"""
+        import json, torch
+        from backends.torch.backend import TorchBackend
+        backend = TorchBackend(threads={THREADS}, deterministic=True)
+        runtime = backend.runtime
+        backend.build("proposed_cnn", (16, 16, 3), 7)
+        batch = backend._to_input(torch.zeros(2, 16, 16, 3, dtype=torch.uint8))
+        print(json.dumps({{
+            "flags": backend.flags(),
+            "runtime": {{
+                "device": str(runtime.device),
+                "channels_last": runtime.memory_format == torch.channels_last,
+                "intra_op_threads": runtime.intra_op_threads,
+                "inter_op_threads": runtime.inter_op_threads,
+                "deterministic": runtime.deterministic,
+                "cudnn_benchmark": runtime.cudnn_benchmark,
+                "tf32": runtime.tf32,
+            }},
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "batch_channels_last": batch.is_contiguous(memory_format=torch.channels_last),
+            "batch_nchw": batch.is_contiguous(),
+        }}))
+    """)
+    flags, runtime = found["flags"], found["runtime"]
+    assert {key: flags[key] for key in runtime} == runtime
+    assert runtime["channels_last"] is True
+    assert runtime["intra_op_threads"] == runtime["inter_op_threads"] == THREADS
+    assert runtime["deterministic"] is found["deterministic_algorithms"] is True
+    assert runtime["cudnn_benchmark"] is False  # determinism turns autotuning off
+    assert found["batch_channels_last"] and not found["batch_nchw"]
+
+
+def test_bare_torch_loop_trains_like_the_suite():
+    pytest.importorskip("torch")
+    found = _run(f"""
+        {TINY_DATA}
+        import json, torch
+        from benchmarks.studies.overhead import build_bare_torch
+        model, step = build_bare_torch(x, y, {THREADS})
+        inputs = []
+        model.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+        loss = float(step(np.arange(4)))
+        kernels = [p for p in model.parameters() if p.dim() == 4]
+        print(json.dumps({{
+            "threads": [torch.get_num_threads(), torch.get_num_interop_threads()],
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "input_channels_last": inputs[0].is_contiguous(memory_format=torch.channels_last),
+            "input_nchw": inputs[0].is_contiguous(),
+            "kernels_channels_last": all(
+                k.is_contiguous(memory_format=torch.channels_last) for k in kernels),
+            "kernels_nchw": all(k.is_contiguous() for k in kernels),
+            "device": inputs[0].device.type,
+            "cuda": torch.cuda.is_available(),
+            "loss": loss,
+        }}))
+    """)
+    assert found["threads"] == [THREADS, THREADS]
+    assert found["cudnn_benchmark"] is True
+    assert found["input_channels_last"] and not found["input_nchw"]
+    assert found["kernels_channels_last"] and not found["kernels_nchw"]
+    assert found["device"] == ("cuda" if found["cuda"] else "cpu")
+    assert found["loss"] > 0
+
+
+# --- tf ------------------------------------------------------------------------------
+def test_tf_runtime_sets_the_threads_asked_for():
+    pytest.importorskip("tensorflow")
+    found = _run(f"""
+        import json
+        from backends.tf.runtime import configure_runtime
+        import tensorflow as tf
+        settings = configure_runtime({THREADS}, deterministic=False)
+        print(json.dumps({{
+            "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                        tf.config.threading.get_inter_op_parallelism_threads()],
+            "reported": [settings.intra_op_threads, settings.inter_op_threads],
+            "device": settings.device,
+            "gpus": len(tf.config.list_physical_devices("GPU")),
+            "memory_growth": settings.memory_growth,
+            "tf32": [tf.config.experimental.tensor_float_32_execution_enabled(), settings.tf32],
+        }}))
+    """)
+    assert found["threads"] == found["reported"] == [THREADS, THREADS]
+    assert found["device"] == ("gpu" if found["gpus"] else "cpu")
+    assert found["memory_growth"] is bool(found["gpus"])
+    assert found["tf32"] == [False, False]
+
+
+def test_tf_backend_flags_report_its_runtime_settings():
+    pytest.importorskip("tensorflow")
+    found = _run(f"""
+        import json
+        from backends.tf.backend import TFBackend
+        backend = TFBackend(threads={THREADS}, deterministic=True)
+        runtime = backend.runtime
+        print(json.dumps({{
+            "flags": backend.flags(),
+            "runtime": {{
+                "device": runtime.device,
+                "memory_growth": runtime.memory_growth,
+                "intra_op_threads": runtime.intra_op_threads,
+                "inter_op_threads": runtime.inter_op_threads,
+                "deterministic": runtime.deterministic,
+                "tf32": runtime.tf32,
+            }},
+        }}))
+    """)
+    flags, runtime = found["flags"], found["runtime"]
+    assert {key: flags[key] for key in runtime} == runtime
+    assert runtime["intra_op_threads"] == runtime["inter_op_threads"] == THREADS
+    assert runtime["deterministic"] is True
+    assert runtime["tf32"] is False
+
+
+def test_bare_tf_loop_trains_like_the_suite():
+    pytest.importorskip("tensorflow")
+    found = _run(f"""
+        {TINY_DATA}
+        import json
+        from benchmarks.studies.overhead import build_bare_tf
+        import tensorflow as tf
+        _, step = build_bare_tf(x, y, {THREADS})
+        loss = float(step(np.arange(4)))
+        print(json.dumps({{
+            "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                        tf.config.threading.get_inter_op_parallelism_threads()],
+            "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
+            "loss": loss,
+        }}))
+    """)
+    assert found["threads"] == [THREADS, THREADS]
+    assert found["tf32"] is False
+    assert found["loss"] > 0
