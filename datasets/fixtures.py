@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -418,3 +420,29 @@ def write_natural_faces(
             truth.faces[copy] = truth.faces[original]
         truth.duplicates = 2
     return truth
+
+
+def write_oversized_png(path: Path, width: int, height: int, seed: int = 0) -> None:
+    """Writes a PNG whose header declares `width`×`height` pixels in a few hundred bytes.
+
+    An 8×8 noise image is encoded, then its IHDR chunk is rewritten (CRC included) to
+    claim the given size: what a decompression bomb looks like to a header check, without
+    the seconds and gigabytes a real one would take to write.
+
+    Args:
+        path: the file to write (folders created).
+        width: declared width in pixels.
+        height: declared height in pixels.
+        seed: noise seed (the pixels are not blank).
+    """
+    noise = np.random.default_rng(seed).integers(0, 256, (8, 8), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".png", noise)
+    if not ok:
+        raise ValueError("could not encode the 8×8 PNG")
+    data = bytearray(encoded.tobytes())
+    # Signature (8 bytes), IHDR length (4), b"IHDR" at 12, width and height at 16–24, the
+    # rest of IHDR's 13 bytes, then the CRC of type and data at 29–33.
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))

@@ -5,12 +5,14 @@ Face crops use OpenCV's Haar cascade (`haarcascade_frontalface_default.xml` from
 `CascadeClassifier` and its models to opencv-contrib (opencv/opencv#25198), so with
 opencv-python-headless 5.x, or whenever no face is found, the crop falls back to a centred
 square (CENTRE_CROP_FRACTION of the shorter side); every fallback is counted.
-`$FERBENCH_HAAR_CASCADE` may name another cascade file.
+`$FERBENCH_HAAR_CASCADE` may name another cascade file. A picture whose header states more
+than MAX_IMAGE_PIXELS pixels is refused before it is decoded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -19,6 +21,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 KDEF_ANGLES = ("frontal", "all")
 # Full-frame portraits (CK+, KDEF) centre the head; this share of the shorter side holds the
@@ -30,6 +33,12 @@ BLANK_RANGE = 4
 # and faces in full-frame portraits stay far above the cascade's 24-pixel window.
 _DETECT_SIDE_PX = 240
 _MIN_FACE_FRACTION = 0.25  # smaller detections are background clutter, not the sitter
+# The pixel budget: a picture whose header states more pixels is skipped before decoding.
+# A few kilobytes of PNG can declare gigapixels; decoding one would take gigabytes (or
+# raise cv2.error past OpenCV's own limit of 2**30). The budget equals Pillow's
+# decompression-bomb threshold, so Pillow's warning only ever concerns a skipped file, and
+# it is far above any face dataset (CK+ frames, the largest, are 640×490 = 0.3 MP).
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ def _cascade_path() -> Path | None:
 
 
 def decode_gray(path: Path) -> np.ndarray:
-    """Reads an image file as (H, W) uint8 grayscale.
+    """Reads an image file as (H, W) uint8 grayscale, within the pixel budget.
 
     Args:
         path: the file (any name: bytes are read first, so spaces and non-ASCII are fine).
@@ -131,15 +140,45 @@ def decode_gray(path: Path) -> np.ndarray:
         The decoded image.
 
     Raises:
-        ValueError: the file is empty or not an image OpenCV can decode.
+        ValueError: the file is empty, its header states more than MAX_IMAGE_PIXELS
+            pixels, or it is not an image OpenCV can decode.
     """
     data = np.fromfile(path, np.uint8)
     if data.size == 0:
         raise ValueError("empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    _check_pixel_budget(data)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    except cv2.error as error:
+        raise ValueError(f"not a decodable image (OpenCV: {error.err})") from error
     if image is None:
         raise ValueError("not a decodable image")
     return image
+
+
+def _check_pixel_budget(data: np.ndarray) -> None:
+    """Raises ValueError when the image header in `data` states over MAX_IMAGE_PIXELS pixels.
+
+    Pillow reads only the header here. A header Pillow cannot read is left to OpenCV,
+    which then either refuses the file (not decodable) or decodes it under its own limit.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        # Pillow refuses past twice its threshold (by default the budget) without a size.
+        raise ValueError(
+            f"image too large: its header states over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
+            f"Pillow's decompression-bomb limit (the pixel budget is {MAX_IMAGE_PIXELS:,}, "
+            "MAX_IMAGE_PIXELS)"
+        ) from None
+    except (OSError, ValueError, EOFError):  # UnidentifiedImageError is an OSError
+        return
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"image too large: {width}×{height} = {width * height:,} pixels, beyond the pixel "
+            f"budget of {MAX_IMAGE_PIXELS:,} (MAX_IMAGE_PIXELS)"
+        )
 
 
 def blank_reason(gray: np.ndarray) -> str | None:
