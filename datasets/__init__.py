@@ -11,25 +11,48 @@ from pathlib import Path
 
 from datasets import cache, ckplus, fer2013, kdef, natural_faces
 from datasets.cache import default_cache_dir
-from datasets.core import EMOTIONS, DatasetFormatError, DatasetNotFoundError, FaceDataset
-from datasets.folders import scan
+from datasets.core import (
+    EMOTIONS,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    FaceDataset,
+    WrongDatasetError,
+)
+from datasets.folders import SourceFile, scan
 from datasets.preprocess import FaceFinder, LoadOptions
 from datasets.splits import Split, dataset_split, holdout_split, kfold_split
 from datasets.synthetic import generate as generate_synthetic
 
-# name → module with TITLE, EXPECTED (what its folder holds), GET_IT (where users get it)
-# and read(root, files, options) -> FaceDataset, where `files` is folders.scan(root) and
-# `options` the LoadOptions; it raises DatasetNotFoundError when no layout is found.
+# name → module with TITLE, EXPECTED (what its folder holds), GET_IT (where users get it),
+# recognise(root, files) -> (how many files its layouts would read, what they look like)
+# and read(root, files, options) -> FaceDataset, where `files` is folders.scan(root)'s and
+# `options` the LoadOptions; read raises DatasetNotFoundError when no layout is found.
 # "synthetic" is generated, not read.
 READERS = {"ck+": ckplus, "fer2013": fer2013, "kdef": kdef, "natural_faces": natural_faces}
 DATASET_NAMES: tuple[str, ...] = ("synthetic", *READERS)
+# Other spellings users type → the canonical name, which is what gets recorded.
+DATASET_ALIASES = {"natural-faces": "natural_faces"}
 _CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def check_dataset_name(name: str) -> None:
-    """Raises ValueError naming the valid datasets if `name` is unknown."""
-    if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)}")
+def check_dataset_name(name: str) -> str:
+    """The canonical name of dataset `name`, an alias (DATASET_ALIASES) resolved.
+
+    Args:
+        name: a dataset name or alias.
+
+    Returns:
+        The name in DATASET_NAMES.
+
+    Raises:
+        ValueError: `name` is unknown (the message lists the valid names).
+    """
+    canonical = DATASET_ALIASES.get(name, name)
+    if canonical not in DATASET_NAMES:
+        aliases = ", ".join(f"{alias} for {to}" for alias, to in DATASET_ALIASES.items())
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)} "
+                         f"(also {aliases})")
+    return canonical
 
 
 def default_data_dir(name: str) -> Path:
@@ -39,9 +62,10 @@ def default_data_dir(name: str) -> Path:
         name: a dataset name.
 
     Returns:
-        $FERBENCH_DATA/<name> when FERBENCH_DATA is set, else data/<name> in the checkout.
+        $FERBENCH_DATA/<name> when FERBENCH_DATA is set, else data/<name> in the checkout,
+        with the canonical name.
     """
-    check_dataset_name(name)
+    name = check_dataset_name(name)
     base = os.environ.get("FERBENCH_DATA")
     return (Path(base) if base else _CHECKOUT / "data") / name
 
@@ -60,7 +84,7 @@ def load_dataset(
     cache in `cache_dir`. Nothing is ever written inside the dataset folder.
 
     Args:
-        name: one of DATASET_NAMES.
+        name: one of DATASET_NAMES, or an alias (DATASET_ALIASES).
         data_dir: the dataset folder (any depth above its files); None for
             default_data_dir(name). Ignored by "synthetic".
         image_size: output side length in pixels.
@@ -68,13 +92,15 @@ def load_dataset(
         cache_dir: where decoded datasets are kept; None for default_cache_dir().
 
     Returns:
-        The FaceDataset.
+        The FaceDataset, named canonically. Files that cannot be read safely (not regular
+        files, dangling links, names that are not UTF-8) head its skipped list.
 
     Raises:
         DatasetNotFoundError: the folder is missing or holds no known layout.
+        WrongDatasetError: the folder holds another dataset (the message names it).
         DatasetFormatError: a file breaks its format (wrong CSV columns, a bad row).
     """
-    check_dataset_name(name)
+    name = check_dataset_name(name)
     options = LoadOptions(image_size=image_size, kdef_angles=kdef_angles)
     if name == "synthetic":
         return generate_synthetic(image_size=image_size)
@@ -88,25 +114,56 @@ def load_dataset(
         )
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
     cache.check_outside(cache_dir, root)
-    files = scan(root)
+    files, unreadable = scan(root)
+    check_layout(name, root, files)
     settings = {**options.to_dict(), "face_finder": FaceFinder().name}
-    path = cache.cache_path(cache_dir, name, cache.cache_key(name, files, settings))
+    path = cache.cache_path(cache_dir, name, cache.cache_key(name, files, settings, unreadable))
     dataset = cache.load(path)
     if dataset is None:
         dataset = reader.read(root, files, options)
+        dataset.skipped = unreadable + dataset.skipped
         cache.save(path, dataset)
     dataset.source.update(folder=str(root.resolve()), cache_file=str(path))
     return dataset
 
 
+def check_layout(name: str, root: Path, files: list[SourceFile]) -> None:
+    """Refuses a folder whose files another dataset's layout accounts for better.
+
+    Folder vocabularies overlap (CK+48's and FER2013's class folders share four names),
+    so each reader would happily read part of another dataset; counting what every
+    reader would read tells which dataset the folder holds. A tie keeps `name`.
+
+    Args:
+        name: the canonical name asked for (a key of READERS).
+        root: the dataset folder.
+        files: scan(root)'s files.
+
+    Raises:
+        WrongDatasetError: another dataset's layout reads more of `files` (one line: what
+            was expected, what was found, which --dataset reads it).
+    """
+    found = {other: module.recognise(root, files) for other, module in READERS.items()}
+    best = max(found, key=lambda other: found[other][0])
+    if found[best][0] > found[name][0]:
+        reader = READERS[name]
+        raise WrongDatasetError(
+            f"{root} does not hold {reader.TITLE}: expected {reader.EXPECTED}; it looks like "
+            f"{found[best][1]} instead: pass --dataset {best}"
+        )
+
+
 __all__ = [
+    "DATASET_ALIASES",
     "DATASET_NAMES",
     "EMOTIONS",
     "DatasetFormatError",
     "DatasetNotFoundError",
     "FaceDataset",
     "Split",
+    "WrongDatasetError",
     "check_dataset_name",
+    "check_layout",
     "dataset_split",
     "default_cache_dir",
     "default_data_dir",

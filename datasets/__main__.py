@@ -5,7 +5,7 @@
 
 Prints the layout found, counts per class and split, subjects, skipped files (with the
 reason) and duplicates. Exits with status 2 and a one-line error when the data is missing
-or malformed.
+or malformed, or when the folder holds another dataset than the one named.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets import (
+    DATASET_ALIASES,
     DATASET_NAMES,
     FaceDataset,
     Split,
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     describe = commands.add_parser("describe", help="counts per class and split, subjects, "
                                                     "skipped files, duplicates")
-    describe.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+    # load_dataset takes an alias (natural-faces) as its canonical name.
+    describe.add_argument("--dataset", required=True, choices=(*DATASET_NAMES, *DATASET_ALIASES))
     describe.add_argument("--data-dir", type=Path, default=None,
                           help="the dataset folder (default: $FERBENCH_DATA/<dataset> or "
                                "data/<dataset>)")

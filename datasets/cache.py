@@ -52,12 +52,31 @@ def check_outside(cache_dir: Path, data_dir: Path) -> None:
         )
 
 
-def cache_key(name: str, files: Sequence[SourceFile], settings: dict[str, Any]) -> str:
-    """A hash of the dataset's files (paths, sizes, mtimes) and the loading settings."""
+def cache_key(
+    name: str,
+    files: Sequence[SourceFile],
+    settings: dict[str, Any],
+    unreadable: Sequence[dict[str, str]] = (),
+) -> str:
+    """A hash of the dataset's files and the loading settings.
+
+    Args:
+        name: the dataset name.
+        files: the files read (their paths, sizes and mtimes count).
+        settings: the loading settings.
+        unreadable: skipped-file entries of what folders.scan could not read; they count
+            too, since the cached dataset lists them.
+
+    Returns:
+        24 hex digits.
+    """
     digest = hashlib.sha256()
     digest.update(json.dumps([CACHE_FORMAT, name, settings], sort_keys=True).encode())
     for file in files:
-        digest.update(f"{file.path}\0{file.size}\0{file.mtime_ns}\n".encode())
+        # fsencode takes any name the file system gives, UTF-8 or not, byte for byte.
+        digest.update(os.fsencode(file.path) + f"\0{file.size}\0{file.mtime_ns}\n".encode())
+    for entry in unreadable:
+        digest.update(f"{entry['path']}\0{entry['reason']}\n".encode())
     return digest.hexdigest()[:24]
 
 
@@ -68,7 +87,12 @@ def cache_path(cache_dir: Path, name: str, key: str) -> Path:
 
 
 def load(path: Path) -> FaceDataset | None:
-    """The cached dataset at `path`, or None when there is none (or it is unreadable)."""
+    """The cached dataset at `path`, or None when there is none or it is damaged.
+
+    Every array is read in full: zip checks each chunk's CRC, and the inflated chunks
+    must fill their arrays exactly, so a truncated or altered file is rebuilt, never
+    trusted.
+    """
     if not path.is_file():
         return None
     try:
@@ -84,16 +108,20 @@ def load(path: Path) -> FaceDataset | None:
                 array = np.empty(shape, np.dtype(dtype))
                 flat = array.reshape(-1).view(np.uint8)
                 offsets = np.cumsum([0] + [_CHUNK_BYTES] * (len(chunks[key]) - 1))
-                list(pool.map(functools.partial(_inflate_into, flat), offsets, chunks[key]))
+                filled = pool.map(functools.partial(_inflate_into, flat), offsets, chunks[key])
+                if sum(filled) != flat.size:
+                    raise ValueError(f"{key} holds fewer bytes than its shape {shape}")
                 arrays[key] = array
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error):
-        return None  # a damaged or stale cache file is rebuilt, never trusted
-    return FaceDataset(**{key: arrays.get(key) for key in _ARRAYS}, **facts)
+        return FaceDataset(**{key: arrays.get(key) for key in _ARRAYS}, **facts)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None  # a damaged or stale cache file is rebuilt
 
 
-def _inflate_into(flat: np.ndarray, offset: int, part: bytes) -> None:
+def _inflate_into(flat: np.ndarray, offset: int, part: bytes) -> int:
+    """Inflates `part` into `flat` at `offset`; returns the bytes written."""
     data = zlib.decompress(part)
     flat[offset:offset + len(data)] = np.frombuffer(data, np.uint8)
+    return len(data)
 
 
 def save(path: Path, dataset: FaceDataset) -> None:

@@ -18,6 +18,7 @@ from datasets.core import EMOTIONS, DatasetFormatError, DatasetNotFoundError, Fa
 from datasets.folders import (
     ImageFile,
     SourceFile,
+    folder_summary,
     in_class_folders,
     non_images,
     read_image_files,
@@ -61,6 +62,21 @@ def read(root: Path, files: list[SourceFile], options: LoadOptions) -> FaceDatas
     raise DatasetNotFoundError(
         f"no CK+ images under {root}: expected {EXPECTED}; get it from {GET_IT}"
     )
+
+
+def recognise(root: Path, files: list[SourceFile]) -> tuple[int, str]:
+    """How many of `files` CK+ would read, and what they look like.
+
+    The layout check of datasets.READERS: `files` is scan(root)'s; CK+48 counts only
+    images named with a subject id (S010_…), which no other dataset uses.
+    """
+    labels = sum(1 for file in files if _LABEL.match(file.name))
+    if labels:
+        frames = sum(1 for file in files if file.is_image and _FRAME.match(file.name))
+        return frames, f"the original CK+ trees ({frames} frames, {labels} Emotion label files)"
+    ck48, _ = in_class_folders(files, CK48_FOLDERS)
+    named = [file for file, _ in ck48 if _SUBJECT.match(file.name)]
+    return len(named), f"CK+48 ({folder_summary(named)})"
 
 
 def _read_ck48(root, ck48, outside, files, options) -> FaceDataset:

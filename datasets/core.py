@@ -29,6 +29,10 @@ class DatasetFormatError(ValueError):
     """A dataset file breaks its format: wrong CSV columns, a bad row, an unreadable label."""
 
 
+class WrongDatasetError(ValueError):
+    """A dataset folder holds another dataset than the one named (say, CK+48 as fer2013)."""
+
+
 @dataclass
 class FaceDataset:
     """Preprocessed face images with labels and, where known, subjects.

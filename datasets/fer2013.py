@@ -25,6 +25,7 @@ from datasets.folders import (
     ImageFile,
     SourceFile,
     assemble,
+    folder_summary,
     in_class_folders,
     non_images,
     read_image_files,
@@ -68,6 +69,18 @@ def read(root: Path, files: list[SourceFile], options: LoadOptions) -> FaceDatas
     raise DatasetNotFoundError(
         f"no FER2013 data under {root}: expected {EXPECTED}; get it from {GET_IT}"
     )
+
+
+def recognise(root: Path, files: list[SourceFile]) -> tuple[int, str]:
+    """How many of `files` FER2013 would read (its CSV counts as one), and what they look like.
+
+    The layout check of datasets.READERS: `files` is scan(root)'s.
+    """
+    csv = _find_csv(root, files)
+    if csv is not None:
+        return 1, f"FER2013's CSV ({csv.path})"
+    images = [file for file, _ in in_class_folders(files, FOLDERS)[0]]
+    return len(images), f"FER2013's class folders ({folder_summary(images)})"
 
 
 def _header(path: Path) -> list[str]:

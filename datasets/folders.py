@@ -8,6 +8,7 @@ turns decoded faces from any source (files or CSV rows) into a FaceDataset.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,25 +82,62 @@ def _is_clutter(name: str) -> bool:
     return name.startswith(".") or name.lower() in _CLUTTER_NAMES
 
 
-def scan(root: Path) -> list[SourceFile]:
+def scan(root: Path) -> tuple[list[SourceFile], list[dict[str, str]]]:
     """Lists every file under `root`, sorted, without operating-system clutter.
+
+    Only regular files with UTF-8 names are handed to the loaders: reading a FIFO blocks
+    forever, a dangling link cannot be opened, and a name that is not UTF-8 cannot be
+    recorded, printed or written to a report. Those entries, whatever their suffix, are
+    returned apart as skipped-file entries instead.
 
     Args:
         root: the dataset folder.
 
     Returns:
-        SourceFiles in path order; their sizes and mtimes key the cache.
+        (files, unreadable): SourceFiles in path order, whose sizes and mtimes key the
+        cache; and {"path", "reason"} entries, in path order, for what cannot be read.
     """
-    found = []
+    found, unreadable = [], []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not _is_clutter(d))
         relative = Path(folder).relative_to(root)
         for name in names:
             if _is_clutter(name):
                 continue
-            stat = os.stat(os.path.join(folder, name))
-            found.append(SourceFile((relative / name).as_posix(), stat.st_size, stat.st_mtime_ns))
-    return sorted(found, key=lambda f: f.path)
+            path = (relative / name).as_posix()
+            status = _regular_file_status(Path(folder) / name, path)
+            if isinstance(status, str):
+                unreadable.append({"path": printable_path(path), "reason": status})
+            else:
+                found.append(SourceFile(path, status.st_size, status.st_mtime_ns))
+    return sorted(found, key=lambda f: f.path), sorted(unreadable, key=lambda e: e["path"])
+
+
+def printable_path(path: str) -> str:
+    """`path` with the bytes of a non-UTF-8 name shown as \\xNN escapes (else unchanged)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _regular_file_status(full: Path, path: str) -> os.stat_result | str:
+    """The stat of a regular file with a UTF-8 name (links followed), else why it is not read.
+
+    Args:
+        full: the file's path on disk.
+        path: its path relative to the dataset folder.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk keeps undecodable bytes as lone surrogates
+        return "file name is not valid UTF-8 (rename it)"
+    try:
+        status = os.stat(full)
+    except OSError as error:
+        if isinstance(error, FileNotFoundError) and full.is_symlink():
+            return f"dangling symbolic link (to {printable_path(os.readlink(full))})"
+        return f"cannot be read ({error.strerror})"
+    if not stat.S_ISREG(status.st_mode):
+        return "not a regular file (a FIFO, socket or device is never read)"
+    return status
 
 
 def in_class_folders(
@@ -124,6 +162,17 @@ def in_class_folders(
         else:
             inside.append((file, emotion))
     return inside, outside
+
+
+def folder_summary(files: Sequence[SourceFile]) -> str:
+    """What a class-folder layout holds: "63 images in 7 emotion folders: anger, …".
+
+    Args:
+        files: the images found in class folders.
+    """
+    folders = sorted({file.folders[-1] for file in files})
+    return (f"{len(files)} image{'s' * (len(files) != 1)} in {len(folders)} emotion "
+            f"folder{'s' * (len(folders) != 1)}: {', '.join(folders)}")
 
 
 def skip(files: Iterable[SourceFile], reason: str) -> list[dict[str, str]]:

@@ -28,6 +28,15 @@ _NAME = re.compile(r"^([AB])([FM])(\d{2})(AF|AN|DI|HA|NE|SA|SU)(FL|FR|HL|HR|S)\.
                    re.IGNORECASE)
 
 
+def recognise(root: Path, files: list[SourceFile]) -> tuple[int, str]:
+    """How many of `files` are KDEF pictures by name, and what they look like.
+
+    The layout check of datasets.READERS: `files` is scan(root)'s.
+    """
+    pictures = sum(1 for file in files if file.is_image and _NAME.match(file.name))
+    return pictures, f"KDEF ({pictures} pictures named like AF01ANS.JPG)"
+
+
 def read(root: Path, files: list[SourceFile], options: LoadOptions) -> FaceDataset:
     """Reads KDEF from `root`; subjects are person ids like "F01".
 

@@ -14,6 +14,7 @@ from datasets.core import EMOTIONS, DatasetNotFoundError, FaceDataset
 from datasets.folders import (
     ImageFile,
     SourceFile,
+    folder_summary,
     in_class_folders,
     non_images,
     read_image_files,
@@ -29,6 +30,15 @@ GET_IT = ("Kaggle, \"Natural Human Face Images for Emotion Recognition\" by suda
           "recognition")
 FOLDERS = {name: name for name in EMOTIONS if name != "neutral"} | {"neutrality": "neutral"}
 CLASS_ORDER = EMOTIONS
+
+
+def recognise(root: Path, files: list[SourceFile]) -> tuple[int, str]:
+    """How many of `files` this set would read, and what they look like.
+
+    The layout check of datasets.READERS: `files` is scan(root)'s.
+    """
+    images = [file for file, _ in in_class_folders(files, FOLDERS)[0]]
+    return len(images), f"Natural Human Face Images ({folder_summary(images)})"
 
 
 def read(root: Path, files: list[SourceFile], options: LoadOptions) -> FaceDataset:

@@ -168,16 +168,16 @@ def _check_pixel_budget(data: np.ndarray) -> None:
     except Image.DecompressionBombError:
         # Pillow refuses past twice its threshold (by default the budget) without a size.
         raise ValueError(
-            f"image too large: its header states over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
-            f"Pillow's decompression-bomb limit (the pixel budget is {MAX_IMAGE_PIXELS:,}, "
-            "MAX_IMAGE_PIXELS)"
+            f"image too large: its header states over {2 * Image.MAX_IMAGE_PIXELS:,} pixels "
+            f"(Pillow's decompression-bomb limit); the pixel budget is {MAX_IMAGE_PIXELS:,} "
+            "(MAX_IMAGE_PIXELS)"
         ) from None
     except (OSError, ValueError, EOFError):  # UnidentifiedImageError is an OSError
         return
     if width * height > MAX_IMAGE_PIXELS:
         raise ValueError(
-            f"image too large: {width}×{height} = {width * height:,} pixels, beyond the pixel "
-            f"budget of {MAX_IMAGE_PIXELS:,} (MAX_IMAGE_PIXELS)"
+            f"image too large: {width}×{height} = {width * height:,} pixels; the pixel budget "
+            f"is {MAX_IMAGE_PIXELS:,} (MAX_IMAGE_PIXELS)"
         )
 
 

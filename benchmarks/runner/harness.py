@@ -43,21 +43,33 @@ def prepare_data(
         fold: with `folds`, the fold whose part is the test set.
 
     Returns:
-        The .npz path and the data facts recorded with each run.
+        The .npz path and the data facts recorded with each run. A file already there is
+        reused only when it reads back in full as exactly these arrays; a damaged one
+        (truncated, altered) is rebuilt in its place.
     """
+    import zipfile  # np.load's error for a damaged file; only this function needs it
+
     split = dataset_split(dataset, folds=folds, fold=fold, seed=split_seed)
     fingerprint = dataset.fingerprint()
     path = cache_dir / "prepared" / f"{dataset.name}-{fingerprint}-{split.tag}.npz"
-    if not path.exists():
+    arrays = {"class_names": np.asarray(dataset.class_names)}
+    for part in ("train", "val", "test"):
+        indices = getattr(split, part)
+        arrays[f"x_{part}"] = dataset.images[indices]
+        arrays[f"y_{part}"] = dataset.labels[indices]
+    # A file left truncated or altered (full disk, a copy cut short) would fail every run
+    # that reuses it; zip checks each array's CRC as it is read in full here.
+    try:
+        with np.load(path) as stored:
+            reusable = set(stored.files) == set(arrays) and all(
+                np.array_equal(stored[key], value) for key, value in arrays.items())
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # missing or damaged
+        reusable = False
+    if not reusable:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written under a temporary name so a crash never leaves a truncated file behind.
         partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        arrays = {}
-        for part in ("train", "val", "test"):
-            indices = getattr(split, part)
-            arrays[f"x_{part}"] = dataset.images[indices]
-            arrays[f"y_{part}"] = dataset.labels[indices]
-        np.savez(partial, class_names=np.asarray(dataset.class_names), **arrays)
+        np.savez(partial, **arrays)
         os.replace(partial, path)
     info = {
         "fingerprint": fingerprint,
