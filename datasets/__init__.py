@@ -115,7 +115,7 @@ def load_dataset(
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
     cache.check_outside(cache_dir, root)
     files, unreadable = scan(root)
-    check_layout(name, root, files)
+    _check_layout(name, root, files)
     settings = {**options.to_dict(), "face_finder": FaceFinder().name}
     path = cache.cache_path(cache_dir, name, cache.cache_key(name, files, settings, unreadable))
     dataset = cache.load(path)
@@ -127,7 +127,7 @@ def load_dataset(
     return dataset
 
 
-def check_layout(name: str, root: Path, files: list[SourceFile]) -> None:
+def _check_layout(name: str, root: Path, files: list[SourceFile]) -> None:
     """Refuses a folder whose files another dataset's layout accounts for better.
 
     Folder vocabularies overlap (CK+48's and FER2013's class folders share four names),
@@ -163,7 +163,6 @@ __all__ = [
     "Split",
     "WrongDatasetError",
     "check_dataset_name",
-    "check_layout",
     "dataset_split",
     "default_cache_dir",
     "default_data_dir",

@@ -173,7 +173,7 @@ def _check_pixel_budget(data: np.ndarray) -> None:
             "(MAX_IMAGE_PIXELS)"
         ) from None
     except (OSError, ValueError, EOFError):  # UnidentifiedImageError is an OSError
-        return
+        return  # no header Pillow can read: OpenCV decides, as the docstring says
     if width * height > MAX_IMAGE_PIXELS:
         raise ValueError(
             f"image too large: {width}×{height} = {width * height:,} pixels; the pixel budget "
