@@ -113,7 +113,7 @@ def build_bare_torch(x: np.ndarray, y: np.ndarray, threads: int) -> BareTraining
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return loss
+        return loss.detach()
 
     return model, step
 
