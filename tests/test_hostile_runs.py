@@ -383,8 +383,9 @@ def test_an_external_sigkill_is_not_called_out_of_memory(tmp_path, cache):
         assert record["error"] == "worker killed by SIGKILL"
 
 
-def _interrupt(tmp_path: Path, argv: list[str], at: str) -> tuple[int, str, str, Path]:
-    """Runs benchmarks.run in a terminal-like process group; Ctrl-C once `at` is printed.
+def _interrupt(tmp_path: Path, argv: list[str], *at: str) -> tuple[int, str, str, Path]:
+    """Runs benchmarks.run in a terminal-like process group; Ctrl-C once lines starting
+    with each of `at`, in turn, are printed.
 
     Returns:
         The exit status, stdout, stderr and the --out folder.
@@ -394,10 +395,12 @@ def _interrupt(tmp_path: Path, argv: list[str], at: str) -> tuple[int, str, str,
         [sys.executable, "-m", "benchmarks.run", *argv, "--out", str(out)], cwd=ROOT,
         env={**os.environ, "FERBENCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    lines = []
+    lines, waiting_for = [], list(at)
     for line in process.stdout:
         lines.append(line)
-        if line.startswith(at):
+        if line.startswith(waiting_for[0]):
+            waiting_for.pop(0)
+        if not waiting_for:
             os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: the command and its worker
             break
     stdout, stderr = process.communicate(timeout=120)
@@ -406,21 +409,23 @@ def _interrupt(tmp_path: Path, argv: list[str], at: str) -> tuple[int, str, str,
 
 def test_ctrl_c_records_the_interrupted_run_reports_the_rest_and_exits_130(tmp_path):
     pytest.importorskip("torch")
+    # Once run 2's worker has said something: Ctrl-C reaches a running worker.
     status, stdout, stderr, out = _interrupt(tmp_path, [*TINY, "--seeds", "2"],
-                                             at="== run 2/2")
+                                             "== run 2/2", "[torch proposed_cnn]")
     assert status == 130, stderr
     assert "Traceback" not in stderr and "Traceback" not in stdout
     (folder,) = out.iterdir()
     records = read_records(folder, on_warning=pytest.fail)
     assert [r["status"] for r in records] == [schema.OK, schema.INTERRUPTED]
-    assert records[1]["error"].startswith("interrupted (Ctrl-C)")
+    assert records[1]["error"] == "interrupted (Ctrl-C): worker stopped"
     assert (folder / "report.html").is_file()
     assert "interrupted: 1 of 2 runs finished" in stdout
 
 
 def test_ctrl_c_in_the_first_run_leaves_no_empty_folder(tmp_path):
     pytest.importorskip("torch")
-    status, stdout, stderr, out = _interrupt(tmp_path, TINY, at="== run 1/1")
+    # As soon as the run is announced: Ctrl-C may come before its worker has started.
+    status, stdout, stderr, out = _interrupt(tmp_path, TINY, "== run 1/1")
     assert status == 130, stderr
     assert "Traceback" not in stderr
     (folder,) = out.iterdir()

@@ -123,9 +123,10 @@ def read_records(path: Path,
             record = json.loads(line)
         except json.JSONDecodeError as error:
             if number == len(lines) and not line.endswith("\n"):
+                kept = (f"the {len(records)} record before it is" if len(records) == 1
+                        else f"the {len(records)} records before it are")
                 on_warning(f"{path}, line {number}: skipped an incomplete last record "
-                           f"({len(raw)} bytes, cut off while it was written); the "
-                           f"{len(records)} records before it are read")
+                           f"({len(raw)} bytes, cut off while it was written); {kept} read")
                 continue
             raise ResultsFileError(
                 f"{path}, line {number}: not valid JSON ({error.msg}); the file is "

@@ -295,9 +295,8 @@ def check_folders(grid: Grid, out_root: Path) -> None:
                              "outside it")
 
 
-def check_ready(grid: Grid, out_root: Path) -> InjectedFaults | None:
-    """Raises before anything runs if a folder is unusable, a framework is missing or a test
-    switch is stray.
+def check_ready(grid: Grid) -> InjectedFaults | None:
+    """Raises before anything runs if a framework is missing or a test switch is stray.
 
     Returns:
         The test-only faults the environment arms (benchmarks.ci.faults), read here once
@@ -305,10 +304,8 @@ def check_ready(grid: Grid, out_root: Path) -> InjectedFaults | None:
 
     Raises:
         MissingFrameworkError: a backend's framework is not installed.
-        ValueError: a folder is unusable (`check_folders`), or a test-only fault-injection
-            switch is set but not armed, or malformed.
+        ValueError: a test-only fault-injection switch is set but not armed, or malformed.
     """
-    check_folders(grid, out_root)
     for backend in grid.backends:
         check_available(backend)
     return injected_faults()
@@ -507,7 +504,8 @@ def run_grid(grid: Grid, out_root: Path,
             interrupted, are recorded and reported.
         KeyboardInterrupt: Ctrl-C while the data was loading: nothing was written.
     """
-    faults = check_ready(grid, out_root)
+    check_folders(grid, out_root)
+    faults = check_ready(grid)
     dataset, prepared = load_grid_data(grid)
     check_batch_size(grid, prepared)
     on_line(f"{dataset.name}: {len(dataset)} images, {len(dataset.class_names)} classes, "
