@@ -110,28 +110,25 @@ def read_records(path: Path,
         raise ResultsFileError(f"cannot read {path}: {error.strerror or error}") from None
     records = []
     for number, raw in enumerate(lines, 1):
+        # Cut off mid-write: the last line, without its line end (which is written last).
+        torn = number == len(lines) and not raw.endswith(b"\n")
         try:
             line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ResultsFileError(
-                f"{path}, line {number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at "
-                f"column {error.start + 1}); the file is damaged: restore it or {rerun}"
-            ) from None
-        if not line.strip():
-            continue
-        try:
+            if not line.strip():
+                continue
             record = json.loads(line)
-        except json.JSONDecodeError as error:
-            if number == len(lines) and not line.endswith("\n"):
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            if torn:
                 kept = (f"the {len(records)} record before it is" if len(records) == 1
                         else f"the {len(records)} records before it are")
                 on_warning(f"{path}, line {number}: skipped an incomplete last record "
                            f"({len(raw)} bytes, cut off while it was written); {kept} read")
                 continue
-            raise ResultsFileError(
-                f"{path}, line {number}: not valid JSON ({error.msg}); the file is "
-                f"damaged: restore it or {rerun}"
-            ) from None
+            what = (f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                    f"{error.start + 1})" if isinstance(error, UnicodeDecodeError)
+                    else f"not valid JSON ({error.msg})")
+            raise ResultsFileError(f"{path}, line {number}: {what}; the file is damaged: "
+                                   f"restore it or {rerun}") from None
         try:
             check_record(record)
         except RecordError as error:
