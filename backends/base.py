@@ -16,6 +16,7 @@ with the same constants (PIXEL_CENTER, PIXEL_SCALE).
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -38,6 +39,9 @@ GN_EPSILON = 1e-5  # GroupNorm: torch's default; Keras's GroupNormalization defa
 OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("float32",)
 CLASS_WEIGHTING = ("none", "balanced")
+# The largest seed both frameworks take: Keras's set_random_seed also seeds numpy's legacy
+# generator, which takes seeds below 2**32.
+MAX_SEED = 2**32 - 1
 
 
 class MissingFrameworkError(RuntimeError):
@@ -63,7 +67,8 @@ class TrainConfig:
         class_weighting: "none" or "balanced" (n / (C * count_c)), as per-sample loss
             weights normalised by their sum in each batch.
         eval_batch_size: batch size for validation and test prediction.
-        seed: seeds the shared host-side sample order and each framework's RNG.
+        seed: seeds the shared host-side sample order and each framework's RNG; in
+            [0, MAX_SEED].
         precision: numeric precision of training ("float32").
         compile: XLA (TF `jit_compile`) / `torch.compile`; off by default on CPU, where
             compilation costs more than it saves for these small runs.
@@ -89,10 +94,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer ≥ 1. Received: {name}={value!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(
-                f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}"
-            )
+        # inf passes `> 0` and then fails mid-run; `math.isfinite` rejects it (and NaN).
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError("learning_rate must be a finite number > 0. "
+                             f"Received: learning_rate={self.learning_rate!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]. "
+                             f"Received: seed={self.seed!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(
                 "label_smoothing must be in [0, 1). "

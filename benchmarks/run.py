@@ -6,15 +6,21 @@
     python -m benchmarks.run --preset ci          # the CI regression check's runs (docs/ci.md)
 
 Every (backend, model, fold, seed) run executes in its own worker process; results go to
-a new `reports/<timestamp>-<dataset>/results.jsonl`, a side-by-side table is printed (with
-k-fold, also each model and backend's mean ± std accuracy over the folds), and the report
-(report.html, report.md, CSV summaries; see `benchmarks.report`) is written next to the
-results.
+a new `reports/<timestamp>-<dataset>/results.jsonl` (the folder is made at the first
+record), a side-by-side table is printed (with k-fold, also each model and backend's mean
+± std accuracy over the folds), and the report (report.html, report.md, CSV summaries; see
+`benchmarks.report`) is written next to the results.
+
+Exit status: 0 when every run succeeded; 1 when a run failed or timed out, or a record or
+the report could not be written (one line says what was kept); 2 for bad input, with one
+line saying what is wrong, and nothing written; 130 after Ctrl-C, which records the run it
+interrupted and reports what finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -23,12 +29,29 @@ from pathlib import Path
 from typing import Any
 
 from backends import BACKEND_NAMES, MissingFrameworkError
-from backends.base import TrainConfig
+from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
 from backends.init import INIT_MODES
+from benchmarks.record.schema import INTERRUPTED
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import available_cores
-from benchmarks.runner.grid import Grid, run_grid
+from benchmarks.runner.grid import (
+    MAX_BATCH_PIXELS,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_RUN_TIMEOUT_S,
+    MAX_SEEDS,
+    MAX_SYNTHETIC_SUBJECTS,
+    MIN_IMAGE_SIZE,
+    RUN_TIMEOUT_BASE_S,
+    RUN_TIMEOUT_FLOPS_PER_S,
+    Grid,
+    GridInterrupted,
+    ResultsNotWritten,
+    image_size_range,
+    max_batch_size,
+    run_grid,
+)
 from datasets import DATASET_NAMES
 from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import DEFAULT_SUBJECTS
@@ -88,39 +111,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kdef-angles", default="frontal", choices=KDEF_ANGLES,
                         help="KDEF pictures to use (default: frontal)")
     parser.add_argument("--models", default="card",
-                        help="comma-separated model names, 'card' (the design card's four, "
-                             "default) or 'all'")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+                        help="comma-separated model names, each once (replicates come from "
+                             "--seeds), 'card' (the design card's four, default) or 'all'")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
+                        help=f"passes over the training set, 1 to {MAX_EPOCHS} "
+                             "(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                        help="training batch size: at most the training split's images and "
+                             f"{MAX_BATCH_PIXELS:,} pixels ({max_batch_size(48)} images at "
+                             f"48×48, {max_batch_size(MAX_IMAGE_SIZE)} at {MAX_IMAGE_SIZE}×"
+                             f"{MAX_IMAGE_SIZE}) (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=DEFAULTS.learning_rate,
-                        help="learning rate")
+                        help="learning rate, a finite number > 0 (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="training seed (sample order, initial weights)")
+                        help=f"training seed (sample order, initial weights), 0 to {MAX_SEED}"
+                             " (default: 0)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="number of seeds: runs seed, seed+1, … seed+N-1 for every "
-                             "(backend, model), for means, intervals and paired tests "
-                             "(default: 1)")
-    parser.add_argument("--image-size", type=int, default=48)
+                             "(backend, model), for means, intervals and paired tests; "
+                             f"1 to {MAX_SEEDS} (default: 1)")
+    parser.add_argument("--image-size", type=int, default=48,
+                        help="side of the square grayscale input in pixels, "
+                             f"{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}{_model_size_limits()} "
+                             "(default: %(default)s)")
     parser.add_argument("--synthetic-subjects", type=int, default=DEFAULT_SUBJECTS,
-                        help="people in the synthetic set (21 images each; "
-                             f"default {DEFAULT_SUBJECTS})")
+                        help="people in the synthetic set (21 images each), 1 to "
+                             f"{MAX_SYNTHETIC_SUBJECTS} (default: {DEFAULT_SUBJECTS})")
     parser.add_argument("--init", default="shared", choices=INIT_MODES,
                         help="shared: both frameworks start from the same weights (default); "
                              "native: each framework's own initialisers")
     parser.add_argument("--threads", type=int, default=available_cores(),
-                        help="intra- and inter-op threads, set explicitly in both frameworks "
-                             "(default: all %(default)s cores)")
+                        help="intra- and inter-op threads, set explicitly in both frameworks, "
+                             f"1 to {os.cpu_count()} (default: all %(default)s cores)")
     parser.add_argument("--deterministic", action="store_true",
                         help="turn on both frameworks' deterministic-algorithm switches "
                              "(slower on GPU)")
+    parser.add_argument("--run-timeout", type=float, default=None, metavar="SECONDS",
+                        help="kill a run's worker after this long and record the run as "
+                             f"'timeout', 1 to {MAX_RUN_TIMEOUT_S:g} (default: scaled to the "
+                             f"run: {RUN_TIMEOUT_BASE_S:g} s plus "
+                             f"{1e9 / RUN_TIMEOUT_FLOPS_PER_S:g} s per GFLOP it computes: "
+                             "15 times what the slowest machine seen needs)")
     parser.add_argument("--out", type=Path, default=Path("reports"),
-                        help="parent folder of the new report folder (default: reports)")
+                        help="parent folder of the new report folder, outside the dataset "
+                             "folder (default: reports)")
     parser.add_argument("--list-models", action="store_true",
                         help="list the models with parameters and FLOPs, then exit")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="named defaults; options given explicitly still win. "
                              + "; ".join(f"{name}: {p.summary}" for name, p in PRESETS.items()))
     return parser
+
+
+def _model_size_limits() -> str:
+    """The models whose --image-size range is narrower than the command's, for --help."""
+    limits = []
+    for name in MODEL_NAMES:
+        low, high = image_size_range(name)
+        if low > MIN_IMAGE_SIZE:
+            limits.append(f"{name} ≥ {low}")
+        if high < MAX_IMAGE_SIZE:
+            limits.append(f"{name} ≤ {high}")
+    return f"; {', '.join(limits)}" if limits else ""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -186,14 +238,14 @@ def _fmt(value: Any, spec: str) -> str:
 
 def summary_table(records: list[dict[str, Any]]) -> str:
     """A plain-text side-by-side table: one row per run, backends of a model adjacent."""
-    header = (f"{'model':<14}{'backend':<8}{'status':<8}{'acc':>7}{'mF1':>7}{'AUC':>7}"
+    header = (f"{'model':<14}{'backend':<8}{'status':<12}{'acc':>7}{'mF1':>7}{'AUC':>7}"
               f"{'train s':>9}{'img/s':>9}{'eval s':>8}{'peak MB':>9}")
     lines = [header, "-" * len(header)]
     for rec in sorted(records, key=lambda r: (r["model"], r.get("fold") or 0, r["seed"],
                                               r["backend"])):
         m, t, mem = rec.get("metrics", {}), rec.get("timing", {}), rec.get("memory", {})
         lines.append(
-            f"{rec['model']:<14}{rec['backend']:<8}{rec['status']:<8}"
+            f"{rec['model']:<14}{rec['backend']:<8}{rec['status']:<12}"
             f"{_fmt(m.get('accuracy'), '.3f'):>7}{_fmt(m.get('macro_f1'), '.3f'):>7}"
             f"{_fmt(m.get('auc_macro_ovr'), '.3f'):>7}{_fmt(t.get('train_wall_s'), '.1f'):>9}"
             f"{_fmt(t.get('train_throughput_img_s'), '.0f'):>9}"
@@ -219,7 +271,33 @@ def grid_of(args: argparse.Namespace) -> Grid:
         synthetic_subjects=args.synthetic_subjects, init=args.init, threads=args.threads,
         deterministic=args.deterministic,
         measure=PRESETS[args.preset].measure if args.preset else MeasureConfig(),
+        run_timeout_s=args.run_timeout,
     )
+
+
+def _print_results(records: list[dict[str, Any]], grid: Grid) -> None:
+    print()
+    print(summary_table(records))
+    if len(grid.fold_indices()) > 1:
+        print()
+        print(fold_summary(records))
+
+
+def _interrupted(stop: GridInterrupted, grid: Grid) -> int:
+    """Says what an interrupted grid kept; the exit status of Ctrl-C."""
+    if stop.report_dir is None:
+        print("interrupted before the first run was recorded; nothing written",
+              file=sys.stderr)
+        return 130
+    _print_results(stop.records, grid)
+    finished = sum(r["status"] != INTERRUPTED for r in stop.records)
+    print(f"\ninterrupted: {finished} of {stop.planned} runs finished; results: "
+          f"{stop.report_dir / 'results.jsonl'}")
+    if stop.reported:
+        print(f"report: {stop.report_dir / 'report.html'}")
+    else:
+        print(f"no report: rebuild it with `python -m benchmarks.report {stop.report_dir}`")
+    return 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,14 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grid = grid_of(args)
         report_dir, records = run_grid(grid, args.out)
+    except GridInterrupted as stop:
+        return _interrupted(stop, grid)
+    except KeyboardInterrupt:
+        print("interrupted while loading the data; nothing written", file=sys.stderr)
+        return 130
+    except ResultsNotWritten as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except (ValueError, MissingFrameworkError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print()
-    print(summary_table(records))
-    if len(grid.fold_indices()) > 1:
-        print()
-        print(fold_summary(records))
+    _print_results(records, grid)
     print(f"\n{len(records)} runs in {time.perf_counter() - started:.0f}s; "
           f"results: {report_dir / 'results.jsonl'}")
     print(f"report: {report_dir / 'report.html'}")

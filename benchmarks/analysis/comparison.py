@@ -4,9 +4,10 @@ For every (dataset, model, backend) the figures of B's successful runs (mean ove
 are set against A's. A figure is a regression when it got worse by more than the
 threshold of its kind (THRESHOLD_RULES: quality drops in fraction points; time, normalised
 speed, memory, anonymous memory and energy as relative changes; throughputs count as time
-per image). A run that was ok in A and did not succeed in B is a regression too; a run
-present in only one of them is listed, not judged. Which figures exist, and their
-directions and kinds, come from the figure catalogue (`benchmarks.record.figures`).
+per image). A run that was ok in A and did not succeed in B (failed, timed out or
+interrupted) is a regression too; a run present in only one of them is listed, not
+judged. Which figures exist, and their directions and kinds, come from the figure
+catalogue (`benchmarks.record.figures`).
 `benchmarks.compare` is the command line; the CI check calls `compare_records` directly.
 """
 
@@ -239,6 +240,15 @@ def _context_values(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]
     return {key: "; ".join(sorted(seen)) for key, seen in values.items()}
 
 
+def _describe_injection(faults: dict[str, Any]) -> str:
+    """The faults a record was measured with, in words, or as recorded when unknown."""
+    try:
+        return InjectedFaults(**faults).describe()
+    except (TypeError, ValueError):
+        # Written by another version of the fault switches, or edited: shown as recorded.
+        return ", ".join(f"{name}={value!r}" for name, value in sorted(faults.items()))
+
+
 def compare_records(
     records_a: list[dict[str, Any]],
     records_b: list[dict[str, Any]],
@@ -279,10 +289,8 @@ def compare_records(
             error = (b or {}).get(schema.ERROR) or (a or {}).get(schema.ERROR)
             comparison.run_changes.append(RunChange(run_id, a_status, b_status, error))
     for side, records in (("A", records_a), ("B", records_b)):
-        comparison.injected += [
-            (side, r["run_id"], InjectedFaults(**r[schema.TEST_INJECTION]).describe())
-            for r in records if r.get(schema.TEST_INJECTION)
-        ]
+        comparison.injected += [(side, r["run_id"], _describe_injection(r[schema.TEST_INJECTION]))
+                                for r in records if r.get(schema.TEST_INJECTION)]
     context_a, context_b = _context_values(records_a), _context_values(records_b)
     for scope_key in sorted(set(context_a) & set(context_b)):
         if context_a[scope_key] != context_b[scope_key]:

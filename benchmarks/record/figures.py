@@ -35,8 +35,6 @@ MEMORY = "memory"  # relative growth
 ANON_MEMORY = "anon_memory"
 ENERGY = "energy"  # relative growth
 
-# Leaves of the metrics section that are not scalar figures.
-_NOT_SCALAR = frozenset({"per_class", "confusion_matrix", "auc_classes_skipped"})
 
 # The columns every run table starts with.
 RUN_KEYS = (schema.RUN_ID, schema.STATUS, schema.DATASET, schema.MODEL, schema.BACKEND,
@@ -174,7 +172,7 @@ def _words(path: str) -> str:
 
 def _numeric_leaves(section: dict[str, Any], prefix: str) -> Iterable[tuple[str, float]]:
     for name, value in section.items():
-        if name in _NOT_SCALAR:
+        if name in schema.METRIC_STRUCTURES:
             continue
         if isinstance(value, dict):
             yield from _numeric_leaves(value, f"{prefix}{name}.")

@@ -45,6 +45,11 @@ TEST_INJECTION = "test_injection"  # test-only faults (benchmarks.ci.faults), No
 STATUS = "status"
 ERROR = "error"
 OK, FAILED = "ok", "failed"
+# Runs stopped from outside: Ctrl-C, or the harness's per-run time limit. Neither succeeded,
+# so every reader treats them as it treats failed runs.
+INTERRUPTED, TIMEOUT = "interrupted", "timeout"
+# Every status this version writes; what is not OK did not succeed.
+STATUSES = (OK, FAILED, INTERRUPTED, TIMEOUT)
 
 # --- what an ok record adds ---------------------------------------------------------------
 # Measurement sections: their numeric leaves are the run's figures.
@@ -65,6 +70,12 @@ WALL_S = "wall_s"  # the worker's whole run
 
 # --- what a failed record adds ------------------------------------------------------------
 STDERR_TAIL = "stderr_tail"
+
+# Leaves of the metrics section that are structures rather than figures.
+PER_CLASS = "per_class"  # class name → {"precision": …, "recall": …, "f1": …, "support": …}
+CONFUSION_MATRIX = "confusion_matrix"  # rows: true class, columns: predicted, counts
+AUC_CLASSES_SKIPPED = "auc_classes_skipped"  # class names
+METRIC_STRUCTURES = (PER_CLASS, CONFUSION_MATRIX, AUC_CLASSES_SKIPPED)
 
 # The fields that say which run a record is; run_id is made of the others.
 IDENTITY_FIELDS = (RUN_ID, BACKEND, MODEL, DATASET, FOLD, SEED)
@@ -117,18 +128,26 @@ def record_header(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def failed_record(spec: RunSpec, error: str, stderr_tail: str) -> dict[str, Any]:
-    """The record of a run whose worker crashed, raised or was killed.
+def failed_record(spec: RunSpec, error: str, stderr_tail: str,
+                  status: str = FAILED) -> dict[str, Any]:
+    """The record of a run whose worker crashed, raised, was killed, timed out or interrupted.
 
     Args:
         spec: the run.
-        error: one line saying why the run failed.
+        error: one line saying why the run did not succeed.
         stderr_tail: the last lines the worker wrote to stderr.
+        status: FAILED, TIMEOUT or INTERRUPTED.
 
     Returns:
         The header, the outcome and FAILED_FIELDS.
+
+    Raises:
+        ValueError: `status` is OK or unknown.
     """
-    return {**record_header(spec), STATUS: FAILED, ERROR: error, STDERR_TAIL: stderr_tail}
+    if status not in STATUSES or status == OK:
+        raise ValueError(f"status must be one of {', '.join(STATUSES[1:])}. "
+                         f"Received: status={status!r}")
+    return {**record_header(spec), STATUS: status, ERROR: error, STDERR_TAIL: stderr_tail}
 
 
 def succeeded(record: dict[str, Any]) -> bool:
@@ -147,7 +166,8 @@ def check_record(record: Any, complete: bool = False) -> None:
 
     Raises:
         RecordError: `record` is not a dict with READ_FIELDS, names a schema newer than
-            SCHEMA_VERSION, or (with `complete`) lacks a field or has an unknown status.
+            SCHEMA_VERSION, holds a field of a type no reader expects (`check_types`), or
+            (with `complete`) lacks a field or has an unknown status.
     """
     missing = [name for name in READ_FIELDS
                if not isinstance(record, dict) or name not in record]
@@ -155,18 +175,142 @@ def check_record(record: Any, complete: bool = False) -> None:
         raise RecordError(f"not a FER-Bench result record (missing {', '.join(missing)}); "
                           f"pass a results.jsonl written by benchmarks.run")
     version = record[VERSION_FIELD]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not _is_int(version) or version > SCHEMA_VERSION:
         raise RecordError(f"result schema {version!r} is not one this FER-Bench reads "
                           f"(1 to {SCHEMA_VERSION}); update FER-Bench")
+    check_types(record)
     if not complete:
         return
-    by_status = {OK: OK_FIELDS, FAILED: FAILED_FIELDS}
     status = record[STATUS]
-    if status not in by_status:
+    if status not in STATUSES:
         raise RecordError(f"record {record[RUN_ID]!r} has status {status!r}; a record's "
-                          f"status is one of {', '.join(by_status)}")
-    expected = (*HEADER_FIELDS, *OUTCOME_FIELDS, *by_status[status])
+                          f"status is one of {', '.join(STATUSES)}")
+    expected = (*HEADER_FIELDS, *OUTCOME_FIELDS, *(OK_FIELDS if status == OK else FAILED_FIELDS))
     missing = [name for name in expected if name not in record]
     if missing:
         raise RecordError(f"record {record[RUN_ID]!r} lacks {', '.join(missing)}, which "
                           f"every {status} record of schema {SCHEMA_VERSION} carries")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(v) for v in value)
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_text(v) for v in value)
+
+
+def _is_square_count_matrix(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int_list(row) and len(row) == len(value)
+                                           for row in value)
+
+
+def _is_per_class(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(scores, dict) and all(v is None or _is_number(v) for v in scores.values())
+        for scores in value.values())
+
+
+# What the readers (reports, comparisons, statistics) rely on, field by field: a check and
+# the words for it. Fields left out are only shown as text, so any value reads.
+_HEADER_TYPES = {
+    **dict.fromkeys((RUN_ID, STATUS, BACKEND, MODEL, DATASET), (_is_text, "text")),
+    **dict.fromkeys((FOLD, SEED, THREADS), (_is_int, "an integer or null")),
+    **dict.fromkeys((INIT, ERROR, STDERR_TAIL), (_is_text, "text or null")),
+    **dict.fromkeys((*MEASUREMENT_SECTIONS, *FACT_SECTIONS),
+                    (lambda v: isinstance(v, dict), "an object or null")),
+    HISTORY: (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v),
+              "a list of objects (one per epoch) or null"),
+    TEST_LABELS: (_is_int_list, "a list of integers or null"),
+    TEST_PREDICTIONS: (_is_int_list, "a list of integers or null"),
+    WALL_S: (_is_number, "a number or null"),
+}
+_METRIC_STRUCTURE_TYPES = {
+    PER_CLASS: (_is_per_class, "an object of per-class objects of numbers"),
+    CONFUSION_MATRIX: (_is_square_count_matrix, "a square list of lists of integers"),
+    AUC_CLASSES_SKIPPED: (_is_text_list, "a list of class names"),
+}
+# The per-epoch fields the training curves draw.
+_PLOTTED_EPOCH_FIELDS = ("train_loss", "val_loss", "val_accuracy")
+
+
+def _type_error(run_id: Any, name: str, expected: str, value: Any) -> RecordError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else f"{shown[:57]}..."
+    return RecordError(f"record {run_id!r}: {name} must be {expected}. Received: "
+                       f"{name}={shown}; the record was edited or damaged: restore the file "
+                       "or rerun `python -m benchmarks.run`")
+
+
+def _check_figures(run_id: Any, content: dict[str, Any], prefix: str) -> None:
+    for name, value in content.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            _check_figures(run_id, value, f"{key}.")
+        elif value is not None and not _is_number(value):
+            raise _type_error(run_id, key, "a number or null (a figure)", value)
+
+
+def check_types(record: dict[str, Any]) -> None:
+    """Raises RecordError naming the first field whose value no reader can use.
+
+    A field that is absent or null is never wrong: readers show it as not measured ("—").
+    Checked where present: the header's text and integers, every section being an object,
+    every leaf of a measurement section being a number (the metrics' per-class scores,
+    confusion matrix and skipped classes excepted, each of its own shape), the class
+    names, the epochs of `history`, and the per-image test labels and predictions (of one
+    length).
+
+    Args:
+        record: a dict holding READ_FIELDS.
+
+    Raises:
+        RecordError: the message names the run, the field, the type expected and the value.
+    """
+    run_id = record.get(RUN_ID)
+    for name, (check, expected) in _HEADER_TYPES.items():
+        value = record.get(name)
+        # READ_FIELDS place a record in every table: null is no value for them.
+        if (value is not None or name in READ_FIELDS) and not check(value):
+            raise _type_error(run_id if _is_text(run_id) else None, name, expected, value)
+    for section in MEASUREMENT_SECTIONS:
+        content = dict(record.get(section) or {})
+        if section == METRICS:
+            for name, (check, expected) in _METRIC_STRUCTURE_TYPES.items():
+                value = content.pop(name, None)
+                if value is not None and not check(value):
+                    raise _type_error(run_id, f"{METRICS}.{name}", expected, value)
+        _check_figures(run_id, content, f"{section}.")
+    class_names = (record.get(DATA) or {}).get("class_names")
+    if class_names is not None and not _is_text_list(class_names):
+        raise _type_error(run_id, f"{DATA}.class_names", "a list of class names", class_names)
+    matrix = (record.get(METRICS) or {}).get(CONFUSION_MATRIX)
+    if class_names and matrix and len(matrix) != len(class_names):
+        raise _type_error(run_id, f"{METRICS}.{CONFUSION_MATRIX}",
+                          f"{len(class_names)} × {len(class_names)}, one row per class name",
+                          matrix)
+    for number, epoch in enumerate(record.get(HISTORY) or [], 1):
+        if not _is_int(epoch.get("epoch")):
+            raise _type_error(run_id, f"{HISTORY}[{number}].epoch", "an integer",
+                              epoch.get("epoch"))
+        for name in _PLOTTED_EPOCH_FIELDS:
+            value = epoch.get(name)
+            if value is not None and not _is_number(value):
+                raise _type_error(run_id, f"{HISTORY}[{number}].{name}", "a number or null",
+                                  value)
+    labels, predictions = record.get(TEST_LABELS), record.get(TEST_PREDICTIONS)
+    if labels is not None and predictions is not None and len(labels) != len(predictions):
+        raise _type_error(run_id, TEST_PREDICTIONS,
+                          f"as long as {TEST_LABELS} ({len(labels)} images)", predictions)

@@ -1,9 +1,18 @@
-"""Report folders and result records: created new, appended to, never overwritten."""
+"""Report folders and result records: created new, appended to, never overwritten.
+
+Each record is one line of results.jsonl, written whole or not at all: one write of the
+full line, then fsync; when either fails (a full disk) the file is cut back to the size it
+had, so the records before stay intact and readable. A line can still be cut off by a crash
+of the whole machine mid-write; readers skip such a torn last line with a warning.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +41,29 @@ def new_report_dir(out_root: Path, dataset: str) -> Path:
 
 
 def append_record(report_dir: Path, record: dict[str, Any]) -> None:
-    """Appends one run's record as a JSON line to the folder's results file."""
-    with open(report_dir / RESULTS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
+    """Appends one run's record as a JSON line to the folder's results file, durably.
+
+    Raises:
+        OSError: the line could not be written or synced (a full disk, …); the file then
+            holds exactly what it held before.
+    """
+    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    handle = os.open(report_dir / RESULTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        size = os.fstat(handle).st_size
+        try:
+            # One write of the whole line. A regular file takes less only when it cannot
+            # take more (the disk filling up): the rest is written on until the error.
+            unwritten = memoryview(line)
+            while unwritten:
+                unwritten = unwritten[os.write(handle, unwritten):]
+            os.fsync(handle)
+        except BaseException:
+            # Also on Ctrl-C: a record is whole or absent, never half a line.
+            os.ftruncate(handle, size)
+            raise
+    finally:
+        os.close(handle)
 
 
 class ResultsFileError(ValueError):
@@ -47,36 +76,64 @@ def results_path(path: Path) -> Path:
     return path / RESULTS_FILE if path.is_dir() else path
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def read_records(path: Path,
+                 on_warning: Callable[[str], None] = _warn) -> list[dict[str, Any]]:
     """Reads every record of a results file (or of the results file in a folder).
 
+    A last line that is cut off (no line end, not JSON: the write of a run that was killed
+    with its machine) is skipped, and `on_warning` told so; a damaged line anywhere else is
+    an error.
+
+    Args:
+        path: a results file or the report folder holding one.
+        on_warning: receives one line per problem that does not stop the reading (default:
+            printed to stderr as "warning: …").
+
     Raises:
-        ResultsFileError: the file is missing, holds no records, or holds a line that is
-            not JSON or not a record `schema.check_record` accepts (one lacking a field
-            every record has, or written by a newer schema than this code reads).
+        ResultsFileError: the file is missing or unreadable, holds no records, or holds a
+            line that is not UTF-8, not JSON, or not a record `schema.check_record`
+            accepts (one lacking a field every record has, with a field of the wrong type,
+            or written by a newer schema than this code reads).
     """
     path = results_path(path)
     rerun = "rerun `python -m benchmarks.run` to produce it"
     if not path.is_file():
         raise ResultsFileError(f"no results file at {path}: pass a report folder or its "
                                f"{RESULTS_FILE}, or {rerun}")
+    try:
+        lines = path.read_bytes().splitlines(keepends=True)
+    except OSError as error:
+        raise ResultsFileError(f"cannot read {path}: {error.strerror or error}") from None
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    for number, raw in enumerate(lines, 1):
+        # Cut off mid-write: the last line, without its line end (which is written last).
+        torn = number == len(lines) and not raw.endswith(b"\n")
+        try:
+            line = raw.decode("utf-8")
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ResultsFileError(
-                    f"{path}, line {number}: not valid JSON ({error.msg}); the file is "
-                    f"damaged: restore it or {rerun}"
-                ) from None
-            try:
-                check_record(record)
-            except RecordError as error:
-                raise ResultsFileError(f"{path}, line {number}: {error}") from None
-            records.append(record)
+            record = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            if torn:
+                kept = (f"the {len(records)} record before it is" if len(records) == 1
+                        else f"the {len(records)} records before it are")
+                on_warning(f"{path}, line {number}: skipped an incomplete last record "
+                           f"({len(raw)} bytes, cut off while it was written); {kept} read")
+                continue
+            what = (f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                    f"{error.start + 1})" if isinstance(error, UnicodeDecodeError)
+                    else f"not valid JSON ({error.msg})")
+            raise ResultsFileError(f"{path}, line {number}: {what}; the file is damaged: "
+                                   f"restore it or {rerun}") from None
+        try:
+            check_record(record)
+        except RecordError as error:
+            raise ResultsFileError(f"{path}, line {number}: {error}") from None
+        records.append(record)
     if not records:
         raise ResultsFileError(f"{path} holds no result records; {rerun}")
     return records

@@ -36,10 +36,19 @@ from benchmarks.report.markdown import render_markdown
 
 
 def _write(path: Path, text: str) -> None:
-    """Writes via a temporary file, so a crash never leaves a half-written report."""
+    """Writes via a temporary file, so a crash never leaves a half-written report.
+
+    Raises:
+        OSError: the file could not be written (a full disk, …); the previous version of
+            `path`, if any, is kept and the temporary file removed.
+    """
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def write_report(location: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
@@ -55,6 +64,8 @@ def write_report(location: Path, records: list[dict[str, Any]] | None = None) ->
 
     Raises:
         ResultsFileError: the results file is missing, empty or damaged.
+        OSError: a report file could not be written (a full disk, …); the files written
+            before it are complete, the others keep their previous version.
     """
     source = results_path(location)
     records = read_records(source) if records is None else records

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.record.store import ResultsFileError
+from benchmarks.record.store import ResultsFileError, results_path
 from benchmarks.report import write_report
 
 
@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     except ResultsFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # The input was fine; the folder could not take the report (a full disk, …).
+        print(f"error: could not write the report in {results_path(args.location).parent}: "
+              f"{error.strerror or error}; the results file is untouched: free space (or "
+              "fix the folder's permissions), then rerun", file=sys.stderr)
+        return 1
     for path in written:
         print(path)
     return 0

@@ -70,7 +70,7 @@ class ReportData:
 
     @property
     def problems(self) -> list[dict[str, Any]]:
-        """The runs that did not succeed (failed, skipped, …)."""
+        """The runs that did not succeed (failed, timed out, interrupted, …)."""
         return [r for r in self.records if not schema.succeeded(r)]
 
     def summary(self, label: str, backend: str, key: str) -> Summary:
@@ -97,11 +97,19 @@ def analyse(records: list[dict[str, Any]], source: Path) -> ReportData:
         if schema.succeeded(record):
             runs.append(record)
     for label, by_backend in data.groups.items():
-        present = [b for b in data.backends if by_backend.get(b)]
-        data.tests[label] = [paired_accuracy_test(by_backend[a], by_backend[b], a, b)
+        # The tests read each run's accuracy; an ok record without one (hand-made, or cut
+        # down) is left out of them, as it is shown "—" in the tables.
+        scored = {backend: [r for r in runs if _has_accuracy(r)]
+                  for backend, runs in by_backend.items()}
+        present = [b for b in data.backends if scored.get(b)]
+        data.tests[label] = [paired_accuracy_test(scored[a], scored[b], a, b)
                              for a, b in combinations(present, 2)]
     data.keys = figure_keys(runs_frame(records).columns)
     return data
+
+
+def _has_accuracy(record: dict[str, Any]) -> bool:
+    return (record.get(schema.METRICS) or {}).get("accuracy") is not None
 
 
 # --- formatting -----------------------------------------------------------------------

@@ -123,11 +123,16 @@ def figure_bars(groups: Groups, keys: list[str], title: str) -> bytes | None:
     return _png(figure)
 
 
+def _metrics(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's metrics section; empty for a record that carries none."""
+    return run.get("metrics") or {}
+
+
 def _class_names(run: dict[str, Any]) -> list[str]:
     names = (run.get("data") or {}).get("class_names")
     if names:
         return [str(n) for n in names]
-    return list(run["metrics"]["per_class"])
+    return list(_metrics(run).get("per_class") or {})
 
 
 def confusion_matrices(groups: Groups) -> bytes | None:
@@ -136,20 +141,30 @@ def confusion_matrices(groups: Groups) -> bytes | None:
     Cells hold counts; their shade is the row-normalised rate (recall per true class),
     which keeps classes of different sizes comparable.
     """
-    panels = [(label, backend, runs) for label, by_backend in groups.items()
-              for backend, runs in by_backend.items()
-              if any(r.get("metrics", {}).get("confusion_matrix") for r in runs)]
+    panels = []
+    for label, by_backend in groups.items():
+        for backend, runs in by_backend.items():
+            counted = [r for r in runs if _metrics(r).get("confusion_matrix")]
+            if not counted:
+                continue
+            # Runs of one pair share their classes, but a hand-merged file may not, and
+            # matrices of different sizes cannot be added: the first run's size counts.
+            matrices = [np.asarray(_metrics(r)["confusion_matrix"], np.int64) for r in counted]
+            same = [m for m in matrices if m.shape == matrices[0].shape]
+            names = _class_names(counted[0])
+            if len(names) != len(matrices[0]):
+                names = [str(c) for c in range(len(matrices[0]))]
+            panels.append((label, backend, len(same), sum(same), names))
     if not panels:
         return None
     backends = _backends(groups)
-    num_classes = max(len(_class_names(runs[0])) for _, _, runs in panels)
+    num_classes = max(len(names) for *_, names in panels)
     cell = 0.45 * num_classes + 1.6
     figure, axes = _grid(len(panels), len(backends), (cell, cell))
-    for ax, (label, backend, runs) in zip(axes, panels, strict=True):
-        counts = sum(np.asarray(r["metrics"]["confusion_matrix"], np.int64) for r in runs)
+    for ax, (label, backend, summed, counts, class_names) in zip(axes, panels, strict=True):
         rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        names = [_text(n) for n in _class_names(runs[0])]
+        names = [_text(n) for n in class_names]
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
         for (row, col), count in np.ndenumerate(counts):
@@ -157,8 +172,8 @@ def confusion_matrices(groups: Groups) -> bytes | None:
                     color="white" if rates[row, col] > 0.5 else "black")
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
-        ax.set_title(f"{_text(label)} — {_text(backend)} ({len(runs)} run"
-                     f"{'s' if len(runs) > 1 else ''})", fontsize=9,
+        ax.set_title(f"{_text(label)} — {_text(backend)} ({summed} run"
+                     f"{'s' if summed > 1 else ''})", fontsize=9,
                      color=backend_color(backend, backends))
     return _png(figure)
 
@@ -180,8 +195,9 @@ def per_class_f1(groups: Groups) -> bytes | None:
                 continue
             names = _class_names(runs[0])
             for c, name in enumerate(names):
-                summary = summarize(run["metrics"].get("per_class", {}).get(name, {}).get("f1")
-                                    for run in runs)
+                summary = summarize(
+                    ((_metrics(run).get("per_class") or {}).get(name) or {}).get("f1")
+                    for run in runs)
                 if summary.mean is None:
                     continue
                 error = None if summary.half_width is None else [[summary.half_width]] * 2

@@ -72,6 +72,9 @@ class RunSpec:
         measure: how latency and peak FLOP/s are measured.
         faults: test-only fault injection (benchmarks.ci.faults), parsed once where the
             run started; None for a real measurement.
+        timeout_s: the harness kills the worker after this many seconds and records the
+            run as timed out; None: no limit. Not part of the record: a limit changes no
+            figure.
     """
 
     backend: str
@@ -86,10 +89,15 @@ class RunSpec:
     data_info: dict[str, Any] = field(default_factory=dict)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     faults: InjectedFaults | None = None
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
             raise ValueError(f"threads must be an integer ≥ 1. Received: threads={self.threads!r}")
+        # `not > 0` also rejects NaN, which would never expire.
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError("timeout_s must be None or > 0. "
+                             f"Received: timeout_s={self.timeout_s!r}")
 
     @property
     def run_id(self) -> str:

@@ -1,33 +1,111 @@
 """`run_grid`: every (fold, model, seed, backend) run of one invocation, each in its own worker.
 
 The library behind `python -m benchmarks.run`: a `Grid` says what to run, validated when it
-is made; `run_grid` loads the data once, runs each job in a fresh worker process, appends
-every record (failed runs included) to a new report folder's results.jsonl and writes the
-report next to it.
+is made (names, and bounds on every number that could exhaust the machine); `run_grid`
+checks the output and cache folders, loads the data once, checks the batch size against
+the training split, then runs each job in a fresh worker process, appends every record
+(failed, timed-out and interrupted runs included) to a new report folder's results.jsonl,
+made at the first record, and writes the report next to it. Ctrl-C stops the grid: the
+run it interrupted is recorded as such, and what finished is reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from backends import BACKEND_NAMES, check_available
-from backends.base import TrainConfig
-from backends.catalog import check_model_name
+from backends.base import MAX_SEED, TrainConfig
+from backends.catalog import DEFAULT_NUM_CLASSES, check_model_name
+from backends.flops import model_cost
 from backends.init import INIT_MODES
 from benchmarks.ci.faults import InjectedFaults, injected_faults
-from benchmarks.record.store import append_record, new_report_dir
+from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
+from benchmarks.record.store import RESULTS_FILE, append_record, new_report_dir
 from benchmarks.report import write_report
 from benchmarks.runner.config import MeasureConfig, RunSpec
 from benchmarks.runner.env import available_cores
-from benchmarks.runner.harness import prepare_data, run_in_worker
-from datasets import check_dataset_name, load_dataset
+from benchmarks.runner.harness import RunInterrupted, prepare_data, run_in_worker
+from benchmarks.runner.worker import TRAIN_FLOPS_MULTIPLIER
+from datasets import check_dataset_name, default_data_dir, load_dataset
 from datasets.cache import default_cache_dir
 from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import DEFAULT_SUBJECTS
 from datasets.synthetic import generate as generate_synthetic
+
+# --- bounds: what one invocation may ask of the machine ----------------------------------
+# Each is generous for its purpose and far below what exhausts a 24 GB machine; README.md
+# states them with the options.
+MAX_EPOCHS = 1000
+MAX_SEEDS = 100
+# 16 is the synthetic faces' smallest; at 256 the card models train on a GPU in minutes,
+# while at 5000 one synthetic subject took 396 s and 13 GB to draw.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
+# vgg16 and alexnet size their classifier from the input: alexnet at 256 × 256 has 1.03
+# billion parameters, about 16 GB to train with Adam (weights, gradients, two moments).
+MAX_TRAINABLE_PARAMS = 200_000_000
+# Pixels in one batch: its activations are what a large batch runs out of memory with
+# (vgg16 at 256 × 256 keeps about 160 MB of them per image). 1820 images at 48 × 48, 64 at
+# 256 × 256. The latency probe predicts one batch of this size too.
+MAX_BATCH_PIXELS = 2**22
+MAX_SYNTHETIC_SUBJECTS = 500  # 10,500 images; about 3 minutes to draw at 256 × 256
+# The default per-run time limit: a fixed allowance (framework import, tracing, latency
+# probe, matmul calibration) plus the run's FLOPs at a rate 15 times below the slowest
+# seen (proposed_cnn, 2 oversubscribed cores: 26 img/s, 15 GFLOP/s): only a worker that
+# is hung or stopped reaches it.
+RUN_TIMEOUT_BASE_S = 600.0
+RUN_TIMEOUT_FLOPS_PER_S = 1e9
+# threading.Timer's limit is far above; this keeps any timeout printable and meaningful.
+MAX_RUN_TIMEOUT_S = 1e7
+
+
+def _check_int(name: str, value: Any, low: int, high: int, why: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer ≥ {low}. Received: {name}={value!r}")
+    if value > high:
+        raise ValueError(f"{name} must be ≤ {high} ({why}). Received: {name}={value!r}")
+
+
+def _model_fits(model: str, image_size: int) -> bool:
+    try:
+        cost = model_cost(model, (image_size, image_size, 1), DEFAULT_NUM_CLASSES)
+    except ValueError:  # the input does not survive the model's down-sampling
+        return False
+    return cost.params <= MAX_TRAINABLE_PARAMS
+
+
+@functools.cache
+def image_size_range(model: str) -> tuple[int, int]:
+    """The smallest and largest image size `model` trains at here.
+
+    Within [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE], at least as large as its down-sampling needs
+    and at most MAX_TRAINABLE_PARAMS trainable parameters (with DEFAULT_NUM_CLASSES).
+    """
+    sizes = [s for s in range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE + 1) if _model_fits(model, s)]
+    return sizes[0], sizes[-1]
+
+
+def _check_image_size(model: str, image_size: int) -> None:
+    low, high = image_size_range(model)
+    if image_size < low:
+        raise ValueError(f"image_size must be ≥ {low} for {model}: its down-sampling leaves "
+                         f"nothing of a smaller input. Received: image_size={image_size}")
+    if image_size > high:
+        raise ValueError(f"image_size must be ≤ {high} for {model}: its classifier grows with "
+                         f"the input, past {MAX_TRAINABLE_PARAMS:,} trainable parameters "
+                         f"(16 bytes each to train with Adam). Received: image_size={image_size}")
+
+
+def max_batch_size(image_size: int) -> int:
+    """The largest batch of `image_size`² images within MAX_BATCH_PIXELS."""
+    return MAX_BATCH_PIXELS // image_size**2
 
 
 @dataclass(frozen=True)
@@ -36,21 +114,27 @@ class Grid:
 
     Attributes:
         dataset: dataset name (`datasets.DATASET_NAMES`).
-        backends: backend names, in run order within each (fold, model, seed).
-        models: catalog model names.
-        train: the shared training recipe; its seed is the first seed.
-        seeds: number of seeds: train.seed, train.seed + 1, …
+        backends: backend names, each once, in run order within each (fold, model, seed).
+        models: catalog model names, each once (replicates are seeds).
+        train: the shared training recipe; its seed is the first seed. Its epochs are at
+            most MAX_EPOCHS, its batch at most `max_batch_size(image_size)` images (and,
+            checked once the data is split, at most the training split).
+        seeds: number of seeds (1 to MAX_SEEDS): train.seed, train.seed + 1, …
         folds: k-fold cross-validation (subject-independent where subjects exist), or None
             for the dataset's holdout.
         fold: with `folds`, run only this fold (0-based); None runs every fold.
         data_dir: the dataset's folder (None: $FERBENCH_DATA/<dataset> or data/<dataset>).
         kdef_angles: KDEF pictures to use.
-        image_size: side of the square grayscale input.
-        synthetic_subjects: people in the synthetic set.
+        image_size: side of the square grayscale input, MIN_IMAGE_SIZE to MAX_IMAGE_SIZE
+            and within every model's `image_size_range`.
+        synthetic_subjects: people in the synthetic set (1 to MAX_SYNTHETIC_SUBJECTS).
         init: "shared" (the same initial weights in both frameworks) or "native".
-        threads: intra- and inter-op threads in either framework.
+        threads: intra- and inter-op threads in either framework, at most the machine's
+            logical cores.
         deterministic: both frameworks' deterministic-algorithm switches.
         measure: how the workers measure beyond training and evaluation.
+        run_timeout_s: seconds each run may take before its worker is killed and the run
+            recorded as timed out (1 to MAX_RUN_TIMEOUT_S); None: `default_run_timeout`.
     """
 
     dataset: str
@@ -68,6 +152,7 @@ class Grid:
     threads: int = field(default_factory=available_cores)
     deterministic: bool = False
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    run_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
@@ -81,10 +166,37 @@ class Grid:
             raise ValueError("models is empty: name at least one model")
         for model in self.models:
             check_model_name(model)
-        for name in ("seeds", "threads", "image_size", "synthetic_subjects"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer ≥ 1. Received: {name}={value!r}")
+        for name, names in (("backends", self.backends), ("models", self.models)):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                # Two runs of one model and seed are no replicates: they share every
+                # random draw, so they would only narrow the intervals falsely.
+                raise ValueError(f"{name} must name each one once ({', '.join(repeated)} "
+                                 "repeated); for replicates use seeds (--seeds N). "
+                                 f"Received: {name}={','.join(names)}")
+        _check_int("seeds", self.seeds, 1, MAX_SEEDS, "runs per (backend, model, fold)")
+        _check_int("threads", self.threads, 1, os.cpu_count() or 1,
+                   "this machine's logical cores")
+        _check_int("image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE,
+                   "pixels a side")
+        _check_int("synthetic_subjects", self.synthetic_subjects, 1, MAX_SYNTHETIC_SUBJECTS,
+                   "21 images each")
+        _check_int("epochs", self.train.epochs, 1, MAX_EPOCHS, "passes over the training set")
+        _check_int("batch_size", self.train.batch_size, 1, max_batch_size(self.image_size),
+                   f"at image_size {self.image_size}: at most {MAX_BATCH_PIXELS:,} pixels a "
+                   "batch, whose activations must fit in memory")
+        last_seed = self.train.seed + self.seeds - 1
+        if last_seed > MAX_SEED:
+            raise ValueError(f"seed + seeds - 1 must be ≤ {MAX_SEED}, the largest seed the "
+                             f"frameworks take. Received: seed={self.train.seed}, "
+                             f"seeds={self.seeds}")
+        for model in self.models:
+            _check_image_size(model, self.image_size)
+        timeout = self.run_timeout_s
+        # `not low <= timeout` also rejects NaN.
+        if timeout is not None and not 1 <= timeout <= MAX_RUN_TIMEOUT_S:
+            raise ValueError(f"run_timeout_s must be in [1, {MAX_RUN_TIMEOUT_S:g}] seconds. "
+                             f"Received: run_timeout_s={timeout!r}")
         if self.init not in INIT_MODES:
             raise ValueError(f"init must be one of {', '.join(INIT_MODES)}. "
                              f"Received: init={self.init!r}")
@@ -116,6 +228,71 @@ class Grid:
         seeds = range(self.train.seed, self.train.seed + self.seeds)
         return [(fold, model, seed, backend) for fold in self.fold_indices()
                 for model in self.models for seed in seeds for backend in self.backends]
+
+    def dataset_folder(self) -> Path | None:
+        """The folder the dataset is read from; None for the generated synthetic set."""
+        if self.dataset == "synthetic":
+            return None
+        return self.data_dir if self.data_dir is not None else default_data_dir(self.dataset)
+
+
+def default_run_timeout(grid: Grid, model: str, data_info: dict[str, Any]) -> float:
+    """The time limit of one run of `model` when `grid.run_timeout_s` is None.
+
+    RUN_TIMEOUT_BASE_S plus the run's floating-point work (training at
+    TRAIN_FLOPS_MULTIPLIER forward passes per image, validation every epoch, the test set)
+    at RUN_TIMEOUT_FLOPS_PER_S, at most MAX_RUN_TIMEOUT_S.
+
+    Args:
+        grid: the grid the run belongs to.
+        model: the run's model.
+        data_info: the prepared data's facts (`harness.prepare_data`).
+    """
+    flops = model_cost(model, tuple(data_info["image_shape"]),
+                       len(data_info["class_names"])).flops
+    images = ((TRAIN_FLOPS_MULTIPLIER * data_info["num_train"] + data_info["num_val"])
+              * grid.train.epochs + data_info["num_test"])
+    return min(RUN_TIMEOUT_BASE_S + flops * images / RUN_TIMEOUT_FLOPS_PER_S, MAX_RUN_TIMEOUT_S)
+
+
+def _check_folder(path: Path, name: str, fix: str) -> None:
+    """Raises ValueError unless `path` is a folder this process can write in, or can make."""
+    existing = path
+    # mkdir(parents=True) makes what is missing; what exists must be a writable folder.
+    while not (existing.exists() or existing.is_symlink()):
+        existing = existing.parent
+    if not existing.is_dir():
+        what = ("is not a folder" if existing == path
+                else f"cannot be made: {existing} is not a folder")
+        raise ValueError(f"{name} {path} {what}: {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {path} is not writable (no write permission in {existing}): "
+                         f"{fix}")
+
+
+def check_folders(grid: Grid, out_root: Path) -> None:
+    """Raises before anything is read or written if the output or cache folder is unusable.
+
+    Raises:
+        ValueError: `out_root` or the cache folder (`datasets.cache.default_cache_dir`) is,
+            or lies under, something other than a writable folder, or `out_root` lies
+            inside the dataset folder, which is never written to.
+    """
+    _check_folder(out_root, "--out", "pass a folder for the report folders (made if missing)")
+    cache = default_cache_dir()
+    if "FERBENCH_CACHE" in os.environ:
+        _check_folder(cache, "FERBENCH_CACHE", "set FERBENCH_CACHE to a folder (made if "
+                                               "missing), or unset it for ~/.cache/fer-bench")
+    else:
+        _check_folder(cache, "the cache folder", "remove what is there, or set FERBENCH_CACHE "
+                                                 "to a folder elsewhere")
+    data = grid.dataset_folder()
+    if data is not None:
+        out, data_resolved = out_root.resolve(), data.resolve()
+        if out == data_resolved or data_resolved in out.parents:
+            raise ValueError(f"--out {out_root} lies inside the dataset folder {data}; "
+                             "FER-Bench never writes into dataset folders: pass an --out "
+                             "outside it")
 
 
 def check_ready(grid: Grid) -> InjectedFaults | None:
@@ -155,8 +332,155 @@ def load_grid_data(grid: Grid):
     return dataset, prepared
 
 
+def check_batch_size(grid: Grid, prepared: dict[int | None, tuple[Path, dict[str, Any]]]) -> None:
+    """Raises ValueError if a batch holds more images than a fold's training split.
+
+    Such a run would train on one smaller batch per epoch while recording the batch size
+    asked for.
+    """
+    batch_size = grid.train.batch_size
+    for fold, (_, info) in prepared.items():
+        if batch_size > info["num_train"]:
+            where = "" if fold is None else f" of fold {fold}"
+            raise ValueError(f"batch_size must be ≤ {info['num_train']}, the size of the "
+                             f"training split{where}. Received: batch_size={batch_size}")
+
+
+class ResultsNotWritten(RuntimeError):
+    """The report folder could not take a record or the report (a full disk, …).
+
+    The message says what was kept and how to rebuild the rest.
+    """
+
+
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid; what finished, and the run it interrupted, are recorded.
+
+    Attributes:
+        report_dir: the report folder; None when no record was kept.
+        records: the records kept, in run order.
+        planned: the number of runs the grid had.
+        reported: whether the report of `records` was written.
+    """
+
+    def __init__(self, report_dir: Path | None, records: list[dict[str, Any]], planned: int,
+                 reported: bool) -> None:
+        super().__init__(f"interrupted after {len(records)} of {planned} runs")
+        self.report_dir, self.records = report_dir, records
+        self.planned, self.reported = planned, reported
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Holds a Ctrl-C back until the block is done, then delivers it.
+
+    So a record written to the results file is also among the records reported.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only: none can strike here.
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
+
+
+class _Results:
+    """One grid's report folder, made at its first record, and the records kept in it.
+
+    Made lazily, so that an invocation that records nothing leaves no empty folder.
+    """
+
+    def __init__(self, out_root: Path, dataset: str, on_line: Callable[[str], None]) -> None:
+        self.out_root, self.dataset, self.on_line = out_root, dataset, on_line
+        self.folder: Path | None = None
+        self.records: list[dict[str, Any]] = []
+
+    def keep(self, record: dict[str, Any], label: str) -> None:
+        """Appends `record` to the results file (making the folder first) and to `records`.
+
+        Raises:
+            ResultsNotWritten: the folder or the record could not be written; the records
+                kept before are intact, and a folder made for this record is removed.
+        """
+        with _interrupts_deferred():
+            try:
+                if self.folder is None:
+                    self.folder = new_report_dir(self.out_root, self.dataset)
+                    self.on_line(f"results → {self.folder / RESULTS_FILE}")
+                append_record(self.folder, record)
+            except OSError as error:
+                where = self.out_root if self.folder is None else self.folder / RESULTS_FILE
+                reason = f"could not write {label}'s record to {where}: {error.strerror or error}"
+                kept = len(self.records)
+                if kept:
+                    intact = (f"{kept} record before it is" if kept == 1
+                              else f"{kept} records before it are")
+                    raise ResultsNotWritten(
+                        f"{reason}; the {intact} intact: free space, then rebuild the report "
+                        f"with `python -m benchmarks.report {self.folder}`") from error
+                self._discard_folder()
+                raise ResultsNotWritten(f"{reason}; nothing was recorded: free space, then "
+                                        "rerun") from error
+            self.records.append(record)
+
+    def _discard_folder(self) -> None:
+        """Removes the folder made for a first record that could not be written."""
+        if self.folder is None:
+            return
+        results = self.folder / RESULTS_FILE
+        if results.exists() and results.stat().st_size == 0:
+            results.unlink()
+        if not any(self.folder.iterdir()):
+            self.folder.rmdir()
+            self.folder = None
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results: _Results,
+              on_line: Callable[[str], None]) -> bool:
+    """Runs the grid's jobs in order, keeping each record; True when Ctrl-C stopped them."""
+    jobs = grid.jobs()
+    try:
+        for number, (fold, model, seed, backend) in enumerate(jobs, 1):
+            path, data_info = prepared[fold]
+            if number == 1 or fold != jobs[number - 2][0]:
+                on_line(f"{data_info['protocol']}: {data_info['num_train']} train / "
+                        f"{data_info['num_val']} val / {data_info['num_test']} test images")
+            timeout = grid.run_timeout_s or default_run_timeout(grid, model, data_info)
+            spec = RunSpec(backend=backend, model=model, dataset=grid.dataset,
+                           prepared_data=str(path), train=replace(grid.train, seed=seed),
+                           init=grid.init, threads=grid.threads,
+                           deterministic=grid.deterministic, fold=fold, data_info=data_info,
+                           measure=grid.measure, faults=faults, timeout_s=timeout)
+            try:
+                on_line(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}")
+                record = run_in_worker(spec, on_line)
+                interrupted = record[STATUS] == INTERRUPTED
+            except RunInterrupted as stop:
+                record, interrupted = stop.record, True
+            except KeyboardInterrupt:
+                # The run was announced, but its worker was not running yet.
+                record = failed_record(spec, "interrupted (Ctrl-C)", "", INTERRUPTED)
+                interrupted = True
+            if record[STATUS] != OK:
+                on_line(f"   run {record[STATUS]}: {record[ERROR]}")
+            results.keep(record, f"run {number}/{len(jobs)} ({record[RUN_ID]})")
+            if interrupted:
+                on_line(f"interrupted: stopped after run {number}/{len(jobs)}")
+                return True
+    except KeyboardInterrupt:
+        # Between two runs: none was in progress, so there is nothing more to record.
+        on_line(f"interrupted: stopped after {len(results.records)}/{len(jobs)} runs")
+        return True
+    return False
 
 
 def run_grid(grid: Grid, out_root: Path,
@@ -165,38 +489,41 @@ def run_grid(grid: Grid, out_root: Path,
 
     Args:
         grid: what to run.
-        out_root: parent of the new report folder.
+        out_root: parent of the new report folder, made at the first record.
         on_line: receives every progress line (default: printed at once).
 
     Returns:
-        The report folder and the records, in run order (failed runs included).
+        The report folder and the records, in run order (failed and timed-out runs
+        included).
 
     Raises:
         MissingFrameworkError, ValueError, FileNotFoundError: before any folder is made.
+        ResultsNotWritten: a record or the report could not be written (the message says
+            what was kept).
+        GridInterrupted: Ctrl-C stopped the grid; the runs before, and the one it
+            interrupted, are recorded and reported.
+        KeyboardInterrupt: Ctrl-C while the data was loading: nothing was written.
     """
+    check_folders(grid, out_root)
     faults = check_ready(grid)
     dataset, prepared = load_grid_data(grid)
-    report_dir = new_report_dir(out_root, grid.dataset)
+    check_batch_size(grid, prepared)
     on_line(f"{dataset.name}: {len(dataset)} images, {len(dataset.class_names)} classes, "
-            f"{len(dataset.skipped)} files skipped, {dataset.duplicates} duplicates; "
-            f"results → {report_dir}")
-    records = []
-    jobs = grid.jobs()
-    for number, (fold, model, seed, backend) in enumerate(jobs, 1):
-        path, data_info = prepared[fold]
-        if number == 1 or fold != jobs[number - 2][0]:
-            on_line(f"{data_info['protocol']}: {data_info['num_train']} train / "
-                    f"{data_info['num_val']} val / {data_info['num_test']} test images")
-        on_line(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}")
-        spec = RunSpec(backend=backend, model=model, dataset=grid.dataset,
-                       prepared_data=str(path), train=replace(grid.train, seed=seed),
-                       init=grid.init, threads=grid.threads, deterministic=grid.deterministic,
-                       fold=fold, data_info=data_info, measure=grid.measure,
-                       faults=faults)
-        record = run_in_worker(spec, on_line)
-        if record["status"] != "ok":
-            on_line(f"   run failed: {record['error']}")
-        append_record(report_dir, record)
-        records.append(record)
-    write_report(report_dir, records)
-    return report_dir, records
+            f"{len(dataset.skipped)} files skipped, {dataset.duplicates} duplicates")
+    results = _Results(out_root, grid.dataset, on_line)
+    interrupted = _run_jobs(grid, prepared, faults, results, on_line)
+    planned = len(grid.jobs())
+    if results.folder is None:  # interrupted before the first record: nothing to report
+        raise GridInterrupted(None, [], planned, reported=False)
+    try:
+        write_report(results.folder, results.records)
+    except KeyboardInterrupt:
+        raise GridInterrupted(results.folder, results.records, planned, reported=False) from None
+    except OSError as error:
+        raise ResultsNotWritten(
+            f"could not write the report in {results.folder}: {error.strerror or error}; "
+            f"results.jsonl holds all {len(results.records)} records: free space, then "
+            f"rebuild it with `python -m benchmarks.report {results.folder}`") from error
+    if interrupted:
+        raise GridInterrupted(results.folder, results.records, planned, reported=True)
+    return results.folder, results.records

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.record.schema import failed_record
+from benchmarks.record.schema import ERROR, INTERRUPTED, TIMEOUT, failed_record
 from benchmarks.runner.config import RunSpec
 from benchmarks.runner.env import SUITE_ROOT
 from datasets import FaceDataset, dataset_split
@@ -94,41 +95,142 @@ def prepare_data(
     return path, info
 
 
-def _failure_reason(returncode: int, stderr_tail: list[str]) -> str:
+def _oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has killed on this host since it booted.
+
+    /proc/vmstat's `oom_kill` counts every kill, whether the host ran out of memory or a
+    cgroup hit its limit (Linux ≥ 4.13); None where it cannot be read (no evidence).
+    """
+    try:
+        text = Path("/proc/vmstat").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "oom_kill":
+            return int(value)
+    return None
+
+
+def _failure_reason(returncode: int, stderr_tail: list[str], oom_killed: bool) -> str:
+    """One line saying why a worker ended without a result.
+
+    Args:
+        returncode: the worker's exit status; negative: the signal that killed it.
+        stderr_tail: the last lines of its stderr.
+        oom_killed: whether the kernel's OOM killer killed some process while it ran,
+            the only evidence that a SIGKILL came from running out of memory.
+    """
     if returncode < 0:
-        name = signal.Signals(-returncode).name
-        hint = " (likely out of memory)" if name == "SIGKILL" else ""
-        return f"worker killed by {name}{hint}"
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        if number == signal.SIGKILL and oom_killed:
+            return (f"worker killed by {name} (out of memory? the kernel's OOM killer killed "
+                    "a process while it ran)")
+        return f"worker killed by {name}"
     lines = [line for line in stderr_tail if line.strip()]
     return lines[-1].strip() if lines else f"worker exited with status {returncode}"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a worker ran: the worker is stopped, its run's record kept.
+
+    A KeyboardInterrupt, so a caller that does not know it stops as on any Ctrl-C.
+
+    Attributes:
+        record: the run's record: status `interrupted`, or the worker's own record when
+            it had finished before it could be stopped.
+    """
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(record[ERROR] or "interrupted after the run finished")
+        self.record = record
+
+
+def _expire(process: subprocess.Popen, expired: threading.Event) -> None:
+    expired.set()
+    # SIGKILL: a hung or stopped (SIGSTOP) worker handles no gentler signal.
+    process.kill()
 
 
 def run_in_worker(spec: RunSpec, on_line: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs `spec` in a fresh `python -m benchmarks.runner.worker` process.
 
     Args:
-        spec: the run.
+        spec: the run; with `spec.timeout_s`, the worker is killed once it has run that
+            long.
         on_line: receives each progress line the worker prints.
 
     Returns:
-        The worker's record, or a "failed" record carrying the error when the worker
-        crashed, raised or was killed.
+        The worker's record, or a record carrying the error when the worker crashed,
+        raised or was killed (status `failed`), ran past `spec.timeout_s` (`timeout`), or
+        was interrupted by SIGINT on its own (`interrupted`).
+
+    Raises:
+        RunInterrupted: Ctrl-C (KeyboardInterrupt) here while the worker ran. The worker is
+            stopped; the exception carries the run's record: `interrupted`, or the
+            worker's own when it had just finished.
     """
+    oom_kills = _oom_kill_count()
     with tempfile.TemporaryDirectory(prefix="ferbench-") as work:
         spec_path, result_path = Path(work) / "spec.json", Path(work) / "result.json"
         stderr_path = Path(work) / "stderr.txt"
         spec_path.write_text(spec.to_json())
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        expired = threading.Event()
+        interrupted = False
         with open(stderr_path, "w") as stderr:
             process = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.runner.worker", str(spec_path),
                  str(result_path)],
                 cwd=SUITE_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
             )
-            for line in process.stdout:
-                on_line(line.rstrip("\n"))
-            returncode = process.wait()
-        if returncode == 0 and result_path.exists():
-            return json.loads(result_path.read_text())
+            watchdog = None
+            if spec.timeout_s is not None:
+                watchdog = threading.Timer(spec.timeout_s, _expire, (process, expired))
+                watchdog.daemon = True
+                watchdog.start()
+            try:
+                for line in process.stdout:
+                    on_line(line.rstrip("\n"))
+            except KeyboardInterrupt:
+                interrupted = True
+                # A terminal's Ctrl-C reached the worker too, but a SIGINT sent to this
+                # process alone did not: either way the run is over.
+                process.kill()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+                process.stdout.close()
+                returncode = process.wait()
+        finished = returncode == 0 and result_path.exists()
+        record = json.loads(result_path.read_text()) if finished else None
         tail = stderr_path.read_text(errors="replace").splitlines()[-40:]
-    return failed_record(spec, _failure_reason(returncode, tail), "\n".join(tail))
+    if record is None:
+        record = _unfinished_record(spec, returncode, tail, interrupted, expired.is_set(),
+                                    oom_kills)
+    if interrupted:
+        raise RunInterrupted(record) from None
+    return record
+
+
+def _unfinished_record(spec: RunSpec, returncode: int, tail: list[str], interrupted: bool,
+                       expired: bool, oom_kills_before: int | None) -> dict[str, Any]:
+    """The record of a worker that left no result, its status naming what stopped it."""
+    stderr_tail = "\n".join(tail)
+    if interrupted:
+        return failed_record(spec, "interrupted (Ctrl-C): worker stopped", stderr_tail,
+                             INTERRUPTED)
+    if expired:
+        return failed_record(
+            spec, f"no result within the run time limit of {spec.timeout_s:g} s: worker "
+                  "killed (hung, stopped or too slow); allow more with --run-timeout",
+            stderr_tail, TIMEOUT)
+    if returncode == -signal.SIGINT:
+        return failed_record(spec, "worker interrupted by SIGINT", stderr_tail, INTERRUPTED)
+    after = _oom_kill_count()
+    oom_killed = oom_kills_before is not None and after is not None and after > oom_kills_before
+    return failed_record(spec, _failure_reason(returncode, tail, oom_killed), stderr_tail)
