@@ -52,7 +52,7 @@ from benchmarks.runner.grid import (
     max_batch_size,
     run_grid,
 )
-from datasets import DATASET_NAMES
+from datasets import DATASET_ALIASES, DATASET_NAMES
 from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import DEFAULT_SUBJECTS
 
@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="both",
                         help=f"one of {', '.join(BACKEND_NAMES)}, both (default: both)")
     parser.add_argument("--dataset", default="synthetic",
-                        help=f"one of {', '.join(DATASET_NAMES)} (default: synthetic)")
+                        help=f"one of {', '.join(DATASET_NAMES)}; also "
+                             + ", ".join(f"{a} for {n}" for a, n in DATASET_ALIASES.items())
+                             + " (default: synthetic)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder holding the dataset (default: $FERBENCH_DATA/<dataset> "
                              "or data/<dataset>; see docs/datasets.md)")

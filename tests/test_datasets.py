@@ -358,7 +358,8 @@ def test_run_cli_runs_each_fold_in_its_own_worker_and_summarises(written, tmp_pa
     monkeypatch.setattr(grid, "run_in_worker", fake_worker)
     monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["--dataset", "ck+", "--data-dir", str(truth.root), "--backend", "both",
-            "--models", "proposed_cnn", "--folds", "3", "--out", str(tmp_path / "reports")]
+            "--models", "proposed_cnn", "--folds", "3", "--batch-size", "8",
+            "--out", str(tmp_path / "reports")]
     assert run_cli.main(argv) == 0
     assert sorted((s.fold, s.backend) for s in specs) == [
         (f, b) for f in range(3) for b in ("tf", "torch")]
@@ -395,7 +396,7 @@ def test_kfold_runs_end_to_end_in_real_workers(written, tmp_path, monkeypatch, c
     _, truth = written["ck_flat"]
     monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["--dataset", "ck+", "--data-dir", str(truth.root), "--backend", "torch",
-            "--models", "proposed_cnn", "--epochs", "1", "--folds", "2",
+            "--models", "proposed_cnn", "--epochs", "1", "--folds", "2", "--batch-size", "8",
             "--out", str(tmp_path / "reports")]
     assert run_cli.main(argv) == 0
     records = read_records(next((tmp_path / "reports").iterdir()))

@@ -155,7 +155,8 @@ class Grid:
     run_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
-        check_dataset_name(self.dataset)
+        # Aliases (natural-faces) are recorded under the dataset's canonical name.
+        object.__setattr__(self, "dataset", check_dataset_name(self.dataset))
         if not self.backends:
             raise ValueError(f"backends is empty; valid backends: {', '.join(BACKEND_NAMES)}")
         for backend in self.backends:
