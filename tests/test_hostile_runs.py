@@ -394,7 +394,10 @@ def _interrupt(tmp_path: Path, argv: list[str], *at: str) -> tuple[int, str, str
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.run", *argv, "--out", str(out)], cwd=ROOT,
         env={**os.environ, "FERBENCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # A shell starts background jobs with SIGINT ignored, and an ignored signal stays
+        # ignored across exec: a terminal's Ctrl-C reaches the command, so restore it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines, waiting_for = [], list(at)
     for line in process.stdout:
         lines.append(line)
