@@ -11,6 +11,13 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.analysis.load import (
+    LOADED_MARK,
+    LOADED_NOTE,
+    affected_by_load,
+    loaded_runs,
+    loaded_warning,
+)
 from benchmarks.analysis.stats import PairedTest, Summary, paired_accuracy_test
 from benchmarks.record import schema
 from benchmarks.record.figures import (
@@ -54,6 +61,7 @@ class ReportData:
         totals: label → backend → number of runs, ok or not.
         tests: label → paired accuracy tests, one per pair of backends.
         keys: every figure key some record carries, catalog figures first.
+        loaded: the run ids whose timings are not comparable (`analysis.load`).
     """
 
     source: Path
@@ -62,6 +70,7 @@ class ReportData:
     totals: dict[str, dict[str, int]] = field(default_factory=dict)
     tests: dict[str, list[PairedTest]] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
+    loaded: set[str] = field(default_factory=set)
 
     @property
     def backends(self) -> list[str]:
@@ -75,6 +84,15 @@ class ReportData:
 
     def summary(self, label: str, backend: str, key: str) -> Summary:
         return summarize_figure(self.groups[label].get(backend, []), key)
+
+    def under_load(self, label: str, backend: str) -> bool:
+        """Whether the group holds a run whose timings are not comparable."""
+        return any(run["run_id"] in self.loaded for run in self.groups[label].get(backend, []))
+
+    def cell(self, label: str, backend: str, key: str) -> str:
+        """The group's figure as `format_summary` shows it, marked when taken under load."""
+        return _marked(key, format_summary(key, self.summary(label, backend, key)),
+                       self.under_load(label, backend))
 
 
 def analyse(records: list[dict[str, Any]], source: Path) -> ReportData:
@@ -105,6 +123,7 @@ def analyse(records: list[dict[str, Any]], source: Path) -> ReportData:
         data.tests[label] = [paired_accuracy_test(scored[a], scored[b], a, b)
                              for a, b in combinations(present, 2)]
     data.keys = figure_keys(runs_frame(records).columns)
+    data.loaded = {run.run_id for run in loaded_runs(records)}
     return data
 
 
@@ -125,6 +144,13 @@ def format_summary(key: str, summary: Summary) -> str:
     return f"{measure.format(summary.mean)} ± {measure.format(summary.half_width)}"
 
 
+def _marked(key: str, text: str, under_load: bool) -> str:
+    """`text` with LOADED_MARK when it shows a timing some run behind it took under load."""
+    if under_load and text != "—" and affected_by_load(measure_for(key)):
+        return f"{text} {LOADED_MARK}"
+    return text
+
+
 def _runs_cell(data: ReportData, label: str, backend: str) -> str:
     return f"{len(data.groups[label].get(backend, []))}/{data.totals[label].get(backend, 0)}"
 
@@ -138,7 +164,7 @@ def headline_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     """The headline table: one row per (label, backend)."""
     headers = ["model", "backend", "ok runs"] + [measure_for(k).title for k in HEADLINE]
     rows = [[label, backend, _runs_cell(data, label, backend)]
-            + [format_summary(k, data.summary(label, backend, k)) for k in HEADLINE]
+            + [data.cell(label, backend, k) for k in HEADLINE]
             for label, backend in _pairs(data)]
     return headers, rows
 
@@ -153,10 +179,11 @@ def figure_rows(data: ReportData, label: str) -> tuple[list[str], list[list[str]
         summaries = [data.summary(label, b, key) for b in backends]
         if all(s.mean is None for s in summaries):
             continue
-        row = [measure_for(key).title] + [format_summary(key, s) for s in summaries]
+        row = [measure_for(key).title] + [data.cell(label, b, key) for b in backends]
         if ratio:
             a, b = summaries[0].mean, summaries[1].mean
-            row.append("—" if a in (None, 0) or b is None else f"{b / a:.2f}×")
+            row.append(_marked(key, "—" if a in (None, 0) or b is None else f"{b / a:.2f}×",
+                               any(data.under_load(label, backend) for backend in backends)))
         rows.append(row)
     return headers, rows
 
@@ -169,7 +196,8 @@ def run_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     for _, run in frame.iterrows():
         rows.append([str(run["run_id"]), str(run["status"]), _fact(run["seed"]),
                      _fact(run["fold"])]
-                    + [measure_for(k).format(run.get(k)) for k in _RUN_TABLE_KEYS])
+                    + [_marked(k, measure_for(k).format(run.get(k)), run["run_id"] in data.loaded)
+                       for k in _RUN_TABLE_KEYS])
     return headers, rows
 
 
@@ -291,6 +319,16 @@ def injection_warning(data: ReportData) -> str | None:
         return None
     return (f"Warning: {len(injected)} run{'s' if len(injected) != 1 else ''} measured with "
             f"test-only fault injection, not real measurements: {', '.join(injected)}")
+
+
+def load_warning(data: ReportData) -> str | None:
+    """A warning naming the runs whose timings are not comparable; None without."""
+    return loaded_warning(data.records)
+
+
+def loaded_note(data: ReportData) -> str | None:
+    """The footnote of the LOADED_MARK on timing cells; None when no cell has it."""
+    return LOADED_NOTE if data.loaded else None
 
 
 def summary_frame(data: ReportData) -> pd.DataFrame:

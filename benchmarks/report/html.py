@@ -14,6 +14,8 @@ from benchmarks.report.data import (
     figure_rows,
     headline_rows,
     injection_warning,
+    load_warning,
+    loaded_note,
     problem_rows,
     run_rows,
     skipped_count,
@@ -53,11 +55,13 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
     esc = html.escape
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
     sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
+    note = loaded_note(data)
+    note_html = f'<p class="note">{esc(note)}</p>' if note else ""
     headers, rows = headline_rows(data)
     sections.append(("headline", "Headline", (
         f"<p class=\"note\">Mean over seeds ± half-width of its 95% t-interval; a single "
         f"value where there is one replicate; “—” where not measured. "
-        f"Ok runs / all runs per pair.</p>{html_table(headers, rows, _not_all_ok)}")))
+        f"Ok runs / all runs per pair.</p>{html_table(headers, rows, _not_all_ok)}{note_html}")))
     tests = "".join(
         f'<li class="{"significant" if test.significant else ""}"><b>{esc(label)}</b>: '
         f"{esc(test.statement)}</li>"
@@ -74,8 +78,10 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
     tables = [(label, figure_rows(data, label)) for label in data.groups]
     details = "".join(f"<h3>{esc(label)}</h3>{html_table(headers, rows)}"
                       for label, (headers, rows) in tables if rows)
-    sections.append(("all-figures", "All figures", details or "<p>No figures.</p>"))
-    sections.append(("runs", "Runs", html_table(*run_rows(data), lambda r: r[1] != "ok")))
+    sections.append(("all-figures", "All figures",
+                     details + note_html if details else "<p>No figures.</p>"))
+    sections.append(("runs", "Runs",
+                     html_table(*run_rows(data), lambda r: r[1] != "ok") + note_html))
     problems = "<p>Every run succeeded.</p>"
     if data.problems:
         headers, rows = problem_rows(data)
@@ -98,8 +104,8 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
         + html_table(*facts_table(data.records, "flags", data.backends))
         + "<h3>Training recipe</h3>"
         + html_table(*facts_table(data.records, "config", data.backends)))))
-    warning = injection_warning(data)
-    banner = f"<p><strong>{esc(warning)}</strong></p>" if warning else ""
+    banner = "".join(f"<p><strong>{esc(warning)}</strong></p>"
+                     for warning in (injection_warning(data), load_warning(data)) if warning)
     nav = " ".join(f'<a href="#{anchor}">{esc(title)}</a>' for anchor, title, _ in sections)
     body = "".join(f'<section id="{anchor}"><h2>{esc(title)}</h2>{content}</section>'
                    for anchor, title, content in sections)

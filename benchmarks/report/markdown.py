@@ -10,6 +10,8 @@ from benchmarks.report.data import (
     figure_rows,
     headline_rows,
     injection_warning,
+    load_warning,
+    loaded_note,
     problem_rows,
     run_rows,
     skipped_file_rows,
@@ -21,14 +23,15 @@ from benchmarks.report.tables import markdown_escape, markdown_table
 def render_markdown(data: ReportData) -> str:
     """The report as Markdown: every table and test; the figures are in report.html."""
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
-    warning = injection_warning(data)
+    warnings = [w for w in (injection_warning(data), load_warning(data)) if w]
+    note = [markdown_escape(n) for n in (loaded_note(data),) if n]
     parts = [
         f"# FER-Bench report: {markdown_escape(datasets)}",
-        *([f"**{markdown_escape(warning)}**"] if warning else []),
+        *(f"**{markdown_escape(warning)}**" for warning in warnings),
         f"{len(data.records)} runs ({len(data.problems)} not ok) from "
         f"`{markdown_escape(data.source.name)}`. Figures: `{REPORT_HTML}`. Cells are the mean over "
         "seeds ± half-width of its 95% t-interval.",
-        "## Headline", markdown_table(*headline_rows(data)),
+        "## Headline", markdown_table(*headline_rows(data)), *note,
         "## Do the frameworks differ? (paired accuracy tests)",
         "\n".join(f"- **{markdown_escape(label)}**: {markdown_escape(statement)}"
                   for label, statement in test_lines(data)) or "No pair of backends to test.",
@@ -36,8 +39,9 @@ def render_markdown(data: ReportData) -> str:
     for label in data.groups:
         headers, rows = figure_rows(data, label)
         if rows:
-            parts += [f"## All figures: {markdown_escape(label)}", markdown_table(headers, rows)]
-    parts += ["## Runs", markdown_table(*run_rows(data))]
+            parts += [f"## All figures: {markdown_escape(label)}", markdown_table(headers, rows),
+                      *note]
+    parts += ["## Runs", markdown_table(*run_rows(data)), *note]
     if data.problems:
         parts += ["## Failed or skipped runs", markdown_table(*problem_rows(data))]
     parts += ["## Data", markdown_table(*data_rows(data))]

@@ -32,8 +32,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-# Figures ("0.836 ± 0.125", "1,001", "+12.3%", "3.10×", "3/4", "—") align right; text left.
-_FIGURE = re.compile(r"^[-+−]?[\d,.]+(%|×)?( ± [\d,.]+)?$|^\d+/\d+$|^—$")
+# Figures ("0.836 ± 0.125", "1,001", "+12.3%", "3.10×", "3/4", "—"), also marked as taken
+# under load ("20.0 †"), align right; text left.
+_FIGURE = re.compile(r"^[-+−]?[\d,.]+(%|×)?( ± [\d,.]+)?( †)?$|^\d+/\d+$|^—$")
 
 
 def _html_cell(text: str) -> str:
