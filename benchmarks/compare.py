@@ -19,6 +19,11 @@ regression when it got worse by more than the threshold of its kind:
   allocated): a relative growth above `--max-anon-memory-growth` (default 0.10);
 * energy: a relative growth above `--max-energy-growth` (default 0.10).
 
+A time figure whose A or B side holds a run that waited for a CPU (other processes' load)
+for more than 10% of its steady training time (`analysis.load`, docs/measurement.md) is
+not judged: it is marked †, its verdict says why, and such runs are listed under "Timings
+taken under load". Normalised speed, memory and quality figures are judged as usual.
+
 A run (same backend, model, dataset, fold and seed) that was ok in A and did not succeed in
 B is a regression too. A run present in only one of them is listed, not judged: the grids
 differ. With `--fail-on-regression` the exit status is 1 when there is a regression and 0

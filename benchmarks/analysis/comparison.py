@@ -6,8 +6,10 @@ threshold of its kind (THRESHOLD_RULES: quality drops in fraction points; time, 
 speed, memory, anonymous memory and energy as relative changes; throughputs count as time
 per image). A run that was ok in A and did not succeed in B (failed, timed out or
 interrupted) is a regression too; a run present in only one of them is listed, not
-judged. Which figures exist, and their directions and kinds, come from the figure
-catalogue (`benchmarks.record.figures`).
+judged. A time figure whose A or B side holds a run whose timings are not comparable (it
+waited for a CPU beyond `analysis.load.MAX_CPU_WAIT_SHARE`) is shown, marked, and not
+judged; those runs are listed. Which figures exist, and their directions and kinds, come
+from the figure catalogue (`benchmarks.record.figures`).
 `benchmarks.compare` is the command line; the CI check calls `compare_records` directly.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks.analysis.load import LOADED_MARK, LoadedRun, affected_by_load, loaded_runs
 from benchmarks.ci.faults import InjectedFaults
 from benchmarks.record import schema
 from benchmarks.record.figures import (
@@ -105,6 +108,8 @@ class Delta:
             negative when B is better; None when the figure has no direction or a side
             lacks it.
         limit: the threshold in force; None for figures that are not judged.
+        under_load: the sides ("A", "B") holding a run whose timings are not comparable,
+            for a figure that load distorts; such a figure is not judged.
     """
 
     dataset: str
@@ -117,10 +122,11 @@ class Delta:
     runs_b: int
     worse_by: float | None
     limit: float | None
+    under_load: tuple[str, ...] = ()
 
     @property
     def regression(self) -> bool:
-        return self.worse_by is not None and self.limit is not None \
+        return not self.under_load and self.worse_by is not None and self.limit is not None \
             and self.worse_by > self.limit
 
     @property
@@ -134,7 +140,10 @@ class Delta:
 
     @property
     def verdict(self) -> str:
-        """"REGRESSION (…)", "worse", "better" or ""."""
+        """"REGRESSION (…)", "worse", "better", "" or why the figure is not judged."""
+        if self.under_load:
+            return (f"{LOADED_MARK} not judged: timings taken under load in "
+                    f"{' and '.join(self.under_load)}")
         if self.worse_by is None or abs(self.worse_by) < _NEGLIGIBLE:
             return ""
         if not self.regression:
@@ -187,12 +196,14 @@ class Comparison:
             data fingerprint, recipe, flags): what may explain the deltas.
         injected: ("A" or "B", run_id, faults) for every run measured with test-only fault
             injection (benchmarks.ci.faults): not real measurements.
+        loaded: ("A" or "B", run) for every ok run whose timings are not comparable.
     """
 
     deltas: list[Delta] = field(default_factory=list)
     run_changes: list[RunChange] = field(default_factory=list)
     context: list[tuple[str, str, str, str]] = field(default_factory=list)
     injected: list[tuple[str, str, str]] = field(default_factory=list)
+    loaded: list[tuple[str, LoadedRun]] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[str]:
@@ -269,17 +280,23 @@ def compare_records(
     check_thresholds(limits)
     comparison = Comparison()
     groups_a, groups_b = _ok_groups(records_a), _ok_groups(records_b)
+    comparison.loaded = [(side, run) for side, groups in (("A", groups_a), ("B", groups_b))
+                         for runs in groups.values() for run in loaded_runs(runs)]
+    loaded_ids = {(side, run.run_id) for side, run in comparison.loaded}
     keys = figure_keys(runs_frame(records_a + records_b).columns)
     for group in dict.fromkeys([*groups_a, *groups_b]):
         runs_a, runs_b = groups_a.get(group, []), groups_b.get(group, [])
+        loaded_sides = tuple(side for side, runs in (("A", runs_a), ("B", runs_b))
+                             if any((side, r["run_id"]) in loaded_ids for r in runs))
         for key in keys:
             measure = measure_for(key)
             a = summarize_figure(runs_a, key).mean
             b = summarize_figure(runs_b, key).mean
             if a is None and b is None:
                 continue
-            comparison.deltas.append(Delta(*group, measure, a, b, len(runs_a), len(runs_b),
-                                           _worse_by(measure, a, b), limits.get(measure.kind)))
+            comparison.deltas.append(Delta(
+                *group, measure, a, b, len(runs_a), len(runs_b), _worse_by(measure, a, b),
+                limits.get(measure.kind), loaded_sides if affected_by_load(measure) else ()))
     runs_a = {r["run_id"]: r for r in records_a}
     runs_b = {r["run_id"]: r for r in records_b}
     for run_id in dict.fromkeys([*runs_a, *runs_b]):
@@ -328,6 +345,11 @@ def render(comparison: Comparison, name_a: str, name_b: str, markdown: bool = Fa
     if comparison.context:
         parts += [heading("What else differs"),
                   table(["scope", "field", "A", "B"], [list(c) for c in comparison.context])]
+    if comparison.loaded:
+        parts += [heading(f"Timings taken under load: {LOADED_MARK} time figures not judged"),
+                  table(["side", "run", "CPU wait, share of training"],
+                        [[side, run.run_id, f"{run.wait_share:.0%}"]
+                         for side, run in comparison.loaded])]
     if comparison.injected:
         parts += [heading("Test fault injection: these runs are not real measurements"),
                   table(["side", "run", "injected"], [list(i) for i in comparison.injected])]
