@@ -32,6 +32,7 @@ from backends import BACKEND_NAMES, MissingFrameworkError
 from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
 from backends.init import INIT_MODES
+from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, cpu_wait_share, loaded_run
 from benchmarks.record.schema import INTERRUPTED
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import available_cores
@@ -238,10 +239,47 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+# How much of a core other processes may hold, on the 1-minute load average, before the
+# machine counts as busy: the workers run one thread per core and every synchronous step
+# waits for its slowest thread, so one core taken half the time already shows in the times.
+BUSY_LOAD_MARGIN = 0.5
+
+
+def busy_machine_warning() -> str | None:
+    """One line saying the machine is already busy, so timings will suffer; None if not.
+
+    Busy: the 1-minute load average leaves fewer than (cores this process may use) −
+    BUSY_LOAD_MARGIN cores free, i.e. it exceeds the machine's other cores plus the
+    margin. None where the OS has no load average.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = available_cores()
+    limit = (os.cpu_count() or cores) - cores + BUSY_LOAD_MARGIN
+    if load <= limit:
+        return None
+    return (f"warning: the machine is already busy (1-minute load average {load:.2f} > "
+            f"{limit:.1f} on the {cores} cores this run may use): its timings will suffer "
+            "and runs that wait for a CPU are marked as not comparable")
+
+
+def _wait_cell(record: dict[str, Any]) -> str:
+    """The run's CPU-wait share, marked when its timings are not comparable."""
+    share = cpu_wait_share(record)
+    mark = f" {LOADED_MARK}" if loaded_run(record) else ""
+    return "-" if share is None else f"{share:.0%}{mark}"
+
+
 def summary_table(records: list[dict[str, Any]]) -> str:
-    """A plain-text side-by-side table: one row per run, backends of a model adjacent."""
+    """A plain-text side-by-side table: one row per run, backends of a model adjacent.
+
+    Its last column is the run's CPU wait as a share of training, marked when the run's
+    timings are not comparable; a footnote then says what the mark means.
+    """
     header = (f"{'model':<14}{'backend':<8}{'status':<12}{'acc':>7}{'mF1':>7}{'AUC':>7}"
-              f"{'train s':>9}{'img/s':>9}{'eval s':>8}{'peak MB':>9}")
+              f"{'train s':>9}{'img/s':>9}{'eval s':>8}{'peak MB':>9}{'CPU wait':>10}")
     lines = [header, "-" * len(header)]
     for rec in sorted(records, key=lambda r: (r["model"], r.get("fold") or 0, r["seed"],
                                               r["backend"])):
@@ -252,8 +290,10 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             f"{_fmt(m.get('auc_macro_ovr'), '.3f'):>7}{_fmt(t.get('train_wall_s'), '.1f'):>9}"
             f"{_fmt(t.get('train_throughput_img_s'), '.0f'):>9}"
             f"{_fmt(t.get('eval_wall_s'), '.2f'):>8}"
-            f"{_fmt(mem.get('peak_host_rss_mb'), '.0f'):>9}"
+            f"{_fmt(mem.get('peak_host_rss_mb'), '.0f'):>9}{_wait_cell(rec):>10}"
         )
+    if any(map(loaded_run, records)):
+        lines.append(LOADED_NOTE)
     return "\n".join(lines)
 
 
@@ -307,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_models:
         print(list_models())
         return 0
+    warning = busy_machine_warning()
+    if warning:
+        print(warning, file=sys.stderr)
     started = time.perf_counter()
     try:
         grid = grid_of(args)
