@@ -24,7 +24,9 @@ def render_markdown(data: ReportData) -> str:
     """The report as Markdown: every table and test; the figures are in report.html."""
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in data.records))
     warnings = [w for w in (injection_warning(data), load_warning(data)) if w]
-    note = [markdown_escape(n) for n in (loaded_note(data),) if n]
+    # The footnote of the † on timing cells, under every table that can hold one.
+    footnote = loaded_note(data)
+    note = [markdown_escape(footnote)] if footnote else []
     parts = [
         f"# FER-Bench report: {markdown_escape(datasets)}",
         *(f"**{markdown_escape(warning)}**" for warning in warnings),
