@@ -2,8 +2,9 @@
 
     python -m benchmarks.runner.worker SPEC.json RESULT.json
 
-Reads a RunSpec, trains and evaluates one model with one backend, and writes one result
-record. The harness starts a fresh interpreter per run so memory peaks, thread pools and
+Reads a RunSpec, trains one model with one backend (keeping the best epoch on
+validation, docs/design.md §7), evaluates it on the test set and writes one result record.
+The harness starts a fresh interpreter per run so memory peaks, thread pools and
 allocators never leak across runs; if this process dies, the harness records the failure.
 """
 
@@ -231,7 +232,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         selection = selection_summary(backend.selection, history)
         _say(spec, f"testing epoch {selection['best_epoch']} of {selection['last_epoch']} "
                    f"(by {selection['metric']})")
-        # The test set's one use: scored once, with the selected epoch's weights.
+        # The test set is scored once, here, with the kept epoch's weights; fit never saw
+        # it (the latency probe below only times inference on its images).
         with (
             HostMemoryTracker() as eval_rss,
             EnergyTracker() as eval_energy,
