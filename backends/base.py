@@ -202,6 +202,7 @@ class Backend(ABC):
 
     Subclasses build a named model, exchange weights in the canonical layout, train it
     with a TrainConfig on the shared batch schedule and predict class probabilities.
+    After `fit`, `selection` says which epoch's weights the model holds.
     """
 
     name: ClassVar[str]

@@ -14,8 +14,11 @@ import math
 import numpy as np
 import pytest
 
+import backends
 from backends.base import Backend, Selection, TrainConfig
 from backends.schedule import epoch_learning_rate
+from benchmarks.runner import worker
+from benchmarks.runner.config import MeasureConfig, RunSpec
 
 
 class ScriptedBackend(Backend):
@@ -183,7 +186,8 @@ def test_invalid_selection_settings_are_refused(options, message):
 
 # --- the worker: the test set is read once, after selection --------------------------------
 # Three classes. Validation is mostly class 0, so epoch 2 (which favours class 0) is best;
-# epochs 1 and 3 favour class 1, so a selection that peeked at TEST_OF_ONES would keep 3.
+# epochs 1 and 3 favour class 1, so a selection that peeked at a test set of class-1
+# images would keep epoch 3.
 WORKER_SCRIPT = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
 
 
@@ -200,10 +204,6 @@ def _prepared(tmp_path, name: str, x_test: np.ndarray, y_test: np.ndarray):
 
 
 def _run_worker(monkeypatch, path):
-    import backends
-    from benchmarks.runner import worker
-    from benchmarks.runner.config import MeasureConfig, RunSpec
-
     monkeypatch.setattr(backends, "create_backend",
                         lambda *args, **kwargs: ScriptedBackend(WORKER_SCRIPT))
     spec = RunSpec(backend="torch", model="proposed_cnn", dataset="synthetic",
@@ -228,15 +228,14 @@ def test_the_test_set_cannot_influence_selection_and_is_scored_with_the_kept_wei
         "ones": _run_worker(monkeypatch, _prepared(tmp_path, "ones", faces[::-1].copy(),
                                                    np.ones(9, np.int64))),
     }
-    from benchmarks.runner.worker import SELECTION
-
+    selection = worker.SELECTION
     for record in records.values():
-        assert record[SELECTION]["metric"] == "val_loss"
-        assert record[SELECTION]["best_epoch"] == 2
-        assert record[SELECTION]["last_epoch"] == 3
+        assert record[selection]["metric"] == "val_loss"
+        assert record[selection]["best_epoch"] == 2
+        assert record[selection]["last_epoch"] == 3
         # The test predictions are epoch 2's (class 0 everywhere), not the last epoch's.
         assert record["test_predictions"] == [0] * 9
-    assert records["balanced"][SELECTION] == records["ones"][SELECTION]
+    assert records["balanced"][selection] == records["ones"][selection]
     for a, b in zip(records["balanced"]["history"], records["ones"]["history"], strict=True):
         assert (a["val_loss"], a["val_accuracy"]) == (b["val_loss"], b["val_accuracy"])
     assert records["ones"]["metrics"]["accuracy"] == 0.0  # what peeking would have improved
