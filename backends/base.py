@@ -72,8 +72,9 @@ class TrainConfig:
         selection_metric: the validation figure by which `fit` keeps the best epoch and
             restores its weights before returning (docs/design.md §7): "val_loss"
             (lowest; the default, as in Keras's checkpoint and early-stopping callbacks:
-            continuous, so float rounding cannot turn a tie into a different choice in
-            the two frameworks), "val_accuracy" (highest; ties go to the lower val_loss)
+            float rounding moves it by little between the two frameworks, where it moves
+            accuracy by whole images), "val_accuracy" (highest; ties go to the lower
+            val_loss)
             or "last" (no selection: the last epoch's weights). Without a validation set
             there is nothing to select on and `fit` keeps the last epoch.
         patience: early stopping: stop once this many epochs in a row brought no better
