@@ -74,9 +74,8 @@ class TrainConfig:
             (lowest; the default, as in Keras's checkpoint and early-stopping callbacks:
             float rounding moves it by little between the two frameworks, where it moves
             accuracy by whole images), "val_accuracy" (highest; ties go to the lower
-            val_loss)
-            or "last" (no selection: the last epoch's weights). Without a validation set
-            there is nothing to select on and `fit` keeps the last epoch.
+            val_loss) or "last" (no selection: the last epoch's weights). Without a
+            validation set there is nothing to select on and `fit` keeps the last epoch.
         patience: early stopping: stop once this many epochs in a row brought no better
             `selection_metric`; None (the default) trains every epoch. The learning-rate
             schedule still spans `epochs`.
