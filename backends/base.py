@@ -39,6 +39,7 @@ GN_EPSILON = 1e-5  # GroupNorm: torch's default; Keras's GroupNormalization defa
 OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("float32",)
 CLASS_WEIGHTING = ("none", "balanced")
+SELECTION_METRICS = ("val_loss", "val_accuracy", "last")
 # The largest seed both frameworks take: Keras's set_random_seed also seeds numpy's legacy
 # generator, which takes seeds below 2**32.
 MAX_SEED = 2**32 - 1
@@ -72,6 +73,16 @@ class TrainConfig:
         precision: numeric precision of training ("float32").
         compile: XLA (TF `jit_compile`) / `torch.compile`; off by default on CPU, where
             compilation costs more than it saves for these small runs.
+        selection_metric: the validation figure by which `fit` keeps the best epoch and
+            restores its weights before returning (docs/design.md §7): "val_loss"
+            (lowest; the default, as in Keras's checkpoint and early-stopping callbacks:
+            float rounding moves it by little between the two frameworks, where it moves
+            accuracy by whole images), "val_accuracy" (highest; ties go to the lower
+            val_loss) or "last" (no selection: the last epoch's weights). Without a
+            validation set there is nothing to select on and `fit` keeps the last epoch.
+        patience: early stopping: stop once this many epochs in a row brought no better
+            `selection_metric`; None (the default) trains every epoch. The learning-rate
+            schedule still spans `epochs`.
     """
 
     epochs: int = 6
@@ -88,6 +99,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "float32"
     compile: bool = False
+    selection_metric: str = "val_loss"
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -111,11 +124,23 @@ class TrainConfig:
             ("lr_schedule", LR_SCHEDULES),
             ("precision", PRECISIONS),
             ("class_weighting", CLASS_WEIGHTING),
+            ("selection_metric", SELECTION_METRICS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"{name} must be one of {', '.join(allowed)}. "
                     f"Received: {name}={getattr(self, name)!r}"
+                )
+        if self.patience is not None:
+            if not isinstance(self.patience, int) or self.patience < 1:
+                raise ValueError(
+                    f"patience must be None or an integer ≥ 1. Received: patience={self.patience!r}"
+                )
+            if self.selection_metric == "last":
+                raise ValueError(
+                    "early stopping needs a validation metric to watch: patience requires "
+                    "selection_metric 'val_loss' or 'val_accuracy'. "
+                    f"Received: selection_metric={self.selection_metric!r}"
                 )
 
 
@@ -151,11 +176,40 @@ class EpochLog:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which epoch's weights `Backend.fit` left in the model (docs/design.md §7).
+
+    Attributes:
+        metric: the validation figure the epoch was chosen by; "last" when `fit` kept the
+            last epoch, as configured or for want of a validation set.
+        best_epoch: the 1-based epoch whose weights the model holds after `fit`.
+        last_epoch: the last epoch trained: `TrainConfig.epochs`, or fewer after an
+            early stop.
+        stopped_early: whether early stopping (`TrainConfig.patience`) ended training.
+    """
+
+    metric: str
+    best_epoch: int
+    last_epoch: int
+    stopped_early: bool
+
+
+def _selection_key(log: EpochLog, metric: str) -> tuple[float, ...]:
+    """How good an epoch is by `metric` ("val_loss" or "val_accuracy"): larger is better.
+
+    A NaN validation loss (a diverged epoch) ranks below every number.
+    """
+    loss = -math.inf if math.isnan(log.val_loss) else -log.val_loss
+    return (loss,) if metric == "val_loss" else (log.val_accuracy, loss)
+
+
 class Backend(ABC):
     """One framework's implementation of the benchmark's model operations.
 
     Subclasses build a named model, exchange weights in the canonical layout, train it
     with a TrainConfig on the shared batch schedule and predict class probabilities.
+    After `fit`, `selection` says which epoch's weights the model holds.
     """
 
     name: ClassVar[str]
@@ -175,6 +229,7 @@ class Backend(ABC):
         self.deterministic = bool(deterministic)
         self.model_name: str | None = None
         self.num_classes: int | None = None
+        self.selection: Selection | None = None  # set by `fit`
 
     # --- framework facts -------------------------------------------------------------
     @abstractmethod
@@ -312,45 +367,34 @@ class Backend(ABC):
 
         Every epoch's sample order comes from `epoch_batches(len(x), batch_size, seed,
         epoch)`, so two backends given the same data and seed see identical batches.
+        After each epoch the validation set is scored; the best epoch by
+        `config.selection_metric` is kept as a canonical `get_weights()` snapshot and
+        loaded back with `set_weights` at the end, so the model leaves `fit` holding it
+        (`self.selection` says which). This is the same code for every backend: given
+        the same validation scores, both frameworks keep the same epoch. `fit` never
+        sees a test set.
 
         Args:
             x: training images, uint8 (N, H, W, C).
             y: integer labels (N,).
             config: the shared recipe.
-            validation: optional (images, labels) scored after each epoch.
+            validation: optional (images, labels) scored after each epoch, for the log
+                and for selection and early stopping.
             on_epoch_end: called with each epoch's log (progress reporting).
             cpu_wait_clock: cumulative seconds this process's threads waited for a CPU
                 (None where unknown); read at both ends of each epoch's training, inside
                 its timing, for `EpochLog.cpu_wait_s`.
 
         Returns:
-            One EpochLog per epoch.
+            One EpochLog per epoch trained.
         """
         self.start_training(x, y, config)
-        logs = []
+        metric = config.selection_metric if validation is not None else "last"
+        if config.patience is not None and metric == "last":
+            raise ValueError("early stopping (patience) needs a validation set")
+        logs, best, snapshot, stale = [], None, None, 0
         for epoch in range(config.epochs):
-            batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
-            learning_rate = epoch_learning_rate(
-                config.learning_rate, config.lr_schedule, epoch, config.epochs
-            )
-            self._set_learning_rate(learning_rate)
-            # Synchronised at both ends so each epoch is billed exactly its own device work.
-            self.synchronize()
-            start = time.perf_counter()
-            wait_start = cpu_wait_clock() if cpu_wait_clock else None
-            loss = self._train_epoch(batches)
-            self.synchronize()
-            wait_end = cpu_wait_clock() if wait_start is not None else None
-            waited = None if wait_end is None else wait_end - wait_start
-            log = EpochLog(
-                epoch=epoch + 1,
-                train_loss=loss,
-                train_s=time.perf_counter() - start,
-                steps=len(batches),
-                images=int(sum(len(b) for b in batches)),
-                learning_rate=learning_rate,
-                cpu_wait_s=waited,
-            )
+            log = self._fit_epoch(x, config, epoch, cpu_wait_clock)
             if validation is not None:
                 start = time.perf_counter()
                 probs = self.predict_proba(validation[0], config.eval_batch_size)
@@ -360,7 +404,54 @@ class Backend(ABC):
             logs.append(log)
             if on_epoch_end is not None:
                 on_epoch_end(log)
+            if metric == "last":
+                continue
+            if best is None or _selection_key(log, metric) > _selection_key(best, metric):
+                best, stale = log, 0
+                # After the last planned epoch the model already holds these weights.
+                snapshot = self.get_weights() if log.epoch < config.epochs else None
+            else:
+                stale += 1
+                if stale == config.patience:
+                    break
+        last = logs[-1]
+        if best is None:
+            best = last
+        elif best is not last:
+            self.set_weights(snapshot)
+        self.selection = Selection(metric, best.epoch, last.epoch, last.epoch < config.epochs)
         return logs
+
+    def _fit_epoch(
+        self,
+        x: np.ndarray,
+        config: TrainConfig,
+        epoch: int,
+        cpu_wait_clock: Callable[[], float | None] | None,
+    ) -> EpochLog:
+        """Trains one epoch (0-based `epoch`) of `fit`; returns its log, validation unset."""
+        batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
+        learning_rate = epoch_learning_rate(
+            config.learning_rate, config.lr_schedule, epoch, config.epochs
+        )
+        self._set_learning_rate(learning_rate)
+        # Synchronised at both ends so each epoch is billed exactly its own device work.
+        self.synchronize()
+        start = time.perf_counter()
+        wait_start = cpu_wait_clock() if cpu_wait_clock else None
+        loss = self._train_epoch(batches)
+        self.synchronize()
+        wait_end = cpu_wait_clock() if wait_start is not None else None
+        waited = None if wait_end is None else wait_end - wait_start
+        return EpochLog(
+            epoch=epoch + 1,
+            train_loss=loss,
+            train_s=time.perf_counter() - start,
+            steps=len(batches),
+            images=int(sum(len(b) for b in batches)),
+            learning_rate=learning_rate,
+            cpu_wait_s=waited,
+        )
 
 
 def _check_images(x: np.ndarray, y: np.ndarray) -> None:

@@ -3,7 +3,10 @@
 Layer names are the canonical weight prefixes (the torch module paths, see
 backends/base.py); backends/tf/backend.py converts each layer's arrays to and from the
 canonical layout by layer type. Builders are called through `create_model`, which
-validates the arguments and resolves `dropout` from the catalog.
+validates the arguments and resolves `dropout` from the catalog. Initial weights: by
+default both frameworks load the same ones, drawn by backends/init.py from the canonical
+names (each family's rules are on torch's classes); Keras's own initialisers serve only
+`--init native`.
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ class ShuffleAttention(nn.Module):
     halves are concatenated and the channels shuffled with 2 groups. The affine and
     GroupNorm parameters have C/(2G) entries, shared by the G groups, and start at
     SA-Net's values: channel_weight 0, channel_bias 1, spatial_weight 0, spatial_bias 1,
-    gn.weight 1, gn.bias 0 (so backends/init.py keeps all but gn.bias, which it zeroes).
+    gn.weight 1, gn.bias 0, which the shared init (backends/init.py) keeps. With both
+    gate weights 0, every gate starts at sigmoid(1) whatever the input: the layer starts
+    as a constant scaling and a channel shuffle, leaving the host network's start intact.
 
     Args:
         channels: input (and output) channels C, a multiple of 2 · groups.
@@ -131,7 +133,9 @@ class ConvStage(nn.Module):
 class Classifier(nn.Module):
     """The VGG/AlexNet head: Flatten, [Linear + ReLU + Dropout] × 2, Linear.
 
-    Modules fc1, fc2, fc3. The flatten runs over (C, H, W), the canonical order.
+    Modules fc1, fc2, fc3. The flatten runs over (C, H, W), the canonical order. The
+    shared init draws their weights N(0, 0.01²) with zero biases, torchvision's VGG
+    practice (backends/init.py recognises this head by its names, classifier.fc<k>).
 
     Args:
         in_features: flattened input size C·H·W.
@@ -162,6 +166,13 @@ class ProposedCNN(nn.Module):
     Conv-BN-ReLU of 256 then Dropout; global average pool; Linear 256 → C.
     584,807 trainable parameters at 1 channel and 7 classes (any input size); with
     attention (sanet) each stage's ShuffleAttention adds 6·C/(2G): 584,987 at G = 8.
+
+    Shared init (backends/init.py): every conv is followed by BatchNorm and the head is
+    one Linear on globally pooled features, as in a ResNet without shortcuts, so it
+    follows torchvision's ResNet practice minus the zero-γ of residual branches, which it
+    has none of: convs Kaiming-normal (fan_out, ReLU) with zero biases, BN γ = 1 and
+    β = 0, the classifier torch's nn.Linear default U(±1/√256). Shuffle attention keeps
+    SA-Net's constants (ShuffleAttention).
 
     Args:
         in_channels: input channels.
@@ -216,6 +227,9 @@ class VGG16(nn.Module):
     no adaptive pooling: at 48×48 the last map is 1×1, so fc1 sees 512 features and the
     model has 33,624,775 trainable parameters at 1 channel and 7 classes.
 
+    Shared init (backends/init.py), torchvision's VGG: convs Kaiming-normal (fan_out,
+    ReLU), biases 0; the classifier N(0, 0.01²), biases 0.
+
     Args:
         input_shape: (H, W, C), needed to size fc1.
         num_classes: output classes.
@@ -261,6 +275,11 @@ class AlexNet(nn.Module):
     No adaptive pooling. At 48×48 the maps are 48 → 23 → 11 → 5, fc1 sees 256·5·5 = 6,400
     features, and the model has 45,475,527 trainable parameters at 1 channel and 7
     classes (convs 2,447,040; fc1 26,218,496; fc2 16,781,312; fc3 28,679).
+
+    Shared init (backends/init.py): VGG's, as for VGG16 (convs Kaiming-normal fan_out,
+    classifier N(0, 0.01²), biases 0). torchvision's AlexNet keeps torch's default
+    initialisers; this one, a plain no-BatchNorm net with VGG's 4096-4096 head, follows
+    VGG's practice instead, which starts it at the loss of an untrained classifier.
 
     Args:
         input_shape: (H, W, C), needed to size fc1.
@@ -371,6 +390,12 @@ class ResNet(nn.Module):
     blocks, widths 64, 128, 256, 512, the first block of layer2-4 strided 2; global
     average pool; fc. torch pads the max-pool with -inf; the TF mirror pads with zeros,
     which gives the same maxima only because the input (post-ReLU) is ≥ 0.
+
+    Shared init (backends/init.py), torchvision's with `zero_init_residual=True`: convs
+    Kaiming-normal (fan_out, ReLU); BN γ = 1 and β = 0, except γ = 0 for the last BN of
+    every residual branch (bn2 of a basic block, bn3 of a bottleneck; Goyal et al. 2017),
+    so every block starts as its shortcut; fc torch's nn.Linear default U(±1/√fan_in)
+    for weight and bias, which torchvision keeps.
 
     Args:
         block: BasicBlock or Bottleneck.

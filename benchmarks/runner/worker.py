@@ -2,8 +2,9 @@
 
     python -m benchmarks.runner.worker SPEC.json RESULT.json
 
-Reads a RunSpec, trains and evaluates one model with one backend, and writes one result
-record. The harness starts a fresh interpreter per run so memory peaks, thread pools and
+Reads a RunSpec, trains one model with one backend (keeping the best epoch on
+validation, docs/design.md §7), evaluates it on the test set and writes one result record.
+The harness starts a fresh interpreter per run so memory peaks, thread pools and
 allocators never leak across runs; if this process dies, the harness records the failure.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import EpochLog
+from backends.base import EpochLog, Selection
 from benchmarks.analysis.metrics import classification_metrics
 from benchmarks.ci.faults import hold_resident_memory, slow_down
 from benchmarks.record import schema
@@ -48,6 +49,10 @@ EPOCH_CALIBRATION_MATMUL_SIZE = 512
 # A training step costs about 3 forward passes: the forward itself, then a backward that
 # computes gradients with respect to both activations and weights, each about as costly.
 TRAIN_FLOPS_MULTIPLIER = 3
+# The record's section saying which epoch's weights were tested (docs/design.md §7), added
+# to schema 1 like its other later sections. Its numbers (epochs, validation scores) are
+# shown in reports but judged by no threshold.
+SELECTION = "selection"
 
 
 def _say(spec: RunSpec, message: str) -> None:
@@ -113,6 +118,18 @@ def timing_summary(
         "eval_wall_s": eval_s,
         "eval_throughput_img_s": num_eval / eval_s,
     }
+
+
+def selection_summary(selection: Selection, history: list[EpochLog]) -> dict[str, Any]:
+    """The record's `selection` section: `Backend.fit`'s Selection and the kept epoch's scores.
+
+    Args:
+        selection: what `fit` left in the model.
+        history: `fit`'s epoch logs.
+    """
+    kept = history[selection.best_epoch - 1]
+    return {**asdict(selection), "best_val_loss": kept.val_loss,
+            "best_val_accuracy": kept.val_accuracy}
 
 
 def _latency(spec: RunSpec, backend, images: np.ndarray) -> dict[str, Any]:
@@ -212,6 +229,11 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         ):
             history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), after_epoch,
                                   cpu_wait_clock=clock)
+        selection = selection_summary(backend.selection, history)
+        _say(spec, f"testing epoch {selection['best_epoch']} of {selection['last_epoch']} "
+                   f"(by {selection['metric']})")
+        # The test set is scored once, here, with the kept epoch's weights; fit never saw
+        # it (the latency probe below only times inference on its images).
         with (
             HostMemoryTracker() as eval_rss,
             EnergyTracker() as eval_energy,
@@ -254,6 +276,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         schema.ENERGY: {"train_energy_j": train_energy.energy_j,
                         "eval_energy_j": eval_energy.energy_j},
         schema.WORK: work,
+        SELECTION: selection,
         schema.HISTORY: [{**asdict(e), "calibration_after_s": c}
                          for e, c in zip(history, calibration_s[1:] or [None] * len(history),
                                          strict=True)],
