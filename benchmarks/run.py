@@ -342,18 +342,21 @@ def _interrupted(stop: GridInterrupted, grid: Grid) -> int:
     return 130
 
 
+def _warn_if_busy() -> None:
+    warning = busy_machine_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_models:
         print(list_models())
         return 0
-    warning = busy_machine_warning()
-    if warning:
-        print(warning, file=sys.stderr)
     started = time.perf_counter()
     try:
         grid = grid_of(args)
-        report_dir, records = run_grid(grid, args.out)
+        report_dir, records = run_grid(grid, args.out, on_start=_warn_if_busy)
     except GridInterrupted as stop:
         return _interrupted(stop, grid)
     except KeyboardInterrupt:

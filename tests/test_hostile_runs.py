@@ -36,6 +36,13 @@ TINY = ["--preset", "ci", "--backend", "torch", "--models", "proposed_cnn", "--e
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch):
+    """No busy-machine warning: these tests count the lines a fault prints, and the
+    warning, which has its own test (test_loaded_timings.py), depends on the load."""
+    monkeypatch.setattr(run, "busy_machine_warning", lambda: None)
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     """A private, not yet existing cache folder: nothing lands in the user's."""

@@ -98,11 +98,15 @@ def test_start_warning_when_the_machine_is_busy(monkeypatch, capsys, load, warne
     monkeypatch.setattr(run, "available_cores", lambda: 2)
     assert (run.busy_machine_warning() is not None) == warned
     assert run.main(["--list-models"]) == 0
-    monkeypatch.setattr(run, "run_grid", _no_grid)
+    # Bad input keeps its one line: the warning comes once every check has passed.
+    assert run.main(["--epochs", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    monkeypatch.setattr(run, "run_grid", _grid_that_starts)
     assert run.main(["--models", "proposed_cnn", "--backend", "torch"]) == 2
     err = capsys.readouterr().err
     assert ("machine is already busy" in err) == warned
 
 
-def _no_grid(*_args, **_kwargs):
+def _grid_that_starts(*_args, on_start, **_kwargs):
+    on_start()
     raise ValueError("no grid in this test")

@@ -484,14 +484,16 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
     return False
 
 
-def run_grid(grid: Grid, out_root: Path,
-             on_line: Callable[[str], None] = _say) -> tuple[Path, list[dict[str, Any]]]:
+def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
+             on_start: Callable[[], None] | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """Runs every job of `grid`, each in a fresh worker, into a new report folder.
 
     Args:
         grid: what to run.
         out_root: parent of the new report folder, made at the first record.
         on_line: receives every progress line (default: printed at once).
+        on_start: called once every check has passed, right before the first run (where
+            the command warns of a busy machine: bad input still gets its one line alone).
 
     Returns:
         The report folder and the records, in run order (failed and timed-out runs
@@ -509,6 +511,8 @@ def run_grid(grid: Grid, out_root: Path,
     faults = check_ready(grid)
     dataset, prepared = load_grid_data(grid)
     check_batch_size(grid, prepared)
+    if on_start is not None:
+        on_start()
     on_line(f"{dataset.name}: {len(dataset)} images, {len(dataset.class_names)} classes, "
             f"{len(dataset.skipped)} files skipped, {dataset.duplicates} duplicates")
     results = _Results(out_root, grid.dataset, on_line)
