@@ -10,7 +10,10 @@ Per image, the ops run in torchvision's recipe order:
 1. geometry: random resized crop or pad-and-crop, rotation, horizontal flip. The three
    compose into one inverse affine map per image, sampled once with bilinear
    interpolation (one blur instead of three). Outside the image the nearest edge pixel
-   is repeated, for pad-crop and rotation alike;
+   is repeated, for pad-crop and rotation alike. Sampling the whole image, a crop
+   window's outermost output pixels blend with the source pixels just outside the window
+   (as torch's affine_grid with align_corners=False), where cropping first and resizing
+   after would clamp at the window's edge;
 2. photometric: contrast around the image's mean, then an additive brightness shift,
    clipped to [0, 255] and rounded once, half to even (`np.rint`);
 3. random erasing (Zhong et al. 2017) last, on the final uint8 pixels, as torchvision puts
