@@ -104,18 +104,17 @@ class Setting:
         return ValueError(f"{self.name} must be {self.expected}. Received: {self.name}={value!r}")
 
     def parse(self, text: str) -> Any:
-        """Reads a command-line value (argparse's `type`); ValueError when it is not one."""
+        """Reads a command-line value (argparse's `type`; argparse checks the choices):
+        "none" for None, a comma-separated list for a sequence.
+
+        Raises:
+            ValueError: `text` is not of the field's kind.
+        """
         if self.nullable and text == NONE:
             return None
         if self.sequence:
-            return tuple(self._parse_one(item.strip()) for item in text.split(","))
-        return self._parse_one(text)
-
-    def _parse_one(self, text: str) -> Any:
-        value = self.kind(text)
-        if self.choices and value not in self.choices:
-            raise ValueError(text)
-        return value
+            return tuple(self.kind(item.strip()) for item in text.split(","))
+        return self.kind(text)
 
 
 def _attribute_help(cls: type) -> dict[str, str]:
