@@ -140,7 +140,9 @@ def test_every_trainconfig_field_of_a_plain_type_has_a_described_option():
     parser = run.build_parser()
     dests = {action.dest: action for action in parser._actions}
     plain = [f.name for f in fields(TrainConfig) if f.name in TRAIN_SETTINGS]
-    assert plain == list(TRAIN_SETTINGS)
+    # The nested augmentation has a table, and --augment, of its own.
+    assert {f.name for f in fields(TrainConfig)} - set(plain) <= {"augment"}
+    assert all(TRAIN_SETTINGS[name].kind in (int, float, bool, str) for name in plain)
     for name in plain:
         assert name in dests, name
         assert "(default: from the recipe)" in dests[name].help
