@@ -40,6 +40,15 @@ OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("float32",)
 CLASS_WEIGHTING = ("none", "balanced")
 SELECTION_METRICS = ("val_loss", "val_accuracy", "last")
+# TrainConfig's text fields → the values each may take: what __post_init__ checks, and what
+# the command line offers as choices.
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES,
+    "precision": PRECISIONS,
+    "class_weighting": CLASS_WEIGHTING,
+    "selection_metric": SELECTION_METRICS,
+}
 # The largest seed both frameworks take: Keras's set_random_seed also seeds numpy's legacy
 # generator, which takes seeds below 2**32.
 MAX_SEED = 2**32 - 1
@@ -119,13 +128,7 @@ class TrainConfig:
                 "label_smoothing must be in [0, 1). "
                 f"Received: label_smoothing={self.label_smoothing!r}"
             )
-        for name, allowed in (
-            ("optimizer", OPTIMIZERS),
-            ("lr_schedule", LR_SCHEDULES),
-            ("precision", PRECISIONS),
-            ("class_weighting", CLASS_WEIGHTING),
-            ("selection_metric", SELECTION_METRICS),
-        ):
+        for name, allowed in FIELD_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"{name} must be one of {', '.join(allowed)}. "

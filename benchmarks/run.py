@@ -4,6 +4,11 @@
     python -m benchmarks.run --dataset ck+ --data-dir ~/data/CK+48 --folds 10
     python -m benchmarks.run --list-models
     python -m benchmarks.run --preset ci          # the CI regression check's runs (docs/ci.md)
+    python -m benchmarks.run --recipe my.toml --lr 3e-4   # a recipe file, one field overridden
+
+Every TrainConfig field has an option (`--label-smoothing`, `--compile/--no-compile`, …);
+those given, and a preset's, override the recipe (`--recipe`: the dataset's shipped one by
+default; see benchmarks/runner/recipe.py).
 
 Every (backend, model, fold, seed) run executes in its own worker process; results go to
 a new `reports/<timestamp>-<dataset>/results.jsonl` (the folder is made at the first
@@ -29,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from backends import BACKEND_NAMES, MissingFrameworkError
-from backends.base import MAX_SEED, TrainConfig
+from backends.augment import AUGMENT_LEVELS
+from backends.base import TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
 from backends.init import INIT_MODES
 from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, cpu_wait_share, loaded_run
@@ -53,7 +59,8 @@ from benchmarks.runner.grid import (
     max_batch_size,
     run_grid,
 )
-from datasets import DATASET_ALIASES, DATASET_NAMES
+from benchmarks.runner.recipe import AUGMENT, AUTO, LEVEL, NONE, TRAIN_SETTINGS, resolve_recipe
+from datasets import DATASET_ALIASES, DATASET_NAMES, check_dataset_name
 from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import DEFAULT_SUBJECTS
 
@@ -66,7 +73,9 @@ class Preset:
 
     Attributes:
         summary: one line for --help.
-        options: option defaults, keyed by argparse destination ("synthetic_subjects").
+        options: option defaults, keyed by argparse destination ("synthetic_subjects";
+            a TrainConfig field's name for its option). They count as given explicitly, so
+            they override the recipe.
         measure: how the workers measure beyond training and evaluation.
     """
 
@@ -78,14 +87,15 @@ class Preset:
 PRESETS = {
     # Sized to take 3 to 6 minutes on a shared 2-core CPU. One thread per framework: a
     # thread pool stalls whenever another process takes one of its cores, while a single
-    # thread only waits, and the time it waited can be taken out (docs/ci.md).
+    # thread only waits, and the time it waited can be taken out (docs/ci.md). No recipe:
+    # the check's runs must not change when a shipped recipe does.
     "ci": Preset(
         summary="the CI regression check (docs/ci.md): the card models in both backends on "
                 "a tiny synthetic set, 1 thread, seed 0",
         options={"backend": "both", "models": "card", "dataset": "synthetic",
                  "synthetic_subjects": 6, "image_size": 32, "epochs": 5, "batch_size": 16,
-                 "lr": DEFAULTS.learning_rate, "seed": 0, "seeds": 1, "init": "shared",
-                 "threads": 1, "deterministic": False},
+                 "learning_rate": DEFAULTS.learning_rate, "seed": 0, "seeds": 1,
+                 "init": "shared", "threads": 1, "deterministic": False, "recipe": NONE},
         measure=MeasureConfig(latency_repeats=10, latency_budget_s=1.0, calibration_size=1024,
                               epoch_calibration=True),
     ),
@@ -116,19 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", default="card",
                         help="comma-separated model names, each once (replicates come from "
                              "--seeds), 'card' (the design card's four, default) or 'all'")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
-                        help=f"passes over the training set, 1 to {MAX_EPOCHS} "
-                             "(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                        help="training batch size: at most the training split's images and "
-                             f"{MAX_BATCH_PIXELS:,} pixels ({max_batch_size(48)} images at "
-                             f"48×48, {max_batch_size(MAX_IMAGE_SIZE)} at {MAX_IMAGE_SIZE}×"
-                             f"{MAX_IMAGE_SIZE}) (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.learning_rate,
-                        help="learning rate, a finite number > 0 (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help=f"training seed (sample order, initial weights), 0 to {MAX_SEED}"
-                             " (default: 0)")
+    parser.add_argument("--recipe", default=AUTO, metavar="auto|none|FILE.toml",
+                        help="the training recipe: auto, the dataset's shipped one "
+                             "(benchmarks/recipes/<dataset>.toml); none, TrainConfig's "
+                             "defaults; or a TOML file ([train], [augment], "
+                             "[models.<model>]). Options below override it (default: auto)")
+    _add_train_options(parser)
+    parser.add_argument("--augment", choices=AUGMENT_LEVELS, default=argparse.SUPPRESS,
+                        metavar="LEVEL",
+                        help=f"training augmentation level, one of {', '.join(AUGMENT_LEVELS)}"
+                             "; a recipe's per-op [augment] settings apply on top "
+                             "(default: from the recipe)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="number of seeds: runs seed, seed+1, … seed+N-1 for every "
                              "(backend, model), for means, intervals and paired tests; "
@@ -164,6 +172,58 @@ def build_parser() -> argparse.ArgumentParser:
                         help="named defaults; options given explicitly still win. "
                              + "; ".join(f"{name}: {p.summary}" for name, p in PRESETS.items()))
     return parser
+
+
+# Option spellings other than the field's name in kebab case.
+_FLAGS = {"learning_rate": ("--lr", "--learning-rate")}
+# What the grid bounds beyond TrainConfig's own checks, for --help.
+_BOUNDS = {
+    "epochs": f"1 to {MAX_EPOCHS}",
+    "batch_size": (f"at most the training split's images and {MAX_BATCH_PIXELS:,} pixels "
+                   f"({max_batch_size(48)} images at 48×48, {max_batch_size(MAX_IMAGE_SIZE)} "
+                   f"at {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE})"),
+}
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field of a plain type, named, typed and described by
+    the field (`recipe.TRAIN_SETTINGS`).
+
+    An option not given leaves no attribute (argparse.SUPPRESS): a field that may be None
+    takes "none", so None cannot also mean "not given".
+    """
+    for name, setting in TRAIN_SETTINGS.items():
+        flags = _FLAGS.get(name, (f"--{name.replace('_', '-')}",))
+        bounds = f"; {_BOUNDS[name]}" if name in _BOUNDS else ""
+        text = f"{setting.help}{bounds}".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
+                                  "help": f"{text} (default: from the recipe)"}
+        if setting.kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif setting.choices:
+            kwargs.update(choices=setting.choices, metavar="|".join(setting.choices))
+        else:
+            kind = setting.kind.__name__ + ("-list" if setting.sequence else "")
+            kwargs.update(type=_typed(setting.parse, kind),
+                          metavar=name.upper() + (f"|{NONE}" if setting.nullable else ""))
+        parser.add_argument(*flags, **kwargs)
+
+
+def _typed(parse: Any, kind: str) -> Any:
+    """`parse` under the name argparse shows on a bad value ("invalid int value: 'x'")."""
+    def typed(text: str) -> Any:
+        return parse(text)
+    typed.__name__ = kind
+    return typed
+
+
+def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the command line (or the preset) gave, and "augment": its
+    level's [augment] keys when --augment was given."""
+    given = {name: getattr(args, name) for name in TRAIN_SETTINGS if hasattr(args, name)}
+    if hasattr(args, AUGMENT):
+        given[AUGMENT] = {LEVEL: args.augment}
+    return given
 
 
 def _model_size_limits() -> str:
@@ -303,11 +363,11 @@ def grid_of(args: argparse.Namespace) -> Grid:
     Raises:
         ValueError: an invalid option value (the message names it and what is valid).
     """
+    dataset = check_dataset_name(args.dataset)
     return Grid(
-        dataset=args.dataset, backends=tuple(backend_names(args.backend)),
+        dataset=dataset, backends=tuple(backend_names(args.backend)),
         models=tuple(model_names(args.models)),
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.lr, seed=args.seed),
+        recipe=resolve_recipe(args.recipe, dataset), explicit=explicit_settings(args),
         seeds=args.seeds, folds=args.folds, fold=args.fold, data_dir=args.data_dir,
         kdef_angles=args.kdef_angles, image_size=args.image_size,
         synthetic_subjects=args.synthetic_subjects, init=args.init, threads=args.threads,

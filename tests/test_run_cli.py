@@ -21,6 +21,7 @@ TINY = ["--epochs", "1", "--synthetic-subjects", "8", "--image-size", "32"]
         (["--models", "proposed_cnn,lenet"], "valid models: proposed_cnn, vgg16"),
         (["--dataset", "mnist"], "valid datasets: synthetic"),
         (["--epochs", "0"], "epochs must be an integer ≥ 1"),
+        (["--recipe", "missing.toml"], "shipped recipes: benchmarks/recipes/synthetic.toml"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, listed, capsys, tmp_path):
@@ -28,6 +29,14 @@ def test_bad_input_is_one_line_and_exit_2(argv, listed, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert listed in err and "\n" not in err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_recipe_options_parse_to_what_the_grid_resolves():
+    args = run.parse_args(["--lr", "0.02", "--selection-metric", "last", "--compile"])
+    assert args.recipe == "auto" and not hasattr(args, "epochs")  # not given: the recipe's
+    train = run.grid_of(args).train["proposed_cnn"]
+    assert (train.learning_rate, train.selection_metric, train.compile) == (0.02, "last", True)
+    assert run.parse_args(["--learning-rate", "0.02"]).learning_rate == 0.02
 
 
 def test_missing_framework_names_the_extra(monkeypatch, capsys, tmp_path):

@@ -9,7 +9,7 @@ then the run's facts and raw outputs; a failed one adds the tail of the worker's
 (`failed_record`).
 
 Schema 1 has grown without a new number: fields were added (deterministic,
-measure_config, test_injection; the latency, energy and work sections), none renamed or
+measure_config, test_injection, recipe; the latency, energy and work sections), none renamed or
 removed. Older schema-1 records, such as a committed baseline's, lack some of them, so
 readers require only READ_FIELDS; the worker checks its own record against everything
 this version writes (`check_record(record, complete=True)`).
@@ -36,7 +36,8 @@ SEED = "seed"
 INIT = "init"
 THREADS = "threads"
 DETERMINISTIC = "deterministic"
-CONFIG = "config"  # the training recipe (TrainConfig)
+CONFIG = "config"  # the training recipe (TrainConfig), resolved
+RECIPE = "recipe"  # where CONFIG came from: the recipe file's source and text, explicit overrides
 MEASURE_CONFIG = "measure_config"  # how the worker measures (MeasureConfig)
 DATA = "data"  # facts about the prepared data (harness.prepare_data)
 TEST_INJECTION = "test_injection"  # test-only faults (benchmarks.ci.faults), None without
@@ -81,7 +82,7 @@ METRIC_STRUCTURES = (PER_CLASS, CONFUSION_MATRIX, AUC_CLASSES_SKIPPED)
 IDENTITY_FIELDS = (RUN_ID, BACKEND, MODEL, DATASET, FOLD, SEED)
 # The fields every record carries, ok or failed, in `record_header`'s order.
 HEADER_FIELDS = (VERSION_FIELD, *IDENTITY_FIELDS, INIT, THREADS, DETERMINISTIC, CONFIG,
-                 MEASURE_CONFIG, DATA, TEST_INJECTION)
+                 RECIPE, MEASURE_CONFIG, DATA, TEST_INJECTION)
 OUTCOME_FIELDS = (STATUS, ERROR)
 MEASUREMENT_SECTIONS = (MODEL_INFO, METRICS, TIMING, LATENCY, MEMORY, ENERGY, WORK)
 # What an ok record carries besides the header and the outcome.
@@ -89,7 +90,7 @@ OK_FIELDS = (*MEASUREMENT_SECTIONS, HISTORY, FLAGS, ENV, TEST_LABELS, TEST_PREDI
 # What a failed record carries besides the header and the outcome.
 FAILED_FIELDS = (STDERR_TAIL,)
 # Sections holding facts about a run rather than measurements: their numbers are no figures.
-FACT_SECTIONS = (CONFIG, MEASURE_CONFIG, DATA, ENV, FLAGS, TEST_INJECTION)
+FACT_SECTIONS = (CONFIG, RECIPE, MEASURE_CONFIG, DATA, ENV, FLAGS, TEST_INJECTION)
 # Fields without which a record cannot be placed in a report or a comparison; every
 # schema-1 record has carried them.
 READ_FIELDS = (VERSION_FIELD, RUN_ID, STATUS, BACKEND, MODEL, DATASET)
@@ -106,7 +107,8 @@ def record_header(spec: RunSpec) -> dict[str, Any]:
         spec: the run.
 
     Returns:
-        HEADER_FIELDS with the spec's values. `test_injection` holds the spec's test-only
+        HEADER_FIELDS with the spec's values. `recipe` holds the recipe file verbatim
+        and the explicit overrides (`Recipe.as_record`). `test_injection` holds the spec's test-only
         faults (`benchmarks.ci.faults`), None without: a record measured with one is never
         a real measurement.
     """
@@ -122,6 +124,7 @@ def record_header(spec: RunSpec) -> dict[str, Any]:
         THREADS: spec.threads,
         DETERMINISTIC: spec.deterministic,
         CONFIG: asdict(spec.train),
+        RECIPE: spec.recipe,
         MEASURE_CONFIG: asdict(spec.measure),
         DATA: spec.data_info,
         TEST_INJECTION: spec.faults.as_record() if spec.faults else None,

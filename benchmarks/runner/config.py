@@ -10,6 +10,7 @@ from typing import Any
 from backends.base import TrainConfig
 from benchmarks.ci.faults import InjectedFaults
 from benchmarks.runner.env import available_cores
+from benchmarks.runner.recipe import NO_RECIPE
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class RunSpec:
         dataset: dataset name.
         prepared_data: .npz written by the harness with x_/y_ train, val, test arrays
             and class_names (the one preprocessed uint8 array that feeds both backends).
-        train: the shared training recipe.
+        train: the run's training recipe, resolved (`Recipe.train_config`).
         init: "shared" (same ported initial weights in both frameworks) or "native".
         threads: intra- and inter-op threads, set explicitly in either framework before
             its first op (default: every core this process may use).
@@ -75,6 +76,8 @@ class RunSpec:
         timeout_s: the harness kills the worker after this many seconds and records the
             run as timed out; None: no limit. Not part of the record: a limit changes no
             figure.
+        recipe: where `train` came from, recorded verbatim (`Recipe.as_record`): the
+            recipe file's source and text, and the overrides given explicitly.
     """
 
     backend: str
@@ -90,6 +93,7 @@ class RunSpec:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     faults: InjectedFaults | None = None
     timeout_s: float | None = None
+    recipe: dict[str, Any] = field(default_factory=NO_RECIPE.as_record)
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:

@@ -15,7 +15,7 @@ import functools
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +33,7 @@ from benchmarks.report import write_report
 from benchmarks.runner.config import MeasureConfig, RunSpec
 from benchmarks.runner.env import available_cores
 from benchmarks.runner.harness import RunInterrupted, prepare_data, run_in_worker
+from benchmarks.runner.recipe import NO_RECIPE, Recipe
 from benchmarks.runner.worker import TRAIN_FLOPS_MULTIPLIER
 from datasets import check_dataset_name, default_data_dir, load_dataset
 from datasets.cache import default_cache_dir
@@ -116,10 +117,10 @@ class Grid:
         dataset: dataset name (`datasets.DATASET_NAMES`).
         backends: backend names, each once, in run order within each (fold, model, seed).
         models: catalog model names, each once (replicates are seeds).
-        train: the shared training recipe; its seed is the first seed. Its epochs are at
-            most MAX_EPOCHS, its batch at most `max_batch_size(image_size)` images (and,
-            checked once the data is split, at most the training split).
-        seeds: number of seeds (1 to MAX_SEEDS): train.seed, train.seed + 1, …
+        recipe: the training recipe the models' TrainConfigs resolve from.
+        explicit: TrainConfig settings given explicitly (command line, preset), above the
+            recipe (`Recipe.train_config`).
+        seeds: number of seeds (1 to MAX_SEEDS): a model's train seed, that seed + 1, …
         folds: k-fold cross-validation (subject-independent where subjects exist), or None
             for the dataset's holdout.
         fold: with `folds`, run only this fold (0-based); None runs every fold.
@@ -135,12 +136,17 @@ class Grid:
         measure: how the workers measure beyond training and evaluation.
         run_timeout_s: seconds each run may take before its worker is killed and the run
             recorded as timed out (1 to MAX_RUN_TIMEOUT_S); None: `default_run_timeout`.
+        train: model → its TrainConfig, resolved from `recipe` and `explicit` when the
+            grid is made; its seed is the model's first seed. Each has at most MAX_EPOCHS
+            epochs and a batch of at most `max_batch_size(image_size)` images (and,
+            checked once the data is split, at most the training split).
     """
 
     dataset: str
     backends: tuple[str, ...]
     models: tuple[str, ...]
-    train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: Recipe = NO_RECIPE
+    explicit: Mapping[str, Any] = field(default_factory=dict)
     seeds: int = 1
     folds: int | None = None
     fold: int | None = None
@@ -153,6 +159,7 @@ class Grid:
     deterministic: bool = False
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     run_timeout_s: float | None = None
+    train: Mapping[str, TrainConfig] = field(init=False)
 
     def __post_init__(self) -> None:
         # Aliases (natural-faces) are recorded under the dataset's canonical name.
@@ -182,16 +189,20 @@ class Grid:
                    "pixels a side")
         _check_int("synthetic_subjects", self.synthetic_subjects, 1, MAX_SYNTHETIC_SUBJECTS,
                    "21 images each")
-        _check_int("epochs", self.train.epochs, 1, MAX_EPOCHS, "passes over the training set")
-        _check_int("batch_size", self.train.batch_size, 1, max_batch_size(self.image_size),
-                   f"at image_size {self.image_size}: at most {MAX_BATCH_PIXELS:,} pixels a "
-                   "batch, whose activations must fit in memory")
-        last_seed = self.train.seed + self.seeds - 1
-        if last_seed > MAX_SEED:
-            raise ValueError(f"seed + seeds - 1 must be ≤ {MAX_SEED}, the largest seed the "
-                             f"frameworks take. Received: seed={self.train.seed}, "
-                             f"seeds={self.seeds}")
-        for model in self.models:
+        object.__setattr__(self, "train", {model: self.recipe.train_config(model, self.explicit)
+                                           for model in self.models})
+        for model, train in self.train.items():
+            # Only a model's own table can set it apart: then say which model it is.
+            whose = f" of {model}" if model in self.recipe.models else ""
+            _check_int("epochs", train.epochs, 1, MAX_EPOCHS,
+                       f"passes over the training set{whose}")
+            _check_int("batch_size", train.batch_size, 1, max_batch_size(self.image_size),
+                       f"at image_size {self.image_size}: at most {MAX_BATCH_PIXELS:,} pixels "
+                       f"a batch, whose activations must fit in memory{whose}")
+            if train.seed + self.seeds - 1 > MAX_SEED:
+                raise ValueError(f"seed + seeds - 1 must be ≤ {MAX_SEED}, the largest seed the "
+                                 f"frameworks take{whose}. Received: seed={train.seed}, "
+                                 f"seeds={self.seeds}")
             _check_image_size(model, self.image_size)
         timeout = self.run_timeout_s
         # `not low <= timeout` also rejects NaN.
@@ -226,9 +237,10 @@ class Grid:
         The backends of one (fold, model, seed) run back to back: the runs a paired test
         compares then see the same machine conditions.
         """
-        seeds = range(self.train.seed, self.train.seed + self.seeds)
         return [(fold, model, seed, backend) for fold in self.fold_indices()
-                for model in self.models for seed in seeds for backend in self.backends]
+                for model in self.models
+                for seed in range(self.train[model].seed, self.train[model].seed + self.seeds)
+                for backend in self.backends]
 
     def dataset_folder(self) -> Path | None:
         """The folder the dataset is read from; None for the generated synthetic set."""
@@ -252,7 +264,7 @@ def default_run_timeout(grid: Grid, model: str, data_info: dict[str, Any]) -> fl
     flops = model_cost(model, tuple(data_info["image_shape"]),
                        len(data_info["class_names"])).flops
     images = ((TRAIN_FLOPS_MULTIPLIER * data_info["num_train"] + data_info["num_val"])
-              * grid.train.epochs + data_info["num_test"])
+              * grid.train[model].epochs + data_info["num_test"])
     return min(RUN_TIMEOUT_BASE_S + flops * images / RUN_TIMEOUT_FLOPS_PER_S, MAX_RUN_TIMEOUT_S)
 
 
@@ -334,17 +346,19 @@ def load_grid_data(grid: Grid):
 
 
 def check_batch_size(grid: Grid, prepared: dict[int | None, tuple[Path, dict[str, Any]]]) -> None:
-    """Raises ValueError if a batch holds more images than a fold's training split.
+    """Raises ValueError if a model's batch holds more images than a fold's training split.
 
     Such a run would train on one smaller batch per epoch while recording the batch size
     asked for.
     """
-    batch_size = grid.train.batch_size
+    model, batch_size = max(((m, t.batch_size) for m, t in grid.train.items()),
+                            key=lambda pair: pair[1])
+    whose = f" ({model})" if model in grid.recipe.models else ""
     for fold, (_, info) in prepared.items():
         if batch_size > info["num_train"]:
             where = "" if fold is None else f" of fold {fold}"
             raise ValueError(f"batch_size must be ≤ {info['num_train']}, the size of the "
-                             f"training split{where}. Received: batch_size={batch_size}")
+                             f"training split{where}. Received: batch_size={batch_size}{whose}")
 
 
 class ResultsNotWritten(RuntimeError):
@@ -457,10 +471,12 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
                         f"{data_info['num_val']} val / {data_info['num_test']} test images")
             timeout = grid.run_timeout_s or default_run_timeout(grid, model, data_info)
             spec = RunSpec(backend=backend, model=model, dataset=grid.dataset,
-                           prepared_data=str(path), train=replace(grid.train, seed=seed),
-                           init=grid.init, threads=grid.threads,
-                           deterministic=grid.deterministic, fold=fold, data_info=data_info,
-                           measure=grid.measure, faults=faults, timeout_s=timeout)
+                           prepared_data=str(path),
+                           train=replace(grid.train[model], seed=seed), init=grid.init,
+                           threads=grid.threads, deterministic=grid.deterministic, fold=fold,
+                           data_info=data_info, measure=grid.measure, faults=faults,
+                           timeout_s=timeout,
+                           recipe=grid.recipe.as_record(grid.explicit))
             try:
                 on_line(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}")
                 record = run_in_worker(spec, on_line)

@@ -1,0 +1,401 @@
+"""Recipes: TrainConfig settings from a TOML file, per dataset and per model (docs/design.md §4).
+
+A recipe file holds up to three kinds of table:
+
+    [train]            # TrainConfig fields for every model
+    epochs = 6
+    [augment]          # a named level (backends.augment.AUGMENT_LEVELS), then per-op settings
+    level = "light"
+    [models.vgg16]     # TrainConfig fields for one catalog model
+    learning_rate = 1e-4
+    [models.vgg16.augment]
+    level = "none"
+
+A run's TrainConfig is, field by field, the first that sets it of: the command line (and
+a preset), the model's table, [train], TrainConfig's default. Its augmentation takes the
+level of the most specific layer that names one, then every layer's per-op settings on
+top, the more specific last. A field that may be None takes the string "none", as TOML has
+no null. Every dataset has a shipped recipe (`benchmarks/recipes/<dataset>.toml`), which
+`--recipe auto` picks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from backends.augment import AUGMENT_LEVELS, AugmentConfig, augment_config
+from backends.base import FIELD_CHOICES, TrainConfig
+from backends.catalog import MODEL_NAMES
+from datasets import DATASET_NAMES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, under its PyPI name
+    import tomli as tomllib
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+AUTO, NONE = "auto", "none"  # the --recipe values that name no file
+TRAIN, AUGMENT, MODELS = "train", "augment", "models"  # the tables of a recipe file
+LEVEL = "level"  # the [augment] key naming a level
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One field of TrainConfig or AugmentConfig, as a recipe or the command line writes it.
+
+    Attributes:
+        name: the field's name.
+        kind: int, float, bool or str; for a sequence, its items'.
+        nullable: None is allowed, written "none".
+        sequence: a tuple of `kind`, written as a TOML array or a comma-separated list.
+        choices: the values a text field may take; None for any.
+        help: the first sentence of the field's description in its class's docstring.
+    """
+
+    name: str
+    kind: type
+    nullable: bool = False
+    sequence: bool = False
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+
+    @property
+    def expected(self) -> str:
+        """What a value must be, in words."""
+        one = {int: "an integer", float: "a number", bool: "true or false",
+               str: "text"}[self.kind]
+        if self.choices:
+            one = f"one of {', '.join(self.choices)}"
+        if self.sequence:
+            one = f"an array of {one.removeprefix('an ').removeprefix('a ')}s"
+        return f'{one} or "{NONE}"' if self.nullable else one
+
+    def check(self, value: Any) -> Any:
+        """Returns `value` as the field takes it (an int for a float, a list as a tuple).
+
+        Raises:
+            ValueError: `value` is not `expected`.
+        """
+        if self.nullable and value in (None, NONE):
+            return None
+        if self.sequence and isinstance(value, (list, tuple)):
+            return tuple(self._check_one(item, value) for item in value)
+        if self.sequence:
+            raise self._wrong(value)
+        return self._check_one(value, value)
+
+    def _check_one(self, item: Any, value: Any) -> Any:
+        # bool is an int in Python, never in a recipe.
+        if self.kind is float and isinstance(item, int) and not isinstance(item, bool):
+            return float(item)
+        if type(item) is not self.kind or (self.choices and item not in self.choices):
+            raise self._wrong(value)
+        return item
+
+    def _wrong(self, value: Any) -> ValueError:
+        return ValueError(f"{self.name} must be {self.expected}. Received: {self.name}={value!r}")
+
+    def parse(self, text: str) -> Any:
+        """Reads a command-line value (argparse's `type`; argparse checks the choices):
+        "none" for None, a comma-separated list for a sequence.
+
+        Raises:
+            ValueError: `text` is not of the field's kind.
+        """
+        if self.nullable and text == NONE:
+            return None
+        if self.sequence:
+            return tuple(self.kind(item.strip()) for item in text.split(","))
+        return self.kind(text)
+
+
+def _attribute_help(cls: type) -> dict[str, str]:
+    """Field name → the first sentence of its entry under the docstring's Attributes."""
+    doc = inspect.getdoc(cls) or ""
+    _, _, section = doc.partition("Attributes:\n")
+    entries: dict[str, str] = {}
+    for line in section.splitlines():
+        entry = re.match(r" {4}(\w+): (.*)", line)
+        if entry:
+            entries[entry[1]] = entry[2]
+        elif line.startswith(" " * 8) and entries:
+            entries[next(reversed(entries))] += " " + line.strip()
+        else:
+            break
+    # A sentence ends at a full stop before a capital: "i.e. shift" goes on.
+    return {name: re.split(r"\.\s+(?=[A-Z\"(`])", text)[0].rstrip(".")
+            for name, text in entries.items()}
+
+
+def settings(cls: type, choices: Mapping[str, tuple[str, ...]]) -> dict[str, Setting]:
+    """The recipe settings of dataclass `cls`: every field of a plain type, read from its
+    annotation (int, float, bool, str, `X | None`, `tuple[X, ...]`); fields holding a
+    dataclass (TrainConfig's augmentation) have a table of their own.
+
+    Args:
+        cls: TrainConfig or AugmentConfig.
+        choices: text field → the values it may take.
+
+    Returns:
+        Field name → Setting, in field order.
+    """
+    hints, docs = get_type_hints(cls), _attribute_help(cls)
+    found = {}
+    for f in fields(cls):
+        kind, nullable, sequence = hints[f.name], False, False
+        if type(None) in get_args(kind):
+            nullable = True
+            (kind,) = (a for a in get_args(kind) if a is not type(None))
+        if get_origin(kind) is tuple:
+            sequence, kind = True, get_args(kind)[0]
+        if is_dataclass(kind):
+            continue
+        found[f.name] = Setting(f.name, kind, nullable, sequence, choices.get(f.name),
+                                docs.get(f.name, ""))
+    return found
+
+
+TRAIN_SETTINGS = settings(TrainConfig, FIELD_CHOICES)
+AUGMENT_SETTINGS = {
+    LEVEL: Setting(LEVEL, str, choices=AUGMENT_LEVELS,
+                   help="the named augmentation level the per-op settings start from"),
+    **settings(AugmentConfig, {}),
+}
+# Guard until TrainConfig has its `augment` field: only then does a config take one.
+_TAKES_AUGMENT = AUGMENT in {f.name for f in fields(TrainConfig)}
+
+
+def resolve_augment(layers: Mapping[str, Any]) -> AugmentConfig:
+    """The AugmentConfig of merged [augment] settings: the level's, then the per-op ones.
+
+    Args:
+        layers: [augment] keys, the most specific layer's last merged in; without a level,
+            TrainConfig's default augmentation is the start.
+
+    Raises:
+        ValueError: an unknown level, or a value AugmentConfig refuses.
+    """
+    ops = dict(layers)
+    level = ops.pop(LEVEL, None)
+    start = (augment_config(level) if level is not None
+             else getattr(TrainConfig(), AUGMENT, augment_config(NONE)))
+    return replace(start, **ops)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: TrainConfig overrides for every model, and per model.
+
+    Attributes:
+        base: TrainConfig field → value, from the file's [train] table.
+        models: catalog model → its [models.<model>] table: TrainConfig fields, and
+            optionally an "augment" dict of [augment] keys.
+        augment: [augment] keys: "level" (AUGMENT_LEVELS) and AugmentConfig fields.
+        source: the file's path as given; None for no recipe.
+        text: the file's text, verbatim; None for no recipe.
+    """
+
+    base: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    augment: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    text: str | None = None
+
+    def train_config(self, model: str | None,
+                     explicit: Mapping[str, Any] | None = None) -> TrainConfig:
+        """The TrainConfig of `model`: defaults ← [train] ← [models.<model>] ← `explicit`.
+
+        Args:
+            model: a catalog model; None for [train] alone.
+            explicit: TrainConfig field → value given on the command line (or by a
+                preset), and "augment": a dict of [augment] keys (`--augment LEVEL`).
+
+        Returns:
+            The resolved TrainConfig.
+
+        Raises:
+            ValueError: a value TrainConfig or AugmentConfig refuses.
+        """
+        layers = ({**self.base, AUGMENT: self.augment}, self.models.get(model, {}),
+                  explicit or {})
+        values: dict[str, Any] = {}
+        augment: dict[str, Any] = {}
+        for layer in layers:
+            values.update((k, v) for k, v in layer.items() if k != AUGMENT)
+            augment.update(layer.get(AUGMENT, {}))
+        if augment:
+            resolved = resolve_augment(augment)
+            if _TAKES_AUGMENT:
+                values[AUGMENT] = resolved
+        return TrainConfig(**values)
+
+    def as_record(self, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The record's `recipe` section: the file as given, and the explicit overrides.
+
+        Args:
+            explicit: as `train_config`'s.
+
+        Returns:
+            {"source": path or None, "text": the TOML or None, "explicit": {field: value}},
+            in JSON's own types (tuples as lists), so that it reads back equal.
+        """
+        return {"source": self.source, "text": self.text,
+                "explicit": json.loads(json.dumps(dict(explicit or {})))}
+
+
+NO_RECIPE = Recipe()
+
+
+def shipped_recipe(dataset: str) -> Path:
+    """The recipe file shipped for canonical dataset name `dataset`."""
+    return RECIPES_DIR / f"{dataset}.toml"
+
+
+def _line_of(text: str, table: str, key: str | None = None) -> str:
+    """" (line N)" where `key` is set in `table` (dotted, as "models.vgg16"; "" for the top
+    level), or the table's header line without a key; "" where the text does not show it
+    plainly (an inline table, say)."""
+    lines = text.splitlines()
+    begin = 0
+    if table:
+        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(
+            rf'"?{re.escape(part)}"?' for part in table.split(".")) + r"\s*\]")
+        start = next((n for n, line in enumerate(lines) if header.match(line)), None)
+        if start is None:
+            return ""
+        if key is None:
+            return f" (line {start + 1})"
+        begin = start + 1
+    assignment = re.compile(rf'^\s*"?{re.escape(key or "")}"?\s*=')
+    for n in range(begin, len(lines)):
+        if lines[n].lstrip().startswith("["):
+            break
+        if assignment.match(lines[n]):
+            return f" (line {n + 1})"
+    return ""
+
+
+def _checked_table(raw: Any, table: str, allowed: Mapping[str, Setting], where: str,
+                   text: str, subtables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of one table, each checked against its Setting.
+
+    Raises:
+        ValueError: the table is no table, or holds an unknown key or a wrong value (the
+            message names the table, the key and its line).
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: {table} must be a table ([{table}]){_line_of(text, table)}"
+                         f". Received: {table}={raw!r}")
+    checked = {}
+    for key, value in raw.items():
+        if key in subtables:
+            continue
+        line = _line_of(text, table, key)
+        if key not in allowed:
+            raise ValueError(f"{where}: unknown field {key!r} in [{table}]{line}; valid "
+                             f"fields: {', '.join(allowed)}")
+        try:
+            checked[key] = allowed[key].check(value)
+        except ValueError as error:
+            raise ValueError(f"{where}: [{table}]{line}: {error}") from None
+    return checked
+
+
+@contextmanager
+def _naming(where: str, table: str, text: str) -> Iterator[None]:
+    """Names the file and `table` in a ValueError the block raises (TrainConfig's own)."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{where}: [{table}]{_line_of(text, table)}: {error}") from None
+
+
+def parse_recipe(text: str, source: str) -> Recipe:
+    """The Recipe written in `text`, checked: every table, key, type and value.
+
+    Args:
+        text: TOML.
+        source: where it came from, for the messages and the record.
+
+    Raises:
+        ValueError: one line naming the file, the table, the key and its line, and what is
+            valid.
+    """
+    where = f"recipe {source}"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{where} is not valid TOML: {error}") from None
+    for name in raw:
+        if name not in (TRAIN, AUGMENT, MODELS):
+            line = _line_of(text, name) or _line_of(text, "", name)
+            hint = f" (a [{TRAIN}] field belongs under [{TRAIN}])" if name in TRAIN_SETTINGS \
+                else ""
+            raise ValueError(f"{where}: unknown table [{name}]{line}{hint}; valid tables: "
+                             f"[{TRAIN}], [{AUGMENT}], [{MODELS}.<model>]")
+    base = _checked_table(raw.get(TRAIN, {}), TRAIN, TRAIN_SETTINGS, where, text)
+    augment = _checked_table(raw.get(AUGMENT, {}), AUGMENT, AUGMENT_SETTINGS, where, text)
+    models_raw = raw.get(MODELS, {})
+    if not isinstance(models_raw, dict):
+        raise ValueError(f"{where}: {MODELS} must hold tables [{MODELS}.<model>]. "
+                         f"Received: {MODELS}={models_raw!r}")
+    models = {}
+    for model, table in models_raw.items():
+        name = f"{MODELS}.{model}"
+        if model not in MODEL_NAMES:
+            raise ValueError(f"{where}: unknown model in [{name}]{_line_of(text, name)}; "
+                             f"valid models: {', '.join(MODEL_NAMES)}")
+        models[model] = _checked_table(table, name, TRAIN_SETTINGS, where, text, (AUGMENT,))
+        if AUGMENT in table:
+            models[model][AUGMENT] = _checked_table(table[AUGMENT], f"{name}.{AUGMENT}",
+                                                    AUGMENT_SETTINGS, where, text)
+    recipe = Recipe(base=base, models=models, augment=augment, source=source, text=text)
+    with _naming(where, AUGMENT, text):
+        resolve_augment(augment)
+    with _naming(where, TRAIN, text):
+        recipe.train_config(None)
+    for model, table in models.items():
+        name = f"{MODELS}.{model}"
+        with _naming(where, f"{name}.{AUGMENT}" if AUGMENT in table else name, text):
+            resolve_augment({**augment, **table.get(AUGMENT, {})})
+        with _naming(where, name, text):
+            recipe.train_config(model)
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Reads and checks the recipe file at `path` (`parse_recipe`).
+
+    Raises:
+        ValueError: the file is missing or unreadable, or not a valid recipe (one line).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
+        shipped = ", ".join(str(shipped_recipe(name).relative_to(RECIPES_DIR.parent.parent))
+                            for name in DATASET_NAMES)
+        raise ValueError(f"recipe {path} {reason}: pass a TOML file, {AUTO!r} (the dataset's "
+                         f"shipped recipe) or {NONE!r}; shipped recipes: {shipped}") from None
+    return parse_recipe(text, str(path))
+
+
+def resolve_recipe(choice: str, dataset: str) -> Recipe:
+    """The Recipe `--recipe choice` names for canonical dataset `dataset`.
+
+    Args:
+        choice: "auto" (the dataset's shipped recipe), "none" (TrainConfig's defaults)
+            or a file's path.
+        dataset: a name in DATASET_NAMES.
+    """
+    if choice == NONE:
+        return NO_RECIPE
+    return load_recipe(shipped_recipe(dataset) if choice == AUTO else choice)
