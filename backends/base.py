@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from backends.augment import TTA_MODES, AugmentConfig, tta_views
 from backends.schedule import LR_SCHEDULES, class_weight_table, epoch_batches, epoch_learning_rate
 
 PIXEL_CENTER = 127.5
@@ -48,6 +49,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS,
     "class_weighting": CLASS_WEIGHTING,
     "selection_metric": SELECTION_METRICS,
+    "tta": TTA_MODES,
 }
 # The largest seed both frameworks take: Keras's set_random_seed also seeds numpy's legacy
 # generator, which takes seeds below 2**32.
@@ -92,6 +94,13 @@ class TrainConfig:
         patience: early stopping: stop once this many epochs in a row brought no better
             `selection_metric`; None (the default) trains every epoch. The learning-rate
             schedule still spans `epochs`.
+        augment: the training augmentation (backends/augment.py), drawn on the host from
+            the shared stream so both frameworks train on the same pixels; a named level
+            (`augment_config`) or per-op settings. Off by default.
+        tta: test-time augmentation of the test set: "none", "flip" (the image and its
+            mirror) or "tencrop" (4 corners, centre and their mirrors), class
+            probabilities averaged over the views (`Backend.predict_proba_tta`).
+            Validation, and so selection, always scores the plain images.
     """
 
     epochs: int = 6
@@ -110,8 +119,16 @@ class TrainConfig:
     compile: bool = False
     selection_metric: str = "val_loss"
     patience: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tta: str = "none"
 
     def __post_init__(self) -> None:
+        # A record read back (RunSpec.from_json) holds the augmentation as a dict.
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+        if not isinstance(self.augment, AugmentConfig):
+            raise ValueError("augment must be an AugmentConfig. "
+                             f"Received: augment={self.augment!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -327,6 +344,23 @@ class Backend(ABC):
     @abstractmethod
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Returns class probabilities (N, C) float64 for uint8 NHWC images, in order."""
+
+    def predict_proba_tta(self, x: np.ndarray, mode: str, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities averaged over the test-time views of `x`.
+
+        The views come from `backends.augment.tta_views`, on the host, so both frameworks
+        score the same pixels; this is the same code for every backend.
+
+        Args:
+            x: uint8 NHWC images.
+            mode: one of TTA_MODES ("none" is `predict_proba` itself).
+            batch_size: images per prediction batch.
+
+        Returns:
+            (N, C) float64 probabilities, the mean over the views.
+        """
+        views = tta_views(x, mode)
+        return sum(self.predict_proba(view, batch_size) for view in views) / len(views)
 
     def start_training(self, x: np.ndarray, y: np.ndarray, config: TrainConfig) -> None:
         """Readies the built model for `train_step` on these images (what `fit` does first).

@@ -169,8 +169,6 @@ AUGMENT_SETTINGS = {
                    help="the named augmentation level the per-op settings start from"),
     **settings(AugmentConfig, {}),
 }
-# Guard until TrainConfig has its `augment` field: only then does a config take one.
-_TAKES_AUGMENT = AUGMENT in {f.name for f in fields(TrainConfig)}
 
 
 def resolve_augment(layers: Mapping[str, Any]) -> AugmentConfig:
@@ -185,8 +183,7 @@ def resolve_augment(layers: Mapping[str, Any]) -> AugmentConfig:
     """
     ops = dict(layers)
     level = ops.pop(LEVEL, None)
-    start = (augment_config(level) if level is not None
-             else getattr(TrainConfig(), AUGMENT, augment_config(NONE)))
+    start = augment_config(level) if level is not None else TrainConfig().augment
     return replace(start, **ops)
 
 
@@ -232,9 +229,7 @@ class Recipe:
             values.update((k, v) for k, v in layer.items() if k != AUGMENT)
             augment.update(layer.get(AUGMENT, {}))
         if augment:
-            resolved = resolve_augment(augment)
-            if _TAKES_AUGMENT:
-                values[AUGMENT] = resolved
+            values[AUGMENT] = resolve_augment(augment)
         return TrainConfig(**values)
 
     def as_record(self, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:

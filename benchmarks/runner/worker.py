@@ -239,7 +239,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             EnergyTracker() as eval_energy,
             Stopwatch(sync) as evaluation,
         ):
-            probabilities = backend.predict_proba(x_test, spec.train.eval_batch_size)
+            probabilities = backend.predict_proba_tta(x_test, spec.train.tta,
+                                                      spec.train.eval_batch_size)
         latency = _latency(spec, backend, x_test)
     # Read before the calibration allocates its matrices, which would raise the peak.
     # Both views of one peak: the sampled phases may see a few pages more than the
