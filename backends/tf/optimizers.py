@@ -84,16 +84,20 @@ class TorchOrderAdam(_TorchWeightDecay, keras.optimizers.Adam):
         dtype = variable.dtype
         learning_rate = ops.cast(learning_rate, dtype)
         gradient = self._decayed_gradient(ops.cast(gradient, dtype), variable, learning_rate)
-        step = ops.cast(self.iterations + 1, dtype)
-        bias_1 = 1 - ops.power(ops.cast(self.beta_1, dtype), step)
-        bias_2 = 1 - ops.power(ops.cast(self.beta_2, dtype), step)
+        # The bias corrections in float64, as torch computes them (in Python): 1 − β2^t
+        # in float32 is 1.3e-5 off at t = 1 (β2 = 0.999 is not a float32 number).
+        # `ops.cast` would round the Python float to float32 first.
+        step = ops.cast(self.iterations + 1, "float64")
+        bias_1 = 1 - ops.power(ops.convert_to_tensor(self.beta_1, "float64"), step)
+        bias_2 = 1 - ops.power(ops.convert_to_tensor(self.beta_2, "float64"), step)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
         self.assign(v, ops.add(ops.multiply(v, self.beta_2),
                                ops.multiply(ops.square(gradient), 1 - self.beta_2)))
-        denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(bias_2)), self.epsilon)
-        step_size = ops.divide(learning_rate, bias_1)
+        denominator = ops.add(ops.divide(ops.sqrt(v), ops.cast(ops.sqrt(bias_2), dtype)),
+                              self.epsilon)
+        step_size = ops.cast(ops.divide(ops.cast(learning_rate, "float64"), bias_1), dtype)
         self.assign_sub(variable, ops.divide(ops.multiply(m, step_size), denominator))
 
 
