@@ -8,14 +8,22 @@ rates.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from backends.base import TrainConfig
-
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
+
+
+class ScheduleFields(Protocol):
+    """The fields of backends.base.TrainConfig the schedule reads (which imports this module)."""
+
+    learning_rate: float
+    lr_schedule: str
+    epochs: int
+    warmup_epochs: int
+    lr_step_epochs: int
+    lr_gamma: float
 
 
 def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -62,7 +70,7 @@ def class_weight_table(labels: np.ndarray, num_classes: int, mode: str) -> np.nd
 
 
 def step_learning_rates(
-    config: TrainConfig, epoch: int, steps_per_epoch: int, plateau_factor: float = 1.0
+    config: ScheduleFields, epoch: int, steps_per_epoch: int, plateau_factor: float = 1.0
 ) -> np.ndarray:
     """The learning rate of every step of one epoch, the same for both frameworks.
 
@@ -80,8 +88,7 @@ def step_learning_rates(
       has decided so far (ignored by the other schedules).
 
     Args:
-        config: the recipe (a backends.base.TrainConfig): its learning_rate,
-            lr_schedule, epochs, warmup_epochs, lr_step_epochs and lr_gamma are used.
+        config: the recipe, a backends.base.TrainConfig (validated there).
         epoch: 0-based epoch number.
         steps_per_epoch: training steps in every epoch (`len(epoch_batches(...))`).
         plateau_factor: `PlateauState.factor` after the previous epoch.
