@@ -89,6 +89,28 @@ def test_the_stock_keras_optimizers_do_differ(stock, torch_class, torch_kwargs):
     assert np.abs(_tf_steps(stock()) - expected).max() > 1e-3
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"optimizer": "lamb"}, "optimizer must be one of adam, adamw, sgd, rmsprop"),
+        ({"epsilon": 0.0}, "epsilon must be a finite number > 0. Received: epsilon=0.0"),
+        ({"weight_decay": -1e-4}, "weight_decay must be a finite number ≥ 0"),
+        ({"weight_decay": float("inf")}, "weight_decay must be a finite number ≥ 0"),
+        ({"momentum": 2}, r"momentum must be in \[0, 1\). Received: momentum=2"),
+        ({"rmsprop_alpha": 1.0}, r"rmsprop_alpha must be in \[0, 1\)"),
+        ({"adam_beta2": -0.1}, r"adam_beta2 must be in \[0, 1\)"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov requires momentum > 0"),
+    ],
+)
+def test_optimizer_fields_are_validated(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**fields)
+
+
+def test_adamw_without_weight_decay_is_allowed():
+    assert TrainConfig(optimizer="adamw").weight_decay == 0.0
+
+
 INPUT_SHAPE = (4, 4, 1)
 CLASSES = 3
 
