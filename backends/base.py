@@ -26,7 +26,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backends.augment import TTA_MODES, AugmentConfig, tta_views
-from backends.schedule import LR_SCHEDULES, class_weight_table, epoch_batches, epoch_learning_rate
+from backends.schedule import (
+    LR_SCHEDULES,
+    PlateauState,
+    class_weight_table,
+    epoch_batches,
+    step_learning_rates,
+)
 
 PIXEL_CENTER = 127.5
 PIXEL_SCALE = 127.5
@@ -37,7 +43,7 @@ BN_MOMENTUM_TORCH = 0.1  # torch's convention: weight of the new batch statistic
 BN_MOMENTUM_KERAS = 1.0 - BN_MOMENTUM_TORCH  # Keras's: weight of the old running value
 GN_EPSILON = 1e-5  # GroupNorm: torch's default; Keras's GroupNormalization defaults to 1e-3
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("float32",)
 CLASS_WEIGHTING = ("none", "balanced")
 SELECTION_METRICS = ("val_loss", "val_accuracy", "last")
@@ -68,13 +74,38 @@ class TrainConfig:
         epochs: passes over the training set.
         batch_size: training batch size; the last incomplete batch of an epoch is dropped
             when the set holds more than one batch.
-        learning_rate: the initial learning rate.
-        lr_schedule: "cosine" (per-epoch cosine annealing, see
-            backends.schedule.epoch_learning_rate) or "constant".
-        optimizer: "adam" or "sgd" (momentum 0.9).
-        adam_epsilon: pinned because torch (1e-8) and Keras (1e-7) default differently.
-        adam_beta1: Adam's first-moment decay.
-        adam_beta2: Adam's second-moment decay.
+        learning_rate: the base learning rate, in (0, inf).
+        lr_schedule: one of LR_SCHEDULES, "constant", "cosine" (per-epoch cosine
+            annealing), "step" or "plateau"; the formulas are
+            backends.schedule.step_learning_rates's. "plateau" needs a validation set.
+        warmup_epochs: linear warm-up per step over the first this many epochs, before
+            the schedule (0: none; in [0, epochs)): a stable start for deep nets without
+            BatchNorm (vgg16).
+        lr_step_epochs: "step" multiplies the rate by `lr_gamma` every this many epochs
+            (torch's StepLR), ≥ 1.
+        lr_gamma: the factor of "step" and "plateau", in (0, 1).
+        plateau_patience: "plateau" multiplies the rate by `lr_gamma` once the validation
+            loss has not improved (strictly lower than the best so far: threshold 0) for
+            more than this many epochs in a row (backends.schedule.PlateauState), ≥ 0.
+        optimizer: one of OPTIMIZERS, "adam", "adamw", "sgd" or "rmsprop", with torch's
+            update formulas in both frameworks (docs/design.md §4).
+        epsilon: Adam's, AdamW's and RMSprop's ε, added to the denominator after the bias
+            correction as torch does; finite, > 0. Pinned at torch's 1e-8 (Keras
+            defaults to 1e-7).
+        adam_beta1: Adam's and AdamW's first-moment decay, in [0, 1).
+        adam_beta2: Adam's and AdamW's second-moment decay, in [0, 1).
+        weight_decay: finite, ≥ 0. For "adam", "sgd" and "rmsprop" an L2 penalty added to
+            the gradient (g + wd·p, torch's `weight_decay`); for "adamw" decoupled,
+            p ← p·(1 − lr·wd) before the Adam step (torch's AdamW, whose default 0.01 is
+            not used: 0 here unless set). Applied to every trainable parameter, BatchNorm
+            scales and biases included, in both frameworks alike.
+        momentum: SGD's momentum, torch's form (buf ← m·buf + g; p ← p − lr·buf, no
+            dampening), in [0, 1).
+        nesterov: SGD's Nesterov momentum (torch's: p ← p − lr·(g + m·buf)); needs
+            momentum > 0.
+        rmsprop_alpha: RMSprop's smoothing constant, in [0, 1): torch's default 0.99,
+            pinned (Keras calls it rho and defaults to 0.9). RMSprop runs without
+            momentum and not centered.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         class_weighting: "none" or "balanced" (n / (C * count_c)), as per-sample loss
             weights normalised by their sum in each batch.
@@ -107,10 +138,18 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
+    warmup_epochs: int = 0
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.1
+    plateau_patience: int = 2
     optimizer: str = "adam"
-    adam_epsilon: float = 1e-8
+    epsilon: float = 1e-8
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    rmsprop_alpha: float = 0.99
     label_smoothing: float = 0.0
     class_weighting: str = "none"
     eval_batch_size: int = 256
@@ -137,6 +176,34 @@ class TrainConfig:
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError("learning_rate must be a finite number > 0. "
                              f"Received: learning_rate={self.learning_rate!r}")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(
+                f"epsilon must be a finite number > 0. Received: epsilon={self.epsilon!r}"
+            )
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError("weight_decay must be a finite number ≥ 0. "
+                             f"Received: weight_decay={self.weight_decay!r}")
+        for name in ("adam_beta1", "adam_beta2", "momentum", "rmsprop_alpha"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"{name} must be in [0, 1). Received: {name}={getattr(self, name)!r}"
+                )
+        if self.nesterov and self.momentum == 0:
+            raise ValueError(
+                f"nesterov requires momentum > 0. Received: momentum={self.momentum!r}"
+            )
+        if not 0.0 < self.lr_gamma < 1.0:
+            raise ValueError(f"lr_gamma must be in (0, 1). Received: lr_gamma={self.lr_gamma!r}")
+        if not isinstance(self.lr_step_epochs, int) or self.lr_step_epochs < 1:
+            raise ValueError("lr_step_epochs must be an integer ≥ 1. "
+                             f"Received: lr_step_epochs={self.lr_step_epochs!r}")
+        if not isinstance(self.plateau_patience, int) or self.plateau_patience < 0:
+            raise ValueError("plateau_patience must be an integer ≥ 0. "
+                             f"Received: plateau_patience={self.plateau_patience!r}")
+        warmup = self.warmup_epochs
+        if not isinstance(warmup, int) or not 0 <= warmup < self.epochs:
+            raise ValueError(f"warmup_epochs must be an integer in [0, epochs={self.epochs}). "
+                             f"Received: warmup_epochs={warmup!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]. "
                              f"Received: seed={self.seed!r}")
@@ -174,7 +241,8 @@ class EpochLog:
         train_s: wall time of the epoch's training steps (device synchronised).
         steps: training steps taken.
         images: training images processed.
-        learning_rate: the epoch's learning rate.
+        learning_rate: the learning rate of the epoch's first step (the epoch's only rate
+            after warm-up; during warm-up the rate rises from it step by step).
         val_loss: cross-entropy on the validation set (None without one).
         val_accuracy: accuracy on the validation set (None without one).
         val_s: wall time of the validation pass.
@@ -334,12 +402,17 @@ class Backend(ABC):
         """Moves the training set to the device and creates optimizer and step function."""
 
     @abstractmethod
-    def _set_learning_rate(self, learning_rate: float) -> None:
-        """Sets the optimizer's learning rate for the coming steps (no retracing)."""
+    def _train_epoch(self, batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
+        """Runs one step per index batch; returns the mean loss once the device is idle.
 
-    @abstractmethod
-    def _train_epoch(self, batches: list[np.ndarray]) -> float:
-        """Runs one step per index batch; returns the mean loss once the device is idle."""
+        Args:
+            batches: int64 index batches into the training images, in order.
+            learning_rates: one learning rate per batch, set on the optimizer before its
+                step (without retracing a traced step).
+
+        Returns:
+            The mean of the steps' losses.
+        """
 
     @abstractmethod
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -377,11 +450,14 @@ class Backend(ABC):
         _check_images(x, y)
         weights = class_weight_table(y, self.num_classes, config.class_weighting)
         self._prepare_training(x, y, config, weights)
+        self._base_learning_rate = config.learning_rate
 
     def train_step(self, indices: np.ndarray) -> float:
         """One training step on the samples `indices` of `start_training`'s images.
 
-        The same code path as each step of `fit`; returns once the device is idle.
+        The same code path as each step of `fit`, at the recipe's base learning rate
+        (`TrainConfig.learning_rate`: no schedule, which needs epochs); returns once the
+        device is idle.
 
         Args:
             indices: int64 indices into the training images: one batch.
@@ -389,7 +465,7 @@ class Backend(ABC):
         Returns:
             The step's loss.
         """
-        return self._train_epoch([indices])
+        return self._train_epoch([indices], np.array([self._base_learning_rate]))
 
     def fit(
         self,
@@ -425,19 +501,25 @@ class Backend(ABC):
         Returns:
             One EpochLog per epoch trained.
         """
-        self.start_training(x, y, config)
         metric = config.selection_metric if validation is not None else "last"
         if config.patience is not None and metric == "last":
             raise ValueError("early stopping (patience) needs a validation set")
+        if config.lr_schedule == "plateau" and validation is None:
+            raise ValueError("the plateau learning-rate schedule needs a validation set")
+        self.start_training(x, y, config)
+        plateau = PlateauState(config.plateau_patience, config.lr_gamma)
         logs, best, snapshot, stale = [], None, None, 0
         for epoch in range(config.epochs):
-            log = self._fit_epoch(x, config, epoch, cpu_wait_clock)
+            log = self._fit_epoch(x, config, epoch, plateau.factor, cpu_wait_clock)
             if validation is not None:
                 start = time.perf_counter()
                 probs = self.predict_proba(validation[0], config.eval_batch_size)
                 self.synchronize()
                 log.val_s = time.perf_counter() - start
                 log.val_loss, log.val_accuracy = _loss_and_accuracy(validation[1], probs)
+                # Warm-up epochs neither set the best loss nor count as stalled.
+                if config.lr_schedule == "plateau" and epoch >= config.warmup_epochs:
+                    plateau.update(log.val_loss)
             logs.append(log)
             if on_epoch_end is not None:
                 on_epoch_end(log)
@@ -464,19 +546,17 @@ class Backend(ABC):
         x: np.ndarray,
         config: TrainConfig,
         epoch: int,
+        plateau_factor: float,
         cpu_wait_clock: Callable[[], float | None] | None,
     ) -> EpochLog:
         """Trains one epoch (0-based `epoch`) of `fit`; returns its log, validation unset."""
         batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
-        learning_rate = epoch_learning_rate(
-            config.learning_rate, config.lr_schedule, epoch, config.epochs
-        )
-        self._set_learning_rate(learning_rate)
+        learning_rates = step_learning_rates(config, epoch, len(batches), plateau_factor)
         # Synchronised at both ends so each epoch is billed exactly its own device work.
         self.synchronize()
         start = time.perf_counter()
         wait_start = cpu_wait_clock() if cpu_wait_clock else None
-        loss = self._train_epoch(batches)
+        loss = self._train_epoch(batches, learning_rates)
         self.synchronize()
         wait_end = cpu_wait_clock() if wait_start is not None else None
         waited = None if wait_end is None else wait_end - wait_start
@@ -486,7 +566,7 @@ class Backend(ABC):
             train_s=time.perf_counter() - start,
             steps=len(batches),
             images=int(sum(len(b) for b in batches)),
-            learning_rate=learning_rate,
+            learning_rate=float(learning_rates[0]),
             cpu_wait_s=waited,
         )
 

@@ -84,10 +84,7 @@ class SleepingBackend(Backend):
     def _prepare_training(self, x, y, config, class_weights) -> None:
         self.epochs_run = 0
 
-    def _set_learning_rate(self, learning_rate: float) -> None:
-        self.learning_rate = learning_rate
-
-    def _train_epoch(self, batches: list[np.ndarray]) -> float:
+    def _train_epoch(self, batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
         self.epochs_run += 1
         if self.epochs_run == 1:
             self._wait(FAKE_TRACING_S)

@@ -40,8 +40,10 @@ def _train(name: str, data, config: TrainConfig):
         TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, seed=2),
         TrainConfig(epochs=1, batch_size=16, learning_rate=1e-2, optimizer="sgd",
                     label_smoothing=0.1, class_weighting="balanced", seed=3),
+        TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, optimizer="adamw",
+                    weight_decay=0.01, warmup_epochs=1, seed=4),
     ],
-    ids=["adam", "sgd-smoothing-classweights"],
+    ids=["adam", "sgd-smoothing-classweights", "adamw-warmup"],
 )
 def test_both_frameworks_follow_the_same_trajectory(data, config):
     tf_backend, tf_history = _train("tf", data, config)

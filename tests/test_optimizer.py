@@ -1,4 +1,13 @@
-"""TF's Adam takes torch's steps (epsilon after bias correction), not Keras's."""
+"""TF's optimizers take torch's steps (backends/tf/optimizers.py, docs/design.md §4).
+
+Two levels: each Keras optimizer against its `torch.optim` class on the same gradients,
+with a learning rate that changes every step (where folding the rate into a buffer shows)
+and weight decay; then both Backends' whole training path (`fit`, the per-step schedule,
+each backend's optimizer construction and step) for 20 steps on a softmax-regression
+model, one per optimizer, to 1e-4 relative.
+"""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,26 +17,171 @@ tf = pytest.importorskip("tensorflow")
 
 import keras  # noqa: E402
 
-from backends.tf.backend import TorchOrderAdam  # noqa: E402
+from backends import create_backend  # noqa: E402
+from backends.base import TrainConfig  # noqa: E402
+from backends.tf.optimizers import TorchOrderAdam, TorchRMSprop, TorchSGD  # noqa: E402
+
+# Steps whose rate changes every time, as in warm-up.
+RATES = [0.1 * (k + 1) / 5 for k in range(5)]
+# Small gradients next to large ones: where ε conventions part.
+GRADIENTS = [np.array([1e-4, -3e-5, 2e-3, 0.5], np.float32) * (i + 1) * (-1) ** i
+             for i in range(5)]
+START = np.array([0.5, -1.0, 2.0, 0.1], np.float32)
 
 
-def _tf_steps(optimizer_class, gradients):
-    variable = keras.Variable(np.zeros(4, np.float32))
-    optimizer = optimizer_class(learning_rate=0.1, epsilon=1e-4)
-    for gradient in gradients:
+def _tf_steps(optimizer):
+    variable = keras.Variable(START.copy())
+    for rate, gradient in zip(RATES, GRADIENTS, strict=True):
+        optimizer.learning_rate.assign(rate)
         optimizer.apply_gradients([(tf.constant(gradient), variable)])
     return variable.numpy()
 
 
-def test_torch_order_adam_matches_torch_adam():
-    # Small gradients next to a large epsilon: where the two conventions part.
-    gradients = [np.array([1e-4, -3e-5, 2e-3, 0.5], np.float32) * (i + 1) for i in range(5)]
-    param = torch.zeros(4, requires_grad=True)
-    reference = torch.optim.Adam([param], lr=0.1, eps=1e-4)
-    for gradient in gradients:
+def _torch_steps(optimizer_class, **kwargs):
+    param = torch.tensor(START.copy(), requires_grad=True)
+    optimizer = optimizer_class([param], lr=RATES[0], **kwargs)
+    for rate, gradient in zip(RATES, GRADIENTS, strict=True):
+        optimizer.param_groups[0]["lr"] = rate
         param.grad = torch.from_numpy(gradient.copy())
-        reference.step()
-    expected = param.detach().numpy()
-    np.testing.assert_allclose(_tf_steps(TorchOrderAdam, gradients), expected, atol=1e-5)
-    # The stock Keras Adam does differ here, so the test can tell the two apart.
-    assert np.abs(_tf_steps(keras.optimizers.Adam, gradients) - expected).max() > 1e-2
+        optimizer.step()
+    return param.detach().numpy()
+
+
+@pytest.mark.parametrize(
+    ("ours", "torch_class", "torch_kwargs"),
+    [
+        (lambda: TorchOrderAdam(epsilon=1e-4), torch.optim.Adam, {"eps": 1e-4}),
+        (lambda: TorchOrderAdam(epsilon=1e-4, weight_decay=0.1), torch.optim.Adam,
+         {"eps": 1e-4, "weight_decay": 0.1}),
+        (lambda: TorchOrderAdam(epsilon=1e-4, weight_decay=0.1, decoupled_weight_decay=True),
+         torch.optim.AdamW, {"eps": 1e-4, "weight_decay": 0.1}),
+        (lambda: TorchSGD(momentum=0.9), torch.optim.SGD, {"momentum": 0.9}),
+        (lambda: TorchSGD(momentum=0.9, nesterov=True, weight_decay=0.1), torch.optim.SGD,
+         {"momentum": 0.9, "nesterov": True, "weight_decay": 0.1}),
+        (lambda: TorchSGD(), torch.optim.SGD, {}),
+        (lambda: TorchRMSprop(epsilon=1e-4, weight_decay=0.1), torch.optim.RMSprop,
+         {"eps": 1e-4, "weight_decay": 0.1}),
+    ],
+    ids=["adam", "adam-l2", "adamw", "sgd-momentum", "sgd-nesterov-l2", "sgd-plain",
+         "rmsprop-l2"],
+)
+def test_each_optimizer_takes_torchs_steps(ours, torch_class, torch_kwargs):
+    expected = _torch_steps(torch_class, **torch_kwargs)
+    np.testing.assert_allclose(_tf_steps(ours()), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("stock", "torch_class", "torch_kwargs"),
+    [
+        # ε added before the bias correction.
+        (lambda: keras.optimizers.Adam(epsilon=1e-4), torch.optim.Adam, {"eps": 1e-4}),
+        # The rate folded into the velocity: wrong as soon as the rate changes.
+        (lambda: keras.optimizers.SGD(momentum=0.9), torch.optim.SGD, {"momentum": 0.9}),
+        # ε inside the square root, and Keras's rho defaults to 0.9.
+        (lambda: keras.optimizers.RMSprop(rho=0.99, epsilon=1e-4), torch.optim.RMSprop,
+         {"eps": 1e-4}),
+    ],
+    ids=["adam", "sgd", "rmsprop"],
+)
+def test_the_stock_keras_optimizers_do_differ(stock, torch_class, torch_kwargs):
+    """So the test above can tell torch's formulas from Keras's."""
+    expected = _torch_steps(torch_class, **torch_kwargs)
+    assert np.abs(_tf_steps(stock()) - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"optimizer": "lamb"}, "optimizer must be one of adam, adamw, sgd, rmsprop"),
+        ({"epsilon": 0.0}, "epsilon must be a finite number > 0. Received: epsilon=0.0"),
+        ({"weight_decay": -1e-4}, "weight_decay must be a finite number ≥ 0"),
+        ({"weight_decay": float("inf")}, "weight_decay must be a finite number ≥ 0"),
+        ({"momentum": 2}, r"momentum must be in \[0, 1\). Received: momentum=2"),
+        ({"rmsprop_alpha": 1.0}, r"rmsprop_alpha must be in \[0, 1\)"),
+        ({"adam_beta2": -0.1}, r"adam_beta2 must be in \[0, 1\)"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov requires momentum > 0"),
+    ],
+)
+def test_optimizer_fields_are_validated(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**fields)
+
+
+def test_adamw_without_weight_decay_is_allowed():
+    assert TrainConfig(optimizer="adamw").weight_decay == 0.0
+
+
+INPUT_SHAPE = (4, 4, 1)
+CLASSES = 3
+
+
+def _softmax_regression_backends(seed: int):
+    """Both Backends holding one dense layer on the flattened pixels, same weights.
+
+    A catalog model cannot hold parameters to 1e-4: the frameworks' BatchNorm backward
+    passes already give gradients ~1e-3 apart (relative) after one step, which any
+    optimizer then carries. A single dense layer has well-conditioned gradients that agree
+    to float32 rounding, so what remains is the optimizers' and the schedule's agreement.
+    With one channel, Keras's NHWC flatten and torch's NCHW flatten order pixels alike.
+    """
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0, 0.3, (CLASSES, int(np.prod(INPUT_SHAPE)))).astype(np.float32)
+    bias = rng.normal(0, 0.1, CLASSES).astype(np.float32)
+    tf_backend = create_backend("tf")
+    dense = keras.layers.Dense(CLASSES)
+    tf_backend.model = keras.Sequential([keras.Input(INPUT_SHAPE), keras.layers.Flatten(), dense])
+    dense.set_weights([weight.T, bias])
+    torch_backend = create_backend("torch")
+    linear = torch.nn.Linear(weight.shape[1], CLASSES)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(weight))
+        linear.bias.copy_(torch.from_numpy(bias))
+    torch_backend.model = torch_backend.runtime.place_model(
+        torch.nn.Sequential(torch.nn.Flatten(), linear))
+    for backend in (tf_backend, torch_backend):
+        backend.model_name, backend.num_classes = "softmax_regression", CLASSES
+    return tf_backend, dense, torch_backend, linear
+
+
+# 20 epochs of one step each (the 16 images are one batch), 19 of them warm-up: the rate
+# changes at every step until it reaches the base rate, at which the last step runs.
+STEPS = 20
+PARITY_CONFIGS = {
+    "adam": TrainConfig(optimizer="adam", learning_rate=0.05),
+    "adamw": TrainConfig(optimizer="adamw", learning_rate=0.05, weight_decay=0.5),
+    "sgd-momentum": TrainConfig(optimizer="sgd", learning_rate=0.5, momentum=0.9),
+    "sgd-nesterov-l2": TrainConfig(optimizer="sgd", learning_rate=0.5, nesterov=True,
+                                   weight_decay=0.05),
+    "rmsprop-l2": TrainConfig(optimizer="rmsprop", learning_rate=0.01, weight_decay=0.05),
+}
+
+
+@pytest.mark.parametrize("name", list(PARITY_CONFIGS))
+def test_both_backends_train_alike_for_20_steps_at_a_rate_changing_every_step(name):
+    config = replace(PARITY_CONFIGS[name], epochs=STEPS, batch_size=16,
+                     warmup_epochs=STEPS - 1, seed=7)
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (16, *INPUT_SHAPE), dtype=np.uint8)
+    y = np.arange(16) % CLASSES
+    tf_backend, dense, torch_backend, linear = _softmax_regression_backends(seed=5)
+    start = dense.kernel.numpy().T.copy()
+    tf_logs = tf_backend.fit(x, y, config)
+    torch_logs = torch_backend.fit(x, y, config)
+    rates = [log.learning_rate for log in torch_logs]
+    assert [log.learning_rate for log in tf_logs] == rates
+    # Every warm-up step has its own rate; the last reaches the base rate the final step keeps.
+    assert len(set(rates)) == STEPS - 1 and rates[-1] == config.learning_rate
+    tf_weight, torch_weight = dense.kernel.numpy().T, linear.weight.detach().numpy()
+    # The training moved the weights by far more than the tolerance.
+    assert np.abs(torch_weight - start).max() > 0.05
+    # atol: the bias and weights are O(0.1–1); float32 rounding of 20 steps leaves
+    # ~1e-7 absolute, so 1e-6 only spares elements that pass near zero.
+    np.testing.assert_allclose(tf_weight, torch_weight, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(dense.bias.numpy(), linear.bias.detach().numpy(),
+                               rtol=1e-4, atol=1e-6)
+    # A new rate each step is new data for the traced step, not a retrace: the step is
+    # traced on its first call (twice, as tf.function does when the optimizer creates its
+    # variables there) and never again.
+    traces = tf_backend._step.experimental_get_tracing_count()
+    tf_backend._train_epoch([np.arange(16)], np.array([0.123]))
+    assert tf_backend._step.experimental_get_tracing_count() == traces <= 2

@@ -16,7 +16,7 @@ import pytest
 
 import backends
 from backends.base import Backend, Selection, TrainConfig
-from backends.schedule import epoch_learning_rate
+from backends.schedule import step_learning_rates
 from benchmarks.runner import worker
 from benchmarks.runner.config import MeasureConfig, RunSpec
 
@@ -40,7 +40,7 @@ class ScriptedBackend(Backend):
         super().__init__(threads, deterministic)
         self.script = script
         self.snapshots = 0  # get_weights calls
-        self.learning_rates: list[float] = []
+        self.learning_rates: list[np.ndarray] = []  # each epoch's, per step
 
     def versions(self):
         return {}
@@ -84,10 +84,8 @@ class ScriptedBackend(Backend):
     def _prepare_training(self, x, y, config, class_weights):
         self.epochs_trained = 0
 
-    def _set_learning_rate(self, learning_rate):
-        self.learning_rates.append(learning_rate)
-
-    def _train_epoch(self, batches):
+    def _train_epoch(self, batches, learning_rates):
+        self.learning_rates.append(learning_rates)
         self.bias = np.array(self.script[self.epochs_trained], np.float32)
         self.epochs_trained += 1
         return 1.0
@@ -152,8 +150,21 @@ def test_patience_stops_early_and_the_schedule_still_spans_every_epoch():
     assert backend.selection == Selection("val_loss", 2, 4, True)
     assert len(logs) == 4
     np.testing.assert_array_equal(backend.get_weights()["bias"], script[1])
-    expected = [epoch_learning_rate(config.learning_rate, "cosine", e, 6) for e in range(4)]
-    assert backend.learning_rates == pytest.approx(expected)
+    expected = [step_learning_rates(config, e, 2) for e in range(4)]
+    np.testing.assert_array_equal(backend.learning_rates, expected)
+
+
+def test_plateau_cuts_the_rate_in_fit_from_the_validation_loss():
+    """fit's host code decides the cut, so every backend cuts at the same epoch."""
+    script = np.array([[m, 0.0] for m in (1.0, 2.0, 1.5, 1.4, 3.0, 4.0)], np.float32)
+    config = TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3, lr_schedule="plateau",
+                         plateau_patience=1, lr_gamma=0.5)
+    backend, logs = _fit(script, config, VAL_OF_ZEROS)
+    # Epochs 3 and 4 do not beat epoch 2: more than 1 stalled, so epoch 5 runs at half.
+    assert [log.learning_rate for log in logs] == pytest.approx([1e-3] * 4 + [5e-4] * 2)
+    assert all(len(rates) == 2 for rates in backend.learning_rates)
+    with pytest.raises(ValueError, match="plateau learning-rate schedule needs a validation"):
+        _fit(script, config, validation=None)
 
 
 def test_a_diverged_epoch_is_never_kept():

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
 from backends.tf.models import create_model
+from backends.tf.optimizers import make_optimizer
 from backends.tf.runtime import configure_runtime
 
 _MB = 1024 * 1024
@@ -132,21 +133,14 @@ class TFBackend(Backend):
     ) -> None:
         images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
         table = tf.constant(class_weights)
-        if config.optimizer == "adam":
-            optimizer = TorchOrderAdam(
-                learning_rate=config.learning_rate,
-                beta_1=config.adam_beta1,
-                beta_2=config.adam_beta2,
-                epsilon=config.adam_epsilon,
-            )
-        else:
-            optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=0.9)
-        self._optimizer = optimizer
+        optimizer = self._optimizer = make_optimizer(config)
         model, num_classes, smoothing = self.model, self.num_classes, config.label_smoothing
         variables = model.trainable_variables
 
         @tf.function(jit_compile=config.compile, reduce_retracing=True)
-        def step(index):
+        def step(index, learning_rate):
+            # The rate is a scalar tensor argument: a new value is new data, not a retrace.
+            optimizer.learning_rate.assign(learning_rate)
             batch_labels = tf.gather(labels, index)
             with tf.GradientTape() as tape:
                 logits = model(_scale(tf.gather(images, index)), training=True)
@@ -159,15 +153,10 @@ class TFBackend(Backend):
         self._jit_compile = config.compile
         self._step = step
 
-    def _set_learning_rate(self, learning_rate: float) -> None:
-        # Assigns the optimizer's learning-rate variable: the traced step reads it, so
-        # changing it does not retrace.
-        self._optimizer.learning_rate.assign(learning_rate)
-
-    def _train_epoch(self, batches: list[np.ndarray]) -> float:
+    def _train_epoch(self, batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
         total = tf.zeros((), tf.float32)
-        for batch in batches:
-            total += self._step(tf.constant(batch.astype(np.int32)))
+        for batch, rate in zip(batches, learning_rates, strict=True):
+            total += self._step(tf.constant(batch.astype(np.int32)), tf.constant(rate, tf.float32))
         # The only host sync of the epoch: reading the loss waits for the device.
         return float(total) / len(batches)
 
@@ -177,30 +166,6 @@ class TFBackend(Backend):
             for start in range(0, len(x), batch_size)
         ]
         return np.concatenate([np.asarray(p) for p in out]).astype(np.float64)
-
-
-class TorchOrderAdam(keras.optimizers.Adam):
-    """Adam that adds epsilon after the bias correction, as `torch.optim.Adam` does.
-
-    Keras adds epsilon to sqrt(v) before correcting the bias, so its effective epsilon
-    is 1/sqrt(1 - beta2^t) times torch's: 31× at step 1, enough to change the first
-    steps of weights with small gradients. Pinning the epsilon value alone is not enough.
-    """
-
-    def update_step(self, gradient, variable, learning_rate):
-        ops = keras.ops
-        dtype = variable.dtype
-        gradient = ops.cast(gradient, dtype)
-        step = ops.cast(self.iterations + 1, dtype)
-        bias_1 = 1 - ops.power(ops.cast(self.beta_1, dtype), step)
-        bias_2 = 1 - ops.power(ops.cast(self.beta_2, dtype), step)
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(bias_2)), self.epsilon)
-        step_size = ops.divide(ops.cast(learning_rate, dtype), bias_1)
-        self.assign_sub(variable, ops.divide(ops.multiply(m, step_size), denominator))
 
 
 def _scale(images):

@@ -136,17 +136,7 @@ class TorchBackend(Backend):
         self._x = torch.from_numpy(x).to(device)
         self._y = torch.from_numpy(y.astype(np.int64)).to(device)
         self._class_weights = torch.from_numpy(class_weights).to(device)
-        params = self.model.parameters()
-        if config.optimizer == "adam":
-            optimizer = torch.optim.Adam(
-                params,
-                lr=config.learning_rate,
-                betas=(config.adam_beta1, config.adam_beta2),
-                eps=config.adam_epsilon,
-            )
-        else:
-            optimizer = torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9)
-        self._optimizer = optimizer
+        optimizer = self._optimizer = _make_optimizer(config, self.model.parameters())
         smoothing = config.label_smoothing
 
         def step(index: torch.Tensor) -> torch.Tensor:
@@ -165,15 +155,13 @@ class TorchBackend(Backend):
         self._compiled = config.compile
         self._step = torch.compile(step) if config.compile else step
 
-    def _set_learning_rate(self, learning_rate: float) -> None:
-        for group in self._optimizer.param_groups:
-            group["lr"] = learning_rate
-
-    def _train_epoch(self, batches: list[np.ndarray]) -> float:
+    def _train_epoch(self, batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
         self.model.train()
         device = self.runtime.device
         total = torch.zeros((), device=device)
-        for batch in batches:
+        for batch, rate in zip(batches, learning_rates, strict=True):
+            for group in self._optimizer.param_groups:
+                group["lr"] = float(rate)
             total += self._step(torch.from_numpy(batch).to(device, non_blocking=True))
         # The only host sync of the epoch: reading the loss waits for the device.
         return float(total) / len(batches)
@@ -187,3 +175,29 @@ class TorchBackend(Backend):
                 out.append(torch.softmax(self.model(self._to_input(batch)).float(), dim=1))
             probs = torch.cat(out).cpu().numpy()
         return probs.astype(np.float64)
+
+
+def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    """The optimizer `config` names, every hyper-parameter passed explicitly.
+
+    Nothing is left to torch's defaults, so what each class does by default (AdamW's
+    weight decay of 0.01, SGD's dampening, RMSprop's momentum) cannot slip in unrecorded.
+
+    Args:
+        config: the shared recipe (its optimizer, learning_rate, epsilon, betas,
+            weight_decay, momentum, nesterov and rmsprop_alpha).
+        params: the parameters to train.
+
+    Returns:
+        The torch optimizer at the recipe's base learning rate.
+    """
+    lr, decay = config.learning_rate, config.weight_decay
+    if config.optimizer in ("adam", "adamw"):
+        adam = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+        return adam(params, lr=lr, betas=(config.adam_beta1, config.adam_beta2),
+                    eps=config.epsilon, weight_decay=decay, amsgrad=False)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, dampening=0.0,
+                               weight_decay=decay, nesterov=config.nesterov)
+    return torch.optim.RMSprop(params, lr=lr, alpha=config.rmsprop_alpha, eps=config.epsilon,
+                               weight_decay=decay, momentum=0.0, centered=False)

@@ -141,9 +141,9 @@ def slow_down(backend: Any, faults: InjectedFaults | None) -> None:
         return
     train_epoch = backend._train_epoch
 
-    def slowed(batches: list[np.ndarray]) -> float:
+    def slowed(batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
         start = time.perf_counter()
-        loss = train_epoch(batches)
+        loss = train_epoch(batches, learning_rates)
         busy_wait(fraction * (time.perf_counter() - start))
         return loss
 
