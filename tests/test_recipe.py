@@ -84,7 +84,7 @@ def test_every_shipped_recipe_builds_a_config_for_every_model(dataset):
         ('[train]\n\nepochs = "six"\n', ["[train]", "line 3", "epochs must be an integer",
                                         "epochs='six'"]),
         ("[train]\nlearning_rate = true\n", ["learning_rate must be a number", "line 2"]),
-        ('[train]\noptimizer = "lion"\n', ["optimizer must be one of adam, sgd", "line 2"]),
+        ('[train]\noptimizer = "lion"\n', ["optimizer must be one of adam, adamw, sgd, rmsprop", "line 2"]),
         ("[train]\npatience = 2.5\n", ['patience must be an integer or "none"', "line 2"]),
         ("[train]\nepochs = 0\n", ["[train]", "line 1", "epochs must be an integer ≥ 1"]),
         ("[optim]\nlr = 1\n", ["unknown table [optim]", "line 1", "valid tables: [train]"]),
