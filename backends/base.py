@@ -19,13 +19,14 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from backends.augment import TTA_MODES, AugmentConfig, tta_views
+from backends.pipeline import EpochStream, host_batch
 from backends.schedule import (
     LR_SCHEDULES,
     PlateauState,
@@ -246,6 +247,10 @@ class EpochLog:
         val_loss: cross-entropy on the validation set (None without one).
         val_accuracy: accuracy on the validation set (None without one).
         val_s: wall time of the validation pass.
+        augment_s: seconds the input thread spent gathering and augmenting this epoch's
+            batches (backends/pipeline.py), overlapped with training.
+        input_wait_s: of `train_s`, the seconds the training loop waited for its next
+            batch: how long the host input path held training up.
         cpu_wait_s: of `train_s`, the time this process's threads were ready to run but
             waited for a CPU (other processes' load), from `fit`'s `cpu_wait_clock`; None
             without one.
@@ -260,6 +265,8 @@ class EpochLog:
     val_loss: float | None = None
     val_accuracy: float | None = None
     val_s: float | None = None
+    augment_s: float | None = None
+    input_wait_s: float | None = None
     cpu_wait_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -396,22 +403,19 @@ class Backend(ABC):
 
     # --- training and inference ------------------------------------------------------
     @abstractmethod
-    def _prepare_training(
-        self, x: np.ndarray, y: np.ndarray, config: TrainConfig, class_weights: np.ndarray
-    ) -> None:
-        """Moves the training set to the device and creates optimizer and step function."""
+    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:
+        """Creates the optimizer and the step function, and moves the class weights over."""
 
     @abstractmethod
-    def _train_epoch(self, batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
-        """Runs one step per index batch; returns the mean loss once the device is idle.
+    def _train_epoch(
+        self, batches: Iterable[tuple[np.ndarray, np.ndarray]], learning_rates: np.ndarray
+    ) -> float:
+        """Runs one step per host batch; returns the mean loss once the device is idle.
 
         Args:
-            batches: int64 index batches into the training images, in order.
-            learning_rates: one learning rate per batch, set on the optimizer before its
-                step (without retracing a traced step).
-
-        Returns:
-            The mean of the steps' losses.
+            batches: (images uint8 NHWC, labels int64) of each step, on the host
+                (`backends.pipeline`), each moved to the device for its step.
+            learning_rates: the learning rate of each step, set before it.
         """
 
     @abstractmethod
@@ -438,7 +442,8 @@ class Backend(ABC):
     def start_training(self, x: np.ndarray, y: np.ndarray, config: TrainConfig) -> None:
         """Readies the built model for `train_step` on these images (what `fit` does first).
 
-        Moves the training set to the device and creates the optimizer and step function.
+        Keeps the training set on the host, where `fit` draws each step's batch
+        (backends/pipeline.py), and creates the optimizer and step function.
 
         Args:
             x: training images, uint8 (N, H, W, C).
@@ -449,14 +454,15 @@ class Backend(ABC):
             raise RuntimeError("build() a model before training it")
         _check_images(x, y)
         weights = class_weight_table(y, self.num_classes, config.class_weighting)
-        self._prepare_training(x, y, config, weights)
-        self._base_learning_rate = config.learning_rate
+        self._prepare_training(config, weights)
+        self._train_set, self._base_learning_rate = (x, y), config.learning_rate
 
     def train_step(self, indices: np.ndarray) -> float:
         """One training step on the samples `indices` of `start_training`'s images.
 
         The same code path as each step of `fit`, at the recipe's base learning rate
-        (`TrainConfig.learning_rate`: no schedule, which needs epochs); returns once the
+        (`TrainConfig.learning_rate`: no schedule, which needs epochs) and without
+        augmentation, so a timing probe times the framework's step; returns once the
         device is idle.
 
         Args:
@@ -465,7 +471,9 @@ class Backend(ABC):
         Returns:
             The step's loss.
         """
-        return self._train_epoch([indices], np.array([self._base_learning_rate]))
+        x, y = self._train_set
+        batch = host_batch(x, y, indices, AugmentConfig(), seed=0, epoch=0, step=0)
+        return self._train_epoch([batch], np.array([self._base_learning_rate]))
 
     def fit(
         self,
@@ -510,7 +518,7 @@ class Backend(ABC):
         plateau = PlateauState(config.plateau_patience, config.lr_gamma)
         logs, best, snapshot, stale = [], None, None, 0
         for epoch in range(config.epochs):
-            log = self._fit_epoch(x, config, epoch, plateau.factor, cpu_wait_clock)
+            log = self._fit_epoch(x, y, config, epoch, plateau.factor, cpu_wait_clock)
             if validation is not None:
                 start = time.perf_counter()
                 probs = self.predict_proba(validation[0], config.eval_batch_size)
@@ -544,6 +552,7 @@ class Backend(ABC):
     def _fit_epoch(
         self,
         x: np.ndarray,
+        y: np.ndarray,
         config: TrainConfig,
         epoch: int,
         plateau_factor: float,
@@ -552,11 +561,12 @@ class Backend(ABC):
         """Trains one epoch (0-based `epoch`) of `fit`; returns its log, validation unset."""
         batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
         learning_rates = step_learning_rates(config, epoch, len(batches), plateau_factor)
+        stream = EpochStream(x, y, batches, config.augment, config.seed, epoch)
         # Synchronised at both ends so each epoch is billed exactly its own device work.
         self.synchronize()
         start = time.perf_counter()
         wait_start = cpu_wait_clock() if cpu_wait_clock else None
-        loss = self._train_epoch(batches, learning_rates)
+        loss = self._train_epoch(stream, learning_rates)
         self.synchronize()
         wait_end = cpu_wait_clock() if wait_start is not None else None
         waited = None if wait_end is None else wait_end - wait_start
@@ -567,6 +577,8 @@ class Backend(ABC):
             steps=len(batches),
             images=int(sum(len(b) for b in batches)),
             learning_rate=float(learning_rates[0]),
+            augment_s=stream.timing.augment_s,
+            input_wait_s=stream.timing.wait_s,
             cpu_wait_s=waited,
         )
 

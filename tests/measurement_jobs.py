@@ -81,10 +81,10 @@ class SleepingBackend(Backend):
     def build(self, model_name, input_shape, num_classes, **overrides) -> None:
         self.model_name, self.num_classes = model_name, num_classes
 
-    def _prepare_training(self, x, y, config, class_weights) -> None:
+    def _prepare_training(self, config, class_weights) -> None:
         self.epochs_run = 0
 
-    def _train_epoch(self, batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
+    def _train_epoch(self, batches, learning_rates: np.ndarray) -> float:
         self.epochs_run += 1
         if self.epochs_run == 1:
             self._wait(FAKE_TRACING_S)

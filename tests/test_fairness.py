@@ -73,3 +73,41 @@ def _initial(data):
     reference = create_backend("torch")
     reference.build("proposed_cnn", data[0].shape[1:], 7, dropout=0.0)
     return shared_initial_weights(reference.get_weights(), seed=1)
+
+
+def _pixels_each_step_receives(name: str, data, config: TrainConfig) -> list[np.ndarray]:
+    """Trains one backend and returns the images its step function was given, per step.
+
+    The step is wrapped where the framework takes over: what is recorded is the
+    framework's own tensor, after the backend's host-to-device handover.
+    """
+    backend = create_backend(name)
+    backend.build("proposed_cnn", data[0].shape[1:], 7, dropout=0.0)
+    backend.start_training(data[0], data[1], config)
+    step, seen = backend._step, []
+
+    def recording_step(images, labels, *rest):
+        seen.append(np.array(images))
+        return step(images, labels, *rest)
+
+    backend._step = recording_step
+    for epoch in range(config.epochs):
+        batches = backend._fit_epoch(data[0], data[1], config, epoch, 1.0, None)
+        assert batches.steps == len(seen) // (epoch + 1)
+    return seen
+
+
+def test_both_frameworks_train_on_the_same_augmented_pixels(data):
+    from backends.augment import augment_config
+
+    config = TrainConfig(epochs=2, batch_size=16, augment=augment_config("standard"), seed=6)
+    tf_pixels = _pixels_each_step_receives("tf", data, config)
+    torch_pixels = _pixels_each_step_receives("torch", data, config)
+    assert len(tf_pixels) == len(torch_pixels) > 2
+    for tf_images, torch_images in zip(tf_pixels, torch_pixels, strict=True):
+        assert tf_images.dtype == torch_images.dtype == np.uint8
+        np.testing.assert_array_equal(tf_images, torch_images)
+    # Augmented, and differently each step: not the raw training images.
+    raw = {data[0][i].tobytes() for i in range(len(data[0]))}
+    assert sum(image.tobytes() in raw for image in tf_pixels[0]) < len(tf_pixels[0]) // 2
+    assert not np.array_equal(tf_pixels[0], tf_pixels[len(tf_pixels) // 2])

@@ -183,5 +183,5 @@ def test_both_backends_train_alike_for_20_steps_at_a_rate_changing_every_step(na
     # traced on its first call (twice, as tf.function does when the optimizer creates its
     # variables there) and never again.
     traces = tf_backend._step.experimental_get_tracing_count()
-    tf_backend._train_epoch([np.arange(16)], np.array([0.123]))
+    tf_backend._train_epoch([(x, y.astype(np.int64))], np.array([0.123]))
     assert tf_backend._step.experimental_get_tracing_count() == traces <= 2

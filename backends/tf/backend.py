@@ -128,24 +128,20 @@ class TFBackend(Backend):
         return np.asarray(self.model(tf.constant(x), training=training), np.float32)
 
     # --- training and inference ------------------------------------------------------
-    def _prepare_training(
-        self, x: np.ndarray, y: np.ndarray, config: TrainConfig, class_weights: np.ndarray
-    ) -> None:
-        images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
+    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:
         table = tf.constant(class_weights)
         optimizer = self._optimizer = make_optimizer(config)
         model, num_classes, smoothing = self.model, self.num_classes, config.label_smoothing
         variables = model.trainable_variables
 
         @tf.function(jit_compile=config.compile, reduce_retracing=True)
-        def step(index, learning_rate):
+        def step(images, labels, learning_rate):
             # The rate is a scalar tensor argument: a new value is new data, not a retrace.
             optimizer.learning_rate.assign(learning_rate)
-            batch_labels = tf.gather(labels, index)
             with tf.GradientTape() as tape:
-                logits = model(_scale(tf.gather(images, index)), training=True)
-                per_sample = _cross_entropy(logits, batch_labels, num_classes, smoothing)
-                weights = tf.gather(table, batch_labels)
+                logits = model(_scale(images), training=True)
+                per_sample = _cross_entropy(logits, labels, num_classes, smoothing)
+                weights = tf.gather(table, labels)
                 loss = tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
             return loss
@@ -153,12 +149,15 @@ class TFBackend(Backend):
         self._jit_compile = config.compile
         self._step = step
 
-    def _train_epoch(self, batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
+    def _train_epoch(self, batches, learning_rates: np.ndarray) -> float:
         total = tf.zeros((), tf.float32)
-        for batch, rate in zip(batches, learning_rates, strict=True):
-            total += self._step(tf.constant(batch.astype(np.int32)), tf.constant(rate, tf.float32))
+        steps = 0
+        for (images, labels), rate in zip(batches, learning_rates, strict=True):
+            total += self._step(tf.constant(images), tf.constant(labels),
+                                tf.constant(rate, tf.float32))
+            steps += 1
         # The only host sync of the epoch: reading the loss waits for the device.
-        return float(total) / len(batches)
+        return float(total) / steps
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         out = [

@@ -129,19 +129,13 @@ class TorchBackend(Backend):
         return out.float().cpu().numpy()
 
     # --- training and inference ------------------------------------------------------
-    def _prepare_training(
-        self, x: np.ndarray, y: np.ndarray, config: TrainConfig, class_weights: np.ndarray
-    ) -> None:
-        device = self.runtime.device
-        self._x = torch.from_numpy(x).to(device)
-        self._y = torch.from_numpy(y.astype(np.int64)).to(device)
-        self._class_weights = torch.from_numpy(class_weights).to(device)
+    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:
+        self._class_weights = torch.from_numpy(class_weights).to(self.runtime.device)
         optimizer = self._optimizer = _make_optimizer(config, self.model.parameters())
         smoothing = config.label_smoothing
 
-        def step(index: torch.Tensor) -> torch.Tensor:
-            labels = self._y[index]
-            logits = self.model(self._to_input(self._x[index]))
+        def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            logits = self.model(self._to_input(images))
             per_sample = F.cross_entropy(
                 logits, labels, reduction="none", label_smoothing=smoothing
             )
@@ -155,16 +149,19 @@ class TorchBackend(Backend):
         self._compiled = config.compile
         self._step = torch.compile(step) if config.compile else step
 
-    def _train_epoch(self, batches: list[np.ndarray], learning_rates: np.ndarray) -> float:
+    def _train_epoch(self, batches, learning_rates: np.ndarray) -> float:
         self.model.train()
         device = self.runtime.device
         total = torch.zeros((), device=device)
-        for batch, rate in zip(batches, learning_rates, strict=True):
+        steps = 0
+        for (images, labels), rate in zip(batches, learning_rates, strict=True):
             for group in self._optimizer.param_groups:
                 group["lr"] = float(rate)
-            total += self._step(torch.from_numpy(batch).to(device, non_blocking=True))
+            total += self._step(torch.from_numpy(images).to(device, non_blocking=True),
+                                torch.from_numpy(labels).to(device, non_blocking=True))
+            steps += 1
         # The only host sync of the epoch: reading the loss waits for the device.
-        return float(total) / len(batches)
+        return float(total) / steps
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         self.model.eval()

@@ -101,6 +101,12 @@ CATALOG = {
                 "img/cal", HIGHER, NORMALISED, 2),
         # How much the machine's other load delayed the run: context, not performance.
         Measure(f"{schema.TIMING}.train_cpu_wait_s", "CPU wait (others' load)", "s", digits=2),
+        # The input path's own cost, overlapped with training: shown, not judged; what
+        # training waited for it is in the epoch times already.
+        Measure(f"{schema.TIMING}.augment_s_per_epoch", "augmentation per epoch", "s",
+                digits=2),
+        Measure(f"{schema.TIMING}.input_wait_s_per_epoch", "input wait per epoch", "s",
+                digits=3),
         Measure(f"{schema.TIMING}.eval_wall_s", "eval time", "s", LOWER, TIME, 2),
         Measure(f"{schema.LATENCY}.latency_b1_p50_ms", "latency b1 p50", "ms", LOWER, TIME, 2),
         Measure(f"{schema.MEMORY}.peak_host_rss_mb", "peak host RSS", "MB", LOWER, MEMORY, 0),

@@ -115,9 +115,18 @@ def timing_summary(
             statistics.median(corrected.values()) if corrected else None,
         "train_img_per_calibration": statistics.median(normalised) if normalised else None,
         "train_cpu_wait_s": sum(waits) if steady and len(waits) == len(steady) else None,
+        # The host input path (backends/pipeline.py), over every epoch: the augmentation's
+        # own cost, overlapped with training, and the share of it training waited for.
+        "augment_s_per_epoch": _mean_known([e.augment_s for e in history]),
+        "input_wait_s_per_epoch": _mean_known([e.input_wait_s for e in history]),
         "eval_wall_s": eval_s,
         "eval_throughput_img_s": num_eval / eval_s,
     }
+
+
+def _mean_known(values: list[float | None]) -> float | None:
+    """The mean of `values`, or None when any is unknown."""
+    return None if not values or None in values else sum(values) / len(values)
 
 
 def selection_summary(selection: Selection, history: list[EpochLog]) -> dict[str, Any]:
