@@ -59,7 +59,15 @@ from benchmarks.runner.grid import (
     max_batch_size,
     run_grid,
 )
-from benchmarks.runner.recipe import AUGMENT, AUTO, LEVEL, NONE, TRAIN_SETTINGS, resolve_recipe
+from benchmarks.runner.recipe import (
+    AUGMENT,
+    AUGMENT_SETTINGS,
+    AUTO,
+    LEVEL,
+    NONE,
+    TRAIN_SETTINGS,
+    resolve_recipe,
+)
 from datasets import DATASET_ALIASES, DATASET_NAMES, check_dataset_name
 from datasets.preprocess import KDEF_ANGLES
 from datasets.synthetic import DEFAULT_SUBJECTS
@@ -131,12 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "(benchmarks/recipes/<dataset>.toml); none, TrainConfig's "
                              "defaults; or a TOML file ([train], [augment], "
                              "[models.<model>]). Options below override it (default: auto)")
-    _add_train_options(parser)
+    _add_setting_options(parser, TRAIN_SETTINGS)
     parser.add_argument("--augment", choices=AUGMENT_LEVELS, default=argparse.SUPPRESS,
                         metavar="LEVEL",
                         help=f"training augmentation level, one of {', '.join(AUGMENT_LEVELS)}"
-                             "; a recipe's per-op [augment] settings apply on top "
-                             "(default: from the recipe)")
+                             "; per-op settings (the recipe's [augment] table, the "
+                             "--augment-* options) apply on top (default: from the recipe)")
+    _add_setting_options(parser, _AUGMENT_OPS, prefix=f"{AUGMENT}_")
     parser.add_argument("--seeds", type=int, default=1,
                         help="number of seeds: runs seed, seed+1, … seed+N-1 for every "
                              "(backend, model), for means, intervals and paired tests; "
@@ -185,14 +194,25 @@ _BOUNDS = {
 }
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field of a plain type, named, typed and described by
-    the field (`recipe.TRAIN_SETTINGS`).
+# The per-op augmentation settings, each an --augment-<op> option (dest augment_<op>).
+_AUGMENT_OPS = {name: s for name, s in AUGMENT_SETTINGS.items() if name != LEVEL}
+
+
+def _add_setting_options(parser: argparse.ArgumentParser, settings: dict[str, Any],
+                         prefix: str = "") -> None:
+    """One option per setting (a TrainConfig or AugmentConfig field of a plain type),
+    named, typed and described by the field (`recipe.TRAIN_SETTINGS`, `AUGMENT_SETTINGS`).
 
     An option not given leaves no attribute (argparse.SUPPRESS): a field that may be None
     takes "none", so None cannot also mean "not given".
+
+    Args:
+        parser: the command's parser.
+        settings: field name → Setting.
+        prefix: of each option's destination and flag ("augment_": --augment-flip-prob).
     """
-    for name, setting in TRAIN_SETTINGS.items():
+    for field_name, setting in settings.items():
+        name = prefix + field_name
         flags = _FLAGS.get(name, (f"--{name.replace('_', '-')}",))
         bounds = f"; {_BOUNDS[name]}" if name in _BOUNDS else ""
         text = f"{setting.help}{bounds}".replace("%", "%%")
@@ -218,11 +238,15 @@ def _typed(parse: Any, kind: str) -> Any:
 
 
 def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The TrainConfig fields the command line (or the preset) gave, and "augment": its
-    level's [augment] keys when --augment was given."""
+    """The TrainConfig fields the command line (or the preset) gave, and "augment": the
+    [augment] keys --augment (the level) and the --augment-* options gave."""
     given = {name: getattr(args, name) for name in TRAIN_SETTINGS if hasattr(args, name)}
+    augment = {op: getattr(args, f"{AUGMENT}_{op}") for op in _AUGMENT_OPS
+               if hasattr(args, f"{AUGMENT}_{op}")}
     if hasattr(args, AUGMENT):
-        given[AUGMENT] = {LEVEL: args.augment}
+        augment[LEVEL] = args.augment
+    if augment:
+        given[AUGMENT] = augment
     return given
 
 

@@ -161,6 +161,19 @@ def test_options_given_are_explicit_and_typed_by_the_field():
     assert run.explicit_settings(run.parse_args([])) == {}
 
 
+def test_every_augmentation_op_has_an_option_applied_over_the_level():
+    from backends.augment import augment_config
+
+    ops = [f.name for f in fields(type(augment_config("none")))]
+    flags = run.build_parser().format_help()
+    assert all(f"--augment-{op.replace('_', '-')}" in flags for op in ops)
+    args = run.parse_args(["--recipe", "none", "--augment", "light", "--augment-rotate-deg", "7",
+                           "--models", "proposed_cnn"])
+    assert run.explicit_settings(args)["augment"] == {"level": "light", "rotate_deg": 7.0}
+    resolved = run.grid_of(args).train["proposed_cnn"].augment
+    assert resolved.rotate_deg == 7.0 and resolved.flip_prob == augment_config("light").flip_prob
+
+
 def test_an_explicit_lr_beats_the_model_table(tmp_path):
     path = _write(tmp_path, RECIPE)
     args = run.parse_args(["--recipe", str(path), "--models", "vgg16,proposed_cnn",
