@@ -35,7 +35,7 @@ from typing import Any
 
 from backends import BACKEND_NAMES, MissingFrameworkError
 from backends.augment import AUGMENT_LEVELS
-from backends.base import TrainConfig
+from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
 from backends.init import INIT_MODES
 from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, cpu_wait_share, loaded_run
@@ -188,6 +188,8 @@ _FLAGS = {"learning_rate": ("--lr", "--learning-rate")}
 # What the grid bounds beyond TrainConfig's own checks, for --help.
 _BOUNDS = {
     "epochs": f"1 to {MAX_EPOCHS}",
+    "seed": f"0 to {MAX_SEED}",
+    "learning_rate": "a finite number > 0",
     "batch_size": (f"at most the training split's images and {MAX_BATCH_PIXELS:,} pixels "
                    f"({max_batch_size(48)} images at 48×48, {max_batch_size(MAX_IMAGE_SIZE)} "
                    f"at {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE})"),

@@ -56,11 +56,12 @@ class Pair:
 def _test_weights(backend: Backend, shape: tuple[int, int, int], seed: int) -> dict:
     """Random canonical weights under which every model's logits stay of order 1.
 
-    Kernels are He-uniform, biases and attention parameters random, BN/GN scales in
-    [0.2, 0.5], and each BN's running statistics those of a calibration batch (so that
-    eval mode normalises as in a trained net). Scales below 1, as in trained residual
-    nets, keep a random ResNet-50 from amplifying float32 rounding: with scales near 1,
-    torch alone drifts 2e-4 from a float64 run, more than the tolerance.
+    Kernels are the shared initialisation's (backends/init.py), biases and attention
+    parameters random, BN/GN scales in [0.2, 0.5], and each BN's running statistics those
+    of a calibration batch (so that eval mode normalises as in a trained net). Scales
+    below 1, as in trained residual nets, keep a random ResNet-50 from amplifying float32
+    rounding: with scales near 1, torch alone drifts 2e-4 from a float64 run, more than
+    the tolerance.
 
     Args:
         backend: a torch backend with the model built; it is left holding the weights.
