@@ -111,3 +111,30 @@ def test_both_frameworks_train_on_the_same_augmented_pixels(data):
     raw = {data[0][i].tobytes() for i in range(len(data[0]))}
     assert sum(image.tobytes() in raw for image in tf_pixels[0]) < len(tf_pixels[0]) // 2
     assert not np.array_equal(tf_pixels[0], tf_pixels[len(tf_pixels) // 2])
+
+
+def test_test_time_augmentation_is_the_same_in_both_frameworks(data):
+    from backends.augment import TTA_MODES
+
+    backends = {}
+    for name in ("tf", "torch"):
+        backend = create_backend(name)
+        backend.build("proposed_cnn", data[0].shape[1:], 7, dropout=0.0)
+        backend.set_weights(shared_initial_weights(backend.get_weights(), seed=8))
+        backends[name] = backend
+    images = data[0][:12]
+    for mode in TTA_MODES:
+        tf_probs = backends["tf"].predict_proba_tta(images, mode)
+        torch_probs = backends["torch"].predict_proba_tta(images, mode)
+        assert tf_probs.shape == (len(images), 7)
+        np.testing.assert_allclose(tf_probs.sum(1), 1.0, atol=1e-6)
+        # The views are host pixels, so the frameworks differ by float32 rounding only.
+        np.testing.assert_allclose(tf_probs, torch_probs, atol=1e-5)
+    torch_backend = backends["torch"]
+    mirrored = (torch_backend.predict_proba(images)
+                + torch_backend.predict_proba(images[:, :, ::-1].copy())) / 2
+    np.testing.assert_allclose(torch_backend.predict_proba_tta(images, "flip"), mirrored,
+                               atol=1e-12)
+    # Ten crops see other pixels than the plain images: the mean moves.
+    assert np.abs(torch_backend.predict_proba_tta(images, "tencrop")
+                  - torch_backend.predict_proba(images)).max() > 1e-4
