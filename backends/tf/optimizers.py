@@ -93,9 +93,11 @@ class TorchOrderAdam(_TorchWeightDecay, keras.optimizers.Adam):
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        # v + (g² − v)(1 − β2), not β2·v + (1 − β2)·g²: the same update, with one
-        # full-size temporary fewer alive at a time (+200 MB at the peak for vgg16).
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        # torch's order, v·β2 then + (1 − β2)·g² (its mul_ then addcmul_), in two assigns:
+        # one expression would hold one full-size temporary more at a time (+200 MB at
+        # the peak for vgg16).
+        self.assign(v, ops.multiply(v, self.beta_2))
+        self.assign_add(v, ops.multiply(ops.square(gradient), 1 - self.beta_2))
         denominator = ops.add(ops.divide(ops.sqrt(v), ops.cast(ops.sqrt(bias_2), dtype)),
                               self.epsilon)
         step_size = ops.cast(ops.divide(ops.cast(learning_rate, "float64"), bias_1), dtype)
@@ -169,8 +171,10 @@ class TorchRMSprop(_TorchWeightDecay, keras.optimizers.RMSprop):
         learning_rate = ops.cast(learning_rate, dtype)
         gradient = self._decayed_gradient(ops.cast(gradient, dtype), variable, learning_rate)
         v = self._velocities[self._get_variable_index(variable)]
-        # v + (g² − v)(1 − α): one full-size temporary fewer alive than α·v + (1 − α)·g².
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.rho))
+        # torch's order, v·α then + (1 − α)·g², in two assigns (one full-size temporary
+        # fewer alive at a time than in one expression).
+        self.assign(v, ops.multiply(v, self.rho))
+        self.assign_add(v, ops.multiply(ops.square(gradient), 1 - self.rho))
         denominator = ops.add(ops.sqrt(v), self.epsilon)
         self.assign_sub(variable, ops.divide(ops.multiply(gradient, learning_rate), denominator))
 
