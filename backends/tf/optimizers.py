@@ -36,14 +36,19 @@ class _TorchWeightDecay:
     decoupled_weight_decay: bool = False
 
     def _decayed_gradient(self, gradient, variable, learning_rate):
-        """Applies the decay to `variable` or `gradient`; returns the gradient to step on."""
+        """Casts to the variable's dtype and applies the decay to `variable` or `gradient`.
+
+        Every update step starts here. Returns the gradient to step on and the rate.
+        """
+        dtype = variable.dtype
+        gradient, learning_rate = ops.cast(gradient, dtype), ops.cast(learning_rate, dtype)
         if not self.torch_weight_decay:
-            return gradient
-        decay = ops.cast(self.torch_weight_decay, variable.dtype)
+            return gradient, learning_rate
+        decay = ops.cast(self.torch_weight_decay, dtype)
         if self.decoupled_weight_decay:
             self.assign(variable, ops.multiply(variable, 1 - learning_rate * decay))
-            return gradient
-        return ops.add(gradient, ops.multiply(variable, decay))
+            return gradient, learning_rate
+        return ops.add(gradient, ops.multiply(variable, decay)), learning_rate
 
 
 class TorchOrderAdam(_TorchWeightDecay, keras.optimizers.Adam):
@@ -81,9 +86,8 @@ class TorchOrderAdam(_TorchWeightDecay, keras.optimizers.Adam):
         self.decoupled_weight_decay = decoupled_weight_decay
 
     def update_step(self, gradient, variable, learning_rate):
+        gradient, learning_rate = self._decayed_gradient(gradient, variable, learning_rate)
         dtype = variable.dtype
-        learning_rate = ops.cast(learning_rate, dtype)
-        gradient = self._decayed_gradient(ops.cast(gradient, dtype), variable, learning_rate)
         # The bias corrections in float64, as torch computes them (in Python): 1 − β2^t
         # in float32 is 1.3e-5 off at t = 1 (β2 = 0.999 is not a float32 number).
         # `ops.cast` would round the Python float to float32 first.
@@ -129,9 +133,8 @@ class TorchSGD(_TorchWeightDecay, keras.optimizers.SGD):
         self.torch_weight_decay = weight_decay
 
     def update_step(self, gradient, variable, learning_rate):
+        gradient, learning_rate = self._decayed_gradient(gradient, variable, learning_rate)
         dtype = variable.dtype
-        learning_rate = ops.cast(learning_rate, dtype)
-        gradient = self._decayed_gradient(ops.cast(gradient, dtype), variable, learning_rate)
         if self.momentum != 0:
             buffer = self.momentums[self._get_variable_index(variable)]
             momentum = ops.cast(self.momentum, dtype)
@@ -167,9 +170,7 @@ class TorchRMSprop(_TorchWeightDecay, keras.optimizers.RMSprop):
         self.torch_weight_decay = weight_decay
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        learning_rate = ops.cast(learning_rate, dtype)
-        gradient = self._decayed_gradient(ops.cast(gradient, dtype), variable, learning_rate)
+        gradient, learning_rate = self._decayed_gradient(gradient, variable, learning_rate)
         v = self._velocities[self._get_variable_index(variable)]
         # torch's order, v·α then + (1 − α)·g², in two assigns (one full-size temporary
         # fewer alive at a time than in one expression).
