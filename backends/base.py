@@ -108,6 +108,11 @@ class TrainConfig:
             pinned (Keras calls it rho and defaults to 0.9). RMSprop runs without
             momentum and not centered.
         label_smoothing: cross-entropy label smoothing in [0, 1).
+        dropout: the rate of every dropout layer of the model, in [0, 1); None (the
+            default) keeps the model's own (`backends.catalog`: 0.5 in vgg16's and
+            alexnet's classifiers). A model without dropout layers takes only None or 0.
+            On deep nets without BatchNorm the head's dropout hides the faint
+            input-dependent signal of the first steps (vgg16, docs/design.md §7).
         class_weighting: "none" or "balanced" (n / (C * count_c)), as per-sample loss
             weights normalised by their sum in each batch.
         eval_batch_size: batch size for validation and test prediction.
@@ -153,6 +158,7 @@ class TrainConfig:
     rmsprop_alpha: float = 0.99
     label_smoothing: float = 0.0
     class_weighting: str = "none"
+    dropout: float | None = None
     eval_batch_size: int = 256
     seed: int = 0
     precision: str = "float32"
@@ -189,6 +195,12 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be in [0, 1). Received: {name}={getattr(self, name)!r}"
                 )
+        if self.dropout is not None and not (
+            isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0
+        ):
+            raise ValueError(
+                f"dropout must be None or in [0, 1). Received: dropout={self.dropout!r}"
+            )
         if self.nesterov and self.momentum == 0:
             raise ValueError(
                 f"nesterov requires momentum > 0. Received: momentum={self.momentum!r}"

@@ -211,3 +211,15 @@ def test_the_record_header_carries_the_recipe_verbatim(tmp_path):
     assert RunSpec(backend="torch", model="vgg16", dataset="synthetic",
                    prepared_data="x.npz").recipe == {"source": None, "text": None,
                                                      "explicit": {}}
+
+
+def test_dropout_is_a_model_setting_the_grid_checks_per_model(tmp_path):
+    path = _write(tmp_path, "[train]\ndropout = 0.3\n[models.vgg16]\ndropout = 0.0\n")
+    grid = run.grid_of(run.parse_args(["--recipe", str(path), "--models", "proposed_cnn,vgg16"]))
+    assert (grid.train["proposed_cnn"].dropout, grid.train["vgg16"].dropout) == (0.3, 0.0)
+    assert TrainConfig().dropout is None  # the model's own rate
+    args = run.parse_args(["--recipe", str(path), "--models", "vgg16,resnet18"])
+    with pytest.raises(ValueError, match="resnet18 has no dropout layers"):
+        run.grid_of(args)
+    with pytest.raises(ValueError, match=r"dropout must be None or in \[0, 1\)"):
+        TrainConfig(dropout=1.0)

@@ -3,6 +3,7 @@ and the figure catalog name, and what the results store reads back."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,12 @@ def test_every_headline_figure_is_in_the_catalog():
 def test_every_catalog_figure_lies_in_a_measurement_section():
     sections = {key.split(".", 1)[0] for key in CATALOG}
     assert sections <= set(schema.MEASUREMENT_SECTIONS)
+
+
+def test_the_worker_builds_the_model_with_the_recipes_dropout(tiny_spec):
+    """A rate for a model without dropout layers reaches the build, which refuses it."""
+    pytest.importorskip("torch")
+    spec = dataclasses.replace(tiny_spec, model="resnet18",
+                               train=TrainConfig(epochs=1, batch_size=16, dropout=0.3))
+    with pytest.raises(ValueError, match="resnet18 has no dropout layers"):
+        worker.execute(spec)

@@ -23,7 +23,7 @@ from typing import Any
 
 from backends import BACKEND_NAMES, check_available
 from backends.base import MAX_SEED, TrainConfig
-from backends.catalog import DEFAULT_NUM_CLASSES, check_model_name
+from backends.catalog import DEFAULT_NUM_CLASSES, check_model_name, model_options
 from backends.flops import model_cost
 from backends.init import INIT_MODES
 from benchmarks.ci.faults import InjectedFaults, injected_faults
@@ -204,6 +204,7 @@ class Grid:
                                  f"frameworks take{whose}. Received: seed={train.seed}, "
                                  f"seeds={self.seeds}")
             _check_image_size(model, self.image_size)
+            model_options(model, train.dropout)  # a rate for a model without dropout layers
         timeout = self.run_timeout_s
         # `not low <= timeout` also rejects NaN.
         if timeout is not None and not 1 <= timeout <= MAX_RUN_TIMEOUT_S:
