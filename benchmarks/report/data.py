@@ -24,6 +24,7 @@ from benchmarks.record.figures import (
     HEADLINE,
     figure_keys,
     measure_for,
+    replicate_values,
     runs_frame,
     summarize_figure,
 )
@@ -45,8 +46,6 @@ _RUN_TABLE_KEYS = (
 )
 _SECTION_TITLES = {schema.METRICS: "Classification metrics", schema.TIMING: "Time",
                    schema.MEMORY: "Memory"}
-# Sections of figures that are facts about the model, not measurements worth a chart.
-_UNCHARTED_SECTIONS = (schema.MODEL_INFO,)
 
 
 @dataclass
@@ -175,7 +174,7 @@ def figure_rows(data: ReportData, label: str) -> tuple[list[str], list[list[str]
     ratio = len(backends) == 2
     headers = ["figure"] + backends + ([f"{backends[1]} / {backends[0]}"] if ratio else [])
     rows = []
-    for key in data.keys:
+    for key in measured_keys(data):
         summaries = [data.summary(label, b, key) for b in backends]
         if all(s.mean is None for s in summaries):
             continue
@@ -185,6 +184,28 @@ def figure_rows(data: ReportData, label: str) -> tuple[list[str], list[list[str]
             row.append(_marked(key, "—" if a in (None, 0) or b is None else f"{b / a:.2f}×",
                                any(data.under_load(label, backend) for backend in backends)))
         rows.append(row)
+    return headers, rows
+
+
+def measured_keys(data: ReportData) -> list[str]:
+    """The figure keys that are measurements (plotted), not settings or counts."""
+    return [key for key in data.keys if measure_for(key).measured]
+
+
+def setting_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """The figures that are settings or counts (`Measure.measured` False), never plotted:
+    one row per figure, one column per (label, backend), distinct values joined."""
+    pairs = _pairs(data)
+    headers = ["setting or count"] + [f"{label} · {backend}" for label, backend in pairs]
+    rows = []
+    for key in data.keys:
+        measure = measure_for(key)
+        if measure.measured:
+            continue
+        cells = [_distinct([measure.format(v) for v in replicate_values(
+            data.groups[label].get(backend, []), key)]) for label, backend in pairs]
+        if any(cell != "—" for cell in cells):
+            rows.append([measure.title] + cells)
     return headers, rows
 
 
@@ -280,10 +301,8 @@ def skipped_count(data: ReportData) -> int:
 def chart_sections(data: ReportData) -> list[tuple[str, list[str]]]:
     """(title, figure keys) per chart: one per record section, in catalog order."""
     sections: dict[str, list[str]] = {}
-    for key in data.keys:
-        section = key.split(".", 1)[0]
-        if section not in _UNCHARTED_SECTIONS:
-            sections.setdefault(section, []).append(key)
+    for key in measured_keys(data):
+        sections.setdefault(key.split(".", 1)[0], []).append(key)
     return [(_SECTION_TITLES.get(s, s.replace("_", " ").capitalize()), keys)
             for s, keys in sections.items()]
 
@@ -292,10 +311,17 @@ def charts(data: ReportData) -> list[tuple[str, str, bytes]]:
     """(anchor, caption, PNG) of every figure that has something to draw."""
     drawn: list[tuple[str, str, bytes | None]] = [
         (f"chart-{title.lower().replace(' ', '-')}",
-         f"{title}: mean over seeds (bars), 95% t-interval (whiskers), seeds (dots).",
+         f"{title}: mean over seeds (bars), 95% percentile-bootstrap interval of the mean "
+         "(whiskers, inside the seeds' range), seeds (dots); times on a log scale.",
          plots.figure_bars(data.groups, keys, title))
         for title, keys in chart_sections(data)
     ]
+    backends = data.backends
+    if len(backends) >= 2:
+        a, b = backends[:2]
+        drawn.append(("chart-ratio", f"Each measured figure's {a} ÷ {b} ratio of means, per "
+                      f"model (log scale; right of 1: {a}'s figure is larger).",
+                      plots.ratio_chart(data.groups, measured_keys(data), a, b)))
     drawn += [
         ("chart-confusion", "Confusion matrices summed over runs (shade: share of the true "
          "class).", plots.confusion_matrices(data.groups)),

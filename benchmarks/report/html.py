@@ -18,6 +18,7 @@ from benchmarks.report.data import (
     loaded_note,
     problem_rows,
     run_rows,
+    setting_rows,
     skipped_count,
     skipped_file_rows,
 )
@@ -78,6 +79,11 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
     tables = [(label, figure_rows(data, label)) for label in data.groups]
     details = "".join(f"<h3>{esc(label)}</h3>{html_table(headers, rows)}"
                       for label, (headers, rows) in tables if rows)
+    headers, rows = setting_rows(data)
+    if rows:
+        details += ("<h3>Settings and counts (not plotted)</h3><p class=\"note\">Set by "
+                    "the suite or the architecture, or counted, not measured: distinct "
+                    f"values over the runs.</p>{html_table(headers, rows)}")
     sections.append(("all-figures", "All figures",
                      details + note_html if details else "<p>No figures.</p>"))
     sections.append(("runs", "Runs",

@@ -14,6 +14,7 @@ from benchmarks.report.data import (
     loaded_note,
     problem_rows,
     run_rows,
+    setting_rows,
     skipped_file_rows,
     test_lines,
 )
@@ -43,6 +44,9 @@ def render_markdown(data: ReportData) -> str:
         if rows:
             parts += [f"## All figures: {markdown_escape(label)}", markdown_table(headers, rows),
                       *note]
+    headers, rows = setting_rows(data)
+    if rows:
+        parts += ["## Settings and counts (not plotted)", markdown_table(headers, rows)]
     parts += ["## Runs", markdown_table(*run_rows(data)), *note]
     if data.problems:
         parts += ["## Failed or skipped runs", markdown_table(*problem_rows(data))]
