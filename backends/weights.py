@@ -163,9 +163,8 @@ def read_weights(path: Path) -> SavedWeights:
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise WeightsError(f"{path}: not a readable weights file, truncated or damaged "
-                           f"({type(error).__name__}: {error})") from None
+    except _DAMAGED as error:
+        raise _damaged(path, error) from None
     if META_KEY not in arrays or arrays[META_KEY].shape != (1,):
         raise WeightsError(f"{path}: no '{META_KEY}' entry: not a FER-Bench weights file")
     meta = WeightsMeta.from_json(str(arrays.pop(META_KEY)[0]), path)
@@ -182,6 +181,32 @@ def read_weights(path: Path) -> SavedWeights:
         raise WeightsError(f"{path}: test probabilities of shape {probabilities.shape} "
                            f"do not have {meta.num_classes} columns")
     return SavedWeights(path, meta, weights, probabilities)
+
+
+def read_test_probabilities(path: Path) -> np.ndarray | None:
+    """Only the test probabilities of a weights file (the weights are not decompressed).
+
+    Returns:
+        (N, C) float32, or None when the file holds none.
+
+    Raises:
+        WeightsError: the file is missing, truncated or damaged.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return stored[PROBABILITIES_KEY] if PROBABILITIES_KEY in stored.files else None
+    except _DAMAGED as error:
+        raise _damaged(path, error) from None
+
+
+# What np.load raises for a file cut short or altered (zip checks each array's CRC).
+_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def _damaged(path: Path, error: Exception) -> WeightsError:
+    return WeightsError(f"{path}: not a readable weights file, truncated or damaged "
+                        f"({type(error).__name__}: {error})")
 
 
 def check_matches(saved: SavedWeights, model: str | None = None,

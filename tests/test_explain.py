@@ -125,3 +125,98 @@ def test_grad_cam_weights_each_channel_by_its_mean_gradient():
     gradients = np.stack([np.full((2, 2), 2.0), np.full((2, 2), -1.0)], -1)[None]
     cam = grad_cam_maps(activations, gradients.astype(np.float32), (2, 2))
     np.testing.assert_allclose(cam[0], [[2, 0], [0, 0]])
+
+
+# --- python -m benchmarks.explain and the report's image sections ---------------------------
+@pytest.fixture(scope="module")
+def saved_folder(tmp_path_factory):
+    """A report folder with one ok torch run of proposed_cnn whose weights were saved."""
+    from backends.weights import WeightsMeta, save_weights
+    from benchmarks.record.store import test_split_file_name
+    from tests.report_fixtures import make_record, write_results
+
+    record = make_record("torch", "proposed_cnn", seed=0)
+    names = record["data"]["class_names"]
+    labels = np.asarray(record["test_labels"])
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (len(labels), 16, 16, 1), dtype=np.uint8)
+    record["data"].update(split="holdout-s0", image_shape=[16, 16, 1])
+    record["artifacts"] = {"weights_file": "torch-run.npz", "weights_bytes": 1}
+    folder = write_results(tmp_path_factory.mktemp("explain"), [record])
+    (folder / "weights").mkdir()
+    backend = create_backend("torch")
+    backend.build("proposed_cnn", (16, 16, 1), len(names), dropout=0.0)
+    weights = _test_weights(backend, (16, 16, 1), seed=4)
+    probabilities = np.full((len(labels), len(names)), 0.1, np.float32)
+    probabilities[np.arange(len(labels)), record["test_predictions"]] = 0.7
+    meta = WeightsMeta(model="proposed_cnn", input_shape=(16, 16, 1), num_classes=len(names),
+                       class_names=tuple(names), backend="torch")
+    save_weights(folder / "weights" / "torch-run.npz", weights, meta, probabilities)
+    np.savez_compressed(folder / "weights" / test_split_file_name("holdout-s0"),
+                        x_test=images, y_test=labels, class_names=np.asarray(names))
+    return folder
+
+
+def test_explain_writes_both_frameworks_grad_cam_and_the_report_embeds_it(saved_folder):
+    import json
+
+    from benchmarks import explain
+
+    assert explain.main([str(saved_folder), "--per-class", "2"]) == 0
+    summary = json.loads((saved_folder / "explain" / "explain.json").read_text())
+    (entry,) = summary["runs"]
+    assert entry["frameworks"] == ["tf", "torch"] and entry["trained_by"] == "torch"
+    assert entry["gradcam_max_relative_difference"] <= GRAD_CAM_TOLERANCE
+    assert entry["feature_max_relative_difference"] <= FEATURE_TOLERANCE
+    # Two images of each of the 4 classes, the same draw every time.
+    labels = np.load(saved_folder / "weights" / "test-holdout-s0.npz")["y_test"]
+    assert sorted(labels[entry["samples"]].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert entry["samples"] == explain.sample_per_class(labels, 2, 0).tolist()
+    page = (saved_folder / "report.html").read_text()
+    for anchor in ("gradcam-", "features-", "mistakes-"):
+        assert f'id="{anchor}torch-proposed_cnn-synthetic-seed0"' in page
+    assert "Accuracy per class" in page and "<script" not in page
+    markdown = (saved_folder / "report.md").read_text()
+    assert "| accuracy for class |" in markdown
+
+
+def test_the_gallery_shows_the_most_confident_mistakes_first():
+    from benchmarks.report.gallery import confident_mistakes
+
+    labels = np.array([0, 1, 1, 0])
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.95, 0.05], [0.2, 0.8]])
+    assert confident_mistakes(labels, probabilities, 5).tolist() == [2, 3, 1]
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("no weights", "no run saved its weights"),
+    ("truncated", "truncated or damaged"),
+    ("another model", "weights for model 'proposed_cnn', expected 'sanet'"),
+])
+def test_explain_bad_input_is_one_line_and_exit_2(saved_folder, tmp_path, capsys, damage,
+                                                  expected):
+    import shutil
+
+    from benchmarks import explain
+    from benchmarks.record.store import append_record, read_records
+
+    folder = tmp_path / "run"
+    shutil.copytree(saved_folder, folder)
+    weights = folder / "weights" / "torch-run.npz"
+    if damage == "no weights":
+        (record,) = read_records(folder)
+        record["artifacts"] = {"weights_file": None, "weights_bytes": None}
+        (folder / "results.jsonl").unlink()
+        append_record(folder, record)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (record,) = read_records(folder)
+        record["model"] = "sanet"
+        (folder / "results.jsonl").unlink()
+        append_record(folder, record)
+    assert explain.main([str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and expected in error, error
+    if damage == "truncated":
+        assert str(weights) in error

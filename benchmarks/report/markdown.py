@@ -12,6 +12,7 @@ from benchmarks.report.data import (
     injection_warning,
     load_warning,
     loaded_note,
+    per_class_accuracy_rows,
     problem_rows,
     run_rows,
     setting_rows,
@@ -39,6 +40,10 @@ def render_markdown(data: ReportData) -> str:
         "\n".join(f"- **{markdown_escape(label)}**: {markdown_escape(statement)}"
                   for label, statement in test_lines(data)) or "No pair of backends to test.",
     ]
+    headers, rows = per_class_accuracy_rows(data)
+    if rows:
+        parts += ["## Accuracy per class", markdown_table(headers, rows),
+                  f"Grad-CAM, feature maps and the most confident mistakes: `{REPORT_HTML}`."]
     for label in data.groups:
         headers, rows = figure_rows(data, label)
         if rows:

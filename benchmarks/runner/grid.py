@@ -15,6 +15,8 @@ import functools
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -42,7 +44,7 @@ from benchmarks.record.store import (
 )
 from benchmarks.report import write_report
 from benchmarks.runner.config import MeasureConfig, RunSpec
-from benchmarks.runner.env import available_cores
+from benchmarks.runner.env import SUITE_ROOT, available_cores
 from benchmarks.runner.harness import RunInterrupted, prepare_data, run_in_worker
 from benchmarks.runner.recipe import NO_RECIPE, Recipe
 from benchmarks.runner.worker import TRAIN_FLOPS_MULTIPLIER
@@ -606,4 +608,23 @@ def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
             f"rebuild it with `python -m benchmarks.report {results.folder}`") from error
     if interrupted:
         raise GridInterrupted(results.folder, results.records, planned, reported=True)
+    if grid.save_weights == "best" and any(r[STATUS] == OK for r in results.records):
+        _explain(results.folder, on_line)
     return results.folder, results.records
+
+
+def _explain(folder: Path, on_line: Callable[[str], None]) -> None:
+    """Adds the saved runs' Grad-CAM and feature maps to the report (`benchmarks.explain`).
+
+    In a worker process of its own, as every run was: this process imports no framework.
+    A failure costs only those figures (the report is already written), so it is one
+    line, not an error.
+    """
+    done = subprocess.run([sys.executable, "-m", "benchmarks.explain", str(folder)],
+                          cwd=SUITE_ROOT, capture_output=True, text=True)
+    if done.returncode == 0:
+        on_line(f"explanations (Grad-CAM, feature maps) → {folder / 'explain'}")
+    else:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        on_line(f"no explanations: {reason}; retry with `python -m benchmarks.explain "
+                f"{folder}`")
