@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backends.augment import TTA_MODES, AugmentConfig, tta_views
+from backends.catalog import model_stages
+from backends.explain import class_indices, grad_cam_maps
 from backends.pipeline import EpochStream, host_batch
 from backends.schedule import (
     LR_SCHEDULES,
@@ -412,6 +414,85 @@ class Backend(ABC):
     @abstractmethod
     def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Forward pass on float32 NHWC input already scaled; returns float32 logits."""
+
+    # --- what the model sees (docs/design.md §9) ---------------------------------------
+    @abstractmethod
+    def _stage_outputs(self, x: np.ndarray, stages: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Eval-mode outputs of `stages` for one batch of uint8 NHWC images.
+
+        Returns:
+            stage → float32 (N, h, w, K), NHWC whatever the framework's own layout.
+        """
+
+    @abstractmethod
+    def _stage_gradients(self, x: np.ndarray, stage: str,
+                         class_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode activations of `stage` and the gradients of each image's class logit.
+
+        Args:
+            x: one batch of uint8 NHWC images.
+            stage: a stage name of the built model.
+            class_index: (N,) int64, the class whose logit each image's gradient is of.
+
+        Returns:
+            (activations, gradients), both float32 (N, h, w, K), NHWC.
+        """
+
+    def stages(self) -> tuple[str, ...]:
+        """The built model's stages, in forward order (`backends.catalog.model_stages`)."""
+        if self.model_name is None:
+            raise RuntimeError("build() a model before asking for its stages")
+        return model_stages(self.model_name)
+
+    def feature_maps(self, images: np.ndarray, stages: tuple[str, ...] | None = None,
+                     batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Every stage's output on `images`, in eval mode (BatchNorm running statistics).
+
+        Args:
+            images: uint8 NHWC images.
+            stages: the stages wanted; None: all of them, in forward order.
+            batch_size: images per forward pass.
+
+        Returns:
+            stage → float32 (N, h, w, K) NHWC, the same layout in every framework.
+        """
+        _check_images(images, np.zeros(len(images)))
+        stages = self.stages() if stages is None else tuple(stages)
+        unknown = sorted(set(stages) - set(self.stages()))
+        if unknown:
+            raise ValueError(f"{self.model_name} has no stages {unknown}; its stages: "
+                             f"{', '.join(self.stages())}")
+        parts = [self._stage_outputs(images[start:start + batch_size], stages)
+                 for start in range(0, len(images), batch_size)]
+        return {stage: np.concatenate([part[stage] for part in parts]) for stage in stages}
+
+    def grad_cam(self, images: np.ndarray, class_index: int | np.ndarray,
+                 batch_size: int = 64) -> np.ndarray:
+        """Grad-CAM maps of the last convolutional stage (the last of `stages()`).
+
+        The gradients come from this framework's autograd; the weighting, ReLU and the
+        resize to the input size are `backends.explain.grad_cam_maps`, the same code for
+        every backend, so two frameworks holding the same weights give the same maps
+        (docs/design.md §9).
+
+        Args:
+            images: uint8 NHWC images.
+            class_index: the class to explain, for every image or one per image (e.g.
+                the predicted class).
+            batch_size: images per forward and backward pass.
+
+        Returns:
+            (N, H, W) float32 maps at the input's size, ≥ 0, not normalised.
+        """
+        _check_images(images, np.zeros(len(images)))
+        indices = class_indices(class_index, len(images), self.num_classes)
+        stage = self.stages()[-1]
+        maps = []
+        for start in range(0, len(images), batch_size):
+            batch = slice(start, start + batch_size)
+            activations, gradients = self._stage_gradients(images[batch], stage, indices[batch])
+            maps.append(grad_cam_maps(activations, gradients, images.shape[1:3]))
+        return np.concatenate(maps)
 
     # --- training and inference ------------------------------------------------------
     @abstractmethod

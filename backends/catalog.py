@@ -30,6 +30,11 @@ class ModelInfo:
             card's figures (docs/design.md, Models), and for alexnet, not a card model, this
             suite's own.
         dropout: default dropout rate, None for models without dropout layers.
+        stages: the model's stages, in forward order, by canonical name (the module whose
+            output the stage is, after its ReLU or attention and before any pooling):
+            what `Backend.feature_maps` returns; Grad-CAM (`Backend.grad_cam`) explains
+            the last one, the last convolutional stage. Both frameworks' definitions tap
+            exactly these (docs/design.md §9).
     """
 
     name: str
@@ -37,6 +42,7 @@ class ModelInfo:
     card: bool
     reference_params: int
     dropout: float | None
+    stages: tuple[str, ...]
 
 
 CATALOG: dict[str, ModelInfo] = {
@@ -48,6 +54,7 @@ CATALOG: dict[str, ModelInfo] = {
             True,
             584_807,
             0.5,
+            ("block1", "block2", "block3", "block4"),
         ),
         ModelInfo(
             "vgg16",
@@ -55,6 +62,7 @@ CATALOG: dict[str, ModelInfo] = {
             True,
             33_624_775,
             0.5,
+            ("block1", "block2", "block3", "block4", "block5"),
         ),
         ModelInfo(
             "resnet50",
@@ -62,6 +70,7 @@ CATALOG: dict[str, ModelInfo] = {
             True,
             23_516_103,
             None,
+            ("layer1", "layer2", "layer3", "layer4"),
         ),
         ModelInfo(
             "sanet",
@@ -69,6 +78,7 @@ CATALOG: dict[str, ModelInfo] = {
             True,
             584_987,
             0.5,
+            ("block1", "block2", "block3", "block4"),
         ),
         ModelInfo(
             "resnet18",
@@ -76,6 +86,7 @@ CATALOG: dict[str, ModelInfo] = {
             False,
             11_173_831,
             None,
+            ("layer1", "layer2", "layer3", "layer4"),
         ),
         ModelInfo(
             "alexnet",
@@ -83,12 +94,19 @@ CATALOG: dict[str, ModelInfo] = {
             False,
             45_475_527,
             0.5,
+            ("conv1", "conv2", "conv3", "conv4", "conv5"),
         ),
     )
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(CATALOG)
 CARD_MODELS: tuple[str, ...] = tuple(n for n, i in CATALOG.items() if i.card)
+
+
+def model_stages(name: str) -> tuple[str, ...]:
+    """The stages of model `name`, in forward order (see `ModelInfo.stages`)."""
+    check_model_name(name)
+    return CATALOG[name].stages
 
 
 def check_model_name(name: str) -> None:

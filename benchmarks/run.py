@@ -40,6 +40,7 @@ from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describ
 from backends.init import INIT_MODES
 from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, cpu_wait_share, loaded_run
 from benchmarks.record.schema import INTERRUPTED
+from benchmarks.record.store import TEST_SPLIT_PREFIX, WEIGHTS_DIR
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import available_cores
 from benchmarks.runner.grid import (
@@ -52,6 +53,7 @@ from benchmarks.runner.grid import (
     MIN_IMAGE_SIZE,
     RUN_TIMEOUT_BASE_S,
     RUN_TIMEOUT_FLOPS_PER_S,
+    SAVE_WEIGHTS,
     Grid,
     GridInterrupted,
     ResultsNotWritten,
@@ -103,7 +105,10 @@ PRESETS = {
         options={"backend": "both", "models": "card", "dataset": "synthetic",
                  "synthetic_subjects": 6, "image_size": 32, "epochs": 5, "batch_size": 16,
                  "learning_rate": DEFAULTS.learning_rate, "seed": 0, "seeds": 1,
-                 "init": "shared", "threads": 1, "deterministic": False, "recipe": NONE},
+                 "init": "shared", "threads": 1, "deterministic": False, "recipe": NONE,
+                 # The check compares speed and memory only; weights would be disk for
+                 # nothing (and no figure changes either way: they are saved after all).
+                 "save_weights": "none"},
         measure=MeasureConfig(latency_repeats=10, latency_budget_s=1.0, calibration_size=1024,
                               epoch_calibration=True),
     ),
@@ -172,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
                              f"run: {RUN_TIMEOUT_BASE_S:g} s plus "
                              f"{1e9 / RUN_TIMEOUT_FLOPS_PER_S:g} s per GFLOP it computes: "
                              "15 times what the slowest machine seen needs)")
+    parser.add_argument("--save-weights", choices=SAVE_WEIGHTS, default="best",
+                        help="best: keep each ok run's selected (best-epoch) weights, in the "
+                             "framework-neutral layout, and its test probabilities in the "
+                             "report folder's weights/ (for benchmarks.explain; vgg16 takes "
+                             "134 MB a run); none: keep no weights (default: best)")
     parser.add_argument("--out", type=Path, default=Path("reports"),
                         help="parent folder of the new report folder, outside the dataset "
                              "folder (default: reports)")
@@ -399,8 +409,20 @@ def grid_of(args: argparse.Namespace) -> Grid:
         synthetic_subjects=args.synthetic_subjects, init=args.init, threads=args.threads,
         deterministic=args.deterministic,
         measure=PRESETS[args.preset].measure if args.preset else MeasureConfig(),
-        run_timeout_s=args.run_timeout,
+        run_timeout_s=args.run_timeout, save_weights=args.save_weights,
     )
+
+
+def weights_disk_line(report_dir: Path) -> str | None:
+    """One line saying how much disk the saved weights (and test images) take; None if none."""
+    folder = report_dir / WEIGHTS_DIR
+    files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    if not files:
+        return None
+    total_bytes = sum(f.stat().st_size for f in files)
+    runs = sum(not f.name.startswith(TEST_SPLIT_PREFIX) for f in files)
+    return (f"weights: {total_bytes / 1e6:,.1f} MB on disk for {runs} run"
+            f"{'s' if runs != 1 else ''} (with the test images): {folder}")
 
 
 def _print_results(records: list[dict[str, Any]], grid: Grid) -> None:
@@ -457,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     _print_results(records, grid)
     print(f"\n{len(records)} runs in {time.perf_counter() - started:.0f}s; "
           f"results: {report_dir / 'results.jsonl'}")
+    disk = weights_disk_line(report_dir)
+    if disk:
+        print(disk)
     print(f"report: {report_dir / 'report.html'}")
     return 0 if all(r["status"] == "ok" for r in records) else 1
 

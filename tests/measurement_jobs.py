@@ -100,6 +100,7 @@ class SleepingBackend(Backend):
 
     versions = device_name = flags = seed = num_trainable_params = _unused
     get_weights = set_weights = logits = gpu_allocator_peak_mb = matmul_op = _unused
+    _stage_outputs = _stage_gradients = _unused
 
 
 def fake_fit(step_s: float, mode: str) -> dict[str, Any]:

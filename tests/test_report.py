@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from benchmarks.record.figures import replicate_values
 from benchmarks.record.store import RESULTS_FILE
 from benchmarks.report import __main__ as report_cli
 from benchmarks.report import data as report
+from benchmarks.report import plots
 from tests.report_fixtures import (
     FAILED_ERROR,
     INJECTION,
@@ -44,15 +46,17 @@ def test_html_embeds_every_figure_as_a_decodable_png(built):
     folder, _, _ = built
     page = (folder / report.REPORT_HTML).read_text()
     encoded = _DATA_URI.findall(page)
-    # Metrics, time, memory, energy, confusion matrices, per-class F1, training curves.
-    assert len(encoded) == 7
+    # Metrics, time, latency, memory, energy, work, the tf ÷ torch ratios, confusion
+    # matrices, per-class F1, training curves (model_info holds no measured figure).
+    assert len(encoded) == 10
     for data in encoded:
         png = base64.b64decode(data, validate=True)
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         with Image.open(io.BytesIO(png)) as image:
             image.verify()
-    for anchor in ("chart-classification-metrics", "chart-time", "chart-memory",
-                   "chart-energy", "chart-confusion", "chart-per-class", "chart-curves"):
+    for anchor in ("chart-classification-metrics", "chart-time", "chart-latency",
+                   "chart-memory", "chart-energy", "chart-work", "chart-ratio",
+                   "chart-confusion", "chart-per-class", "chart-curves"):
         assert f'id="{anchor}"' in page
 
 
@@ -87,8 +91,71 @@ def test_data_text_is_escaped(built):
     for text in (page, markdown):
         assert INJECTION not in text
         assert "<img src=x" not in text
-        assert html.escape(INJECTION) in text
-        assert html.escape(FAILED_ERROR) in text
+    assert html.escape(INJECTION) in page and html.escape(FAILED_ERROR) in page
+    # Markdown: only what makes markup is escaped, each format for itself.
+    assert html.escape(INJECTION, quote=False) in markdown
+    assert html.escape(FAILED_ERROR, quote=False) in markdown
+
+
+def test_markdown_holds_no_html_quote_escapes(built):
+    folder, _, _ = built
+    markdown = (folder / report.REPORT_MD).read_text()
+    assert "&#x27;" not in markdown and "&quot;" not in markdown
+    assert "the kernel's OOM killer" in markdown and 'alert("x")' in markdown
+
+
+def test_settings_and_counts_are_tabled_not_plotted(built):
+    folder, records, _ = built
+    data = report.analyse(records, folder / RESULTS_FILE)
+    charted = {key for _, keys in report.chart_sections(data) for key in keys}
+    settings = {"work.calibration_matmul_size", "work.train_flops_multiplier",
+                "work.forward_flops_per_img", "latency.latency_b1_calls",
+                "latency.latency_train_batch_size", "model_info.trainable_params"}
+    assert settings <= set(data.keys) and not settings & charted
+    assert "work.peak_matmul_tflops" in charted and "latency.latency_b1_p50_ms" in charted
+    headers, rows = report.setting_rows(data)
+    assert {row[0] for row in rows} >= {"calibration matmul size", "latency b1 calls",
+                                        "train FLOPs multiplier", "forward FLOPs per image"}
+    assert headers[1:] == ["proposed_cnn · tf", "proposed_cnn · torch", "sanet · tf",
+                           "sanet · torch"]
+    for text in ((folder / report.REPORT_HTML).read_text(),
+                 (folder / report.REPORT_MD).read_text()):
+        assert "Settings and counts (not plotted)" in text and "2,048" in text
+    # Nor are they in the per-model figure tables.
+    for label in data.groups:
+        titles = {row[0] for row in report.figure_rows(data, label)[1]}
+        assert "calibration matmul size" not in titles and "latency b1 p50 (ms)" in titles
+
+
+def test_no_plotted_interval_reaches_below_zero_for_a_positive_figure(built):
+    folder, records, _ = built
+    data = report.analyse(records, folder / RESULTS_FILE)
+    skewed = data.groups["proposed_cnn"]["tf"]
+    # The t-interval of the skewed latency (2, 2, 60 ms) runs below zero; the plotted one
+    # does not, and holds the mean.
+    assert data.summary("proposed_cnn", "tf", "latency.latency_b1_p50_ms").ci_low < 0
+    mean, low, high = plots.bar_interval(skewed, "latency.latency_b1_p50_ms")
+    assert 2.0 <= low <= mean <= high <= 60.0
+    for _, keys in report.chart_sections(data):
+        for key in keys:
+            for by_backend in data.groups.values():
+                for runs in by_backend.values():
+                    values = replicate_values(runs, key)
+                    interval = plots.bar_interval(runs, key)
+                    if values and min(values) >= 0:
+                        assert interval[1] >= 0, key
+
+
+def test_one_chart_shows_every_figures_tf_to_torch_ratio(built):
+    folder, records, _ = built
+    data = report.analyse(records, folder / RESULTS_FILE)
+    ratios = plots.figure_ratios(data.groups, report.measured_keys(data), "tf", "torch")
+    assert set(ratios) == {"proposed_cnn", "sanet"}
+    tf_mean = data.summary("sanet", "tf", "work.peak_matmul_tflops").mean
+    torch_mean = data.summary("sanet", "torch", "work.peak_matmul_tflops").mean
+    assert ratios["sanet"]["work.peak_matmul_tflops"] == pytest.approx(tf_mean / torch_mean)
+    assert "model_info.trainable_params" not in ratios["sanet"]
+    assert 'id="chart-ratio"' in (folder / report.REPORT_HTML).read_text()
 
 
 def test_report_states_paired_tests_and_new_probes(built):
@@ -156,5 +223,5 @@ def test_html_renders_in_headless_chromium_without_console_errors(built, tmp_pat
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     assert result.returncode == 0, result.stderr[-2000:]
     assert "FER-Bench report" in result.stdout
-    assert len(console) == 1 and '"images decoded: 7"' in console[0], console
+    assert len(console) == 1 and '"images decoded: 10"' in console[0], console
 

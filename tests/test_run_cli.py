@@ -82,6 +82,11 @@ def test_both_backends_run_in_their_own_workers(tmp_path, capsys):
     assert records[0]["data"]["fingerprint"] == records[1]["data"]["fingerprint"]
     out = capsys.readouterr().out
     assert "epoch 1/1" in out and "proposed_cnn" in out
+    # --save-weights best (the default): each run's weights, and the split's test images.
+    split = records[0]["data"]["split"]
+    assert sorted(p.name for p in (folder / "weights").iterdir()) == sorted(
+        [r["artifacts"]["weights_file"] for r in records] + [f"test-{split}.npz"])
+    assert "MB on disk for 2 runs (with the test images)" in out
     saved = (folder / "results.jsonl").read_text()
     assert run.main(argv) == 0  # a second invocation gets its own folder
     assert len(list(tmp_path.iterdir())) == 2 and (folder / "results.jsonl").read_text() == saved

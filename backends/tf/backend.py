@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
-from backends.tf.models import create_model
+from backends.tf.models import create_model, staged_model
 from backends.tf.optimizers import make_optimizer
 from backends.tf.runtime import configure_runtime
 
@@ -92,6 +92,7 @@ class TFBackend(Backend):
         self.model = create_model(model_name, input_shape, num_classes, **overrides)
         self.model_name, self.num_classes = model_name, num_classes
         self._step = None
+        self._staged = None  # made on first use: training never needs it
 
     def num_trainable_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.model.trainable_weights))
@@ -126,6 +127,27 @@ class TFBackend(Backend):
 
     def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return np.asarray(self.model(tf.constant(x), training=training), np.float32)
+
+    # --- what the model sees ---------------------------------------------------------
+    def _staged_model(self) -> keras.Model:
+        if self._staged is None:
+            self._staged = staged_model(self.model, self.stages())
+        return self._staged
+
+    def _stage_outputs(self, x: np.ndarray, stages: tuple[str, ...]) -> dict[str, np.ndarray]:
+        _, taps = self._staged_model()(_scale(tf.constant(x)), training=False)
+        return {stage: np.asarray(taps[stage], np.float32) for stage in stages}
+
+    def _stage_gradients(self, x: np.ndarray, stage: str,
+                         class_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with tf.GradientTape() as tape:
+            logits, taps = self._staged_model()(_scale(tf.constant(x)), training=False)
+            picked = tf.gather(logits, class_index, axis=1, batch_dims=1)
+            # Images are independent in eval mode, so the gradient of the sum is, image
+            # by image, the gradient of that image's own class logit.
+            score = tf.reduce_sum(picked)
+        gradients = tape.gradient(score, taps[stage])
+        return np.asarray(taps[stage], np.float32), np.asarray(gradients, np.float32)
 
     # --- training and inference ------------------------------------------------------
     def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:

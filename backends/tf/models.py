@@ -52,6 +52,33 @@ class TorchBatchNormalization(layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
+# A stage's output passes through an Identity layer named "<stage>.out", which computes
+# nothing and holds no weight, so `staged_model` can find it by name (the stage's own
+# canonical name may already name a weighted layer: alexnet's "conv1" is the conv).
+STAGE_SUFFIX = ".out"
+
+
+def _stage(x, name: str):
+    """Marks `x` as the output of stage `name` (`backends.catalog.model_stages`)."""
+    return layers.Identity(name=f"{name}{STAGE_SUFFIX}")(x)
+
+
+def staged_model(model: keras.Model, stages: tuple[str, ...]) -> keras.Model:
+    """A model sharing `model`'s layers that returns (logits, {stage: NHWC output}).
+
+    Args:
+        model: a zoo model built by `create_model`.
+        stages: its stage names, each marked by `_stage`.
+
+    Returns:
+        A functional keras.Model on the same input; one call gives the logits and the
+        stage tensors of the same forward pass, so a GradientTape around it differentiates
+        the logits with respect to each stage.
+    """
+    outputs = {name: model.get_layer(f"{name}{STAGE_SUFFIX}").output for name in stages}
+    return keras.Model(model.inputs, [model.outputs[0], outputs])
+
+
 def _bn(name: str) -> layers.BatchNormalization:
     return TorchBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM_KERAS, name=name)
 
@@ -215,8 +242,8 @@ def _proposed_cnn(
     x = inputs
     for i, (width, convs) in enumerate(((32, 2), (64, 2), (128, 2)), 1):
         x = conv_stage(x, width, convs, f"block{i}", attention_groups=attention_groups)
-        x = layers.MaxPooling2D(2)(x)
-    x = conv_stage(x, 256, 1, "block4", attention_groups=attention_groups)
+        x = layers.MaxPooling2D(2)(_stage(x, f"block{i}"))
+    x = _stage(conv_stage(x, 256, 1, "block4", attention_groups=attention_groups), "block4")
     x = layers.GlobalAveragePooling2D()(layers.Dropout(dropout)(x))
     outputs = layers.Dense(num_classes, name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -244,7 +271,7 @@ def vgg16(input_shape: tuple[int, int, int], num_classes: int, dropout: float) -
     stages = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
     for i, (out_channels, convs) in enumerate(stages, 1):
         x = conv_stage(x, out_channels, convs, f"block{i}", batch_norm=False)
-        x = layers.MaxPooling2D(2)(x)
+        x = layers.MaxPooling2D(2)(_stage(x, f"block{i}"))
     outputs = classifier(x, num_classes, dropout, "classifier")
     return keras.Model(inputs, outputs, name="vgg16")
 
@@ -257,7 +284,7 @@ def alexnet(input_shape: tuple[int, int, int], num_classes: int, dropout: float)
     # (out_channels, kernel, followed by a max-pool)
     convs = ((64, 3, True), (192, 5, True), (384, 3, False), (256, 3, False), (256, 3, True))
     for i, (out_channels, kernel, pool) in enumerate(convs, 1):
-        x = layers.ReLU()(_conv(x, out_channels, kernel, name=f"conv{i}"))
+        x = _stage(layers.ReLU()(_conv(x, out_channels, kernel, name=f"conv{i}")), f"conv{i}")
         if pool:
             x = layers.MaxPooling2D(3, 2)(x)
     outputs = classifier(x, num_classes, dropout, "classifier")
@@ -317,6 +344,7 @@ def resnet(input_shape, num_classes: int, block, blocks: tuple[int, ...], name: 
     for i, (width, count) in enumerate(zip((64, 128, 256, 512), blocks, strict=True), 1):
         for j in range(count):
             x = block(x, width, 2 if i > 1 and j == 0 else 1, f"layer{i}.{j}")
+        x = _stage(x, f"layer{i}")
     outputs = layers.Dense(num_classes, name="fc")(layers.GlobalAveragePooling2D()(x))
     return keras.Model(inputs, outputs, name=name)
 

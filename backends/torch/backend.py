@@ -128,6 +128,28 @@ class TorchBackend(Backend):
             out = self.model(self._to_input(torch.from_numpy(x).to(self.runtime.device)))
         return out.float().cpu().numpy()
 
+    # --- what the model sees ---------------------------------------------------------
+    def _stage_outputs(self, x: np.ndarray, stages: tuple[str, ...]) -> dict[str, np.ndarray]:
+        self.model.eval()
+        with torch.inference_mode():
+            _, taps = self.model.forward_stages(self._to_input(self._device_batch(x)))
+        return {stage: _nhwc(taps[stage]) for stage in stages}
+
+    def _stage_gradients(self, x: np.ndarray, stage: str,
+                         class_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.model.eval()
+        with torch.enable_grad():
+            logits, taps = self.model.forward_stages(self._to_input(self._device_batch(x)))
+            rows = torch.arange(len(x), device=logits.device)
+            picked = torch.from_numpy(class_index).to(logits.device)
+            # Images are independent in eval mode, so the gradient of the sum is, image
+            # by image, the gradient of that image's own class logit.
+            (gradients,) = torch.autograd.grad(logits[rows, picked].sum(), taps[stage])
+        return _nhwc(taps[stage].detach()), _nhwc(gradients)
+
+    def _device_batch(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.runtime.device)
+
     # --- training and inference ------------------------------------------------------
     def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:
         self._class_weights = torch.from_numpy(class_weights).to(self.runtime.device)
@@ -172,6 +194,11 @@ class TorchBackend(Backend):
                 out.append(torch.softmax(self.model(self._to_input(batch)).float(), dim=1))
             probs = torch.cat(out).cpu().numpy()
         return probs.astype(np.float64)
+
+
+def _nhwc(tensor: torch.Tensor) -> np.ndarray:
+    """An NCHW tensor (any memory format) as a float32 NHWC numpy array."""
+    return np.ascontiguousarray(tensor.permute(0, 2, 3, 1).float().cpu().numpy())
 
 
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:

@@ -85,6 +85,34 @@ class ShuffleAttention(nn.Module):
         return x.reshape(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+class StagedModel(nn.Module):
+    """Base of every zoo model: its forward passes each stage's output through `tap`.
+
+    `tap` returns its input unchanged, so a plain forward computes exactly what it would
+    without it; `forward_stages` also collects the tapped tensors, still in the autograd
+    graph, for feature maps and Grad-CAM (`Backend.feature_maps`, `Backend.grad_cam`).
+    The stage names are the catalog's (`backends.catalog.model_stages`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._taps: dict[str, torch.Tensor] | None = None
+
+    def tap(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Returns `x`, kept under `name` while `forward_stages` runs."""
+        if self._taps is not None:
+            self._taps[name] = x
+        return x
+
+    def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The logits and every stage's output (NCHW), in one forward pass."""
+        self._taps = {}
+        try:
+            return self(x), self._taps
+        finally:
+            self._taps = None
+
+
 def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return x * weight[:, None, None] + bias[:, None, None]
 
@@ -159,7 +187,7 @@ class Classifier(nn.Module):
         return self.fc3(x)
 
 
-class ProposedCNN(nn.Module):
+class ProposedCNN(StagedModel):
     """The design card's proposed CNN (docs/design.md, Models), optionally with shuffle attention.
 
     block1-3: ConvStage ×2 convs (32, 64, 128) each followed by MaxPool2; block4: one
@@ -198,10 +226,10 @@ class ProposedCNN(nn.Module):
         self.classifier = nn.Linear(256, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.block1(x))
-        x = self.pool(self.block2(x))
-        x = self.pool(self.block3(x))
-        x = self.dropout(self.block4(x))
+        x = self.pool(self.tap("block1", self.block1(x)))
+        x = self.pool(self.tap("block2", self.block2(x)))
+        x = self.pool(self.tap("block3", self.block3(x)))
+        x = self.dropout(self.tap("block4", self.block4(x)))
         return self.classifier(x.mean(dim=(2, 3)))
 
 
@@ -219,7 +247,7 @@ def sanet(input_shape: tuple[int, int, int], num_classes: int, dropout: float) -
     return ProposedCNN(input_shape[2], num_classes, dropout, attention_groups=8)
 
 
-class VGG16(nn.Module):
+class VGG16(StagedModel):
     """VGG-16, configuration D (Simonyan & Zisserman, 2015), without BatchNorm.
 
     block1-5: ConvStage of 3×3 convs (pad 1) + ReLU, widths 64×2, 128×2, 256×3, 512×3,
@@ -254,7 +282,7 @@ class VGG16(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(1, len(self.stages) + 1):
-            x = self.pool(getattr(self, f"block{i}")(x))
+            x = self.pool(self.tap(f"block{i}", getattr(self, f"block{i}")(x)))
         return self.classifier(x)
 
 
@@ -264,7 +292,7 @@ def vgg16(input_shape: tuple[int, int, int], num_classes: int, dropout: float) -
     return VGG16(input_shape, num_classes, dropout)
 
 
-class AlexNet(nn.Module):
+class AlexNet(StagedModel):
     """AlexNet (Krizhevsky et al., 2012) with its first conv adapted to small input.
 
     Layers (every conv padded by kernel // 2, stride 1, then ReLU):
@@ -305,7 +333,7 @@ class AlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, (*_, pool) in enumerate(self.layers, 1):
-            x = torch.relu(getattr(self, f"conv{i}")(x))
+            x = self.tap(f"conv{i}", torch.relu(getattr(self, f"conv{i}")(x)))
             if pool:
                 x = self.pool(x)
         return self.classifier(x)
@@ -383,7 +411,7 @@ class Bottleneck(nn.Module):
         return torch.relu(out + shortcut)
 
 
-class ResNet(nn.Module):
+class ResNet(StagedModel):
     """ResNet (He et al., 2016) with torchvision's module names, convs without bias.
 
     Stem: conv1 7×7/2 (pad 3) + bn1 + ReLU, MaxPool 3×3/2 (pad 1); layer1-4 of `blocks`
@@ -428,7 +456,7 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
         for i in range(1, self.stages + 1):
-            x = getattr(self, f"layer{i}")(x)
+            x = self.tap(f"layer{i}", getattr(self, f"layer{i}")(x))
         return self.fc(x.mean(dim=(2, 3)))
 
 

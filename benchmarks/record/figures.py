@@ -53,6 +53,9 @@ class Measure:
         kind: threshold kind (QUALITY, TIME, NORMALISED, MEMORY, ANON_MEMORY, ENERGY), or
             None for a figure that is shown but never judged a regression.
         digits: decimals shown.
+        measured: False for a figure the run did not measure but was set or derived from
+            the architecture (a matmul size, a call count, FLOPs per image, a parameter
+            count): reports list these in a table and never plot them.
     """
 
     key: str
@@ -61,6 +64,7 @@ class Measure:
     better: str | None = None
     kind: str | None = None
     digits: int = 3
+    measured: bool = True
 
     @property
     def title(self) -> str:
@@ -121,9 +125,21 @@ CATALOG = {
         Measure(f"{schema.MEMORY}.anon_rss_after_import_mb", "anonymous RSS after import", "MB",
                 LOWER, ANON_MEMORY, 0),
         Measure(f"{schema.MEMORY}.nvml_peak_mb", "GPU peak (NVML)", "MB", LOWER, MEMORY, 0),
-        Measure(f"{schema.MODEL_INFO}.trainable_params", "trainable params", digits=0),
+        Measure(f"{schema.MODEL_INFO}.trainable_params", "trainable params", digits=0,
+                measured=False),
+        Measure(f"{schema.WORK}.forward_flops_per_img", "forward FLOPs per image", digits=0,
+                measured=False),
+        Measure(f"{schema.WORK}.train_flops_multiplier", "train FLOPs multiplier", digits=0,
+                measured=False),
     )
 }
+
+# Name endings of figures that are settings or counts, not measurements: the latency
+# probe's call counts and batch size, the calibration matmul's size.
+_SETTING_SUFFIXES = ("_calls", "_size", "_multiplier")
+# Which epochs the worker's `selection` section (not a measurement section) names: counts,
+# shown with the settings.
+_SETTING_KEYS = ("selection.best_epoch", "selection.last_epoch")
 
 # Unit suffixes of figures the catalog does not list, checked in order: rates before
 # times, since "_img_s" also ends in "_s".
@@ -163,6 +179,8 @@ def measure_for(key: str) -> Measure:
     if key in CATALOG:
         return CATALOG[key]
     path = key.split(".", 1)[-1]
+    if path.lower().endswith(_SETTING_SUFFIXES) or key in _SETTING_KEYS:
+        return Measure(key, _words(path), digits=0, measured=False)
     for suffixes, unit, better, kind, digits in _SUFFIXES:
         for suffix in suffixes:
             if path.lower().endswith(suffix):

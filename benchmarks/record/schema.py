@@ -9,10 +9,11 @@ then the run's facts and raw outputs; a failed one adds the tail of the worker's
 (`failed_record`).
 
 Schema 1 has grown without a new number: fields were added (deterministic,
-measure_config, test_injection, recipe; the latency, energy and work sections), none renamed or
-removed. Older schema-1 records, such as a committed baseline's, lack some of them, so
-readers require only READ_FIELDS; the worker checks its own record against everything
-this version writes (`check_record(record, complete=True)`).
+measure_config, test_injection, recipe; the latency, energy, work and artifacts
+sections), none renamed or removed. Older schema-1 records, such as a committed
+baseline's, lack some of them, so readers require only READ_FIELDS; the worker checks
+its own record against everything this version writes (`check_record(record,
+complete=True)`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ ENV = "env"  # host, versions, device, suite commit
 TEST_LABELS = "test_labels"
 TEST_PREDICTIONS = "test_predictions"
 WALL_S = "wall_s"  # the worker's whole run
+# Files the run left beside its record (`backends.weights`): the weights file's name under
+# the report folder's WEIGHTS_DIR and its size, or the reason there is none.
+ARTIFACTS = "artifacts"
 
 # --- what a failed record adds ------------------------------------------------------------
 STDERR_TAIL = "stderr_tail"
@@ -86,11 +90,12 @@ HEADER_FIELDS = (VERSION_FIELD, *IDENTITY_FIELDS, INIT, THREADS, DETERMINISTIC, 
 OUTCOME_FIELDS = (STATUS, ERROR)
 MEASUREMENT_SECTIONS = (MODEL_INFO, METRICS, TIMING, LATENCY, MEMORY, ENERGY, WORK)
 # What an ok record carries besides the header and the outcome.
-OK_FIELDS = (*MEASUREMENT_SECTIONS, HISTORY, FLAGS, ENV, TEST_LABELS, TEST_PREDICTIONS, WALL_S)
+OK_FIELDS = (*MEASUREMENT_SECTIONS, HISTORY, FLAGS, ENV, TEST_LABELS, TEST_PREDICTIONS, WALL_S,
+             ARTIFACTS)
 # What a failed record carries besides the header and the outcome.
 FAILED_FIELDS = (STDERR_TAIL,)
 # Sections holding facts about a run rather than measurements: their numbers are no figures.
-FACT_SECTIONS = (CONFIG, RECIPE, MEASURE_CONFIG, DATA, ENV, FLAGS, TEST_INJECTION)
+FACT_SECTIONS = (CONFIG, RECIPE, MEASURE_CONFIG, DATA, ENV, FLAGS, TEST_INJECTION, ARTIFACTS)
 # Fields without which a record cannot be placed in a report or a comparison; every
 # schema-1 record has carried them.
 READ_FIELDS = (VERSION_FIELD, RUN_ID, STATUS, BACKEND, MODEL, DATASET)

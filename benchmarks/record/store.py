@@ -19,6 +19,23 @@ from typing import Any
 from benchmarks.record.schema import RecordError, check_record
 
 RESULTS_FILE = "results.jsonl"
+# The folder, beside results.jsonl, of each ok run's weights (`backends.weights`) and of
+# the test images they were scored on, one file per data split.
+WEIGHTS_DIR = "weights"
+
+
+def weights_file_name(run_id: str) -> str:
+    """The name, under WEIGHTS_DIR, of run `run_id`'s weights file."""
+    return f"{run_id}.npz"
+
+
+# Run ids begin with a backend's name, so no weights file is named like this.
+TEST_SPLIT_PREFIX = "test-"
+
+
+def test_split_file_name(split: str) -> str:
+    """The name, under WEIGHTS_DIR, of the test images (x, y) of data split `split`."""
+    return f"{TEST_SPLIT_PREFIX}{split}.npz"
 
 
 def new_report_dir(out_root: Path, dataset: str) -> Path:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from backends.weights import WeightsError
 from benchmarks.record.store import ResultsFileError, results_path
 from benchmarks.report import write_report
 
@@ -19,14 +20,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("location", type=Path,
                         help="a report folder (reports/<timestamp>-<dataset>) or its "
                              "results.jsonl")
+    parser.add_argument("--explain", action="store_true",
+                        help="first compute the saved runs' Grad-CAM and feature maps in "
+                             "both frameworks (what `python -m benchmarks.explain` does)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        written = write_report(args.location)
-    except ResultsFileError as error:
+        written = write_report(args.location, explain=args.explain)
+    except (ResultsFileError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

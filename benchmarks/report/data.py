@@ -3,14 +3,17 @@ frames. `markdown` and `html` render it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from backends.weights import WeightsError, read_test_probabilities
 from benchmarks.analysis.load import (
     LOADED_MARK,
     LOADED_NOTE,
@@ -24,10 +27,12 @@ from benchmarks.record.figures import (
     HEADLINE,
     figure_keys,
     measure_for,
+    replicate_values,
     runs_frame,
     summarize_figure,
 )
-from benchmarks.report import plots
+from benchmarks.record.store import WEIGHTS_DIR
+from benchmarks.report import artifacts, gallery, plots
 
 # The files a report folder holds besides results.jsonl.
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
@@ -45,8 +50,6 @@ _RUN_TABLE_KEYS = (
 )
 _SECTION_TITLES = {schema.METRICS: "Classification metrics", schema.TIMING: "Time",
                    schema.MEMORY: "Memory"}
-# Sections of figures that are facts about the model, not measurements worth a chart.
-_UNCHARTED_SECTIONS = (schema.MODEL_INFO,)
 
 
 @dataclass
@@ -62,6 +65,8 @@ class ReportData:
         tests: label → paired accuracy tests, one per pair of backends.
         keys: every figure key some record carries, catalog figures first.
         loaded: the run ids whose timings are not comparable (`analysis.load`).
+        gallery_notes: why an image figure is missing (a damaged file), filled as the
+            figures are read.
     """
 
     source: Path
@@ -71,6 +76,7 @@ class ReportData:
     tests: dict[str, list[PairedTest]] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
+    gallery_notes: list[str] = field(default_factory=list)
 
     @property
     def backends(self) -> list[str]:
@@ -175,7 +181,7 @@ def figure_rows(data: ReportData, label: str) -> tuple[list[str], list[list[str]
     ratio = len(backends) == 2
     headers = ["figure"] + backends + ([f"{backends[1]} / {backends[0]}"] if ratio else [])
     rows = []
-    for key in data.keys:
+    for key in measured_keys(data):
         summaries = [data.summary(label, b, key) for b in backends]
         if all(s.mean is None for s in summaries):
             continue
@@ -186,6 +192,115 @@ def figure_rows(data: ReportData, label: str) -> tuple[list[str], list[list[str]
                                any(data.under_load(label, backend) for backend in backends)))
         rows.append(row)
     return headers, rows
+
+
+def measured_keys(data: ReportData) -> list[str]:
+    """The figure keys that are measurements (plotted), not settings or counts."""
+    return [key for key in data.keys if measure_for(key).measured]
+
+
+def setting_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """The figures that are settings or counts (`Measure.measured` False), never plotted:
+    one row per figure, one column per (label, backend), distinct values joined."""
+    pairs = _pairs(data)
+    headers = ["setting or count"] + [f"{label} · {backend}" for label, backend in pairs]
+    rows = []
+    for key in data.keys:
+        measure = measure_for(key)
+        if measure.measured:
+            continue
+        cells = [_distinct([measure.format(v) for v in replicate_values(
+            data.groups[label].get(backend, []), key)]) for label, backend in pairs]
+        if any(cell != "—" for cell in cells):
+            rows.append([measure.title] + cells)
+    return headers, rows
+
+
+def per_class_accuracy_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """Accuracy for each class (its recall: the share of its test images classified as
+    it), from the confusion matrices summed over each (label, backend)'s runs."""
+    pairs, columns, names = _pairs(data), [], []
+    for label, backend in pairs:
+        runs = [r for r in data.groups[label].get(backend, [])
+                if (r.get(schema.METRICS) or {}).get(schema.CONFUSION_MATRIX)]
+        matrices = [np.asarray(r[schema.METRICS][schema.CONFUSION_MATRIX]) for r in runs]
+        matrices = [m for m in matrices if matrices and m.shape == matrices[0].shape]
+        if not matrices:
+            columns.append({})
+            continue
+        counts = sum(matrices)
+        class_names = (runs[0].get(schema.DATA) or {}).get("class_names") or \
+            [str(c) for c in range(len(counts))]
+        names += [n for n in class_names if n not in names]
+        totals = counts.sum(axis=1)
+        columns.append({name: counts[c, c] / totals[c] for c, name in enumerate(class_names)
+                        if totals[c]})
+    headers = ["accuracy for class"] + [f"{label} · {backend}" for label, backend in pairs]
+    rows = [[name] + [f"{column[name]:.1%}" if name in column else "—" for column in columns]
+            for name in names]
+    return headers, rows
+
+
+def mistake_figures(data: ReportData, count: int = 12) -> list[tuple[str, str, bytes]]:
+    """(anchor, caption, PNG) of each explained run's most confident test mistakes.
+
+    Read from the run's saved test probabilities and its split's test images (the
+    weights themselves are not read); a run whose files are missing or damaged is left
+    out, and named in the caption of none: `benchmarks.explain` reports those.
+    """
+    folder = data.source.parent
+    figures = []
+    for record in artifacts.explained_runs(data.records):
+        run_id = record[schema.RUN_ID]
+        try:
+            probabilities = read_test_probabilities(
+                folder / WEIGHTS_DIR / record[schema.ARTIFACTS]["weights_file"])
+            images, labels = artifacts.test_images(folder, record)
+        except WeightsError as error:
+            data.gallery_notes.append(f"{run_id}: no error gallery: {error}")
+            continue
+        if probabilities is None or len(probabilities) != len(labels):
+            continue
+        names = [str(n) for n in (record.get(schema.DATA) or {}).get("class_names") or []]
+        png = gallery.mistakes_figure(images, labels, probabilities, names,
+                                      f"{run_id}: the most confident mistakes", count)
+        if png is not None:
+            figures.append((f"mistakes-{run_id}", f"{run_id}: its {count} most confident "
+                            "wrong predictions on the test set, with the true and the "
+                            "predicted class and the probability it gave.", png))
+    return figures
+
+
+def explanation_figures(data: ReportData) -> list[tuple[str, str, bytes]]:
+    """(anchor, caption, PNG) of the Grad-CAM and feature-map figures `benchmarks.explain`
+    wrote into the folder, in its summary's order; none when it has not run."""
+    folder = data.source.parent / artifacts.EXPLAIN_DIR
+    summary_path = folder / artifacts.SUMMARY_FILE
+    if not summary_path.is_file():
+        return []
+    try:
+        summary = json.loads(summary_path.read_text())
+        entries = list(summary["runs"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        data.gallery_notes.append(f"{summary_path}: unreadable ({error}); rerun "
+                                  "`python -m benchmarks.explain`")
+        return []
+    figures = []
+    for entry in entries:
+        gap = entry.get("gradcam_max_relative_difference")
+        frameworks = " and ".join(entry.get("frameworks", []))
+        for kind, caption in (
+                ("gradcam", f"{entry.get('run_id')}: Grad-CAM of each image's true class, "
+                            f"computed in {frameworks} from the same saved weights (trained "
+                            f"by {entry.get('trained_by')}); largest difference between "
+                            f"the frameworks' maps {gap:.1e} of a map's range. Titles: "
+                            "✓/✗ and the class the run predicted."),
+                ("features", f"{entry.get('run_id')}: the first channels of every stage's "
+                             "feature maps for one test image.")):
+            path = folder / str(entry.get(kind))
+            if path.is_file():
+                figures.append((f"{kind}-{entry.get('run_id')}", caption, path.read_bytes()))
+    return figures
 
 
 def run_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
@@ -280,10 +395,8 @@ def skipped_count(data: ReportData) -> int:
 def chart_sections(data: ReportData) -> list[tuple[str, list[str]]]:
     """(title, figure keys) per chart: one per record section, in catalog order."""
     sections: dict[str, list[str]] = {}
-    for key in data.keys:
-        section = key.split(".", 1)[0]
-        if section not in _UNCHARTED_SECTIONS:
-            sections.setdefault(section, []).append(key)
+    for key in measured_keys(data):
+        sections.setdefault(key.split(".", 1)[0], []).append(key)
     return [(_SECTION_TITLES.get(s, s.replace("_", " ").capitalize()), keys)
             for s, keys in sections.items()]
 
@@ -292,10 +405,17 @@ def charts(data: ReportData) -> list[tuple[str, str, bytes]]:
     """(anchor, caption, PNG) of every figure that has something to draw."""
     drawn: list[tuple[str, str, bytes | None]] = [
         (f"chart-{title.lower().replace(' ', '-')}",
-         f"{title}: mean over seeds (bars), 95% t-interval (whiskers), seeds (dots).",
+         f"{title}: mean over seeds (bars), 95% percentile-bootstrap interval of the mean "
+         "(whiskers, inside the seeds' range), seeds (dots); times on a log scale.",
          plots.figure_bars(data.groups, keys, title))
         for title, keys in chart_sections(data)
     ]
+    backends = data.backends
+    if len(backends) >= 2:
+        a, b = backends[:2]
+        drawn.append(("chart-ratio", f"Each measured figure's {a} ÷ {b} ratio of means, per "
+                      f"model (log scale; right of 1: {a}'s figure is larger).",
+                      plots.ratio_chart(data.groups, measured_keys(data), a, b)))
     drawn += [
         ("chart-confusion", "Confusion matrices summed over runs (shade: share of the true "
          "class).", plots.confusion_matrices(data.groups)),

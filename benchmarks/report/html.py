@@ -10,14 +10,18 @@ from typing import Any
 from benchmarks.report.data import (
     ReportData,
     data_rows,
+    explanation_figures,
     facts_table,
     figure_rows,
     headline_rows,
     injection_warning,
     load_warning,
     loaded_note,
+    mistake_figures,
+    per_class_accuracy_rows,
     problem_rows,
     run_rows,
+    setting_rows,
     skipped_count,
     skipped_file_rows,
 )
@@ -41,6 +45,8 @@ figcaption { color: #555; font-size: 13px; }
 .note { color: #555; }
 ul.tests li { margin: 4px 0; }
 .significant { font-weight: 600; }
+.beside { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+.beside > figure { flex: 1 1 480px; }
 pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
 """
 
@@ -48,6 +54,11 @@ pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
 def _img(png: bytes, alt: str) -> str:
     encoded = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _figure(anchor: str, caption: str, png: bytes) -> str:
+    return (f'<figure id="{html.escape(anchor)}">{_img(png, caption)}<figcaption>'
+            f"{html.escape(caption)}</figcaption></figure>")
 
 
 def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
@@ -71,13 +82,29 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
         "exact test for one seed (folds pooled), a paired t-test over seeds otherwise.</p>"
         + (f'<ul class="tests">{tests}</ul>' if tests else "<p>No pair of backends to "
                                                            "test.</p>"))))
-    sections.append(("figures", "Figures", "".join(
-        f'<figure id="{anchor}">{_img(png, caption)}<figcaption>{esc(caption)}</figcaption>'
-        f"</figure>" for anchor, caption, png in figures) or "<p>No successful runs to "
+    accuracy = html_table(*per_class_accuracy_rows(data))
+    parts = []
+    for anchor, caption, png in figures:
+        figure = _figure(anchor, caption, png)
+        # The per-class accuracies beside the matrices they are read from.
+        parts.append(f'<div class="beside">{figure}<div><h3>Accuracy per class</h3>'
+                     f"{accuracy}</div></div>" if anchor == "chart-confusion" else figure)
+    sections.append(("figures", "Figures", "".join(parts) or "<p>No successful runs to "
                                                               "draw.</p>"))
+    images = explanation_figures(data) + mistake_figures(data)
+    notes = "".join(f'<p class="note">{esc(note)}</p>' for note in data.gallery_notes)
+    sections.append(("explain", "What the models look at", (
+        "".join(_figure(*item) for item in images) + notes) or (
+        "<p>No explanations: the runs saved no weights (<code>--save-weights none</code>), "
+        "or <code>python -m benchmarks.explain</code> has not run on this folder.</p>")))
     tables = [(label, figure_rows(data, label)) for label in data.groups]
     details = "".join(f"<h3>{esc(label)}</h3>{html_table(headers, rows)}"
                       for label, (headers, rows) in tables if rows)
+    headers, rows = setting_rows(data)
+    if rows:
+        details += ("<h3>Settings and counts (not plotted)</h3><p class=\"note\">Set by "
+                    "the suite or the architecture, or counted, not measured: distinct "
+                    f"values over the runs.</p>{html_table(headers, rows)}")
     sections.append(("all-figures", "All figures",
                      details + note_html if details else "<p>No figures.</p>"))
     sections.append(("runs", "Runs",

@@ -12,8 +12,10 @@ from benchmarks.report.data import (
     injection_warning,
     load_warning,
     loaded_note,
+    per_class_accuracy_rows,
     problem_rows,
     run_rows,
+    setting_rows,
     skipped_file_rows,
     test_lines,
 )
@@ -38,11 +40,18 @@ def render_markdown(data: ReportData) -> str:
         "\n".join(f"- **{markdown_escape(label)}**: {markdown_escape(statement)}"
                   for label, statement in test_lines(data)) or "No pair of backends to test.",
     ]
+    headers, rows = per_class_accuracy_rows(data)
+    if rows:
+        parts += ["## Accuracy per class", markdown_table(headers, rows),
+                  f"Grad-CAM, feature maps and the most confident mistakes: `{REPORT_HTML}`."]
     for label in data.groups:
         headers, rows = figure_rows(data, label)
         if rows:
             parts += [f"## All figures: {markdown_escape(label)}", markdown_table(headers, rows),
                       *note]
+    headers, rows = setting_rows(data)
+    if rows:
+        parts += ["## Settings and counts (not plotted)", markdown_table(headers, rows)]
     parts += ["## Runs", markdown_table(*run_rows(data)), *note]
     if data.problems:
         parts += ["## Failed or skipped runs", markdown_table(*problem_rows(data))]

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from benchmarks.analysis.stats import summarize
+from benchmarks.analysis.stats import bootstrap_interval, summarize
 from benchmarks.record.figures import measure_for, replicate_values, summarize_figure
 
 Groups = dict[str, dict[str, list[dict[str, Any]]]]
@@ -77,11 +77,31 @@ def _legend(figure: Figure, backends: list[str]) -> None:
     figure.legend(handles=handles, loc="outside lower center", ncols=len(handles))
 
 
+# Units whose figures span orders of magnitude between models: drawn on a log scale.
+_LOG_UNITS = ("s", "ms")
+
+
+def bar_interval(runs: list[dict[str, Any]], key: str) -> tuple[float, float, float] | None:
+    """(mean, low, high) of figure `key` over the replicates among `runs`, as drawn.
+
+    The interval is the percentile bootstrap of the mean (`stats.bootstrap_interval`),
+    which stays inside the replicates' range, so a positive figure's never reaches below
+    zero; low = high = mean with one replicate. None when no run carries the figure.
+    """
+    values = replicate_values(runs, key)
+    if not values:
+        return None
+    mean = float(np.mean(values))
+    low, high = bootstrap_interval(values) or (mean, mean)
+    return mean, low, high
+
+
 def figure_bars(groups: Groups, keys: list[str], title: str) -> bytes | None:
     """Bars of each figure per label, the backends side by side.
 
-    Each bar is the mean over replicates (seeds), its whisker the 95% t-interval, and the
-    dots are the replicates themselves.
+    Each bar is the mean over replicates (seeds), its whisker the 95% percentile-bootstrap
+    interval of that mean (`bar_interval`), and the dots are the replicates themselves.
+    Panels of times use a log scale where every value drawn is positive.
 
     Args:
         groups: see the module docstring.
@@ -98,28 +118,84 @@ def figure_bars(groups: Groups, keys: list[str], title: str) -> bytes | None:
     width = 0.8 / max(1, len(backends))
     rng = np.random.default_rng(0)  # fixed jitter: the same report renders identically
     for ax, key in zip(axes, keys, strict=True):
+        drawn: list[float] = []
         for b_index, backend in enumerate(backends):
             color = backend_color(backend, backends)
             for x, label in enumerate(labels):
                 runs = groups[label].get(backend, [])
-                summary = summarize_figure(runs, key)
-                if summary.mean is None:
+                interval = bar_interval(runs, key)
+                if interval is None:
                     continue
+                mean, low, high = interval
                 position = x + (b_index - (len(backends) - 1) / 2) * width
-                error = None if summary.half_width is None else [[summary.half_width]] * 2
-                ax.bar(position, summary.mean, width, color=color, yerr=error, capsize=3,
+                error = [[mean - low], [high - mean]] if high > low else None
+                ax.bar(position, mean, width, color=color, yerr=error, capsize=3,
                        ecolor="#333333")
                 values = replicate_values(runs, key)
+                drawn += [mean, *values]
                 if len(values) > 1:
                     jitter = rng.uniform(-width / 6, width / 6, len(values))
                     ax.scatter(position + jitter, values, s=9, color="#222222", zorder=3)
-        ax.set_title(_text(measure_for(key).title), fontsize=10)
+        measure = measure_for(key)
+        if measure.unit in _LOG_UNITS and drawn and min(drawn) > 0:
+            ax.set_yscale("log")
+        ax.set_title(_text(measure.title), fontsize=10)
         ax.set_xticks(range(len(labels)), [_text(label) for label in labels],
                       rotation=20 if len(labels) > 2 else 0, ha="right" if len(labels) > 2
                       else "center", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     figure.suptitle(_text(title))
     _legend(figure, backends)
+    return _png(figure)
+
+
+def figure_ratios(groups: Groups, keys: list[str], a: str,
+                  b: str) -> dict[str, dict[str, float]]:
+    """label → figure key → mean of `a` ÷ mean of `b`, where both are known and > 0."""
+    ratios: dict[str, dict[str, float]] = {}
+    for label, by_backend in groups.items():
+        for key in keys:
+            means = [summarize_figure(by_backend.get(name, []), key).mean for name in (a, b)]
+            if all(m is not None and m > 0 for m in means):
+                ratios.setdefault(label, {})[key] = means[0] / means[1]
+    return ratios
+
+
+def ratio_chart(groups: Groups, keys: list[str], a: str, b: str) -> bytes | None:
+    """One chart of every figure's `a` ÷ `b` ratio of means, a panel per label.
+
+    Horizontal bars on a log scale around 1 (equal), so 2× and ½× lie equally far out;
+    each bar is labelled with its ratio.
+
+    Args:
+        groups: see the module docstring.
+        keys: the figure keys to show (measured figures).
+        a, b: the backends compared (numerator, denominator).
+    """
+    ratios = figure_ratios(groups, keys, a, b)
+    if not ratios:
+        return None
+    rows = max(len(by_key) for by_key in ratios.values())
+    figure, axes = _grid(len(ratios), 2, (6.0, 0.25 * rows + 1.2))
+    for ax, (label, by_key) in zip(axes, ratios.items(), strict=True):
+        names = [_text(measure_for(key).title) for key in by_key]
+        values = np.asarray(list(by_key.values()))
+        colors = [backend_color(a, [a, b]) if v > 1 else backend_color(b, [a, b])
+                  for v in values]
+        ax.barh(range(len(values)), np.log10(values), color=colors)
+        for row, value in enumerate(values):
+            ax.text(np.log10(value), row, f" {value:.2f}× ", va="center", fontsize=6,
+                    ha="left" if value > 1 else "right")
+        ax.axvline(0, color="#333333", linewidth=0.8)
+        span = max(0.3, float(np.abs(np.log10(values)).max()) * 1.35)
+        ax.set_xlim(-span, span)
+        ticks = [t for t in (-2, -1, np.log10(0.5), np.log10(0.8), 0, np.log10(1.25),
+                             np.log10(2), 1, 2) if abs(t) <= span]
+        ax.set_xticks(ticks, [f"{10 ** t:.3g}×" for t in ticks], fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{_text(label)}: {_text(a)} ÷ {_text(b)}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
     return _png(figure)
 
 

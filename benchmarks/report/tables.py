@@ -17,11 +17,13 @@ def text_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown_escape(text: Any) -> str:
-    """Text safe in a Markdown table cell: one line, pipes escaped, HTML escaped.
+    """Text safe in Markdown (a table cell included): one line, pipes escaped, no tags.
 
-    Markdown renderers pass HTML through, so data text is HTML-escaped as well.
+    Markdown renderers pass HTML through, so the characters that make markup (&, <, >)
+    become entities; quotes stay as they are, since outside a tag's attribute they mean
+    nothing to Markdown or HTML (html.escape's `&#x27;` would show as such in a terminal).
     """
-    return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

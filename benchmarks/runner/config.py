@@ -78,6 +78,9 @@ class RunSpec:
             figure.
         recipe: where `train` came from, recorded verbatim (`Recipe.as_record`): the
             recipe file's source and text, and the overrides given explicitly.
+        weights_path: where the worker writes the kept epoch's weights and the test
+            probabilities (`backends.weights`), after every measurement; None: nowhere
+            (`--save-weights none`).
     """
 
     backend: str
@@ -94,6 +97,7 @@ class RunSpec:
     faults: InjectedFaults | None = None
     timeout_s: float | None = None
     recipe: dict[str, Any] = field(default_factory=NO_RECIPE.as_record)
+    weights_path: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:

@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from backends import BACKEND_NAMES, check_available
 from backends.base import MAX_SEED, TrainConfig
@@ -28,10 +34,17 @@ from backends.flops import model_cost
 from backends.init import INIT_MODES
 from benchmarks.ci.faults import InjectedFaults, injected_faults
 from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
-from benchmarks.record.store import RESULTS_FILE, append_record, new_report_dir
+from benchmarks.record.store import (
+    RESULTS_FILE,
+    WEIGHTS_DIR,
+    append_record,
+    new_report_dir,
+    test_split_file_name,
+    weights_file_name,
+)
 from benchmarks.report import write_report
 from benchmarks.runner.config import MeasureConfig, RunSpec
-from benchmarks.runner.env import available_cores
+from benchmarks.runner.env import SUITE_ROOT, available_cores
 from benchmarks.runner.harness import RunInterrupted, prepare_data, run_in_worker
 from benchmarks.runner.recipe import NO_RECIPE, Recipe
 from benchmarks.runner.worker import TRAIN_FLOPS_MULTIPLIER
@@ -65,6 +78,9 @@ RUN_TIMEOUT_BASE_S = 600.0
 RUN_TIMEOUT_FLOPS_PER_S = 1e9
 # threading.Timer's limit is far above; this keeps any timeout printable and meaningful.
 MAX_RUN_TIMEOUT_S = 1e7
+# `--save-weights`: "best" keeps each ok run's selected (best-epoch) weights beside its
+# record (backends/weights.py); "none" keeps none (vgg16's take 134 MB a run).
+SAVE_WEIGHTS = ("best", "none")
 
 
 def _check_int(name: str, value: Any, low: int, high: int, why: str) -> None:
@@ -136,6 +152,9 @@ class Grid:
         measure: how the workers measure beyond training and evaluation.
         run_timeout_s: seconds each run may take before its worker is killed and the run
             recorded as timed out (1 to MAX_RUN_TIMEOUT_S); None: `default_run_timeout`.
+        save_weights: one of SAVE_WEIGHTS: "best" keeps each ok run's kept-epoch weights
+            and test probabilities in the report folder's `weights/`, with the test
+            images of each split; "none" keeps nothing.
         train: model → its TrainConfig, resolved from `recipe` and `explicit` when the
             grid is made; its seed is the model's first seed. Each has at most MAX_EPOCHS
             epochs and a batch of at most `max_batch_size(image_size)` images (and,
@@ -159,6 +178,7 @@ class Grid:
     deterministic: bool = False
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     run_timeout_s: float | None = None
+    save_weights: str = "best"
     train: Mapping[str, TrainConfig] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -213,6 +233,9 @@ class Grid:
         if self.init not in INIT_MODES:
             raise ValueError(f"init must be one of {', '.join(INIT_MODES)}. "
                              f"Received: init={self.init!r}")
+        if self.save_weights not in SAVE_WEIGHTS:
+            raise ValueError(f"save_weights must be one of {', '.join(SAVE_WEIGHTS)}. "
+                             f"Received: save_weights={self.save_weights!r}")
         if self.kdef_angles not in KDEF_ANGLES:
             raise ValueError(f"kdef_angles must be one of {', '.join(KDEF_ANGLES)}. "
                              f"Received: kdef_angles={self.kdef_angles!r}")
@@ -416,8 +439,17 @@ class _Results:
         self.folder: Path | None = None
         self.records: list[dict[str, Any]] = []
 
-    def keep(self, record: dict[str, Any], label: str) -> None:
+    def keep(self, record: dict[str, Any], label: str, weights: Path | None = None,
+             test_split: tuple[Path, str] | None = None) -> None:
         """Appends `record` to the results file (making the folder first) and to `records`.
+
+        Args:
+            record: the run's record.
+            label: how error messages name the run.
+            weights: the weights file the worker wrote, moved into WEIGHTS_DIR before the
+                record is appended (so a record never names a file that is not there).
+            test_split: (the prepared data, its split tag): with `weights`, the split's
+                test images are copied into WEIGHTS_DIR once, for `benchmarks.explain`.
 
         Raises:
             ResultsNotWritten: the folder or the record could not be written; the records
@@ -428,6 +460,8 @@ class _Results:
                 if self.folder is None:
                     self.folder = new_report_dir(self.out_root, self.dataset)
                     self.on_line(f"results → {self.folder / RESULTS_FILE}")
+                if weights is not None:
+                    self._keep_weights(weights, test_split)
                 append_record(self.folder, record)
             except OSError as error:
                 where = self.out_root if self.folder is None else self.folder / RESULTS_FILE
@@ -443,6 +477,22 @@ class _Results:
                 raise ResultsNotWritten(f"{reason}; nothing was recorded: free space, then "
                                         "rerun") from error
             self.records.append(record)
+
+    def _keep_weights(self, weights: Path, test_split: tuple[Path, str] | None) -> None:
+        """Moves a run's weights file into WEIGHTS_DIR, with its split's test images."""
+        target = self.folder / WEIGHTS_DIR
+        target.mkdir(exist_ok=True)
+        if test_split is not None:
+            prepared, split = test_split
+            images = target / test_split_file_name(split)
+            if not images.exists():
+                with np.load(prepared, allow_pickle=False) as data:
+                    arrays = {"x_test": data["x_test"], "y_test": data["y_test"],
+                              "class_names": data["class_names"]}
+                partial = images.with_name(f".{images.name}.tmp.npz")
+                np.savez_compressed(partial, **arrays)
+                os.replace(partial, images)
+        shutil.move(weights, target / weights.name)
 
     def _discard_folder(self) -> None:
         """Removes the folder made for a first record that could not be written."""
@@ -461,8 +511,12 @@ def _say(line: str) -> None:
 
 
 def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results: _Results,
-              on_line: Callable[[str], None]) -> bool:
-    """Runs the grid's jobs in order, keeping each record; True when Ctrl-C stopped them."""
+              on_line: Callable[[str], None], staging: Path) -> bool:
+    """Runs the grid's jobs in order, keeping each record; True when Ctrl-C stopped them.
+
+    Workers write their weights into `staging`, from where each ok run's file moves into
+    the report folder with its record.
+    """
     jobs = grid.jobs()
     try:
         for number, (fold, model, seed, backend) in enumerate(jobs, 1):
@@ -478,6 +532,10 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
                            data_info=data_info, measure=grid.measure, faults=faults,
                            timeout_s=timeout,
                            recipe=grid.recipe.as_record(grid.explicit))
+            weights = None
+            if grid.save_weights == "best":
+                weights = staging / weights_file_name(spec.run_id)
+                spec = replace(spec, weights_path=str(weights))
             try:
                 on_line(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}")
                 record = run_in_worker(spec, on_line)
@@ -490,7 +548,9 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
                 interrupted = True
             if record[STATUS] != OK:
                 on_line(f"   run {record[STATUS]}: {record[ERROR]}")
-            results.keep(record, f"run {number}/{len(jobs)} ({record[RUN_ID]})")
+            kept = weights if record[STATUS] == OK and weights and weights.exists() else None
+            results.keep(record, f"run {number}/{len(jobs)} ({record[RUN_ID]})", kept,
+                         (path, data_info["split"]))
             if interrupted:
                 on_line(f"interrupted: stopped after run {number}/{len(jobs)}")
                 return True
@@ -533,7 +593,8 @@ def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
     on_line(f"{dataset.name}: {len(dataset)} images, {len(dataset.class_names)} classes, "
             f"{len(dataset.skipped)} files skipped, {dataset.duplicates} duplicates")
     results = _Results(out_root, grid.dataset, on_line)
-    interrupted = _run_jobs(grid, prepared, faults, results, on_line)
+    with tempfile.TemporaryDirectory(prefix="ferbench-weights-") as staging:
+        interrupted = _run_jobs(grid, prepared, faults, results, on_line, Path(staging))
     planned = len(grid.jobs())
     if results.folder is None:  # interrupted before the first record: nothing to report
         raise GridInterrupted(None, [], planned, reported=False)
@@ -548,4 +609,23 @@ def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
             f"rebuild it with `python -m benchmarks.report {results.folder}`") from error
     if interrupted:
         raise GridInterrupted(results.folder, results.records, planned, reported=True)
+    if grid.save_weights == "best" and any(r[STATUS] == OK for r in results.records):
+        _explain(results.folder, on_line)
     return results.folder, results.records
+
+
+def _explain(folder: Path, on_line: Callable[[str], None]) -> None:
+    """Adds the saved runs' Grad-CAM and feature maps to the report (`benchmarks.explain`).
+
+    In a worker process of its own, as every run was: this process imports no framework.
+    A failure costs only those figures (the report is already written), so it is one
+    line, not an error.
+    """
+    done = subprocess.run([sys.executable, "-m", "benchmarks.explain", str(folder)],
+                          cwd=SUITE_ROOT, capture_output=True, text=True)
+    if done.returncode == 0:
+        on_line(f"explanations (Grad-CAM, feature maps) → {folder / 'explain'}")
+    else:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        on_line(f"no explanations: {reason}; retry with `python -m benchmarks.explain "
+                f"{folder}`")

@@ -278,6 +278,10 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     metrics = classification_metrics(y_test, probabilities, class_names)
     _say(spec, f"test accuracy {metrics['accuracy']:.3f}, "
                f"{work['peak_matmul_tflops'] * 1e3:.0f} GFLOP/s matmul peak")
+    # Saved only now, after every clock and memory peak above was read, so that saving
+    # (a host copy of the weights, compression, disk) changes no figure.
+    artifacts = save_run_weights(spec, backend, class_names, x_train.shape[1:],
+                                 selection["best_epoch"], probabilities)
     return {
         schema.MODEL_INFO: {"trainable_params": backend.num_trainable_params()},
         schema.METRICS: metrics,
@@ -296,7 +300,39 @@ def execute(spec: RunSpec) -> dict[str, Any]:
                      "device": backend.device_name()},
         schema.TEST_LABELS: y_test.tolist(),
         schema.TEST_PREDICTIONS: probabilities.argmax(1).tolist(),
+        schema.ARTIFACTS: artifacts,
     }
+
+
+def save_run_weights(spec: RunSpec, backend, class_names: list[str],
+                     input_shape: tuple[int, int, int], best_epoch: int,
+                     probabilities: np.ndarray) -> dict[str, Any]:
+    """Writes the model's weights (the kept epoch's) to `spec.weights_path`, if any.
+
+    Args:
+        spec: the run; nothing is written when its `weights_path` is None.
+        backend: the trained backend, holding the kept epoch's weights.
+        class_names: the classes, in label order.
+        input_shape: (height, width, channels) of the model's input.
+        best_epoch: the epoch whose weights the model holds (`Backend.selection`).
+        probabilities: the test-set probabilities, stored with the weights for the
+            report's error gallery.
+
+    Returns:
+        The record's `artifacts` section: `weights_file` (the name under the report
+        folder's `weights/`, or None) and `weights_bytes` (None when not saved).
+    """
+    from backends.weights import WeightsMeta, save_weights
+
+    if spec.weights_path is None:
+        return {"weights_file": None, "weights_bytes": None}
+    path = Path(spec.weights_path)
+    meta = WeightsMeta(model=spec.model, input_shape=tuple(int(v) for v in input_shape),
+                       num_classes=len(class_names), class_names=tuple(class_names),
+                       backend=spec.backend, run_id=spec.run_id, best_epoch=best_epoch)
+    size = save_weights(path, backend.get_weights(), meta, probabilities)
+    _say(spec, f"weights: {size / 1e6:.1f} MB → {path.name}")
+    return {"weights_file": path.name, "weights_bytes": size}
 
 
 def main(argv: list[str] | None = None) -> int:

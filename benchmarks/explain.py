@@ -1,0 +1,205 @@
+"""`python -m benchmarks.explain RUN_DIR`: what the saved models look at, in both frameworks.
+
+For the first ok run of each (model, backend) that saved its weights (`--save-weights
+best`), and a fixed, seeded sample of its test images per class, this rebuilds the model
+from the one weights file in both frameworks (`backends.weights.load_into`) and computes
+there Grad-CAM on the last convolutional stage (of each image's true class) and the
+feature maps of every stage (`Backend.grad_cam`, `Backend.feature_maps`). It writes into
+`RUN_DIR/explain/`: per run a Grad-CAM figure (both frameworks' overlays side by side)
+and a feature-map grid (one image, every stage), and `explain.json`, which lists them with
+how far the two frameworks' maps lie apart (docs/design.md §9); then it rebuilds the
+report, which embeds them.
+
+Exit status: 0 when written; 2 for bad input (no results, no saved weights, a weights
+file missing, damaged or for another model or shape), with one line naming the file and
+the problem; 1 when the files could not be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
+from benchmarks.record import schema
+from benchmarks.record.store import WEIGHTS_DIR, ResultsFileError, read_records, results_path
+from benchmarks.report import gallery
+from benchmarks.report.artifacts import EXPLAIN_DIR, SUMMARY_FILE, explained_runs, test_images
+
+SAMPLES_PER_CLASS = 2
+SAMPLE_SEED = 0
+FRAMEWORKS = ("tf", "torch")
+
+
+def sample_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Up to `per_class` test indices of each class, drawn once from a seeded generator.
+
+    The draw depends only on the labels and the seed, so every run of one split, in
+    either framework, explains the same images.
+
+    Returns:
+        The indices, grouped by class in label order.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        chosen.append(np.sort(rng.choice(members, min(per_class, len(members)), replace=False)))
+    return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+
+
+def _relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a − b| over each map, as a share of that map's range; the worst over maps."""
+    axes = tuple(range(1, a.ndim))
+    spread = a.max(axis=axes) - a.min(axis=axes)
+    difference = np.abs(a - b).max(axis=axes)
+    kept = spread > 0
+    # Maps without any spread are zero in both frameworks: no difference to scale.
+    return float((difference[kept] / spread[kept]).max(initial=0.0))
+
+
+def explain_run(folder: Path, record: dict[str, Any], backends: dict[str, Any],
+                per_class: int, seed: int) -> dict[str, Any]:
+    """Grad-CAM and feature maps of one run, in every framework, written as figures.
+
+    Args:
+        folder: the report folder.
+        record: the run's record (it saved weights).
+        backends: framework name → Backend to rebuild the model in.
+        per_class: sampled test images per class.
+        seed: the sample's seed.
+
+    Returns:
+        The run's entry of explain.json.
+
+    Raises:
+        WeightsError: the weights or test images are missing, damaged, or not the run's.
+    """
+    run_id = record[schema.RUN_ID]
+    data = record.get(schema.DATA) or {}
+    class_names = [str(c) for c in data.get("class_names") or []]
+    saved: SavedWeights = read_weights(folder / WEIGHTS_DIR / record[schema.ARTIFACTS]
+                                       ["weights_file"])
+    shape = data.get("image_shape")
+    check_matches(saved, model=record[schema.MODEL], num_classes=len(class_names),
+                  input_shape=tuple(shape) if shape else None)
+    images, labels = test_images(folder, record)
+    sample = sample_per_class(labels, per_class, seed)
+    chosen, truth = images[sample], labels[sample]
+    predicted = np.asarray(record[schema.TEST_PREDICTIONS])[sample]
+    maps, features = {}, {}
+    for name, backend in backends.items():
+        load_into(backend, saved)
+        maps[name] = backend.grad_cam(chosen, truth)
+        features[name] = backend.feature_maps(chosen[:1])
+    names = list(backends)
+    feature_gap = max(_relative_difference(features[names[0]][stage], features[names[-1]][stage])
+                      for stage in features[names[0]])
+    target = folder / EXPLAIN_DIR
+    target.mkdir(exist_ok=True)
+    files = {"gradcam": f"{run_id}-gradcam.png", "features": f"{run_id}-features.png"}
+    trained_by = saved.meta.backend
+    _write_png(target / files["gradcam"], gallery.grad_cam_figure(
+        chosen, truth, predicted, maps, class_names,
+        f"{record[schema.MODEL]} (weights trained by {trained_by}): Grad-CAM of the true "
+        f"class on {explained_stage(backends)}"))
+    _write_png(target / files["features"], gallery.feature_grid_figure(
+        chosen[0], {stage: value[0] for stage, value in features[names[-1]].items()},
+        f"{record[schema.MODEL]} (weights trained by {trained_by}): feature maps of a "
+        f"{class_names[truth[0]]} test image, every stage ({names[-1]})"))
+    return {"run_id": run_id, "model": record[schema.MODEL], "trained_by": trained_by,
+            "frameworks": names, "samples": sample.tolist(), **files,
+            "gradcam_max_relative_difference": _relative_difference(maps[names[0]],
+                                                                   maps[names[-1]]),
+            "feature_max_relative_difference": feature_gap}
+
+
+def explained_stage(backends: dict[str, Any]) -> str:
+    """The stage Grad-CAM explains (the last) of the model the backends hold."""
+    return next(iter(backends.values())).stages()[-1]
+
+
+def _write_png(path: Path, png: bytes) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_bytes(png)
+    os.replace(partial, path)
+
+
+def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED,
+                   on_line=print) -> dict[str, Any]:
+    """Explains every (model, backend)'s first saved run of a report folder.
+
+    Args:
+        location: the report folder, or its results file.
+        per_class: sampled test images per class.
+        seed: the sample's seed.
+        on_line: receives one progress line per run.
+
+    Returns:
+        The summary written to `explain/explain.json`.
+
+    Raises:
+        ResultsFileError: the results file is missing or damaged.
+        WeightsError: no run saved weights, or a run's files are missing, damaged or
+            not its own.
+    """
+    from backends import create_backend
+
+    source = results_path(location)
+    folder = source.parent
+    records = read_records(source)
+    runs = explained_runs(records)
+    if not runs:
+        raise WeightsError(f"{folder / WEIGHTS_DIR}: no run saved its weights (made with "
+                           "--save-weights none, or every run failed)")
+    backends = {name: create_backend(name) for name in FRAMEWORKS}
+    entries = []
+    for record in runs:
+        entry = explain_run(folder, record, backends, per_class, seed)
+        on_line(f"{entry['run_id']}: Grad-CAM tf vs torch max |Δ| = "
+                f"{entry['gradcam_max_relative_difference']:.1e} of the range")
+        entries.append(entry)
+    summary = {"samples_per_class": per_class, "sample_seed": seed, "runs": entries}
+    (folder / EXPLAIN_DIR / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.explain",
+        description="Grad-CAM and feature maps of a report folder's saved models, computed "
+                    "in both frameworks from the same weights; rebuilds the report.")
+    parser.add_argument("location", type=Path, help="a report folder or its results.jsonl")
+    parser.add_argument("--per-class", type=int, default=SAMPLES_PER_CLASS,
+                        help="test images per class (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=SAMPLE_SEED,
+                        help="seed of the sample of test images (default: %(default)s)")
+    args = parser.parse_args(argv)
+    from benchmarks.report import write_report
+
+    try:
+        if args.per_class < 1:
+            raise ValueError(f"--per-class must be ≥ 1. Received: {args.per_class}")
+        explain_folder(args.location, args.per_class, args.seed)
+        written = write_report(args.location)
+    except (ResultsFileError, ValueError) as error:  # WeightsError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: could not write the figures or the report: {error.strerror or error}",
+              file=sys.stderr)
+        return 1
+    print(f"figures: {results_path(args.location).parent / EXPLAIN_DIR}")
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
