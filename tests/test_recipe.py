@@ -223,3 +223,14 @@ def test_dropout_is_a_model_setting_the_grid_checks_per_model(tmp_path):
         run.grid_of(args)
     with pytest.raises(ValueError, match=r"dropout must be None or in \[0, 1\)"):
         TrainConfig(dropout=1.0)
+
+
+def test_the_recipes_warmup_keeps_its_share_when_the_command_line_sets_the_epochs(tmp_path):
+    path = _write(tmp_path, "[models.vgg16]\nepochs = 12\nwarmup_epochs = 5\n")
+    recipe = load_recipe(path)
+    assert recipe.train_config("vgg16").warmup_epochs == 5
+    assert recipe.train_config("vgg16", {"epochs": 6}).warmup_epochs == 2
+    assert recipe.train_config("vgg16", {"epochs": 1}).warmup_epochs == 0
+    assert recipe.train_config("vgg16", {"epochs": 6, "warmup_epochs": 3}).warmup_epochs == 3
+    with pytest.raises(ValueError, match=r"warmup_epochs must be an integer in \[0, epochs=2\)"):
+        recipe.train_config("vgg16", {"epochs": 2, "warmup_epochs": 4})

@@ -210,6 +210,10 @@ class Recipe:
                      explicit: Mapping[str, Any] | None = None) -> TrainConfig:
         """The TrainConfig of `model`: defaults ← [train] ← [models.<model>] ← `explicit`.
 
+        A recipe's warm-up keeps its share of the recipe's epochs when `explicit` sets the
+        epochs but not the warm-up (rounded down): vgg16's 5 of 12 become 2 of 6 and none
+        of 1, so a short trial run (`--epochs 1`) takes every shipped recipe.
+
         Args:
             model: a catalog model; None for [train] alone.
             explicit: TrainConfig field → value given on the command line (or by a
@@ -230,6 +234,12 @@ class Recipe:
             augment.update(layer.get(AUGMENT, {}))
         if augment:
             values[AUGMENT] = resolve_augment(augment)
+        explicit = explicit or {}
+        if "epochs" in explicit and "warmup_epochs" not in explicit:
+            recipe_epochs = {**self.base, **self.models.get(model, {})}.get(
+                "epochs", TrainConfig.epochs)
+            warmup = values.get("warmup_epochs", TrainConfig.warmup_epochs)
+            values["warmup_epochs"] = warmup * explicit["epochs"] // recipe_epochs
         return TrainConfig(**values)
 
     def as_record(self, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
