@@ -225,7 +225,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     with GpuMemoryTracker() as gpu_memory:
         backend.seed(spec.train.seed)
         with Stopwatch(sync) as build:
-            backend.build(spec.model, x_train.shape[1:], len(class_names))
+            backend.build(spec.model, x_train.shape[1:], len(class_names),
+                          precision=spec.train.precision)
             if spec.init == "shared":
                 backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed))
         _say(spec, f"built in {build.seconds:.1f}s, {backend.num_trainable_params():,} params")
