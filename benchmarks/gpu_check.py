@@ -60,6 +60,8 @@ class CheckConfig:
         subjects: synthetic subjects (21 images each).
         batch_size: training batch size.
         epochs: epochs; the first (tracing, autotuning) is reported apart, so ≥ 2.
+        compile: TrainConfig's `compile` (XLA / torch.compile).
+        threads: intra- and inter-op threads; None: the runner's default (every core).
     """
 
     image_size: int
@@ -68,11 +70,13 @@ class CheckConfig:
     subjects: int
     batch_size: int
     epochs: int = 3
+    compile: bool = False
+    threads: int | None = None
 
     @property
     def label(self) -> str:
-        """E.g. "48px-bfloat16"."""
-        return f"{self.image_size}px-{self.precision}"
+        """E.g. "48px-bfloat16" or "48px-float32-compiled"."""
+        return f"{self.image_size}px-{self.precision}" + ("-compiled" if self.compile else "")
 
 
 PLAN = (
@@ -191,6 +195,31 @@ def invariant_failures(records: list[dict[str, Any]]) -> list[str]:
     return failures
 
 
+def run_configs(folder: Path, configs: Iterable[CheckConfig],
+                measure: MeasureConfig = MEASURE) -> list[dict[str, Any]]:
+    """Runs each configuration as one grid of the suite's runner, both backends, seed 0,
+    no recipe, into `folder/<label>/`; returns every record, in run order.
+
+    Raises:
+        As `run_grid`: bad input before anything runs, a record that cannot be written,
+        Ctrl-C.
+    """
+    records: list[dict[str, Any]] = []
+    for config in configs:
+        extra = {} if config.threads is None else {"threads": config.threads}
+        grid = Grid(dataset="synthetic", backends=BACKEND_NAMES, models=config.models,
+                    recipe=NO_RECIPE,
+                    explicit={"precision": config.precision, "epochs": config.epochs,
+                              "batch_size": config.batch_size, "compile": config.compile,
+                              "seed": 0},
+                    image_size=config.image_size, synthetic_subjects=config.subjects,
+                    measure=measure, **extra)
+        print(f"== {config.label}: {', '.join(config.models)}", flush=True)
+        _, found = run_grid(grid, folder / config.label)
+        records.extend(found)
+    return records
+
+
 def run_check(out_root: Path, plan: Iterable[CheckConfig] = PLAN,
               status: str = "") -> tuple[Path, list[dict[str, Any]], list[str]]:
     """Runs every configuration of `plan` and writes the check's report.
@@ -204,17 +233,7 @@ def run_check(out_root: Path, plan: Iterable[CheckConfig] = PLAN,
         The check's folder, every record, and the invariant failures.
     """
     folder = new_report_dir(out_root, "gpu-check")
-    records: list[dict[str, Any]] = []
-    for config in plan:
-        grid = Grid(dataset="synthetic", backends=BACKEND_NAMES, models=config.models,
-                    recipe=NO_RECIPE,
-                    explicit={"precision": config.precision, "epochs": config.epochs,
-                              "batch_size": config.batch_size, "seed": 0},
-                    image_size=config.image_size, synthetic_subjects=config.subjects,
-                    measure=MEASURE)
-        print(f"== {config.label}: {', '.join(config.models)}", flush=True)
-        _, found = run_grid(grid, folder / config.label)
-        records.extend(found)
+    records = run_configs(folder, plan)
     rows = [row_of(record) for record in records]
     failures = invariant_failures(records)
     text = table(rows)
