@@ -174,7 +174,7 @@ def _bare_tf_steps(backend, x, y, batches, config):
             per_sample = _cross_entropy(model(_scale(images), training=True), labels, 7, 0.0)
             weights = tf.ones_like(per_sample)
             loss = tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
     return np.array([float(step(tf.constant(x[b]), tf.constant(y[b]))) for b in batches])

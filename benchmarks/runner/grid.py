@@ -23,10 +23,10 @@ from typing import Any
 
 from backends import BACKEND_NAMES, check_available
 from backends.base import FLOAT16_NEEDS_GPU, MAX_SEED, TrainConfig
-from backends.registry import visible_gpu
 from backends.catalog import DEFAULT_NUM_CLASSES, check_model_name
 from backends.flops import model_cost
 from backends.init import INIT_MODES
+from backends.registry import visible_gpu
 from benchmarks.ci.faults import InjectedFaults, injected_faults
 from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
 from benchmarks.record.store import RESULTS_FILE, append_record, new_report_dir

@@ -15,7 +15,6 @@ instructions (AVX512-BF16, AMX). Run it alone on the machine: other load changes
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
