@@ -47,7 +47,16 @@ BN_MOMENTUM_KERAS = 1.0 - BN_MOMENTUM_TORCH  # Keras's: weight of the old runnin
 GN_EPSILON = 1e-5  # GroupNorm: torch's default; Keras's GroupNormalization defaults to 1e-3
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-PRECISIONS = ("float32",)
+# "float32" is IEEE float32 throughout; the other two are mixed precision, the same rules in
+# both frameworks (docs/design.md §4, "Precision"): float32 master weights and optimizer,
+# convolutions and dense layers in the 16-bit type, BatchNorm and GroupNorm statistics and
+# the loss in float32, and for float16 a dynamic loss scale.
+PRECISIONS = ("float32", "bfloat16", "float16")
+# torch.amp.GradScaler's defaults, pinned in both frameworks: Keras's LossScaleOptimizer
+# starts at 2**15. The scale halves on a step with a non-finite gradient (skipped) and
+# doubles after this many finite steps in a row, in both.
+LOSS_SCALE_INITIAL = 2.0**16
+LOSS_SCALE_GROWTH_STEPS = 2000
 CLASS_WEIGHTING = ("none", "balanced")
 SELECTION_METRICS = ("val_loss", "val_accuracy", "last")
 # TrainConfig's text fields → the values each may take: what __post_init__ checks, and what
@@ -67,6 +76,34 @@ MAX_SEED = 2**32 - 1
 
 class MissingFrameworkError(RuntimeError):
     """The framework behind a requested backend is not installed."""
+
+
+def check_precision(precision: str, on_gpu: Callable[[], bool]) -> None:
+    """Raises ValueError unless `precision` can run on this device in both frameworks.
+
+    float16 is refused on a CPU: neither framework has float16 kernels there on the
+    CPUs the suite runs on (torch's float16 convolution ran 8× slower than its float32
+    one on the 2-core development machine, an emulation), so its times would measure
+    the emulation, not mixed precision.
+
+    Args:
+        precision: a TrainConfig precision.
+        on_gpu: says whether the framework computes on a CUDA GPU; asked only for
+            float16 (it may start a framework).
+
+    Raises:
+        ValueError: an unknown precision, or float16 without a GPU (one line naming
+            the fix).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
+                         f"Received: precision={precision!r}")
+    if precision == "float16" and not on_gpu():
+        raise ValueError(FLOAT16_NEEDS_GPU)
+
+
+FLOAT16_NEEDS_GPU = ("precision float16 needs a CUDA GPU: on a CPU both frameworks run float16 "
+                     "in slow emulation; use --precision bfloat16 on a CPU, or run on a GPU")
 
 
 @dataclass(frozen=True)
@@ -120,7 +157,10 @@ class TrainConfig:
         eval_batch_size: batch size for validation and test prediction.
         seed: seeds the shared host-side sample order and each framework's RNG; in
             [0, MAX_SEED].
-        precision: numeric precision of training ("float32").
+        precision: numeric precision of training and inference:
+            "float32" (IEEE, TF32 off), "bfloat16" or "float16" (mixed precision: float32
+            master weights, BatchNorm and loss; float16 with a dynamic loss scale, and on
+            a CUDA GPU only).
         compile: XLA (TF `jit_compile`) / `torch.compile`; off by default on CPU, where
             compilation costs more than it saves for these small runs.
         selection_metric: the validation figure by which `fit` keeps the best epoch and
@@ -338,6 +378,7 @@ class Backend(ABC):
         self.deterministic = bool(deterministic)
         self.model_name: str | None = None
         self.num_classes: int | None = None
+        self.precision = "float32"  # set by `build`
         self.selection: Selection | None = None  # set by `fit`
 
     # --- framework facts -------------------------------------------------------------
@@ -381,12 +422,12 @@ class Backend(ABC):
         """
 
     # --- model -----------------------------------------------------------------------
-    @abstractmethod
     def build(
         self,
         model_name: str,
         input_shape: tuple[int, int, int],
         num_classes: int,
+        precision: str = "float32",
         **overrides: Any,
     ) -> None:
         """Builds `model_name` for (height, width, channels) input and `num_classes`.
@@ -395,9 +436,30 @@ class Backend(ABC):
             model_name: a catalog name.
             input_shape: (height, width, channels).
             num_classes: output classes.
+            precision: the numeric precision (PRECISIONS) the model trains and predicts
+                in: Keras fixes a layer's dtype policy when the layer is made, so it is
+                chosen here, for both frameworks alike; `fit` refuses a TrainConfig of
+                another precision.
             **overrides: catalog defaults to replace (see `backends.catalog.model_options`),
                 e.g. `dropout=0.0` so that training-mode outputs are deterministic.
+
+        Raises:
+            ValueError: an unknown precision, or float16 on a CPU (`check_precision`).
         """
+        check_precision(precision, on_gpu=lambda: self.device_name() != "cpu")
+        self._build(model_name, input_shape, num_classes, precision, overrides)
+        self.model_name, self.num_classes, self.precision = model_name, num_classes, precision
+
+    @abstractmethod
+    def _build(
+        self,
+        model_name: str,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        precision: str,
+        overrides: dict[str, Any],
+    ) -> None:
+        """Builds the model in the framework, at `precision` (already checked)."""
 
     @abstractmethod
     def num_trainable_params(self) -> int:
@@ -545,6 +607,9 @@ class Backend(ABC):
         """
         if self.model_name is None:
             raise RuntimeError("build() a model before training it")
+        if config.precision != self.precision:
+            raise ValueError(f"the model was built for precision {self.precision}; build it "
+                             f"with precision={config.precision!r} to train in it")
         _check_images(x, y)
         weights = class_weight_table(y, self.num_classes, config.class_weighting)
         self._prepare_training(config, weights)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from backends.base import Backend, MissingFrameworkError
@@ -26,6 +28,16 @@ _BACKENDS: dict[str, _BackendEntry] = {
 }
 
 BACKEND_NAMES: tuple[str, ...] = tuple(_BACKENDS)
+
+# What each framework answers, in a fresh interpreter, to "which GPU would you compute
+# on?": the device name, or nothing for the CPU; then its version.
+_GPU_QUERIES = {
+    "tf": "import tensorflow as tf; g = tf.config.list_physical_devices('GPU'); "
+          "print(tf.config.experimental.get_device_details(g[0]).get('device_name', 'gpu') "
+          "if g else ''); print('tensorflow', tf.__version__)",
+    "torch": "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() "
+             "else ''); print('torch', torch.__version__)",
+}
 
 
 def _entry(name: str) -> _BackendEntry:
@@ -72,3 +84,31 @@ def create_backend(
     entry = _entry(name)
     cls = getattr(importlib.import_module(entry.module), entry.class_name)
     return cls(threads=threads, deterministic=deterministic)
+
+
+def visible_gpu(name: str) -> tuple[str | None, str]:
+    """The GPU backend `name` would compute on, asked in a fresh interpreter.
+
+    A fresh one because importing a framework here would start its runtime in a process
+    that trains nothing (the command that starts the workers) and fix its settings
+    before a worker could choose them.
+
+    Args:
+        name: a backend name from BACKEND_NAMES.
+
+    Returns:
+        (the GPU's name, or None for the CPU; the framework and its version, e.g.
+        "torch 2.13.0+cpu").
+
+    Raises:
+        MissingFrameworkError: the framework is not installed.
+        RuntimeError: the framework failed to start (its last line of stderr).
+    """
+    check_available(name)
+    done = subprocess.run([sys.executable, "-c", _GPU_QUERIES[name]], capture_output=True,
+                          text=True, check=False)
+    lines = done.stdout.splitlines()
+    if done.returncode != 0 or len(lines) < 2:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{name}: could not ask for a GPU: {last}")
+    return (lines[-2].strip() or None), lines[-1].strip()

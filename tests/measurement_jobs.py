@@ -78,8 +78,8 @@ class SleepingBackend(Backend):
         time.sleep(self.queued_s)
         self.queued_s = 0.0
 
-    def build(self, model_name, input_shape, num_classes, **overrides) -> None:
-        self.model_name, self.num_classes = model_name, num_classes
+    def _build(self, model_name, input_shape, num_classes, precision, overrides) -> None:
+        pass  # nothing to build: `Backend.build` records the name and classes
 
     def _prepare_training(self, config, class_weights) -> None:
         self.epochs_run = 0

@@ -64,8 +64,7 @@ class ScriptedBackend(Backend):
         a = np.ones((size, size), np.float32)
         return lambda: a @ a
 
-    def build(self, model_name, input_shape, num_classes, **overrides):
-        self.model_name, self.num_classes = model_name, num_classes
+    def _build(self, model_name, input_shape, num_classes, precision, overrides):
         self.bias = np.zeros(num_classes, np.float32)
 
     def num_trainable_params(self):

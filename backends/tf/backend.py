@@ -6,7 +6,8 @@ Mirrors backends/torch/backend.py method for method. Weight conversion to the ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 # backends/tf/__init__.py, which Python runs before this module, pins KERAS_BACKEND.
@@ -14,12 +15,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
+from backends.base import (
+    LOSS_SCALE_GROWTH_STEPS,
+    LOSS_SCALE_INITIAL,
+    PIXEL_CENTER,
+    PIXEL_SCALE,
+    Backend,
+    TrainConfig,
+)
 from backends.tf.models import create_model, staged_model
 from backends.tf.optimizers import make_optimizer
 from backends.tf.runtime import configure_runtime
 
 _MB = 1024 * 1024
+# The Keras dtype policy of each TrainConfig precision: "mixed_*" keeps variables (the
+# master weights) in float32 and computes layers in the 16-bit type.
+DTYPE_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
+                  "float16": "mixed_float16"}
 
 
 class TFBackend(Backend):
@@ -34,6 +46,7 @@ class TFBackend(Backend):
         self.model: keras.Model | None = None
         self._step = None
         self._jit_compile = False
+        self._loss_scaling = False
 
     def versions(self) -> dict[str, str | None]:
         build = tf.sysconfig.get_build_info()
@@ -56,6 +69,11 @@ class TFBackend(Backend):
             "device": runtime.device,
             "tf_function": True,
             "jit_compile": self._jit_compile,
+            # The effective precision: the policy the model's layers were built with and
+            # whether a LossScaleOptimizer scales the loss.
+            "precision": self.precision,
+            "dtype_policy": None if self.model is None else self.model.dtype_policy.name,
+            "loss_scaling": self._loss_scaling,
             "memory_growth": runtime.memory_growth,
             "intra_op_threads": runtime.intra_op_threads,
             "inter_op_threads": runtime.inter_op_threads,
@@ -82,15 +100,16 @@ class TFBackend(Backend):
         return lambda: tf.linalg.matmul(a, b)
 
     # --- model -----------------------------------------------------------------------
-    def build(
+    def _build(
         self,
         model_name: str,
         input_shape: tuple[int, int, int],
         num_classes: int,
-        **overrides: Any,
+        precision: str,
+        overrides: dict[str, Any],
     ) -> None:
-        self.model = create_model(model_name, input_shape, num_classes, **overrides)
-        self.model_name, self.num_classes = model_name, num_classes
+        with _dtype_policy(DTYPE_POLICIES[precision]):
+            self.model = create_model(model_name, input_shape, num_classes, **overrides)
         self._step = None
         self._staged = None  # made on first use: training never needs it
 
@@ -126,7 +145,8 @@ class TFBackend(Backend):
                 variable.assign(value)
 
     def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        return np.asarray(self.model(tf.constant(x), training=training), np.float32)
+        logits = self.model(tf.constant(x), training=training)
+        return np.asarray(tf.cast(logits, tf.float32))
 
     # --- what the model sees ---------------------------------------------------------
     def _staged_model(self) -> keras.Model:
@@ -152,20 +172,34 @@ class TFBackend(Backend):
     # --- training and inference ------------------------------------------------------
     def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:
         table = tf.constant(class_weights)
-        optimizer = self._optimizer = make_optimizer(config)
+        optimizer = make_optimizer(config)
         model, num_classes, smoothing = self.model, self.num_classes, config.label_smoothing
         variables = model.trainable_variables
+        scaling = self._loss_scaling = config.precision == "float16"
+        if scaling:
+            # torch's GradScaler semantics (LOSS_SCALE_*): unscale, skip a non-finite
+            # step and halve the scale, double it after a run of finite steps. Built
+            # before tracing, or the trace would bake in the initial scale as a constant.
+            optimizer = keras.optimizers.LossScaleOptimizer(
+                optimizer, initial_scale=LOSS_SCALE_INITIAL,
+                dynamic_growth_steps=LOSS_SCALE_GROWTH_STEPS)
+            optimizer.build(variables)
+        self._optimizer = optimizer
 
         @tf.function(jit_compile=config.compile, reduce_retracing=True)
         def step(images, labels, learning_rate):
             # The rate is a scalar tensor argument: a new value is new data, not a retrace.
             optimizer.learning_rate.assign(learning_rate)
             with tf.GradientTape() as tape:
-                logits = model(_scale(images), training=True)
+                # The loss in float32 whatever the precision (tf.cast is the identity on
+                # float32 logits).
+                logits = tf.cast(model(_scale(images), training=True), tf.float32)
                 per_sample = _cross_entropy(logits, labels, num_classes, smoothing)
                 weights = tf.gather(table, labels)
                 loss = tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+                scaled = optimizer.scale_loss(loss) if scaling else loss
+            optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables,
+                                          strict=True))
             return loss
 
         self._jit_compile = config.compile
@@ -195,7 +229,23 @@ def _scale(images):
 
 @tf.function(reduce_retracing=True)
 def _predict_step(model, images):
-    return tf.nn.softmax(model(_scale(images), training=False), axis=-1)
+    return tf.nn.softmax(tf.cast(model(_scale(images), training=False), tf.float32), axis=-1)
+
+
+@contextmanager
+def _dtype_policy(name: str) -> Iterator[None]:
+    """Makes `name` Keras's global dtype policy for the block only.
+
+    Keras layers take the global policy when they are made, so the model built in the
+    block keeps it, and nothing built later in the process (another model, the
+    calibration's tensors) inherits it.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _cross_entropy(logits, labels, num_classes: int, smoothing: float):

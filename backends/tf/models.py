@@ -132,7 +132,9 @@ class ShuffleAttention(layers.Layer):
         self.channel_bias = self.add_weight((half,), "ones", name="channel_bias")
         self.spatial_weight = self.add_weight((half,), "zeros", name="spatial_weight")
         self.spatial_bias = self.add_weight((half,), "ones", name="spatial_bias")
-        self.gn = layers.GroupNormalization(groups=half, epsilon=GN_EPSILON, name="gn")
+        # The layer's own policy (mixed under bfloat16/float16), wherever it is built.
+        self.gn = layers.GroupNormalization(groups=half, epsilon=GN_EPSILON, name="gn",
+                                            dtype=self.dtype_policy)
         self.gn.build((None, input_shape[1], input_shape[2], half))
 
     def call(self, x):

@@ -5,6 +5,7 @@ Mirrors backends/tf/backend.py method for method.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -12,11 +13,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backends.base import PIXEL_CENTER, PIXEL_SCALE, Backend, TrainConfig
+from backends.base import (
+    LOSS_SCALE_GROWTH_STEPS,
+    LOSS_SCALE_INITIAL,
+    PIXEL_CENTER,
+    PIXEL_SCALE,
+    Backend,
+    TrainConfig,
+)
 from backends.torch.models import create_model
 from backends.torch.runtime import configure_runtime
 
 _MB = 1024 * 1024
+# The 16-bit type autocast computes convolutions and dense layers in, per TrainConfig
+# precision; float32 has none: no autocast at all.
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TorchBackend(Backend):
@@ -31,6 +42,8 @@ class TorchBackend(Backend):
         self.model: torch.nn.Module | None = None
         self._step = None
         self._compiled = False
+        self._autocast_dtype: torch.dtype | None = None
+        self._loss_scaling = False
 
     def versions(self) -> dict[str, str | None]:
         cudnn = torch.backends.cudnn.version() if torch.cuda.is_available() else None
@@ -49,6 +62,12 @@ class TorchBackend(Backend):
             "device": str(runtime.device),
             "channels_last": runtime.memory_format == torch.channels_last,
             "torch_compile": self._compiled,
+            # The effective precision: autocast's 16-bit type (None: plain float32) and
+            # whether a GradScaler scales the loss.
+            "precision": self.precision,
+            "autocast_dtype": None if self._autocast_dtype is None
+            else str(self._autocast_dtype).removeprefix("torch."),
+            "loss_scaling": self._loss_scaling,
             "intra_op_threads": runtime.intra_op_threads,
             "inter_op_threads": runtime.inter_op_threads,
             "deterministic": runtime.deterministic,
@@ -76,18 +95,29 @@ class TorchBackend(Backend):
         return lambda: torch.mm(a, b, out=out)
 
     # --- model -----------------------------------------------------------------------
-    def build(
+    def _build(
         self,
         model_name: str,
         input_shape: tuple[int, int, int],
         num_classes: int,
-        **overrides: Any,
+        precision: str,
+        overrides: dict[str, Any],
     ) -> None:
-        model = self.runtime.place_model(
+        self.model = self.runtime.place_model(
             create_model(model_name, input_shape, num_classes, **overrides)
         )
-        self.model, self.model_name, self.num_classes = model, model_name, num_classes
+        self._autocast_dtype = AUTOCAST_DTYPES.get(precision)
         self._step = None
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """The context every forward pass runs in: autocast at the 16-bit precision.
+
+        In float32 there is no autocast at all, so a float32 run executes exactly the
+        code it did before precision was a setting.
+        """
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.runtime.device.type, dtype=self._autocast_dtype)
 
     def num_trainable_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -124,7 +154,7 @@ class TorchBackend(Backend):
 
     def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self.model.train(training)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             out = self.model(self._to_input(torch.from_numpy(x).to(self.runtime.device)))
         return out.float().cpu().numpy()
 
@@ -155,21 +185,49 @@ class TorchBackend(Backend):
         self._class_weights = torch.from_numpy(class_weights).to(self.runtime.device)
         optimizer = self._optimizer = _make_optimizer(config, self.model.parameters())
         smoothing = config.label_smoothing
+        # float16's narrow range needs the loss scaled so small gradients do not flush to
+        # zero; bfloat16 has float32's range and needs none (as in the TF backend).
+        scaler = None
+        if config.precision == "float16":
+            scaler = torch.amp.GradScaler(
+                self.runtime.device.type, init_scale=LOSS_SCALE_INITIAL, growth_factor=2.0,
+                backoff_factor=0.5, growth_interval=LOSS_SCALE_GROWTH_STEPS)
+        self._loss_scaling = scaler is not None
 
-        def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            logits = self.model(self._to_input(images))
+        def forward_loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                logits = self.model(self._to_input(images))
+            # The loss in float32 whatever the precision (a no-op on float32 logits).
             per_sample = F.cross_entropy(
-                logits, labels, reduction="none", label_smoothing=smoothing
+                logits.float(), labels, reduction="none", label_smoothing=smoothing
             )
             weights = self._class_weights[labels]
-            loss = (per_sample * weights).sum() / weights.sum()
+            return (per_sample * weights).sum() / weights.sum()
+
+        if config.compile:
+            # Forward, loss and, through AOTAutograd, their backward; the optimizer step
+            # stays eager. Compiled, it guards on each group's rate, a Python float, and
+            # recompiles when the schedule first changes it, in the second epoch, which
+            # then bills a compilation as steady time (seen with TORCH_LOGS=recompiles).
+            # Eager, it also takes exactly the uncompiled run's float32 steps.
+            forward_loss = torch.compile(forward_loss)
+
+        def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            loss = forward_loss(images, labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                # torch's own float16 path; GradScaler.step reads its inf check on the
+                # host, one sync per step that float32 and bfloat16 do not have.
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             return loss.detach()
 
         self._compiled = config.compile
-        self._step = torch.compile(step) if config.compile else step
+        self._step = step
 
     def _train_epoch(self, batches, learning_rates: np.ndarray) -> float:
         self.model.train()
@@ -188,7 +246,7 @@ class TorchBackend(Backend):
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         self.model.eval()
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             for start in range(0, len(x), batch_size):
                 batch = torch.from_numpy(x[start : start + batch_size]).to(self.runtime.device)
                 out.append(torch.softmax(self.model(self._to_input(batch)).float(), dim=1))

@@ -78,7 +78,7 @@ class ShuffleAttention(nn.Module):
         pooled = x_channel.mean(dim=(2, 3), keepdim=True)
         gate = _affine(pooled, self.channel_weight, self.channel_bias)
         x_channel = x_channel * torch.sigmoid(gate)
-        gate = _affine(self.gn(x_spatial), self.spatial_weight, self.spatial_bias)
+        gate = _affine(_in_float32(self.gn, x_spatial), self.spatial_weight, self.spatial_bias)
         x_spatial = x_spatial * torch.sigmoid(gate)
         x = torch.cat([x_channel, x_spatial], dim=1).reshape(b, c, h, w)
         # Channel shuffle with 2 groups: channel s·C/2 + i moves to 2·i + s.
@@ -114,7 +114,19 @@ class StagedModel(nn.Module):
 
 
 def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return x * weight[:, None, None] + bias[:, None, None]
+    # In x's dtype, as Keras computes a layer's own weights in its compute dtype: under
+    # autocast a float32 weight would otherwise promote the 16-bit gate to float32.
+    return x * weight.to(x.dtype)[:, None, None] + bias.to(x.dtype)[:, None, None]
+
+
+def _in_float32(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`norm(x)` computed in float32, returned in x's dtype (a no-op cast in float32).
+
+    Keras's GroupNormalization upcasts 16-bit input the same way; autocast alone would
+    leave GroupNorm in bfloat16 on a CPU and return float32 from it on a GPU.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return norm(x.float()).to(x.dtype)
 
 
 class ConvStage(nn.Module):

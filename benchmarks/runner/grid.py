@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from backends import BACKEND_NAMES, check_available
-from backends.base import MAX_SEED, TrainConfig
+from backends.base import FLOAT16_NEEDS_GPU, MAX_SEED, TrainConfig
 from backends.catalog import DEFAULT_NUM_CLASSES, check_model_name, model_options
 from backends.flops import model_cost
 from backends.init import INIT_MODES
+from backends.registry import visible_gpu
 from benchmarks.ci.faults import InjectedFaults, injected_faults
 from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
 from benchmarks.record.store import (
@@ -341,10 +342,16 @@ def check_ready(grid: Grid) -> InjectedFaults | None:
 
     Raises:
         MissingFrameworkError: a backend's framework is not installed.
-        ValueError: a test-only fault-injection switch is set but not armed, or malformed.
+        ValueError: a test-only fault-injection switch is set but not armed, or malformed;
+            or float16 is asked for where a backend would compute on the CPU.
     """
     for backend in grid.backends:
         check_available(backend)
+    # The workers would refuse it too, one failed record each; here it is bad input.
+    if any(train.precision == "float16" for train in grid.train.values()):
+        for backend in grid.backends:
+            if visible_gpu(backend)[0] is None:
+                raise ValueError(f"{backend}: {FLOAT16_NEEDS_GPU}")
     return injected_faults()
 
 

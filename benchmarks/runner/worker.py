@@ -226,7 +226,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         backend.seed(spec.train.seed)
         with Stopwatch(sync) as build:
             backend.build(spec.model, x_train.shape[1:], len(class_names),
-                          dropout=spec.train.dropout)
+                          precision=spec.train.precision, dropout=spec.train.dropout)
             if spec.init == "shared":
                 backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed))
         _say(spec, f"built in {build.seconds:.1f}s, {backend.num_trainable_params():,} params")

@@ -1,0 +1,278 @@
+"""Mixed precision (TrainConfig.precision) does the same thing in both frameworks.
+
+bfloat16 runs on a CPU in both frameworks, so its parity is tested here; float16 needs a
+GPU (`check_precision`), and its one framework-specific part, the dynamic loss scale, is
+tested on float32 gradients, where a CPU can run it.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from backends import create_backend  # noqa: E402
+from backends.base import (  # noqa: E402
+    FIELD_CHOICES,
+    FLOAT16_NEEDS_GPU,
+    LOSS_SCALE_INITIAL,
+    PRECISIONS,
+    TrainConfig,
+)
+from backends.init import shared_initial_weights  # noqa: E402
+from backends.schedule import epoch_batches  # noqa: E402
+from backends.tf.backend import _cross_entropy, _scale  # noqa: E402
+from backends.tf.models import TorchBatchNormalization  # noqa: E402
+from backends.tf.optimizers import TorchOrderAdam, make_optimizer  # noqa: E402
+from backends.torch.models import _in_float32  # noqa: E402
+
+SIDE, BATCH, STEPS = 16, 16, 8
+ON_GPU = torch.cuda.is_available()
+
+
+def _data(seed: int):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (BATCH * STEPS, SIDE, SIDE, 1), dtype=np.uint8)
+    return images, rng.integers(0, 7, len(images))
+
+
+def _step_losses(name: str, model: str, precision: str, seed: int):
+    """Per-step losses of STEPS Adam steps from the shared start, on the shared batches."""
+    x, y = _data(seed)
+    backend = create_backend(name)
+    backend.build(model, (SIDE, SIDE, 1), 7, precision=precision, dropout=0.0)
+    backend.set_weights(shared_initial_weights(backend.get_weights(), seed))
+    backend.start_training(x, y, TrainConfig(precision=precision))
+    losses = [backend.train_step(b) for b in epoch_batches(len(x), BATCH, seed, 0)]
+    return np.array(losses), backend
+
+
+def test_precision_is_checked_at_the_door():
+    assert FIELD_CHOICES["precision"] == PRECISIONS == ("float32", "bfloat16", "float16")
+    with pytest.raises(ValueError, match=r"^precision must be one of float32, bfloat16, "
+                                         r"float16\. Received: precision='half'$"):
+        TrainConfig(precision="half")
+    from benchmarks import run
+
+    assert run.parse_args(["--precision", "bfloat16"]).precision == "bfloat16"
+
+
+@pytest.mark.skipif(ON_GPU, reason="float16 runs on a GPU; this checks the CPU's refusal")
+@pytest.mark.parametrize("name", ["tf", "torch"])
+def test_float16_is_refused_on_a_cpu(name):
+    backend = create_backend(name)
+    with pytest.raises(ValueError, match="float16 needs a CUDA GPU"):
+        backend.build("proposed_cnn", (SIDE, SIDE, 1), 7, precision="float16")
+
+
+@pytest.mark.skipif(ON_GPU, reason="float16 runs on a GPU; this checks the CPU's refusal")
+def test_the_command_refuses_float16_on_a_cpu_with_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--precision", "float16",
+                           "--models", "proposed_cnn", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(FLOAT16_NEEDS_GPU)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("model", ["proposed_cnn",
+                                   pytest.param("sanet", marks=pytest.mark.slow)])
+def test_bfloat16_trains_alike_in_both_frameworks(model):
+    """Both frameworks, from the same start on the same batches, lose alike in bfloat16.
+
+    Measured (16×16, batch 16, Adam 1e-3, seeds 0–2, proposed_cnn and sanet, 8 steps):
+    the relative tf/torch gap of the first step's loss (same weights: the forward pass's
+    rounding alone) was at most 3.9e-4, and over all 8 steps at most 7.6e-3. Each
+    framework's own bfloat16-vs-float32 gap was as large (up to 9.8e-3), while in
+    float32 the two frameworks part by at most 1.2e-3 over the same steps. bfloat16 keeps
+    8 significant bits, a rounding of up to 2⁻⁹ ≈ 2e-3 relative per op (4e-3 between two
+    neighbours): two roundings of a value differently ordered (a conv's accumulation, a
+    mean) already part by that much, and each Adam step moves every weight by ~lr whatever
+    the gradient's size, so the roundings of one step's gradients show in the next
+    step's loss. Tolerances, with margin over the worst measured: 2e-3 for the first
+    step (one bfloat16 rounding; measured 5× below), 2.5e-2 for the rest (3× the worst
+    measured, and still 4× below the 0.1-or-more an epoch of training moves the loss).
+    The test also checks that bfloat16 is in effect: in each framework its losses differ
+    from float32's.
+    """
+    results = {(name, precision): _step_losses(name, model, precision, seed=0)
+               for name in ("tf", "torch") for precision in ("float32", "bfloat16")}
+    tf_losses, tf_backend = results["tf", "bfloat16"]
+    torch_losses, torch_backend = results["torch", "bfloat16"]
+    gap = np.abs(tf_losses - torch_losses) / torch_losses
+    assert gap[0] <= 2e-3, gap
+    assert gap.max() <= 2.5e-2, gap
+    for name in ("tf", "torch"):
+        assert not np.array_equal(results[name, "bfloat16"][0], results[name, "float32"][0])
+    assert tf_backend.flags()["dtype_policy"] == "mixed_bfloat16"
+    assert torch_backend.flags()["autocast_dtype"] == "bfloat16"
+    assert tf_backend.flags()["precision"] == torch_backend.flags()["precision"] == "bfloat16"
+    # The master weights stay float32 in both.
+    assert all(v.dtype == tf.float32 for v in tf_backend.model.trainable_variables)
+    assert all(p.dtype == torch.float32 for p in torch_backend.model.parameters())
+
+
+def test_inference_runs_at_the_training_precision():
+    x, _ = _data(3)
+    for name in ("tf", "torch"):
+        probabilities = {}
+        for precision in ("float32", "bfloat16"):
+            backend = create_backend(name)
+            backend.build("proposed_cnn", (SIDE, SIDE, 1), 7, precision=precision)
+            backend.set_weights(shared_initial_weights(backend.get_weights(), 3))
+            probabilities[precision] = backend.predict_proba(x[:32])
+        gap = np.abs(probabilities["bfloat16"] - probabilities["float32"]).max()
+        assert 0 < gap < 2e-2, (name, gap)
+
+
+def test_float32_takes_the_plain_path_bit_for_bit():
+    """precision="float32" trains exactly as the step written without any precision code.
+
+    Each backend's STEPS float32 steps give the same losses and weights, to the bit, as
+    a bare step of the framework (forward, the suite's loss, backward, optimizer step),
+    and nothing of mixed precision is in effect (policy, autocast, loss scaling).
+    """
+    x, y = _data(4)
+    batches = epoch_batches(len(x), BATCH, 4, 0)
+    config = TrainConfig()
+    for name in ("tf", "torch"):
+        losses, backend = _step_losses(name, "proposed_cnn", "float32", seed=4)
+        trained = backend.get_weights()
+        backend.set_weights(shared_initial_weights(backend.get_weights(), 4))
+        bare = _bare_tf_steps if name == "tf" else _bare_torch_steps
+        np.testing.assert_array_equal(bare(backend, x, y, batches, config), losses)
+        for key, value in backend.get_weights().items():
+            np.testing.assert_array_equal(value, trained[key], err_msg=f"{name} {key}")
+        flags = backend.flags()
+        assert flags["precision"] == "float32" and not flags["loss_scaling"]
+        if name == "torch":
+            assert flags["autocast_dtype"] is None
+        else:
+            assert _policies(backend) == {"float32"}
+
+
+def _policies(backend) -> set[str]:
+    """The dtype policies of the TF backend's model's layers, attention's GroupNorms too."""
+    layers = backend.model.layers
+    return {layer.dtype_policy.name
+            for layer in [*layers, *(layer.gn for layer in layers if hasattr(layer, "gn"))]}
+
+
+def _bare_tf_steps(backend, x, y, batches, config):
+    model, optimizer = backend.model, make_optimizer(config)
+    variables = model.trainable_variables
+
+    @tf.function
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            per_sample = _cross_entropy(model(_scale(images), training=True), labels, 7, 0.0)
+            weights = tf.ones_like(per_sample)
+            loss = tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    return np.array([float(step(tf.constant(x[b]), tf.constant(y[b]))) for b in batches])
+
+
+def _bare_torch_steps(backend, x, y, batches, config):
+    model = backend.model
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
+                                 eps=config.epsilon)
+    losses = []
+    for b in batches:
+        images = torch.from_numpy(x[b]).permute(0, 3, 1, 2)
+        images = ((images.float() - 127.5) / 127.5).contiguous(memory_format=torch.channels_last)
+        per_sample = F.cross_entropy(model(images), torch.from_numpy(y[b]), reduction="none")
+        weights = torch.ones_like(per_sample)
+        loss = (per_sample * weights).sum() / weights.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return np.array(losses)
+
+
+def test_the_keras_policy_stays_with_its_model():
+    mixed, plain = create_backend("tf"), create_backend("tf")
+    mixed.build("sanet", (SIDE, SIDE, 1), 7, precision="bfloat16")
+    assert keras.config.dtype_policy().name == "float32"
+    plain.build("sanet", (SIDE, SIDE, 1), 7)
+    assert _policies(mixed) == {"mixed_bfloat16"}
+    assert _policies(plain) == {"float32"}
+
+
+def test_norms_compute_in_float32_under_bfloat16():
+    """BatchNorm and GroupNorm normalise in float32 and return bfloat16, in both.
+
+    Reference: the same bfloat16 input normalised in float32, rounded once to bfloat16.
+    Equal within one bfloat16 rounding (2⁻⁸ relative, plus a floor for values near 0);
+    statistics taken in bfloat16 would miss by far more on this input (mean 3, spread
+    0.01: the mean alone has no bits left for the spread).
+    """
+    rng = np.random.default_rng(0)
+    values = (3.0 + 0.01 * rng.standard_normal((8, 6, 5, 5))).astype(np.float32)
+    x = torch.from_numpy(values).to(torch.bfloat16)
+    bn, gn = torch.nn.BatchNorm2d(6), torch.nn.GroupNorm(3, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed_bn, mixed_gn = bn(x), _in_float32(gn, x)
+    assert mixed_bn.dtype == mixed_gn.dtype == torch.bfloat16
+    bn_reference = F.batch_norm(x.float(), None, None, training=True, eps=bn.eps)
+    gn_reference = F.group_norm(x.float(), 3, eps=gn.eps)
+    for mixed, reference in ((mixed_bn, bn_reference), (mixed_gn, gn_reference)):
+        torch.testing.assert_close(mixed.float(), reference.to(torch.bfloat16).float(),
+                                   rtol=2**-8, atol=2**-8)
+    layer = TorchBatchNormalization(epsilon=bn.eps, dtype="mixed_bfloat16")
+    nhwc = tf.constant(x.float().permute(0, 2, 3, 1).numpy(), tf.bfloat16)
+    out = layer(nhwc, training=True)
+    assert out.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(),
+                               bn_reference.to(torch.bfloat16).float().permute(0, 2, 3, 1)
+                               .numpy(),
+                               rtol=2**-8, atol=2**-8)
+
+
+def test_loss_scaling_follows_the_same_rules_in_both():
+    """The TF backend's LossScaleOptimizer and torch's GradScaler, as the backends set
+    them up for float16, take the same steps and keep the same scale.
+
+    Run on float32 gradients, which a CPU has: the same sequence of gradients, one of
+    them non-finite, through Adam under each. Both must skip that step (the weights and
+    Adam's step count unchanged), halve the scale, and double it after `growth` finite
+    steps in a row (2 here, 2000 in the backends). The weights agree within float32
+    rounding of Adam's step (1e-6 relative, as in tests/test_optimizer.py).
+    """
+    growth = 2
+    rng = np.random.default_rng(0)
+    gradients = [rng.standard_normal(5).astype(np.float32) for _ in range(7)]
+    gradients[3][2] = np.inf
+    start = rng.standard_normal(5).astype(np.float32)
+
+    weight = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    optimizer = torch.optim.Adam([weight], lr=1e-2, eps=1e-8)
+    scaler = torch.amp.GradScaler("cpu", init_scale=LOSS_SCALE_INITIAL, growth_factor=2.0,
+                                  backoff_factor=0.5, growth_interval=growth)
+    variable = tf.Variable(start.copy())
+    scaled = keras.optimizers.LossScaleOptimizer(
+        TorchOrderAdam(1e-2, epsilon=1e-8), initial_scale=LOSS_SCALE_INITIAL,
+        dynamic_growth_steps=growth)
+    scaled.build([variable])
+    for gradient in gradients:
+        optimizer.zero_grad()
+        scaler.scale((weight * torch.from_numpy(gradient)).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        with tf.GradientTape() as tape:
+            loss = scaled.scale_loss(tf.reduce_sum(variable * gradient))
+        scaled.apply_gradients([(tape.gradient(loss, variable), variable)])
+        assert float(scaled.dynamic_scale.numpy()) == scaler.get_scale()
+        np.testing.assert_allclose(variable.numpy(), weight.detach().numpy(), rtol=1e-6)
+    assert int(scaled.iterations.numpy()) == optimizer.state[weight]["step"] == 6
+    # Doubled after steps 1–2, halved at the skipped step 4, doubled after steps 5–6.
+    assert scaler.get_scale() == LOSS_SCALE_INITIAL * 2
