@@ -28,7 +28,7 @@ def test_unlisted_probes_are_described_from_their_unit_suffix():
         f"{schema.WORK}.peak_matmul_tflops": ("peak matmul (TFLOP/s)", HIGHER, TIME),
         f"{schema.MEMORY}.gpu_allocator_peak_mb": ("gpu allocator peak (MB)", LOWER, MEMORY),
         f"{schema.ENERGY}.train_energy_j": ("train energy (J)", LOWER, ENERGY),
-        f"{schema.WORK}.forward_flops_per_img": ("forward flops per img", None, None),
+        f"{schema.WORK}.layers_counted": ("layers counted", None, None),
         f"{schema.TIMING}.phase.warmup_s": ("phase warmup (s)", LOWER, TIME),
     }
     for key, expected in cases.items():

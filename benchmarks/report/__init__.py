@@ -51,25 +51,19 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
-def write_report(location: Path, records: list[dict[str, Any]] | None = None,
-                 explain: bool = False) -> list[Path]:
+def write_report(location: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
     """Writes the report files of a report folder from its results.
 
     Args:
         location: the report folder, or its results file.
         records: the records, when the caller already holds them; read from the results
             file otherwise.
-        explain: first compute the Grad-CAM and feature-map figures of the saved runs
-            (`benchmarks.explain.explain_folder`, which imports both frameworks here);
-            without, the report embeds those already in the folder.
 
     Returns:
         The files written, all in the results file's folder.
 
     Raises:
         ResultsFileError: the results file is missing, empty or damaged.
-        WeightsError: with `explain`, no run saved weights, or a run's files are missing,
-            damaged or not its own.
         OSError: a report file could not be written (a full disk, …); the files written
             before it are complete, the others keep their previous version.
     """
@@ -78,10 +72,6 @@ def write_report(location: Path, records: list[dict[str, Any]] | None = None,
     if not records:
         raise ResultsFileError(f"no records to report for {source}")
     folder = source.parent
-    if explain:
-        from benchmarks.explain import explain_folder
-
-        explain_folder(source)
     data = analyse(records, source)
     written = {folder / REPORT_HTML: render_html(data, charts(data)),
                folder / REPORT_MD: render_markdown(data),

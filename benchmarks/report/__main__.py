@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from backends.weights import WeightsError
+from benchmarks.explain import explain_folder
 from benchmarks.record.store import ResultsFileError, results_path
 from benchmarks.report import write_report
 
@@ -29,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        written = write_report(args.location, explain=args.explain)
+        if args.explain:
+            # benchmarks.explain reads the report package, so the report's writer never
+            # imports it: only this command line does.
+            explain_folder(results_path(args.location))
+        written = write_report(args.location)
     except (ResultsFileError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
