@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "framework-neutral layout, and its test probabilities in the "
                              "report folder's weights/ (for benchmarks.explain; vgg16 takes "
                              "134 MB a run); none: keep no weights (default: best)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write results.jsonl (and weights) only, no report.html, "
+                             "report.md or explanations: for scripts that read the records "
+                             "(the CI check); build the report later with `python -m "
+                             "benchmarks.report FOLDER --explain`")
     parser.add_argument("--out", type=Path, default=Path("reports"),
                         help="parent folder of the new report folder, outside the dataset "
                              "folder (default: reports)")
@@ -464,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         grid = grid_of(args)
-        report_dir, records = run_grid(grid, args.out, on_start=_warn_if_busy)
+        report_dir, records = run_grid(grid, args.out, on_start=_warn_if_busy,
+                                       report=not args.no_report)
     except GridInterrupted as stop:
         return _interrupted(stop, grid)
     except KeyboardInterrupt:
@@ -482,7 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     disk = weights_disk_line(report_dir)
     if disk:
         print(disk)
-    print(f"report: {report_dir / 'report.html'}")
+    if args.no_report:
+        print(f"report: not written (--no-report); `python -m benchmarks.report {report_dir}` "
+              f"writes it")
+    else:
+        print(f"report: {report_dir / 'report.html'}")
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

@@ -609,3 +609,14 @@ def test_the_check_fails_on_a_30_percent_slower_step_and_100_mb_more(tmp_path):
     named = {line.split(":")[0] for line in _failures(fatter.stdout)}
     for backend in ("tf", "torch"):
         assert f"proposed_cnn {backend} peak anonymous RSS (MB) against the baseline" in named
+
+
+def test_the_check_asks_for_no_report_only_where_benchmarks_run_knows_the_option(tmp_path):
+    # A reference tree older than --no-report must still run: it gets no such option.
+    old = tmp_path / "old"
+    (old / "benchmarks").mkdir(parents=True)
+    (old / "benchmarks" / "__init__.py").write_text("")
+    (old / "benchmarks" / "run.py").write_text("print('usage: benchmarks.run [--out OUT]')\n")
+    env = {**os.environ, "PYTHONPATH": str(old)}
+    assert ci._no_report(ci.Side("reference", old, None, env)) == ()
+    assert ci._no_report(ci.candidate_side()) == ("--no-report",)

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks import compare
 from benchmarks.analysis import comparison
-from benchmarks.record.figures import QUALITY, TIME
+from benchmarks.record.figures import ANON_MEMORY, QUALITY, TIME
 from tests.report_fixtures import failed_record, grid, slower, write_results
 
 
@@ -64,6 +64,29 @@ def test_accuracy_drop_and_memory_growth(baseline):
     assert not any("peak host RSS" in r for r in regressions)
     loose = comparison.compare_records(baseline, worse, {QUALITY: 0.05, TIME: math.inf})
     assert loose.regressions == []
+
+
+def test_worst_of_a_judges_b_against_a_s_least_favourable_replicate(baseline):
+    # Seeds 0 and 1 of A hold 1000 and 1100 MB; B holds 1130 MB: +7.6% on the mean of A
+    # (a regression at 6%), +2.7% on A's worst replicate (none).
+    noisy, fatter = copy.deepcopy(baseline), copy.deepcopy(baseline)
+    for a, b in zip(noisy, fatter, strict=True):
+        a["memory"]["peak_anon_rss_mb"] = 1000.0 + 100.0 * a["seed"]
+        b["memory"]["peak_anon_rss_mb"] = 1130.0
+    limits = {ANON_MEMORY: 0.06}
+    on_mean = comparison.compare_records(noisy, fatter, limits)
+    on_worst = comparison.compare_records(noisy, fatter, limits, worst_of_a=(ANON_MEMORY,))
+    assert any("peak anonymous RSS (MB): REGRESSION (growth 7.6% > 6%)" in r
+               for r in on_mean.regressions)
+    assert not any("anonymous" in r for r in on_worst.regressions)
+    delta = next(d for d in on_worst.deltas if d.measure.key == "memory.peak_anon_rss_mb")
+    assert delta.a == 1100.0
+    # Higher is better for accuracy: its least favourable replicate is the lowest.
+    lowest = comparison.compare_records(noisy, fatter, worst_of_a=(QUALITY,))
+    accuracy = next(d for d in lowest.deltas if d.measure.key == "metrics.accuracy")
+    assert accuracy.a == min(r["metrics"]["accuracy"] for r in noisy
+                             if (r["dataset"], r["model"], r["backend"]) ==
+                             (accuracy.dataset, accuracy.model, accuracy.backend))
 
 
 def test_missing_figures_and_runs_are_listed_not_judged(baseline):

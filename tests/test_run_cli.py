@@ -88,9 +88,13 @@ def test_both_backends_run_in_their_own_workers(tmp_path, capsys):
         [r["artifacts"]["weights_file"] for r in records] + [f"test-{split}.npz"])
     assert "MB on disk for 2 runs (with the test images)" in out
     saved = (folder / "results.jsonl").read_text()
-    # A second invocation gets its own folder (without weights: nothing to explain again).
-    assert run.main([*argv, "--save-weights", "none"]) == 0
-    assert len(list(tmp_path.iterdir())) == 2 and (folder / "results.jsonl").read_text() == saved
+    # A second invocation gets its own folder; --no-report writes the records only.
+    assert run.main([*argv, "--backend", "torch", "--no-report"]) == 0
+    (second,) = set(tmp_path.iterdir()) - {folder}
+    assert (folder / "results.jsonl").read_text() == saved
+    assert [r["backend"] for r in read_records(second)] == ["torch"]
+    assert not (second / "report.html").exists() and not (second / "explain").exists()
+    assert "report: not written (--no-report)" in capsys.readouterr().out
     json.loads(saved.splitlines()[0])
 
 

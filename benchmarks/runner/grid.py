@@ -569,7 +569,8 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
 
 
 def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
-             on_start: Callable[[], None] | None = None) -> tuple[Path, list[dict[str, Any]]]:
+             on_start: Callable[[], None] | None = None,
+             report: bool = True) -> tuple[Path, list[dict[str, Any]]]:
     """Runs every job of `grid`, each in a fresh worker, into a new report folder.
 
     Args:
@@ -578,6 +579,8 @@ def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
         on_line: receives every progress line (default: printed at once).
         on_start: called once every check has passed, right before the first run (where
             the command warns of a busy machine: bad input still gets its one line alone).
+        report: write the report (and the saved runs' explanations) after the runs;
+            False leaves results.jsonl and the weights only.
 
     Returns:
         The report folder and the records, in run order (failed and timed-out runs
@@ -605,6 +608,10 @@ def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
     planned = len(grid.jobs())
     if results.folder is None:  # interrupted before the first record: nothing to report
         raise GridInterrupted(None, [], planned, reported=False)
+    if not report:
+        if interrupted:
+            raise GridInterrupted(results.folder, results.records, planned, reported=False)
+        return results.folder, results.records
     try:
         write_report(results.folder, results.records)
     except KeyboardInterrupt:
