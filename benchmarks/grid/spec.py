@@ -132,6 +132,13 @@ class GridSpec:
     def recipe(self) -> Recipe:
         return self.grids[0].recipe
 
+    def line_of(self, key: str) -> str:
+        """" (line N)" where `key` is set: in [axes], else [fixed], else [grid]; or ""."""
+        for table, content in ((AXES, self.axes), (FIXED, self.fixed)):
+            if key in content:
+                return _line(self.text, table, key)
+        return line_of(self.text, GRID, key)
+
     def default_value(self, model: str, axis: str) -> Any:
         """What `model` takes for `axis` without the axis: the recipe under [fixed]."""
         train = self.recipe.train_config(model, explicit_settings(self.fixed))
