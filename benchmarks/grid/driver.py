@@ -19,10 +19,10 @@ from typing import Any
 
 from benchmarks.grid.selection import (
     choose,
+    chosen_test_summary,
     point_key,
     same_choice,
     score_points,
-    test_summary,
 )
 from benchmarks.grid.spec import SELECT_BY, GridSpec, describe_point
 from benchmarks.record import schema
@@ -226,7 +226,7 @@ def summarise(spec: GridSpec, folder: Path, planned: list,
             "dataset": dataset, "model": model, "backend": backend, "point": best.point,
             "defaults": {axis: spec.default_value(model, axis) for axis in spec.axes},
             "validation": asdict(best.validation),
-            "test_accuracy": asdict(test_summary(records, key, best.point)),
+            "test_accuracy": asdict(chosen_test_summary(records, key, best.point)),
             "points": [{"point": s.point, "validation": asdict(s.validation)}
                        for s in scores[key]]})
     summary = {

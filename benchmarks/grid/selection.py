@@ -4,7 +4,7 @@ Per (dataset, model, backend), every point's validation figure (the kept epoch's
 `selection.best_<select_by>` in the record) is averaged over its folds and seeds, and the
 point with the best mean is chosen; ties go to the point written first in the spec. The
 choice is made from a projection of each record that holds no test figure
-(`validation_view`); only then are the chosen point's test figures read (`test_summary`).
+(`validation_view`); only then are the chosen point's test figures read (`chosen_test_summary`).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def choose(scores: Mapping[Key, list[PointScore]], larger_is_better: bool) -> di
     return chosen
 
 
-def test_summary(records: Sequence[Mapping[str, Any]], key: Key,
+def chosen_test_summary(records: Sequence[Mapping[str, Any]], key: Key,
                  point: Mapping[str, Any], figure: str = "accuracy") -> Summary:
     """The chosen point's test `figure` (of the record's metrics) over its folds and seeds."""
     wanted = point_key(point)
