@@ -25,6 +25,7 @@ from benchmarks.grid.selection import (
     score_points,
 )
 from benchmarks.grid.spec import SELECT_BY, GridSpec, describe_point
+from benchmarks.grid.study import write_study
 from benchmarks.record import schema
 from benchmarks.record.store import (
     RESULTS_FILE,
@@ -210,7 +211,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def summarise(spec: GridSpec, folder: Path, planned: list,
               on_line: Callable[[str], None]) -> dict[str, Any]:
-    """Chooses on validation, writes grid.json and the report of the chosen runs.
+    """Chooses on validation; writes grid.json, the study and the chosen runs' report.
 
     Returns:
         The summary written to grid.json.
@@ -247,6 +248,7 @@ def summarise(spec: GridSpec, folder: Path, planned: list,
                                                     r[schema.BACKEND])].point)]
     if chosen_records:
         write_report(folder, chosen_records)
+    write_study(folder, records, summary)
     return summary
 
 
