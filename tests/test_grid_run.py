@@ -83,10 +83,24 @@ def test_sigkill_of_the_driver_then_resume_loses_and_duplicates_nothing(tmp_path
 
 
 @pytest.mark.slow
-def test_jobs_2_runs_two_at_once_and_marks_timings_shared(tmp_path):
+def test_jobs_2_marks_timings_shared_and_summary_only_chooses_again(tmp_path):
     spec, out = write_spec(tmp_path), tmp_path / "out"
     assert grid_cli.main([str(spec), "--out", str(out), "--jobs", "2"]) == 0
     records = read_records(_folder(out))
     assert len(records) == 2
     assert all(not r["execution"]["exclusive_timing"] and r["execution"]["jobs"] == 2
                for r in records)
+    folder = _folder(out)
+    before = (folder / RESULTS_FILE).read_bytes()
+    # Choosing by another figure (no part of a run's id) runs nothing, chooses again.
+    by_loss = write_spec(tmp_path, TINY_SPEC.replace('recipe = "none"',
+                                                     'recipe = "none"\nselect_by = "val_loss"'),
+                         "by_loss.toml")
+    assert grid_cli.main([str(by_loss), "--resume", str(folder), "--summary-only"]) == 0
+    assert (folder / RESULTS_FILE).read_bytes() == before
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    best = min(records, key=lambda r: r["selection"]["best_val_loss"])
+    assert summary["select_by"] == "val_loss"
+    assert summary["choices"][0]["point"] == best["grid_point"]
+
+

@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="complete the grid folder DIR: runs recorded ok there are "
                              "skipped, missing and failed ones run")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="with --resume: run nothing, choose again from the folder's "
+                             "records (after changing select_by) and rewrite grid.json, the "
+                             "study and the report")
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: worker processes on this machine (default); ray: one "
                              "Ray task per run")
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             executor = RayExecutor(args.address, args.gpus_per_run)
         else:
             executor = LocalExecutor(args.jobs)
-        folder, summary = run_study(spec, args.out, args.resume, executor, _say)
+        folder, summary = run_study(spec, args.out, args.resume, executor, _say,
+                                    args.summary_only)
     except KeyboardInterrupt:
         print("interrupted: what finished is recorded; complete it with --resume",
               file=sys.stderr)

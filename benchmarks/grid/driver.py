@@ -136,7 +136,8 @@ def prepare(spec: GridSpec, out_root: Path, resume: Path | None) -> dict:
 
 
 def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
-              on_line: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+              on_line: Callable[[str], None],
+              summary_only: bool = False) -> tuple[Path, dict[str, Any]]:
     """Runs `spec`'s missing runs with `executor` into a grid folder, then chooses.
 
     Args:
@@ -145,6 +146,8 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
         resume: a grid folder to complete: runs recorded ok there are skipped.
         executor: a LocalExecutor or RayExecutor.
         on_line: receives every progress line.
+        summary_only: with `resume`, run nothing: choose again from the records there
+            (after a change of `select_by`, which is no part of a run's id).
 
     Returns:
         The folder and its summary (what grid.json holds).
@@ -154,10 +157,14 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
             locked by another driver.
         RunInterrupted, KeyboardInterrupt: Ctrl-C; what finished is recorded.
     """
+    if summary_only and resume is None:
+        raise ValueError("--summary-only needs --resume DIR: the grid folder to choose from")
     prepared = prepare(spec, out_root, resume)
     planned = plan(spec, prepared)
     if resume is not None:
         with grid_lock(resume):
+            if summary_only:
+                return resume, summarise(spec, resume, planned, on_line)
             return _run_locked(spec, resume, planned, executor, on_line)
     folder = new_report_dir(out_root, f"{spec.grids[0].dataset}-grid")
     with grid_lock(folder):

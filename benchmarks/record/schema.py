@@ -10,10 +10,10 @@ then the run's facts and raw outputs; a failed one adds the tail of the worker's
 
 Schema 1 has grown without a new number: fields were added (deterministic,
 measure_config, test_injection, recipe, the grid driver's grid_point and execution; the
-latency, energy, work and artifacts sections), none renamed or removed. Older schema-1 records, such as a committed
-baseline's, lack some of them, so readers require only READ_FIELDS; the worker checks
-its own record against everything this version writes (`check_record(record,
-complete=True)`).
+latency, energy, work and artifacts sections), none renamed or removed. Older schema-1
+records, such as a committed baseline's, lack some of them, so readers require only
+READ_FIELDS; the worker checks its own record against everything this version writes
+(`check_record(record, complete=True)`).
 """
 
 from __future__ import annotations
