@@ -225,6 +225,11 @@ def summarise(spec: GridSpec, folder: Path, planned: list,
     """
     latest = latest_records(folder, on_line)
     records = [latest[run.run_id] for _, run in planned if run.run_id in latest]
+    foreign = len(latest) - len(records)
+    if foreign:
+        # Their ids come from another spec: other settings, or another --deterministic.
+        on_line(f"warning: {foreign} run(s) recorded in {folder} belong to no run of "
+                f"{spec.source} and are left out of the choice")
     scores = score_points(records, spec.select_by, spec.points)
     chosen = choose(scores, SELECT_BY[spec.select_by])
     choices = []
