@@ -9,11 +9,11 @@ then the run's facts and raw outputs; a failed one adds the tail of the worker's
 (`failed_record`).
 
 Schema 1 has grown without a new number: fields were added (deterministic,
-measure_config, test_injection, recipe; the latency, energy, work and artifacts
-sections), none renamed or removed. Older schema-1 records, such as a committed
-baseline's, lack some of them, so readers require only READ_FIELDS; the worker checks
-its own record against everything this version writes (`check_record(record,
-complete=True)`).
+measure_config, test_injection, recipe, the grid driver's grid_point and execution; the
+latency, energy, work and artifacts sections), none renamed or removed. Older schema-1
+records, such as a committed baseline's, lack some of them, so readers require only
+READ_FIELDS; the worker checks its own record against everything this version writes
+(`check_record(record, complete=True)`).
 """
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ WALL_S = "wall_s"  # the worker's whole run
 # the report folder's WEIGHTS_DIR and its size, or the reason there is none.
 ARTIFACTS = "artifacts"
 
+# Added by the grid driver (`benchmarks.grid`) to every record it keeps: the run's point
+# (axis → value) and where and how it ran (executor, node, device, and whether its
+# timings had the device to themselves).
+GRID_POINT = "grid_point"
+EXECUTION = "execution"
+
 # --- what a failed record adds ------------------------------------------------------------
 STDERR_TAIL = "stderr_tail"
 
@@ -95,7 +101,8 @@ OK_FIELDS = (*MEASUREMENT_SECTIONS, HISTORY, FLAGS, ENV, TEST_LABELS, TEST_PREDI
 # What a failed record carries besides the header and the outcome.
 FAILED_FIELDS = (STDERR_TAIL,)
 # Sections holding facts about a run rather than measurements: their numbers are no figures.
-FACT_SECTIONS = (CONFIG, RECIPE, MEASURE_CONFIG, DATA, ENV, FLAGS, TEST_INJECTION, ARTIFACTS)
+FACT_SECTIONS = (CONFIG, RECIPE, MEASURE_CONFIG, DATA, ENV, FLAGS, TEST_INJECTION, ARTIFACTS,
+                 GRID_POINT, EXECUTION)
 # Fields without which a record cannot be placed in a report or a comparison; every
 # schema-1 record has carried them.
 READ_FIELDS = (VERSION_FIELD, RUN_ID, STATUS, BACKEND, MODEL, DATASET)

@@ -83,6 +83,28 @@ def append_record(report_dir: Path, record: dict[str, Any]) -> None:
         os.close(handle)
 
 
+def cut_torn_tail(report_dir: Path) -> int:
+    """Cuts a results file back to its last whole line, so the next record starts a line.
+
+    A driver killed in the middle of `append_record`'s write can leave part of a line;
+    readers skip it, but a record appended after it would be glued to it.
+
+    Returns:
+        The bytes cut (0 when the file ends with a line end, is empty or is missing).
+    """
+    path = report_dir / RESULTS_FILE
+    if not path.is_file():
+        return 0
+    content = path.read_bytes()
+    whole = content.rfind(b"\n") + 1
+    if whole == len(content):
+        return 0
+    with open(path, "r+b") as handle:
+        handle.truncate(whole)
+        os.fsync(handle.fileno())
+    return len(content) - whole
+
+
 class ResultsFileError(ValueError):
     """A results file that is missing, empty or unreadable; the message names the fix."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +54,10 @@ class MeasureConfig:
             )
 
 
+# The prepared data's facts (`harness.prepare_data`) that say which images a run sees.
+_DATA_IDENTITY = ("fingerprint", "split", "split_seed", "image_shape")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything one worker process needs for one (backend, model, dataset, fold, seed).
@@ -81,6 +86,8 @@ class RunSpec:
         weights_path: where the worker writes the kept epoch's weights and the test
             probabilities (`backends.weights`), after every measurement; None: nowhere
             (`--save-weights none`).
+        id_from_spec: end `run_id` with `spec_digest`, for runs that differ by more than
+            (backend, model, dataset, fold, seed): a grid's points (`benchmarks.grid`).
     """
 
     backend: str
@@ -98,6 +105,7 @@ class RunSpec:
     timeout_s: float | None = None
     recipe: dict[str, Any] = field(default_factory=NO_RECIPE.as_record)
     weights_path: str | None = None
+    id_from_spec: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
@@ -109,8 +117,27 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
+        """backend-model-dataset[-foldF]-seedS, then `-<spec_digest>` with `id_from_spec`."""
         fold = "" if self.fold is None else f"-fold{self.fold}"
-        return f"{self.backend}-{self.model}-{self.dataset}{fold}-seed{self.train.seed}"
+        digest = f"-{self.spec_digest}" if self.id_from_spec else ""
+        return f"{self.backend}-{self.model}-{self.dataset}{fold}-seed{self.train.seed}{digest}"
+
+    @property
+    def spec_digest(self) -> str:
+        """12 hex digits of SHA-256 over everything that decides the run's outcome.
+
+        The same spec is the same digest on any machine: the prepared file's path, the
+        time limit, where weights go and the recipe's file name are left out (they change
+        no figure); the data enter by their fingerprint and split, not their path.
+        """
+        data = {key: self.data_info.get(key) for key in _DATA_IDENTITY}
+        identity = {"backend": self.backend, "model": self.model, "dataset": self.dataset,
+                    "fold": self.fold, "train": asdict(self.train), "init": self.init,
+                    "threads": self.threads, "deterministic": self.deterministic,
+                    "data": data, "measure": asdict(self.measure),
+                    "faults": asdict(self.faults) if self.faults else None}
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

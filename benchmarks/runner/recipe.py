@@ -264,7 +264,7 @@ def shipped_recipe(dataset: str) -> Path:
     return RECIPES_DIR / f"{dataset}.toml"
 
 
-def _line_of(text: str, table: str, key: str | None = None) -> str:
+def line_of(text: str, table: str, key: str | None = None) -> str:
     """" (line N)" where `key` is set in `table` (dotted, as "models.vgg16"; "" for the top
     level), or the table's header line without a key; "" where the text does not show it
     plainly (an inline table, say)."""
@@ -288,7 +288,7 @@ def _line_of(text: str, table: str, key: str | None = None) -> str:
     return ""
 
 
-def _checked_table(raw: Any, table: str, allowed: Mapping[str, Setting], where: str,
+def checked_table(raw: Any, table: str, allowed: Mapping[str, Setting], where: str,
                    text: str, subtables: tuple[str, ...] = ()) -> dict[str, Any]:
     """The settings of one table, each checked against its Setting.
 
@@ -297,13 +297,13 @@ def _checked_table(raw: Any, table: str, allowed: Mapping[str, Setting], where: 
             message names the table, the key and its line).
     """
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: {table} must be a table ([{table}]){_line_of(text, table)}"
+        raise ValueError(f"{where}: {table} must be a table ([{table}]){line_of(text, table)}"
                          f". Received: {table}={raw!r}")
     checked = {}
     for key, value in raw.items():
         if key in subtables:
             continue
-        line = _line_of(text, table, key)
+        line = line_of(text, table, key)
         if key not in allowed:
             raise ValueError(f"{where}: unknown field {key!r} in [{table}]{line}; valid "
                              f"fields: {', '.join(allowed)}")
@@ -320,7 +320,7 @@ def _naming(where: str, table: str, text: str) -> Iterator[None]:
     try:
         yield
     except ValueError as error:
-        raise ValueError(f"{where}: [{table}]{_line_of(text, table)}: {error}") from None
+        raise ValueError(f"{where}: [{table}]{line_of(text, table)}: {error}") from None
 
 
 def parse_recipe(text: str, source: str) -> Recipe:
@@ -341,13 +341,13 @@ def parse_recipe(text: str, source: str) -> Recipe:
         raise ValueError(f"{where} is not valid TOML: {error}") from None
     for name in raw:
         if name not in (TRAIN, AUGMENT, MODELS):
-            line = _line_of(text, name) or _line_of(text, "", name)
+            line = line_of(text, name) or line_of(text, "", name)
             hint = f" (a [{TRAIN}] field belongs under [{TRAIN}])" if name in TRAIN_SETTINGS \
                 else ""
             raise ValueError(f"{where}: unknown table [{name}]{line}{hint}; valid tables: "
                              f"[{TRAIN}], [{AUGMENT}], [{MODELS}.<model>]")
-    base = _checked_table(raw.get(TRAIN, {}), TRAIN, TRAIN_SETTINGS, where, text)
-    augment = _checked_table(raw.get(AUGMENT, {}), AUGMENT, AUGMENT_SETTINGS, where, text)
+    base = checked_table(raw.get(TRAIN, {}), TRAIN, TRAIN_SETTINGS, where, text)
+    augment = checked_table(raw.get(AUGMENT, {}), AUGMENT, AUGMENT_SETTINGS, where, text)
     models_raw = raw.get(MODELS, {})
     if not isinstance(models_raw, dict):
         raise ValueError(f"{where}: {MODELS} must hold tables [{MODELS}.<model>]. "
@@ -356,11 +356,11 @@ def parse_recipe(text: str, source: str) -> Recipe:
     for model, table in models_raw.items():
         name = f"{MODELS}.{model}"
         if model not in MODEL_NAMES:
-            raise ValueError(f"{where}: unknown model in [{name}]{_line_of(text, name)}; "
+            raise ValueError(f"{where}: unknown model in [{name}]{line_of(text, name)}; "
                              f"valid models: {', '.join(MODEL_NAMES)}")
-        models[model] = _checked_table(table, name, TRAIN_SETTINGS, where, text, (AUGMENT,))
+        models[model] = checked_table(table, name, TRAIN_SETTINGS, where, text, (AUGMENT,))
         if AUGMENT in table:
-            models[model][AUGMENT] = _checked_table(table[AUGMENT], f"{name}.{AUGMENT}",
+            models[model][AUGMENT] = checked_table(table[AUGMENT], f"{name}.{AUGMENT}",
                                                     AUGMENT_SETTINGS, where, text)
     recipe = Recipe(base=base, models=models, augment=augment, source=source, text=text)
     with _naming(where, AUGMENT, text):

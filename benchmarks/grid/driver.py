@@ -1,0 +1,291 @@
+"""The grid driver: plans a spec's runs, runs the missing ones, keeps every record, chooses.
+
+One driver owns a grid folder at a time (`GridLock`). Each run's id is derived from its
+full spec (`RunSpec.spec_digest`), so a resumed grid knows which of its runs are already
+recorded ok and runs only the others. Records are appended one whole line at a time by
+this process alone (`store.append_record`), whatever executor ran them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.grid.selection import (
+    choose,
+    chosen_test_summary,
+    point_key,
+    same_choice,
+    score_points,
+)
+from benchmarks.grid.spec import SELECT_BY, GridSpec, describe_point
+from benchmarks.grid.study import write_study
+from benchmarks.record import schema
+from benchmarks.record.store import (
+    RESULTS_FILE,
+    append_record,
+    cut_torn_tail,
+    new_report_dir,
+    read_records,
+)
+from benchmarks.report import write_report
+from benchmarks.runner.config import RunSpec
+from benchmarks.runner.grid import (
+    check_batch_size,
+    check_folders,
+    check_ready,
+    default_run_timeout,
+    load_grid_data,
+)
+from benchmarks.runner.harness import RunInterrupted
+
+LOCK_FILE = ".lock"
+SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
+SUMMARY_FILE = "grid.json"
+
+
+class GridBusy(ValueError):
+    """Another driver holds the grid folder."""
+
+
+@contextmanager
+def grid_lock(folder: Path) -> Iterator[None]:
+    """Holds an exclusive lock on `folder` (fcntl.flock on folder/.lock) for the block.
+
+    The kernel drops the lock with the process, however it ends (a SIGKILL included), so
+    a folder is never left locked by a dead driver.
+
+    Raises:
+        GridBusy: another process holds it; the message names its pid.
+    """
+    handle = open(folder / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise GridBusy(f"another benchmarks.grid driver (pid {holder}) is running on "
+                           f"{folder}: wait for it to finish; two drivers would run the "
+                           "same runs twice") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def plan(spec: GridSpec, prepared: dict) -> list[tuple[dict[str, Any], RunSpec]]:
+    """(point, RunSpec) of every run of `spec`, in run order: point by point, and within
+    a point `Grid.jobs`' order (the backends of one fold, model and seed back to back)."""
+    runs = []
+    for point, grid in zip(spec.points, spec.grids, strict=True):
+        for fold, model, seed, backend in grid.jobs():
+            path, data_info = prepared[fold]
+            runs.append((point, RunSpec(
+                backend=backend, model=model, dataset=grid.dataset, prepared_data=str(path),
+                train=replace(grid.train[model], seed=seed), init=grid.init,
+                threads=grid.threads, deterministic=grid.deterministic, fold=fold,
+                data_info=data_info, measure=grid.measure,
+                timeout_s=grid.run_timeout_s or default_run_timeout(grid, model, data_info),
+                recipe=grid.recipe.as_record(grid.explicit), id_from_spec=True)))
+    return runs
+
+
+def latest_records(folder: Path, on_line: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """run id → its latest record in the folder (an ok one beats a later failure)."""
+    if not (folder / RESULTS_FILE).is_file() or (folder / RESULTS_FILE).stat().st_size == 0:
+        return {}
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_records(folder, on_warning=lambda m: on_line(f"warning: {m}")):
+        kept = latest.get(record[schema.RUN_ID])
+        if kept is None or not schema.succeeded(kept):
+            latest[record[schema.RUN_ID]] = record
+    return latest
+
+
+def prepare(spec: GridSpec, out_root: Path, resume: Path | None) -> dict:
+    """Checks the folders, the frameworks and the data; returns the prepared data per fold.
+
+    Raises:
+        ValueError, MissingFrameworkError, FileNotFoundError: bad input, before anything
+            is written.
+    """
+    first = spec.grids[0]
+    if resume is None:
+        check_folders(first, out_root)
+    elif not (resume / SPEC_FILE).is_file():
+        raise ValueError(f"--resume {resume} is not a grid folder (it holds no {SPEC_FILE}): "
+                         "pass the folder a `python -m benchmarks.grid` run made")
+    check_ready(first)
+    _, prepared = load_grid_data(first)
+    for grid, point in zip(spec.grids, spec.points, strict=True):
+        try:
+            check_batch_size(grid, prepared)
+        except ValueError as error:
+            raise ValueError(f"grid spec {spec.source}{spec.line_of('batch_size')} at "
+                             f"{describe_point(point)}: {error}") from None
+    return prepared
+
+
+def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
+              on_line: Callable[[str], None],
+              summary_only: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Runs `spec`'s missing runs with `executor` into a grid folder, then chooses.
+
+    Args:
+        spec: the checked grid spec.
+        out_root: parent of a new grid folder (without `resume`).
+        resume: a grid folder to complete: runs recorded ok there are skipped.
+        executor: a LocalExecutor or RayExecutor.
+        on_line: receives every progress line.
+        summary_only: with `resume`, run nothing: choose again from the records there
+            (after a change of `select_by`, which is no part of a run's id).
+
+    Returns:
+        The folder and its summary (what grid.json holds).
+
+    Raises:
+        ValueError: bad input (nothing written), every run already done, or the folder
+            locked by another driver.
+        RunInterrupted, KeyboardInterrupt: Ctrl-C; what finished is recorded.
+    """
+    if summary_only and resume is None:
+        raise ValueError("--summary-only needs --resume DIR: the grid folder to choose from")
+    prepared = prepare(spec, out_root, resume)
+    planned = plan(spec, prepared)
+    if resume is not None:
+        with grid_lock(resume):
+            if summary_only:
+                return resume, summarise(spec, resume, planned, on_line)
+            return _run_locked(spec, resume, planned, executor, on_line)
+    folder = new_report_dir(out_root, f"{spec.grids[0].dataset}-grid")
+    with grid_lock(folder):
+        return _run_locked(spec, folder, planned, executor, on_line)
+
+
+def _run_locked(spec: GridSpec, folder: Path, planned: list, executor,
+                on_line: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+    done = {run_id for run_id, record in latest_records(folder, on_line).items()
+            if schema.succeeded(record)}
+    pending = [(point, run) for point, run in planned if run.run_id not in done]
+    if not pending:
+        raise ValueError(f"every run of grid spec {spec.source} ({len(planned)}) is already "
+                         f"recorded ok in {folder}: nothing to run")
+    cut = cut_torn_tail(folder)
+    if cut:
+        on_line(f"warning: cut {cut} bytes of a record cut off mid-write from "
+                f"{folder / RESULTS_FILE}; its run runs again")
+    _write_atomically(folder / SPEC_FILE, spec.text)
+    on_line(f"grid folder {folder}: {len(planned)} runs, {len(planned) - len(pending)} "
+            f"already recorded ok, {len(pending)} to run ({executor.describe()})")
+    points = {run.run_id: point for point, run in pending}
+    try:
+        for number, (run, record) in enumerate(
+                executor.run([run for _, run in pending], on_line), 1):
+            _keep(folder, record, points[run.run_id])
+            on_line(f"== {number}/{len(pending)} {run.run_id} ({describe_point(points[run.run_id])}"
+                    f"): {_outcome(record, spec.select_by)}")
+    except RunInterrupted as stop:
+        _keep(folder, stop.record, points[stop.record[schema.RUN_ID]])
+        raise
+    return folder, summarise(spec, folder, planned, on_line)
+
+
+def _keep(folder: Path, record: dict[str, Any], point: dict[str, Any]) -> None:
+    append_record(folder, {**record, schema.GRID_POINT: point})
+
+
+def _outcome(record: dict[str, Any], select_by: str) -> str:
+    if not schema.succeeded(record):
+        return f"{record[schema.STATUS]}: {record[schema.ERROR]}"
+    value = (record.get("selection") or {}).get(f"best_{select_by}")
+    return f"ok, {select_by} {value:.4f}" if value is not None else "ok"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def summarise(spec: GridSpec, folder: Path, planned: list,
+              on_line: Callable[[str], None]) -> dict[str, Any]:
+    """Chooses on validation; writes grid.json, the study and the chosen runs' report.
+
+    Returns:
+        The summary written to grid.json.
+    """
+    latest = latest_records(folder, on_line)
+    records = [latest[run.run_id] for _, run in planned if run.run_id in latest]
+    foreign = len(latest) - len(records)
+    if foreign:
+        # Their ids come from another spec: other settings, or another --deterministic.
+        on_line(f"warning: {foreign} run(s) recorded in {folder} belong to no run of "
+                f"{spec.source} and are left out of the choice")
+    scores = score_points(records, spec.select_by, spec.points)
+    chosen = choose(scores, SELECT_BY[spec.select_by])
+    choices = []
+    for key, best in chosen.items():
+        dataset, model, backend = key
+        choices.append({
+            "dataset": dataset, "model": model, "backend": backend, "point": best.point,
+            "defaults": {axis: spec.default_value(model, axis) for axis in spec.axes},
+            "validation": asdict(best.validation),
+            "test_accuracy": asdict(chosen_test_summary(records, key, best.point)),
+            "points": [{"point": s.point, "validation": asdict(s.validation)}
+                       for s in scores[key]]})
+    summary = {
+        "spec": spec.source, "select_by": spec.select_by,
+        "axes": {axis: list(values) for axis, values in spec.axes.items()},
+        "runs": {"planned": len(planned),
+                 "ok": sum(map(schema.succeeded, records)),
+                 "not_ok": sum(not schema.succeeded(r) for r in records),
+                 "missing": len(planned) - len(records)},
+        "choices": choices,
+        "same_choice_across_backends": [
+            {"dataset": d, "model": m, "same": same}
+            for (d, m), same in same_choice(chosen).items()],
+    }
+    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
+    chosen_records = [r for r in records if schema.succeeded(r) and point_key(
+        r[schema.GRID_POINT]) == point_key(chosen[(r[schema.DATASET], r[schema.MODEL],
+                                                    r[schema.BACKEND])].point)]
+    if chosen_records:
+        write_report(folder, chosen_records)
+    write_study(folder, records, summary)
+    return summary
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The chosen configuration of each (dataset, model, backend) beside the defaults,
+    its validation figure and (only now) its test accuracy, then whether the backends
+    agreed."""
+    select_by = summary["select_by"]
+    rows = [["model", "backend", "chosen", "default", f"{select_by} (95% CI)", "n",
+             "test acc"]]
+    for choice in summary["choices"]:
+        val, test = choice["validation"], choice["test_accuracy"]
+        interval = (f"{val['mean']:.4f} ± {(val['ci_high'] - val['ci_low']) / 2:.4f}"
+                    if val["ci_low"] is not None else f"{val['mean']:.4f}")
+        rows.append([choice["model"], choice["backend"], describe_point(choice["point"]),
+                     describe_point(choice["defaults"]), interval, str(val["n"]),
+                     "-" if test["mean"] is None else f"{test['mean']:.3f}"])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    for entry in summary["same_choice_across_backends"]:
+        verdict = "the same configuration" if entry["same"] else "DIFFERENT configurations"
+        lines.append(f"{entry['model']} on {entry['dataset']}: the backends chose {verdict}")
+    runs = summary["runs"]
+    lines.append(f"runs: {runs['planned']} planned, {runs['ok']} ok, {runs['not_ok']} not ok, "
+                 f"{runs['missing']} missing")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""benchmarks.grid end to end on a tiny synthetic grid: local, --jobs, SIGKILL and --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from benchmarks.grid import __main__ as grid_cli
+from benchmarks.grid.driver import SUMMARY_FILE
+from benchmarks.record.store import RESULTS_FILE, read_records
+from benchmarks.runner.env import SUITE_ROOT
+from tests.grid_specs import TINY_SPEC, write_spec
+
+
+def _folder(out):
+    (folder,) = out.iterdir()
+    return folder
+
+
+def test_a_grid_runs_chooses_and_refuses_to_rerun(tmp_path, capsys):
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    assert grid_cli.main([str(spec), "--out", str(out)]) == 0
+    folder = _folder(out)
+    records = read_records(folder)
+    assert [r["grid_point"]["learning_rate"] for r in records] == [1e-3, 3e-3]
+    assert len({r["run_id"] for r in records}) == 2
+    assert all(r["execution"]["exclusive_timing"] and r["execution"]["jobs"] == 1
+               for r in records)
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    (choice,) = summary["choices"]
+    best = max(records, key=lambda r: r["selection"]["best_val_accuracy"])  # first of ties
+    assert choice["point"] == best["grid_point"] and choice["validation"]["n"] == 1
+    assert choice["test_accuracy"]["mean"] == best["metrics"]["accuracy"]
+    assert choice["defaults"] == {"learning_rate": 1e-3}
+    assert (folder / "report.html").exists() and (folder / "study.png").exists()
+    capsys.readouterr()
+    # Every run is done: one line, exit 2, nothing written.
+    before = (folder / RESULTS_FILE).read_bytes()
+    assert grid_cli.main([str(spec), "--resume", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "every run of grid spec" in err and "already recorded ok" in err
+    assert (folder / RESULTS_FILE).read_bytes() == before
+
+
+def _driver(*args):
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.grid", *map(str, args)],
+                            cwd=SUITE_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_resume_loses_and_duplicates_nothing(tmp_path):
+    text = TINY_SPEC.replace("learning_rate = [1e-3, 3e-3]",
+                             "learning_rate = [1e-3, 2e-3, 3e-3, 4e-3]")
+    spec, out = write_spec(tmp_path, text), tmp_path / "out"
+    driver = _driver(spec, "--out", out)
+    deadline = time.monotonic() + 300
+    results = None
+    while time.monotonic() < deadline and driver.poll() is None:
+        folders = list(out.glob("*")) if out.exists() else []
+        results = folders[0] / RESULTS_FILE if folders else None
+        if results is not None and results.exists() and results.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.2)
+    assert driver.poll() is None, "the driver finished before it could be killed"
+    os.kill(driver.pid, signal.SIGKILL)  # the driver only: its worker is orphaned
+    driver.wait()
+    folder = results.parent
+    kept = read_records(folder, on_warning=lambda m: None)
+    assert 1 <= len(kept) < 4
+    resumed = _driver(spec, "--resume", folder)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    records = read_records(folder)
+    ids = Counter(r["run_id"] for r in records if r["status"] == "ok")
+    assert len(ids) == 4 and set(ids.values()) == {1}  # none lost, none duplicated
+    assert {r["run_id"] for r in kept} <= set(ids)
+    assert json.loads((folder / SUMMARY_FILE).read_text())["runs"]["ok"] == 4
+
+
+@pytest.mark.slow
+def test_jobs_2_marks_timings_shared_and_summary_only_chooses_again(tmp_path):
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    assert grid_cli.main([str(spec), "--out", str(out), "--jobs", "2"]) == 0
+    records = read_records(_folder(out))
+    assert len(records) == 2
+    assert all(not r["execution"]["exclusive_timing"] and r["execution"]["jobs"] == 2
+               for r in records)
+    folder = _folder(out)
+    before = (folder / RESULTS_FILE).read_bytes()
+    # Choosing by another figure (no part of a run's id) runs nothing, chooses again.
+    by_loss = write_spec(tmp_path, TINY_SPEC.replace('recipe = "none"',
+                                                     'recipe = "none"\nselect_by = "val_loss"'),
+                         "by_loss.toml")
+    assert grid_cli.main([str(by_loss), "--resume", str(folder), "--summary-only"]) == 0
+    assert (folder / RESULTS_FILE).read_bytes() == before
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    best = min(records, key=lambda r: r["selection"]["best_val_loss"])
+    assert summary["select_by"] == "val_loss"
+    assert summary["choices"][0]["point"] == best["grid_point"]
+
+

@@ -1,0 +1,57 @@
+"""Grid specs: bad input is one line naming the problem and its line, exit 2, nothing written."""
+
+import pytest
+
+from benchmarks.grid import __main__ as grid_cli
+from benchmarks.grid.spec import parse_spec
+from tests.grid_specs import TINY_SPEC, write_spec
+
+
+def _line_number(text: str, needle: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize("old, new, problem, needle", [
+    ("batch_size = 8", "batch_size = 8\nlearning_rat = 0.1", "unknown field 'learning_rat'",
+     "learning_rat ="),
+    ("learning_rate = [1e-3, 3e-3]", "lr = [1e-3]", "unknown axis 'lr'", "lr ="),
+    ('models = ["proposed_cnn"]', 'models = ["lenet"]', "unknown model 'lenet'", "models ="),
+    ("learning_rate = [1e-3, 3e-3]", "learning_rate = []", "axis learning_rate is empty",
+     "learning_rate ="),
+    ("learning_rate = [1e-3, 3e-3]", 'learning_rate = [1e-3, "fast"]',
+     "learning_rate must be a number", "learning_rate ="),
+    ("seeds = 1", 'seeds = "two"', "seeds must be an integer", "seeds ="),
+    ("epochs = 1", "epochs = 0", "epochs must be an integer ≥ 1", "epochs ="),
+    ("learning_rate = [1e-3, 3e-3]", "seed = [0, 1]", "seed (line 15) cannot be an axis", "seed ="),
+    ("[measure]", "[measures]", "unknown table [measures]", "[measures]"),
+])
+def test_bad_spec_is_one_line_naming_its_line(old, new, problem, needle, tmp_path, capsys):
+    text = TINY_SPEC.replace(old, new)
+    assert text != TINY_SPEC
+    spec = write_spec(tmp_path, text)
+    out = tmp_path / "out"
+    assert grid_cli.main([str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and problem in err, err
+    assert f"(line {_line_number(text, needle)})" in err, err
+    assert not out.exists()  # nothing written
+
+
+def test_points_cross_the_axes_and_resolve_through_the_recipe():
+    text = TINY_SPEC.replace("learning_rate = [1e-3, 3e-3]",
+                             'learning_rate = [1e-3, 3e-3]\naugment = ["none", "light"]')
+    spec = parse_spec(text, "s.toml")
+    assert [tuple(p.values()) for p in spec.points] == [
+        (1e-3, "none"), (1e-3, "light"), (3e-3, "none"), (3e-3, "light")]
+    trains = [grid.train["proposed_cnn"] for grid in spec.grids]
+    assert [t.learning_rate for t in trains] == [1e-3, 1e-3, 3e-3, 3e-3]
+    assert trains[0].augment != trains[1].augment and trains[0].augment == trains[2].augment
+    assert all(t.epochs == 1 and t.batch_size == 8 for t in trains)  # [fixed]
+    assert spec.default_value("proposed_cnn", "augment") == "none"
+    assert spec.grids[0].threads == 1 and spec.grids[0].save_weights == "none"
+
+
+def test_an_axis_also_fixed_is_refused():
+    text = TINY_SPEC.replace("batch_size = 8", "batch_size = 8\nlearning_rate = 0.1")
+    with pytest.raises(ValueError, match=r"learning_rate is both in \[fixed\] \(line 13\)"):
+        parse_spec(text, "s.toml")
