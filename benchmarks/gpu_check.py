@@ -213,7 +213,7 @@ def run_configs(folder: Path, configs: Iterable[CheckConfig],
                               "batch_size": config.batch_size, "compile": config.compile,
                               "seed": 0},
                     image_size=config.image_size, synthetic_subjects=config.subjects,
-                    measure=measure, **extra)
+                    measure=measure, save_weights="none", **extra)
         print(f"== {config.label}: {', '.join(config.models)}", flush=True)
         _, found = run_grid(grid, folder / config.label)
         records.extend(found)
