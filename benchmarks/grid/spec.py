@@ -52,6 +52,7 @@ from benchmarks.runner.recipe import (
     Setting,
     checked_table,
     line_of,
+    read_toml_text,
     resolve_recipe,
     settings,
 )
@@ -303,9 +304,5 @@ def load_spec(path: str | Path, deterministic: bool = False) -> GridSpec:
     Raises:
         ValueError: the file is missing or unreadable, or not a valid spec (one line).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
-        raise ValueError(f"grid spec {path} {reason}: pass a TOML file (docs/grids.md)") from None
+    text = read_toml_text(path, "grid spec", "pass a TOML file (docs/grids.md)")
     return parse_spec(text, str(path), deterministic)

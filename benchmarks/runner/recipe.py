@@ -376,20 +376,34 @@ def parse_recipe(text: str, source: str) -> Recipe:
     return recipe
 
 
+def read_toml_text(path: str | Path, what: str, fix: str) -> str:
+    """The text of the TOML file at `path`.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message ("recipe", "grid spec").
+        fix: what to pass instead, for the message.
+
+    Raises:
+        ValueError: one line, when the file is missing or unreadable.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
+        raise ValueError(f"{what} {path} {reason}: {fix}") from None
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Reads and checks the recipe file at `path` (`parse_recipe`).
 
     Raises:
         ValueError: the file is missing or unreadable, or not a valid recipe (one line).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
-        shipped = ", ".join(str(shipped_recipe(name).relative_to(RECIPES_DIR.parent.parent))
-                            for name in DATASET_NAMES)
-        raise ValueError(f"recipe {path} {reason}: pass a TOML file, {AUTO!r} (the dataset's "
-                         f"shipped recipe) or {NONE!r}; shipped recipes: {shipped}") from None
+    shipped = ", ".join(str(shipped_recipe(name).relative_to(RECIPES_DIR.parent.parent))
+                        for name in DATASET_NAMES)
+    text = read_toml_text(path, "recipe", f"pass a TOML file, {AUTO!r} (the dataset's shipped "
+                                          f"recipe) or {NONE!r}; shipped recipes: {shipped}")
     return parse_recipe(text, str(path))
 
 
