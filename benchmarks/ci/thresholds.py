@@ -13,9 +13,9 @@ from benchmarks.record.figures import ANON_MEMORY, ENERGY, MEMORY, NORMALISED, Q
 # resident share depends on the page cache, and read up to +20% in a fresh clone with
 # unchanged code, where the anonymous figures moved under 3% (but for TF's occasional
 # extra 125 MB, which benchmarks.ci's reruns clear). The bar is 6% over the baseline's
-# highest reading: +100 MB on a steady worker up to 1.6 GB; TF vgg16 (1.28 to 1.51 GB
-# anonymous peak for unchanged code, docs/ci.md) needs about +150 MB to fail every
-# reading. A few epochs on a tiny test set make accuracy a coin toss: shown, not judged.
+# highest reading: +100 MB on a steady worker up to 1.6 GB; TF vgg16 (1.28 to 1.55 GB
+# anonymous peak for unchanged code, docs/ci.md) needs up to +250 MB to fail every
+# reading, as its baseline holds one 1.55 GB reading. A few epochs on a tiny test set make accuracy a coin toss: shown, not judged.
 CI_THRESHOLDS = {QUALITY: math.inf, TIME: math.inf, NORMALISED: 0.15, MEMORY: math.inf,
                  ANON_MEMORY: 0.06, ENERGY: math.inf}
 # What each of the check's comparisons judges: speed between the two trees it runs on this
