@@ -15,7 +15,8 @@ from benchmarks.record.figures import ANON_MEMORY, ENERGY, MEMORY, NORMALISED, Q
 # extra 125 MB, which benchmarks.ci's reruns clear). The bar is 6% over the baseline's
 # highest reading: +100 MB on a steady worker up to 1.6 GB; TF vgg16 (1.28 to 1.55 GB
 # anonymous peak for unchanged code, docs/ci.md) needs up to +250 MB to fail every
-# reading, as its baseline holds one 1.55 GB reading. A few epochs on a tiny test set make accuracy a coin toss: shown, not judged.
+# reading, as its baseline holds one 1.55 GB reading. A few epochs on a tiny test set
+# make accuracy a coin toss: shown, not judged.
 CI_THRESHOLDS = {QUALITY: math.inf, TIME: math.inf, NORMALISED: 0.15, MEMORY: math.inf,
                  ANON_MEMORY: 0.06, ENERGY: math.inf}
 # What each of the check's comparisons judges: speed between the two trees it runs on this

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +51,13 @@ from benchmarks.runner.recipe import (
     Setting,
     checked_table,
     line_of,
+    parse_toml,
     read_toml_text,
     resolve_recipe,
     settings,
 )
 from datasets import check_dataset_name
 from datasets.preprocess import KDEF_ANGLES
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, under its PyPI name
-    import tomli as tomllib
 
 GRID, FIXED, AXES, MEASURE = "grid", "fixed", "axes", "measure"  # the tables of a spec
 TABLES = (GRID, FIXED, AXES, MEASURE)
@@ -234,10 +229,7 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
         ValueError: one line naming the file, the problem and its line.
     """
     where = f"grid spec {source}"
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{where} is not valid TOML: {error}") from None
+    raw = parse_toml(text, where)
     for name in raw:
         if name not in TABLES:
             line = line_of(text, name) or line_of(text, "", name)

@@ -323,6 +323,14 @@ def _naming(where: str, table: str, text: str) -> Iterator[None]:
         raise ValueError(f"{where}: [{table}]{line_of(text, table)}: {error}") from None
 
 
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """The tables of the TOML `text`; ValueError (one line, naming `where`) if it is not TOML."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{where} is not valid TOML: {error}") from None
+
+
 def parse_recipe(text: str, source: str) -> Recipe:
     """The Recipe written in `text`, checked: every table, key, type and value.
 
@@ -335,10 +343,7 @@ def parse_recipe(text: str, source: str) -> Recipe:
             valid.
     """
     where = f"recipe {source}"
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{where} is not valid TOML: {error}") from None
+    raw = parse_toml(text, where)
     for name in raw:
         if name not in (TRAIN, AUGMENT, MODELS):
             line = line_of(text, name) or line_of(text, "", name)
