@@ -1,4 +1,7 @@
-"""Trained weights on disk: one compressed `.npz` per run, readable without pickle.
+"""Trained weights on disk: one uncompressed `.npz` per run, readable without pickle.
+
+Uncompressed: trained float32 weights barely compress, and zlib's time is paid by every
+run (docs/design.md, saved weights).
 
 A weights file holds, as plain numpy arrays (`np.load(..., allow_pickle=False)` reads it):
 
@@ -102,7 +105,7 @@ class WeightsMeta:
 
 def save_weights(path: Path, weights: dict[str, np.ndarray], meta: WeightsMeta,
                  test_probabilities: np.ndarray | None = None) -> int:
-    """Writes `weights` (canonical layout) and `meta` to `path`, compressed; returns bytes.
+    """Writes `weights` (canonical layout) and `meta` to `path`; returns its bytes.
 
     Written under a temporary name and renamed, so a crash never leaves a truncated file
     under the final name.
@@ -124,7 +127,7 @@ def save_weights(path: Path, weights: dict[str, np.ndarray], meta: WeightsMeta,
         arrays[PROBABILITIES_KEY] = np.asarray(test_probabilities, np.float32)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     try:
-        np.savez_compressed(partial, **arrays)
+        np.savez(partial, **arrays)
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -184,7 +187,7 @@ def read_weights(path: Path) -> SavedWeights:
 
 
 def read_test_probabilities(path: Path) -> np.ndarray | None:
-    """Only the test probabilities of a weights file (the weights are not decompressed).
+    """Only the test probabilities of a weights file (the weights are not read).
 
     Returns:
         (N, C) float32, or None when the file holds none.
