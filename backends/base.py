@@ -180,12 +180,13 @@ class TrainConfig:
             mirror) or "tencrop" (4 corners, centre and their mirrors), class
             probabilities averaged over the views (`Backend.predict_proba_tta`).
             Validation, and so selection, always scores the plain images.
-        freeze_epochs: train only the layers a pretrained checkpoint did not provide (its
-            re-initialised head, `fit`'s `head_layers`) for this many first epochs, then
-            every layer; in [0, epochs], 0 for none. Frozen parameters get no update, no
-            weight decay and no optimizer state; at the unfreeze every parameter starts a
-            fresh optimizer state (docs/weights.md). BatchNorm layers keep normalising
-            with batch statistics and updating their running ones while frozen.
+        freeze_epochs: with a pretrained checkpoint, train only the layers it did not
+            provide (the re-initialised head) for this many first epochs, then every
+            layer; in [0, epochs], 0 for none. The layers come to `fit` as `head_layers`.
+            Frozen parameters get no update, no weight decay and no optimizer state; at
+            the unfreeze every parameter starts a fresh optimizer state (docs/weights.md).
+            BatchNorm layers keep normalising with batch statistics and updating their
+            running ones while frozen.
     """
 
     epochs: int = 6

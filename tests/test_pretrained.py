@@ -32,7 +32,9 @@ from backends.torch.models import create_model  # noqa: E402
 from backends.weights import WeightsMeta, save_weights  # noqa: E402
 from benchmarks import run  # noqa: E402
 from benchmarks.record.store import read_records  # noqa: E402
-from benchmarks.report import write_report  # noqa: E402
+from benchmarks.report.data import analyse, pretrained_rows  # noqa: E402
+from benchmarks.report.html import render_html  # noqa: E402
+from benchmarks.report.markdown import render_markdown  # noqa: E402
 
 SIDE, CLASSES = 32, 7
 # torchvision's VGG-16 (configuration D): every conv of `features` and every Linear of
@@ -226,12 +228,14 @@ def test_freezing_or_native_init_without_their_counterpart_is_refused(argv, mess
 
 
 def test_a_pretrained_fine_tune_is_recorded_and_reported(resnet18_file, tmp_path):
-    """One torch run through benchmarks.run: checkpoint, layers, freeze, report."""
+    """One torch run through benchmarks.run: checkpoint, layers, freeze, report.
+
+    The ci preset's tiny set (32×32, 6 people, 1 thread, short latency probe), no weights.
+    """
     out = tmp_path / "reports"
-    argv = ["--backend", "torch", "--models", "resnet18", "--pretrained", str(resnet18_file),
-            "--epochs", "2", "--freeze-epochs", "1", "--synthetic-subjects", "6",
-            "--image-size", str(SIDE), "--batch-size", "16", "--recipe", "none",
-            "--threads", "1", "--save-weights", "none", "--no-report", "--out", str(out)]
+    argv = ["--preset", "ci", "--backend", "torch", "--models", "resnet18", "--pretrained",
+            str(resnet18_file), "--epochs", "2", "--freeze-epochs", "1", "--no-report",
+            "--out", str(out)]
     assert run.main(argv) == 0
     (folder,) = out.iterdir()
     (record,) = read_records(folder / "results.jsonl")
@@ -244,8 +248,16 @@ def test_a_pretrained_fine_tune_is_recorded_and_reported(resnet18_file, tmp_path
         == ["fc"] and "layer4.1.bn2" in found["loaded_layers"]
     assert record["config"]["freeze_epochs"] == 1 and len(record["history"]) == 2
     json.dumps(record)  # JSON through and through
-    write_report(folder, [record])
-    report = (folder / "report.md").read_text()
-    assert "## Starting weights (--pretrained)" in report
-    assert "resnet18-random.pth (torchvision resnet18, " in report
-    assert "fc (weight 1000×512" in report
+    # A failed run of the same file says which file, not yet which layers.
+    failed = {**record, "run_id": "tf-resnet18-synthetic-seed0", "backend": "tf",
+              "status": "failed", "error": "boom", "stderr_tail": "",
+              "pretrained": {k: v for k, v in found.items() if not k.endswith("_layers")}}
+    data = analyse([record, failed], folder / "results.jsonl")
+    headers, rows = pretrained_rows(data)
+    assert rows[0][1:4] == [f"resnet18-random.pth (torchvision resnet18, "
+                            f"{found['bytes'] / 1e6:,.1f} MB)", found["sha256"][:12], "41 layers"]
+    assert rows[0][4] == "conv1: 3 input channels summed to 1 (grayscale)"
+    assert rows[0][5] == "fc (weight 1000×512 stored, 7×512 here; bias 1000 stored, 7 here)"
+    assert rows[1][1:] == rows[0][1:3] + ["—", "—", "—"]
+    assert "## Starting weights (--pretrained)" in render_markdown(data)
+    assert "Starting weights (--pretrained)" in render_html(data, [])

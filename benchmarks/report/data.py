@@ -326,18 +326,20 @@ def pretrained_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
         found = record.get(schema.PRETRAINED)
         if not found:
             continue
-        loaded, adapted = found.get("loaded_layers"), found.get("adapted_layers") or {}
-        reinitialised = found.get("reinitialised_layers")
         size_mb = (found.get("bytes") or 0) / 1e6
-        rows.append([
-            record["run_id"],
-            f"{Path(str(found.get('path'))).name} ({found.get('format')} "
-            f"{found.get('architecture')}, {size_mb:,.1f} MB)",
-            str(found.get("sha256", "—"))[:12],
-            "—" if loaded is None else f"{len(loaded) + len(adapted)} layers",
+        row = [record["run_id"], f"{Path(str(found.get('path'))).name} ({found.get('format')} "
+                                 f"{found.get('architecture')}, {size_mb:,.1f} MB)",
+               str(found.get("sha256", "—"))[:12]]
+        loaded = found.get("loaded_layers")
+        if loaded is None:  # a run that failed before its worker fitted the checkpoint
+            rows.append(row + ["—", "—", "—"])
+            continue
+        adapted = found.get("adapted_layers") or {}
+        reinitialised = found.get("reinitialised_layers") or {}
+        rows.append(row + [
+            f"{len(loaded) + len(adapted)} layers",
             "; ".join(f"{layer}: {how}" for layer, how in adapted.items()) or "none",
-            "—" if reinitialised is None else "; ".join(
-                f"{layer} ({why})" for layer, why in reinitialised.items()) or "none"])
+            "; ".join(f"{layer} ({why})" for layer, why in reinitialised.items()) or "none"])
     return headers, rows
 
 

@@ -321,12 +321,15 @@ def load_pretrained(spec: RunSpec, backend):
     Raises:
         ValueError: freeze_epochs > 0 but every layer came from the checkpoint.
     """
-    from backends.init import shared_initial_weights
     from backends.pretrained import map_checkpoint, staged_checkpoint
 
-    template = backend.get_weights()
-    fitted = map_checkpoint(staged_checkpoint(Path(spec.pretrained_file)), template,
-                            shared_initial_weights(template, spec.train.seed))
+    # With init "shared" (which a pretrained grid requires) the model already holds the
+    # shared initial weights of the run's seed: they are both the template and what the
+    # re-initialised layers take, drawn once.
+    if spec.init != "shared":
+        raise ValueError(f"pretrained weights need init 'shared'. Received: init={spec.init!r}")
+    initial = backend.get_weights()
+    fitted = map_checkpoint(staged_checkpoint(Path(spec.pretrained_file)), initial, initial)
     backend.set_weights(fitted.weights)
     if spec.train.freeze_epochs and not fitted.reinitialised:
         raise ValueError(f"freeze_epochs {spec.train.freeze_epochs}: every layer of "
