@@ -244,24 +244,29 @@ def test_frozen_layers_get_no_update_and_no_optimizer_state():
     count in the bias correction) would make that step smaller than lr."""
     x, y = _freeze_data()
     rate = 0.05
-    for epochs in (FROZEN, FROZEN + 1):
-        config = TrainConfig(optimizer="adam", learning_rate=rate, lr_schedule="constant",
-                             epochs=epochs, batch_size=16, seed=7, freeze_epochs=FROZEN,
-                             weight_decay=0.01)
-        tf_backend, denses, torch_backend, linears = _dense_backends(5, (HIDDEN, CLASSES))
-        start = _layer_weights(denses, linears)[1]
-        tf_backend.fit(x, y, config, head_layers=frozenset({"3"}))
-        torch_backend.fit(x, y, config, head_layers=frozenset({"3"}))
-        for after in _layer_weights(denses, linears):
-            hidden_moves = [after[0] - start[0], after[2] - start[2]]  # weight, bias of "1"
-            assert np.abs(after[1] - start[1]).max() > 0.05  # the head trained throughout
-            if epochs == FROZEN:
-                assert all(not move.any() for move in hidden_moves)
-                continue
-            moved = np.concatenate([m.ravel() for m in hidden_moves])
-            # Adam's L2 decay is part of the gradient, so it leaves the ±lr intact; it also
-            # gives a dead ReLU unit's weights a gradient, so every element moves.
-            np.testing.assert_allclose(np.abs(moved), rate, rtol=1e-3)
+    config = TrainConfig(optimizer="adam", learning_rate=rate, lr_schedule="constant",
+                         epochs=FROZEN + 1, batch_size=16, seed=7, freeze_epochs=FROZEN,
+                         weight_decay=0.01)
+    tf_backend, denses, torch_backend, linears = _dense_backends(5, (HIDDEN, CLASSES))
+    start = _layer_weights(denses, linears)[1]
+    frozen = {}
+
+    def snapshot(backend, log):  # the weights at the end of the last frozen epoch
+        if log.epoch == FROZEN:
+            tf_weights, torch_weights = _layer_weights(denses, linears)
+            frozen[backend.name] = tf_weights if backend.name == "tf" else torch_weights
+
+    for backend in (tf_backend, torch_backend):
+        backend.fit(x, y, config, on_epoch_end=lambda log, b=backend: snapshot(b, log),
+                    head_layers=frozenset({"3"}))
+    for name, after in zip(("tf", "torch"), _layer_weights(denses, linears), strict=True):
+        # Order: weight "1", weight "3", bias "1", bias "3".
+        assert np.abs(frozen[name][1] - start[1]).max() > 0.05  # the head trained
+        assert not (frozen[name][0] - start[0]).any() and not (frozen[name][2] - start[2]).any()
+        moved = np.concatenate([(after[0] - start[0]).ravel(), (after[2] - start[2]).ravel()])
+        # Adam's L2 decay is part of the gradient, so it leaves the ±lr intact; it also
+        # gives a dead ReLU unit's weights a gradient, so every element moves.
+        np.testing.assert_allclose(np.abs(moved), rate, rtol=1e-3)
 
 
 def test_freeze_epochs_needs_head_layers():

@@ -11,6 +11,7 @@ checks the same loader against torchvision itself, where it is installed.
 import argparse
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
 from backends import create_backend  # noqa: E402
+from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 from backends.pretrained import (  # noqa: E402
     TORCHVISION,
@@ -31,10 +33,13 @@ from backends.pretrained import (  # noqa: E402
 from backends.torch.models import create_model  # noqa: E402
 from backends.weights import WeightsMeta, save_weights  # noqa: E402
 from benchmarks import run  # noqa: E402
+from benchmarks.record.schema import record_header  # noqa: E402
 from benchmarks.record.store import read_records  # noqa: E402
 from benchmarks.report.data import analyse, pretrained_rows  # noqa: E402
 from benchmarks.report.html import render_html  # noqa: E402
 from benchmarks.report.markdown import render_markdown  # noqa: E402
+from benchmarks.runner.config import RunSpec  # noqa: E402
+from benchmarks.runner.worker import load_pretrained  # noqa: E402
 
 SIDE, CLASSES = 32, 7
 # torchvision's VGG-16 (configuration D): every conv of `features` and every Linear of
@@ -97,7 +102,8 @@ def test_the_key_layouts_are_torchvisions():
     assert torchvision_keys("vgg16")["features.28.weight"] == "block5.conv3.weight"
     assert torchvision_keys("vgg16")["classifier.6.bias"] == "classifier.fc3.bias"
     for architecture, count in (("resnet18", 122), ("resnet50", 320)):
-        state = create_model(architecture, (SIDE, SIDE, 3), 1000).state_dict()
+        with torch.device("meta"):  # names and shapes only: no memory, no drawing
+            state = create_model(architecture, (SIDE, SIDE, 3), 1000).state_dict()
         # torchvision's resnet18 has 122 entries, resnet50 320, with num_batches_tracked.
         assert len(state) == count
         stored = {k for k in state if not k.endswith("num_batches_tracked")}
@@ -227,10 +233,39 @@ def test_freezing_or_native_init_without_their_counterpart_is_refused(argv, mess
     assert not (tmp_path / "out").exists()
 
 
+def test_the_worker_loads_the_staged_checkpoint_and_the_spec_names_it(resnet18_file,
+                                                                      tmp_path):
+    checkpoint = read_checkpoint(resnet18_file)
+    staged = checkpoint.stage(tmp_path / "pretrained.npz")
+    spec = RunSpec(backend="torch", model="resnet18", dataset="synthetic", prepared_data="",
+                   train=TrainConfig(epochs=2, freeze_epochs=1),
+                   pretrained=checkpoint.describe(), pretrained_file=str(staged))
+    assert RunSpec.from_json(spec.to_json()) == spec
+    assert record_header(spec)["pretrained"] == checkpoint.describe()
+    # The digest takes the file's content, not where it lies or where it was staged.
+    moved = replace(spec, pretrained={**spec.pretrained, "path": "elsewhere.pth"},
+                    pretrained_file="other.npz")
+    assert moved.spec_digest == spec.spec_digest
+    assert replace(spec, pretrained=None, pretrained_file=None,
+                   train=TrainConfig(epochs=2)).spec_digest != spec.spec_digest
+    backend = create_backend("torch")
+    backend.build("resnet18", (SIDE, SIDE, 1), CLASSES)
+    backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed))
+    initial_fc = backend.get_weights()["fc.weight"]
+    fitted = load_pretrained(spec, backend)
+    assert (list(fitted.adapted), list(fitted.reinitialised)) == (["conv1"], ["fc"])
+    weights = backend.get_weights()
+    np.testing.assert_array_equal(weights["fc.weight"], initial_fc)
+    np.testing.assert_array_equal(weights["layer2.0.downsample.0.weight"],
+                                  checkpoint.arrays["layer2.0.downsample.0.weight"])
+
+
+@pytest.mark.slow
 def test_a_pretrained_fine_tune_is_recorded_and_reported(resnet18_file, tmp_path):
     """One torch run through benchmarks.run: checkpoint, layers, freeze, report.
 
-    The ci preset's tiny set (32×32, 6 people, 1 thread, short latency probe), no weights.
+    The ci preset's tiny set (32×32, 6 people, 1 thread, short latency probe), no weights;
+    about 15 s on a quiet 2-core machine, so a slow test.
     """
     out = tmp_path / "reports"
     argv = ["--preset", "ci", "--backend", "torch", "--models", "resnet18", "--pretrained",
@@ -255,7 +290,7 @@ def test_a_pretrained_fine_tune_is_recorded_and_reported(resnet18_file, tmp_path
     data = analyse([record, failed], folder / "results.jsonl")
     headers, rows = pretrained_rows(data)
     assert rows[0][1:4] == [f"resnet18-random.pth (torchvision resnet18, "
-                            f"{found['bytes'] / 1e6:,.1f} MB)", found["sha256"][:12], "41 layers"]
+                            f"{found['bytes'] / 1e6:,.1f} MB)", found["sha256"][:12], "40 layers"]
     assert rows[0][4] == "conv1: 3 input channels summed to 1 (grayscale)"
     assert rows[0][5] == "fc (weight 1000×512 stored, 7×512 here; bias 1000 stored, 7 here)"
     assert rows[1][1:] == rows[0][1:3] + ["—", "—", "—"]
