@@ -7,7 +7,16 @@ TORCH_SPEC ?= torch==2.13.0
 TF_EXTRA   ?= tf
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow lint perf perf-compare ci-check ci-baseline clean-venv
+# The torchvision cross-check's own environment: torchvision has no build beside the CPU
+# torch 2.13.0 above, and 2.14.1 with its torchvision is about 5.5 GB (CUDA libraries
+# included), which neither CI nor `make test` needs.
+TV_VENV  := .venv-torchvision
+TV_STAMP := $(TV_VENV)/.installed
+TV_SPEC  ?= torch==2.14.1 torchvision==0.29.1
+TV_TF    ?= tensorflow-cpu==2.21.0
+
+.PHONY: setup run test test-slow lint perf perf-compare ci-check ci-baseline clean-venv \
+	torchvision-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +57,18 @@ ci-check: $(STAMP)
 ## Rewrites the committed CI baseline from a fresh run of the `ci` preset; commit the result.
 ci-baseline: $(STAMP)
 	$(BIN)/python -m benchmarks.ci baseline
+
+## The zoo against torchvision's resnet18, resnet50 and vgg16 (random weights) through
+## --pretrained's loader, in both frameworks (docs/weights.md), in $(TV_VENV).
+$(TV_STAMP): pyproject.toml Makefile
+	test -x $(TV_VENV)/bin/python || $(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TV_VENV)/bin/python -m pip install -q $(TV_SPEC) "$(TV_TF)"
+	$(TV_VENV)/bin/python -m pip install -q -e ".[tf,torch,torchvision,dev]"
+	touch $(TV_STAMP)
+
+torchvision-check: $(TV_STAMP)
+	$(TV_VENV)/bin/python -m pytest tests/test_torchvision_reference.py -q -s -rs
 
 clean-venv:
 	rm -rf $(VENV)

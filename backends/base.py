@@ -180,6 +180,13 @@ class TrainConfig:
             mirror) or "tencrop" (4 corners, centre and their mirrors), class
             probabilities averaged over the views (`Backend.predict_proba_tta`).
             Validation, and so selection, always scores the plain images.
+        freeze_epochs: with a pretrained checkpoint, train only the layers it did not
+            provide (the re-initialised head) for this many first epochs, then every
+            layer; in [0, epochs], 0 for none. The layers come to `fit` as `head_layers`.
+            Frozen parameters get no update, no weight decay and no optimizer state; at
+            the unfreeze every parameter starts a fresh optimizer state (docs/weights.md).
+            BatchNorm layers keep normalising with batch statistics and updating their
+            running ones while frozen.
     """
 
     epochs: int = 6
@@ -209,6 +216,7 @@ class TrainConfig:
     patience: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tta: str = "none"
+    freeze_epochs: int = 0
 
     def __post_init__(self) -> None:
         # A record read back (RunSpec.from_json) holds the augmentation as a dict.
@@ -259,6 +267,11 @@ class TrainConfig:
         if not isinstance(warmup, int) or not 0 <= warmup < self.epochs:
             raise ValueError(f"warmup_epochs must be an integer in [0, epochs={self.epochs}). "
                              f"Received: warmup_epochs={warmup!r}")
+        freeze = self.freeze_epochs
+        if (not isinstance(freeze, int) or isinstance(freeze, bool)
+                or not 0 <= freeze <= self.epochs):
+            raise ValueError(f"freeze_epochs must be an integer in [0, epochs={self.epochs}]. "
+                             f"Received: freeze_epochs={freeze!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}]. "
                              f"Received: seed={self.seed!r}")
@@ -558,8 +571,17 @@ class Backend(ABC):
 
     # --- training and inference ------------------------------------------------------
     @abstractmethod
-    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:
-        """Creates the optimizer and the step function, and moves the class weights over."""
+    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray,
+                          layers: frozenset[str] | None = None) -> None:
+        """Creates the optimizer and the step function, and moves the class weights over.
+
+        Args:
+            config: the shared recipe.
+            class_weights: (C,) per-class loss weights.
+            layers: the canonical layers (a weight name's part before its last dot) whose
+                parameters the optimizer updates, the others getting no gradient, update
+                or optimizer state; None: every layer. Each call starts a fresh optimizer.
+        """
 
     @abstractmethod
     def _train_epoch(
@@ -594,7 +616,8 @@ class Backend(ABC):
         views = tta_views(x, mode)
         return sum(self.predict_proba(view, batch_size) for view in views) / len(views)
 
-    def start_training(self, x: np.ndarray, y: np.ndarray, config: TrainConfig) -> None:
+    def start_training(self, x: np.ndarray, y: np.ndarray, config: TrainConfig,
+                       layers: frozenset[str] | None = None) -> None:
         """Readies the built model for `train_step` on these images (what `fit` does first).
 
         Keeps the training set on the host, where `fit` draws each step's batch
@@ -604,6 +627,7 @@ class Backend(ABC):
             x: training images, uint8 (N, H, W, C).
             y: integer labels (N,).
             config: the shared recipe (its optimizer, loss and class weighting are used).
+            layers: the only layers to train (`_prepare_training`); None: all.
         """
         if self.model_name is None:
             raise RuntimeError("build() a model before training it")
@@ -612,8 +636,9 @@ class Backend(ABC):
                              f"with precision={config.precision!r} to train in it")
         _check_images(x, y)
         weights = class_weight_table(y, self.num_classes, config.class_weighting)
-        self._prepare_training(config, weights)
+        self._prepare_training(config, weights, layers)
         self._train_set, self._base_learning_rate = (x, y), config.learning_rate
+        self._class_weights_table = weights
 
     def train_step(self, indices: np.ndarray) -> float:
         """One training step on the samples `indices` of `start_training`'s images.
@@ -641,6 +666,7 @@ class Backend(ABC):
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch_end: Callable[[EpochLog], None] | None = None,
         cpu_wait_clock: Callable[[], float | None] | None = None,
+        head_layers: frozenset[str] | None = None,
     ) -> list[EpochLog]:
         """Trains the built model on uint8 NHWC images with the shared batch schedule.
 
@@ -663,6 +689,10 @@ class Backend(ABC):
             cpu_wait_clock: cumulative seconds this process's threads waited for a CPU
                 (None where unknown); read at both ends of each epoch's training, inside
                 its timing, for `EpochLog.cpu_wait_s`.
+            head_layers: the canonical layers the first `config.freeze_epochs` epochs
+                train alone (a pretrained model's re-initialised ones); needed, and only
+                read, when freeze_epochs > 0. The unfreeze starts a fresh optimizer over
+                every parameter; the learning-rate schedule runs on undisturbed.
 
         Returns:
             One EpochLog per epoch trained.
@@ -672,10 +702,16 @@ class Backend(ABC):
             raise ValueError("early stopping (patience) needs a validation set")
         if config.lr_schedule == "plateau" and validation is None:
             raise ValueError("the plateau learning-rate schedule needs a validation set")
-        self.start_training(x, y, config)
+        frozen = config.freeze_epochs > 0
+        if frozen and not head_layers:
+            raise ValueError("freeze_epochs needs the layers to train while the others are "
+                             "frozen: a --pretrained checkpoint's re-initialised layers")
+        self.start_training(x, y, config, frozenset(head_layers) if frozen else None)
         plateau = PlateauState(config.plateau_patience, config.lr_gamma)
         logs, best, snapshot, stale = [], None, None, 0
         for epoch in range(config.epochs):
+            if frozen and epoch == config.freeze_epochs:
+                self._prepare_training(config, self._class_weights_table, None)
             log = self._fit_epoch(x, y, config, epoch, plateau.factor, cpu_wait_clock)
             if validation is not None:
                 start = time.perf_counter()

@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", default="shared", choices=INIT_MODES,
                         help="shared: both frameworks start from the same weights (default); "
                              "native: each framework's own initialisers")
+    parser.add_argument("--pretrained", type=Path, default=None, metavar="FILE",
+                        help="start from this checkpoint: a torchvision resnet18, resnet50 or "
+                             "vgg16 state_dict (.pt/.pth) or a FER-Bench weights file (.npz); "
+                             "--models must be its architecture. A 3-channel stem is summed "
+                             "to grayscale; layers of other shapes (the classifier) take the "
+                             "shared initial weights; --freeze-epochs N trains only those "
+                             "first (docs/weights.md)")
     parser.add_argument("--threads", type=int, default=available_cores(),
                         help="intra- and inter-op threads, set explicitly in both frameworks, "
                              f"1 to {os.cpu_count()} (default: all %(default)s cores)")
@@ -415,6 +422,7 @@ def grid_of(args: argparse.Namespace) -> Grid:
         deterministic=args.deterministic,
         measure=PRESETS[args.preset].measure if args.preset else MeasureConfig(),
         run_timeout_s=args.run_timeout, save_weights=args.save_weights,
+        pretrained=args.pretrained,
     )
 
 

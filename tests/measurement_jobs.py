@@ -81,7 +81,7 @@ class SleepingBackend(Backend):
     def _build(self, model_name, input_shape, num_classes, precision, overrides) -> None:
         pass  # nothing to build: `Backend.build` records the name and classes
 
-    def _prepare_training(self, config, class_weights) -> None:
+    def _prepare_training(self, config, class_weights, layers=None) -> None:
         self.epochs_run = 0
 
     def _train_epoch(self, batches, learning_rates: np.ndarray) -> float:

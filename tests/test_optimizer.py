@@ -115,31 +115,49 @@ INPUT_SHAPE = (4, 4, 1)
 CLASSES = 3
 
 
-def _softmax_regression_backends(seed: int):
-    """Both Backends holding one dense layer on the flattened pixels, same weights.
+def _dense_backends(seed: int, widths: tuple[int, ...] = (CLASSES,)):
+    """Both Backends holding the same dense layers (ReLU between) on the flattened pixels.
 
     A catalog model cannot hold parameters to 1e-4: the frameworks' BatchNorm backward
     passes already give gradients ~1e-3 apart (relative) after one step, which any
-    optimizer then carries. A single dense layer has well-conditioned gradients that agree
-    to float32 rounding, so what remains is the optimizers' and the schedule's agreement.
+    optimizer then carries. Dense layers have well-conditioned gradients that agree to
+    float32 rounding, so what remains is the optimizers' and the schedule's agreement.
     With one channel, Keras's NHWC flatten and torch's NCHW flatten order pixels alike.
+    The layers carry the same canonical names in both: torch's Sequential indices ("1",
+    "3", …, after the Flatten and between the ReLUs), which the Keras layers are named.
+
+    Returns:
+        (tf_backend, its Dense layers, torch_backend, its Linear layers).
     """
     rng = np.random.default_rng(seed)
-    weight = rng.normal(0, 0.3, (CLASSES, int(np.prod(INPUT_SHAPE)))).astype(np.float32)
-    bias = rng.normal(0, 0.1, CLASSES).astype(np.float32)
+    sizes = (int(np.prod(INPUT_SHAPE)), *widths)
+    weights = [rng.normal(0, 0.3, (out, fan_in)).astype(np.float32)
+               for fan_in, out in zip(sizes, sizes[1:], strict=False)]
+    biases = [rng.normal(0, 0.1, out).astype(np.float32) for out in widths]
+    last = len(widths) - 1
+    denses = [keras.layers.Dense(out, activation=None if i == last else "relu", name=str(2 * i + 1))
+              for i, out in enumerate(widths)]
     tf_backend = create_backend("tf")
-    dense = keras.layers.Dense(CLASSES)
-    tf_backend.model = keras.Sequential([keras.Input(INPUT_SHAPE), keras.layers.Flatten(), dense])
-    dense.set_weights([weight.T, bias])
+    tf_backend.model = keras.Sequential([keras.Input(INPUT_SHAPE), keras.layers.Flatten(), *denses])
+    modules, linears = [torch.nn.Flatten()], []
+    for i, (dense, weight, bias) in enumerate(zip(denses, weights, biases, strict=True)):
+        dense.set_weights([weight.T, bias])
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(weight))
+            linear.bias.copy_(torch.from_numpy(bias))
+        modules += [linear] + ([torch.nn.ReLU()] if i < last else [])
+        linears.append(linear)
     torch_backend = create_backend("torch")
-    linear = torch.nn.Linear(weight.shape[1], CLASSES)
-    with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(weight))
-        linear.bias.copy_(torch.from_numpy(bias))
-    torch_backend.model = torch_backend.runtime.place_model(
-        torch.nn.Sequential(torch.nn.Flatten(), linear))
+    torch_backend.model = torch_backend.runtime.place_model(torch.nn.Sequential(*modules))
     for backend in (tf_backend, torch_backend):
-        backend.model_name, backend.num_classes = "softmax_regression", CLASSES
+        backend.model_name, backend.num_classes = "softmax_regression", widths[-1]
+    return tf_backend, denses, torch_backend, linears
+
+
+def _softmax_regression_backends(seed: int):
+    """Both Backends holding one dense layer on the flattened pixels, same weights."""
+    tf_backend, (dense,), torch_backend, (linear,) = _dense_backends(seed)
     return tf_backend, dense, torch_backend, linear
 
 
@@ -185,3 +203,76 @@ def test_both_backends_train_alike_for_20_steps_at_a_rate_changing_every_step(na
     traces = tf_backend._step.experimental_get_tracing_count()
     tf_backend._train_epoch([(x, y.astype(np.int64))], np.array([0.123]))
     assert tf_backend._step.experimental_get_tracing_count() == traces <= 2
+
+
+# The freeze schedule (TrainConfig.freeze_epochs): a hidden layer frozen, the head trained.
+FROZEN, HIDDEN = 10, 6
+
+
+def _freeze_data():
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, (16, *INPUT_SHAPE), dtype=np.uint8), np.arange(16) % CLASSES
+
+
+def _layer_weights(denses, linears):
+    return ([d.kernel.numpy().T.copy() for d in denses] + [d.bias.numpy().copy() for d in denses],
+            [lin.weight.detach().numpy().copy() for lin in linears]
+            + [lin.bias.detach().numpy().copy() for lin in linears])
+
+
+def test_both_backends_freeze_then_unfreeze_alike_for_20_steps():
+    config = TrainConfig(optimizer="adam", learning_rate=0.05, epochs=STEPS, batch_size=16,
+                         warmup_epochs=STEPS - 1, seed=7, freeze_epochs=FROZEN,
+                         weight_decay=0.01)
+    x, y = _freeze_data()
+    tf_backend, denses, torch_backend, linears = _dense_backends(5, (HIDDEN, CLASSES))
+    start = _layer_weights(denses, linears)[1]
+    tf_backend.fit(x, y, config, head_layers=frozenset({"3"}))
+    torch_backend.fit(x, y, config, head_layers=frozenset({"3"}))
+    tf_after, torch_after = _layer_weights(denses, linears)
+    # Both layers moved by far more than the tolerance: the hidden one after the unfreeze.
+    assert min(np.abs(a - b).max() for a, b in zip(torch_after, start, strict=True)) > 0.05
+    for tf_value, torch_value in zip(tf_after, torch_after, strict=True):
+        np.testing.assert_allclose(tf_value, torch_value, rtol=1e-4, atol=1e-6)
+    assert torch_backend.num_trainable_params() == tf_backend.num_trainable_params()
+
+
+def test_frozen_layers_get_no_update_and_no_optimizer_state():
+    """While frozen, a layer does not move (weight decay included); at the unfreeze its
+    Adam state starts fresh, so its first step is lr·g/(|g| + ε) = ±lr element by element.
+    Moments accumulated over the frozen steps (zero gradients, or Keras's global step
+    count in the bias correction) would make that step smaller than lr."""
+    x, y = _freeze_data()
+    rate = 0.05
+    config = TrainConfig(optimizer="adam", learning_rate=rate, lr_schedule="constant",
+                         epochs=FROZEN + 1, batch_size=16, seed=7, freeze_epochs=FROZEN,
+                         weight_decay=0.01)
+    tf_backend, denses, torch_backend, linears = _dense_backends(5, (HIDDEN, CLASSES))
+    start = _layer_weights(denses, linears)[1]
+    frozen = {}
+
+    def snapshot(backend, log):  # the weights at the end of the last frozen epoch
+        if log.epoch == FROZEN:
+            tf_weights, torch_weights = _layer_weights(denses, linears)
+            frozen[backend.name] = tf_weights if backend.name == "tf" else torch_weights
+
+    for backend in (tf_backend, torch_backend):
+        backend.fit(x, y, config, on_epoch_end=lambda log, b=backend: snapshot(b, log),
+                    head_layers=frozenset({"3"}))
+    for name, after in zip(("tf", "torch"), _layer_weights(denses, linears), strict=True):
+        # Order: weight "1", weight "3", bias "1", bias "3".
+        assert np.abs(frozen[name][1] - start[1]).max() > 0.05  # the head trained
+        assert not (frozen[name][0] - start[0]).any() and not (frozen[name][2] - start[2]).any()
+        moved = np.concatenate([(after[0] - start[0]).ravel(), (after[2] - start[2]).ravel()])
+        # Adam's L2 decay is part of the gradient, so it leaves the ±lr intact; it also
+        # gives a dead ReLU unit's weights a gradient, so every element moves.
+        np.testing.assert_allclose(np.abs(moved), rate, rtol=1e-3)
+
+
+def test_freeze_epochs_needs_head_layers():
+    tf_backend, _, torch_backend, _ = _dense_backends(5, (HIDDEN, CLASSES))
+    x, y = _freeze_data()
+    config = TrainConfig(epochs=2, freeze_epochs=1, batch_size=16)
+    for backend in (tf_backend, torch_backend):
+        with pytest.raises(ValueError, match="freeze_epochs needs the layers to train"):
+            backend.fit(x, y, config)

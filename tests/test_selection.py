@@ -80,7 +80,7 @@ class ScriptedBackend(Backend):
     def logits(self, x, training=False):
         return np.tile(self.bias, (len(x), 1))
 
-    def _prepare_training(self, config, class_weights):
+    def _prepare_training(self, config, class_weights, layers=None):
         self.epochs_trained = 0
 
     def _train_epoch(self, batches, learning_rates):

@@ -170,11 +170,15 @@ class TFBackend(Backend):
         return np.asarray(taps[stage], np.float32), np.asarray(gradients, np.float32)
 
     # --- training and inference ------------------------------------------------------
-    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:
+    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray,
+                          layers: frozenset[str] | None = None) -> None:
         table = tf.constant(class_weights)
         optimizer = make_optimizer(config)
         model, num_classes, smoothing = self.model, self.num_classes, config.label_smoothing
-        variables = model.trainable_variables
+        # The tape differentiates, and the optimizer updates, these alone; the layers stay
+        # trainable, so BatchNorm keeps its training-mode behaviour in frozen layers too.
+        variables = model.trainable_variables if layers is None else [
+            v for layer in model.layers if layer.name in layers for v in layer.trainable_weights]
         scaling = self._loss_scaling = config.precision == "float16"
         if scaling:
             # torch's GradScaler semantics (LOSS_SCALE_*): unscale, skip a non-finite

@@ -120,7 +120,10 @@ class TorchBackend(Backend):
         return torch.autocast(self.runtime.device.type, dtype=self._autocast_dtype)
 
     def num_trainable_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        # Every parameter: a freeze (`TrainConfig.freeze_epochs`) switches requires_grad
+        # off for a while, which changes what the model can train, not what it has (the
+        # Keras model's trainable weights stay the same through it too).
+        return sum(p.numel() for p in self.model.parameters())
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {
@@ -181,9 +184,16 @@ class TorchBackend(Backend):
         return torch.from_numpy(np.ascontiguousarray(x)).to(self.runtime.device)
 
     # --- training and inference ------------------------------------------------------
-    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray) -> None:
+    def _prepare_training(self, config: TrainConfig, class_weights: np.ndarray,
+                          layers: frozenset[str] | None = None) -> None:
         self._class_weights = torch.from_numpy(class_weights).to(self.runtime.device)
-        optimizer = self._optimizer = _make_optimizer(config, self.model.parameters())
+        trained = []
+        for name, param in self.model.named_parameters():
+            # A frozen parameter needs no gradient: autograd then skips its backward too.
+            param.requires_grad_(layers is None or name.rpartition(".")[0] in layers)
+            if param.requires_grad:
+                trained.append(param)
+        optimizer = self._optimizer = _make_optimizer(config, trained)
         smoothing = config.label_smoothing
         # float16's narrow range needs the loss scaled so small gradients do not flush to
         # zero; bfloat16 has float32's range and needs none (as in the TF backend).

@@ -9,11 +9,11 @@ then the run's facts and raw outputs; a failed one adds the tail of the worker's
 (`failed_record`).
 
 Schema 1 has grown without a new number: fields were added (deterministic,
-measure_config, test_injection, recipe, the grid driver's grid_point and execution; the
-latency, energy, work and artifacts sections), none renamed or removed. Older schema-1
-records, such as a committed baseline's, lack some of them, so readers require only
-READ_FIELDS; the worker checks its own record against everything this version writes
-(`check_record(record, complete=True)`).
+measure_config, test_injection, recipe, pretrained, the grid driver's grid_point and
+execution; the latency, energy, work and artifacts sections), none renamed or removed.
+Older schema-1 records, such as a committed baseline's, lack some of them, so readers
+require only READ_FIELDS; the worker checks its own record against everything this
+version writes (`check_record(record, complete=True)`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ DATASET = "dataset"
 FOLD = "fold"
 SEED = "seed"
 INIT = "init"
+# The checkpoint a run started from (`--pretrained`): the file (path, sha256, bytes, format,
+# architecture) in every record of such a run, and, once the worker has fitted it to the
+# model, which canonical layers it loaded, adapted and re-initialised; None without.
+PRETRAINED = "pretrained"
 THREADS = "threads"
 DETERMINISTIC = "deterministic"
 CONFIG = "config"  # the training recipe (TrainConfig), resolved
@@ -91,7 +95,7 @@ METRIC_STRUCTURES = (PER_CLASS, CONFUSION_MATRIX, AUC_CLASSES_SKIPPED)
 # The fields that say which run a record is; run_id is made of the others.
 IDENTITY_FIELDS = (RUN_ID, BACKEND, MODEL, DATASET, FOLD, SEED)
 # The fields every record carries, ok or failed, in `record_header`'s order.
-HEADER_FIELDS = (VERSION_FIELD, *IDENTITY_FIELDS, INIT, THREADS, DETERMINISTIC, CONFIG,
+HEADER_FIELDS = (VERSION_FIELD, *IDENTITY_FIELDS, INIT, PRETRAINED, THREADS, DETERMINISTIC, CONFIG,
                  RECIPE, MEASURE_CONFIG, DATA, TEST_INJECTION)
 OUTCOME_FIELDS = (STATUS, ERROR)
 MEASUREMENT_SECTIONS = (MODEL_INFO, METRICS, TIMING, LATENCY, MEMORY, ENERGY, WORK)
@@ -102,7 +106,7 @@ OK_FIELDS = (*MEASUREMENT_SECTIONS, HISTORY, FLAGS, ENV, TEST_LABELS, TEST_PREDI
 FAILED_FIELDS = (STDERR_TAIL,)
 # Sections holding facts about a run rather than measurements: their numbers are no figures.
 FACT_SECTIONS = (CONFIG, RECIPE, MEASURE_CONFIG, DATA, ENV, FLAGS, TEST_INJECTION, ARTIFACTS,
-                 GRID_POINT, EXECUTION)
+                 GRID_POINT, EXECUTION, PRETRAINED)
 # Fields without which a record cannot be placed in a report or a comparison; every
 # schema-1 record has carried them.
 READ_FIELDS = (VERSION_FIELD, RUN_ID, STATUS, BACKEND, MODEL, DATASET)
@@ -133,6 +137,7 @@ def record_header(spec: RunSpec) -> dict[str, Any]:
         FOLD: spec.fold,
         SEED: spec.train.seed,
         INIT: spec.init,
+        PRETRAINED: spec.pretrained,
         THREADS: spec.threads,
         DETERMINISTIC: spec.deterministic,
         CONFIG: asdict(spec.train),

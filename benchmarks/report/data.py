@@ -316,6 +316,33 @@ def run_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def pretrained_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """The runs that started from a checkpoint (`--pretrained`): which file, and which
+    canonical layers it provided; no rows when none did."""
+    headers = ["run", "checkpoint", "sha256", "from the checkpoint", "adapted",
+               "re-initialised"]
+    rows = []
+    for record in data.records:
+        found = record.get(schema.PRETRAINED)
+        if not found:
+            continue
+        size_mb = (found.get("bytes") or 0) / 1e6
+        row = [record["run_id"], f"{Path(str(found.get('path'))).name} ({found.get('format')} "
+                                 f"{found.get('architecture')}, {size_mb:,.1f} MB)",
+               str(found.get("sha256", "—"))[:12]]
+        loaded = found.get("loaded_layers")
+        if loaded is None:  # a run that failed before its worker fitted the checkpoint
+            rows.append(row + ["—", "—", "—"])
+            continue
+        adapted = found.get("adapted_layers") or {}
+        reinitialised = found.get("reinitialised_layers") or {}
+        rows.append(row + [
+            f"{len(loaded) + len(adapted)} layers",
+            "; ".join(f"{layer}: {how}" for layer, how in adapted.items()) or "none",
+            "; ".join(f"{layer} ({why})" for layer, why in reinitialised.items()) or "none"])
+    return headers, rows
+
+
 def problem_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     """The runs that did not succeed, with their error."""
     headers = ["run", "status", "error"]

@@ -19,6 +19,7 @@ from benchmarks.report.data import (
     loaded_note,
     mistake_figures,
     per_class_accuracy_rows,
+    pretrained_rows,
     problem_rows,
     run_rows,
     setting_rows,
@@ -107,8 +108,14 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
                     f"values over the runs.</p>{html_table(headers, rows)}")
     sections.append(("all-figures", "All figures",
                      details + note_html if details else "<p>No figures.</p>"))
+    headers, rows = pretrained_rows(data)
+    pretrained = ("<h3>Starting weights (--pretrained)</h3><p class=\"note\">The checkpoint "
+                  "each run started from and the canonical layers it provided; the others "
+                  "took the shared initial weights.</p>" + html_table(headers, rows)
+                  if rows else "")
     sections.append(("runs", "Runs",
-                     html_table(*run_rows(data), lambda r: r[1] != "ok") + note_html))
+                     html_table(*run_rows(data), lambda r: r[1] != "ok") + note_html
+                     + pretrained))
     problems = "<p>Every run succeeded.</p>"
     if data.problems:
         headers, rows = problem_rows(data)

@@ -13,6 +13,7 @@ from benchmarks.report.data import (
     load_warning,
     loaded_note,
     per_class_accuracy_rows,
+    pretrained_rows,
     problem_rows,
     run_rows,
     setting_rows,
@@ -53,6 +54,9 @@ def render_markdown(data: ReportData) -> str:
     if rows:
         parts += ["## Settings and counts (not plotted)", markdown_table(headers, rows)]
     parts += ["## Runs", markdown_table(*run_rows(data)), *note]
+    headers, rows = pretrained_rows(data)
+    if rows:
+        parts += ["## Starting weights (--pretrained)", markdown_table(headers, rows)]
     if data.problems:
         parts += ["## Failed or skipped runs", markdown_table(*problem_rows(data))]
     parts += ["## Data", markdown_table(*data_rows(data))]

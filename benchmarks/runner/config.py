@@ -88,6 +88,12 @@ class RunSpec:
             (`--save-weights none`).
         id_from_spec: end `run_id` with `spec_digest`, for runs that differ by more than
             (backend, model, dataset, fold, seed): a grid's points (`benchmarks.grid`).
+        pretrained: the checkpoint the run starts from (`--pretrained`), as the record
+            names it (`backends.pretrained.Checkpoint.describe`: path, sha256, bytes,
+            format, architecture); None: the initial weights of `init`.
+        pretrained_file: where the harness staged that checkpoint's canonical arrays for
+            the workers (`Checkpoint.stage`), so that no worker needs PyTorch to read a
+            torchvision file; None without `pretrained`. Not part of the record.
     """
 
     backend: str
@@ -106,6 +112,8 @@ class RunSpec:
     recipe: dict[str, Any] = field(default_factory=NO_RECIPE.as_record)
     weights_path: str | None = None
     id_from_spec: bool = False
+    pretrained: dict[str, Any] | None = None
+    pretrained_file: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
@@ -128,14 +136,22 @@ class RunSpec:
 
         The same spec is the same digest on any machine: the prepared file's path, the
         time limit, where weights go and the recipe's file name are left out (they change
-        no figure); the data enter by their fingerprint and split, not their path.
+        no figure); the data enter by their fingerprint and split, not their path, and a
+        pretrained checkpoint by its sha256. What was added after grids were first
+        resumed (freeze_epochs, pretrained) enters only when set, so that the digests of
+        the runs without it, and the grids that hold them, stay as they were.
         """
         data = {key: self.data_info.get(key) for key in _DATA_IDENTITY}
+        train = asdict(self.train)
+        if not train["freeze_epochs"]:
+            del train["freeze_epochs"]
         identity = {"backend": self.backend, "model": self.model, "dataset": self.dataset,
-                    "fold": self.fold, "train": asdict(self.train), "init": self.init,
+                    "fold": self.fold, "train": train, "init": self.init,
                     "threads": self.threads, "deterministic": self.deterministic,
                     "data": data, "measure": asdict(self.measure),
                     "faults": asdict(self.faults) if self.faults else None}
+        if self.pretrained is not None:
+            identity["pretrained"] = self.pretrained["sha256"]
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 

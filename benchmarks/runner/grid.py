@@ -32,6 +32,7 @@ from backends.base import FLOAT16_NEEDS_GPU, MAX_SEED, TrainConfig
 from backends.catalog import DEFAULT_NUM_CLASSES, check_model_name, model_options
 from backends.flops import model_cost
 from backends.init import INIT_MODES
+from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import visible_gpu
 from benchmarks.ci.faults import InjectedFaults, injected_faults
 from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
@@ -156,6 +157,10 @@ class Grid:
         save_weights: one of SAVE_WEIGHTS: "best" keeps each ok run's kept-epoch weights
             and test probabilities in the report folder's `weights/`, with the test
             images of each split; "none" keeps nothing.
+        pretrained: a checkpoint every run starts from (`backends.pretrained`): every
+            model must be its architecture (checked by `read_pretrained`, before
+            anything is written); needs init "shared", whose weights the layers it does
+            not provide take. None: start from `init`'s weights.
         train: model → its TrainConfig, resolved from `recipe` and `explicit` when the
             grid is made; its seed is the model's first seed. Each has at most MAX_EPOCHS
             epochs and a batch of at most `max_batch_size(image_size)` images (and,
@@ -180,6 +185,7 @@ class Grid:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     run_timeout_s: float | None = None
     save_weights: str = "best"
+    pretrained: Path | None = None
     train: Mapping[str, TrainConfig] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -234,6 +240,15 @@ class Grid:
         if self.init not in INIT_MODES:
             raise ValueError(f"init must be one of {', '.join(INIT_MODES)}. "
                              f"Received: init={self.init!r}")
+        if self.pretrained is not None and self.init != "shared":
+            raise ValueError("pretrained weights replace the shared initial weights, which the "
+                             "layers a checkpoint cannot provide take in both frameworks: "
+                             f"drop --init {self.init} (or --pretrained)")
+        for model, train in self.train.items():
+            if train.freeze_epochs and self.pretrained is None:
+                raise ValueError(f"freeze_epochs {train.freeze_epochs} (of {model}) needs "
+                                 "--pretrained: it trains a checkpoint's re-initialised layers "
+                                 "alone; without one, use --freeze-epochs 0")
         if self.save_weights not in SAVE_WEIGHTS:
             raise ValueError(f"save_weights must be one of {', '.join(SAVE_WEIGHTS)}. "
                              f"Received: save_weights={self.save_weights!r}")
@@ -353,6 +368,24 @@ def check_ready(grid: Grid) -> InjectedFaults | None:
             if visible_gpu(backend)[0] is None:
                 raise ValueError(f"{backend}: {FLOAT16_NEEDS_GPU}")
     return injected_faults()
+
+
+def read_pretrained(grid: Grid) -> Checkpoint | None:
+    """Reads `grid.pretrained` and checks that it holds every model's layers.
+
+    Returns:
+        The checkpoint; None when the grid has none.
+
+    Raises:
+        ValueError (a CheckpointError): the file is missing, is no checkpoint, is refused
+            by `weights_only`, or is another architecture's; one line naming the file.
+    """
+    if grid.pretrained is None:
+        return None
+    checkpoint = read_checkpoint(grid.pretrained)
+    for model in grid.models:
+        checkpoint.check_model(model)
+    return checkpoint
 
 
 def load_grid_data(grid: Grid):
@@ -518,12 +551,17 @@ def _say(line: str) -> None:
 
 
 def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results: _Results,
-              on_line: Callable[[str], None], staging: Path) -> bool:
+              on_line: Callable[[str], None], staging: Path,
+              checkpoint: Checkpoint | None = None) -> bool:
     """Runs the grid's jobs in order, keeping each record; True when Ctrl-C stopped them.
 
     Workers write their weights into `staging`, from where each ok run's file moves into
-    the report folder with its record.
+    the report folder with its record; a pretrained checkpoint is staged there for them.
     """
+    pretrained = {}
+    if checkpoint is not None:
+        staged = checkpoint.stage(staging / "pretrained.npz")
+        pretrained = {"pretrained": checkpoint.describe(), "pretrained_file": str(staged)}
     jobs = grid.jobs()
     try:
         for number, (fold, model, seed, backend) in enumerate(jobs, 1):
@@ -538,7 +576,7 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
                            threads=grid.threads, deterministic=grid.deterministic, fold=fold,
                            data_info=data_info, measure=grid.measure, faults=faults,
                            timeout_s=timeout,
-                           recipe=grid.recipe.as_record(grid.explicit))
+                           recipe=grid.recipe.as_record(grid.explicit), **pretrained)
             weights = None
             if grid.save_weights == "best":
                 weights = staging / weights_file_name(spec.run_id)
@@ -587,7 +625,8 @@ def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
         included).
 
     Raises:
-        MissingFrameworkError, ValueError, FileNotFoundError: before any folder is made.
+        MissingFrameworkError, ValueError, FileNotFoundError: before any folder is made
+            (a bad `pretrained` checkpoint is a ValueError).
         ResultsNotWritten: a record or the report could not be written (the message says
             what was kept).
         GridInterrupted: Ctrl-C stopped the grid; the runs before, and the one it
@@ -596,6 +635,7 @@ def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
     """
     check_folders(grid, out_root)
     faults = check_ready(grid)
+    checkpoint = read_pretrained(grid)
     dataset, prepared = load_grid_data(grid)
     check_batch_size(grid, prepared)
     if on_start is not None:
@@ -604,7 +644,8 @@ def run_grid(grid: Grid, out_root: Path, on_line: Callable[[str], None] = _say,
             f"{len(dataset.skipped)} files skipped, {dataset.duplicates} duplicates")
     results = _Results(out_root, grid.dataset, on_line)
     with tempfile.TemporaryDirectory(prefix="ferbench-weights-") as staging:
-        interrupted = _run_jobs(grid, prepared, faults, results, on_line, Path(staging))
+        interrupted = _run_jobs(grid, prepared, faults, results, on_line, Path(staging),
+                                checkpoint)
     planned = len(grid.jobs())
     if results.folder is None:  # interrupted before the first record: nothing to report
         raise GridInterrupted(None, [], planned, reported=False)

@@ -230,6 +230,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             if spec.init == "shared":
                 backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed))
         _say(spec, f"built in {build.seconds:.1f}s, {backend.num_trainable_params():,} params")
+        pretrained = load_pretrained(spec, backend) if spec.pretrained_file else None
         if calibration is not None:
             calibration_s.append(calibration())  # the first epoch's "before"
         with (
@@ -238,7 +239,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             Stopwatch(sync) as fit,
         ):
             history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), after_epoch,
-                                  cpu_wait_clock=clock)
+                                  cpu_wait_clock=clock,
+                                  head_layers=pretrained and frozenset(pretrained.reinitialised))
         selection = selection_summary(backend.selection, history)
         _say(spec, f"testing epoch {selection['best_epoch']} of {selection['last_epoch']} "
                    f"(by {selection['metric']})")
@@ -301,7 +303,44 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         schema.TEST_LABELS: y_test.tolist(),
         schema.TEST_PREDICTIONS: probabilities.argmax(1).tolist(),
         schema.ARTIFACTS: artifacts,
+        # The header's facts about the checkpoint, with the layers it provided.
+        **({schema.PRETRAINED: {**spec.pretrained, **pretrained.as_record()}}
+           if pretrained else {}),
     }
+
+
+def load_pretrained(spec: RunSpec, backend):
+    """Loads the run's staged checkpoint into the built model, over its initial weights.
+
+    The layers the checkpoint cannot provide take the shared initial weights of the run's
+    seed, in both frameworks alike (`backends.pretrained.map_checkpoint`).
+
+    Returns:
+        The `PretrainedWeights` loaded (its layer lists).
+
+    Raises:
+        ValueError: freeze_epochs > 0 but every layer came from the checkpoint.
+    """
+    from backends.pretrained import map_checkpoint, staged_checkpoint
+
+    # With init "shared" (which a pretrained grid requires) the model already holds the
+    # shared initial weights of the run's seed: they are both the template and what the
+    # re-initialised layers take, drawn once.
+    if spec.init != "shared":
+        raise ValueError(f"pretrained weights need init 'shared'. Received: init={spec.init!r}")
+    initial = backend.get_weights()
+    fitted = map_checkpoint(staged_checkpoint(Path(spec.pretrained_file)), initial, initial)
+    backend.set_weights(fitted.weights)
+    if spec.train.freeze_epochs and not fitted.reinitialised:
+        raise ValueError(f"freeze_epochs {spec.train.freeze_epochs}: every layer of "
+                         f"{spec.model} came from {spec.pretrained['path']}, so there is "
+                         "nothing to train while the rest is frozen; use --freeze-epochs 0")
+    reinitialised = ", ".join(fitted.reinitialised) or "none"
+    _say(spec, f"pretrained: {len(fitted.loaded) + len(fitted.adapted)} layers from "
+               f"{Path(spec.pretrained['path']).name} ({len(fitted.adapted)} adapted), "
+               f"re-initialised: {reinitialised}")
+    fitted.weights = {}  # the arrays now live in the model; the lists are what is kept
+    return fitted
 
 
 def save_run_weights(spec: RunSpec, backend, class_names: list[str],
