@@ -289,6 +289,17 @@ def test_the_check_judges_only_comparable_runs():
         change(records[0])
         with pytest.raises(ci.NotComparableError, match=message):
             ci.check_comparable(baseline, records)
+    # A setting newer than the baseline compares as its default: at the default, the runs
+    # stay comparable; set otherwise, they do not.
+    older = copy.deepcopy(baseline)
+    newer = copy.deepcopy(baseline)
+    for record in newer:
+        record["config"]["freeze_epochs"] = 0
+    ci.check_comparable(older, newer)
+    changed = copy.deepcopy(newer)
+    changed[0]["config"]["freeze_epochs"] = 1
+    with pytest.raises(ci.NotComparableError, match="other config"):
+        ci.check_comparable(older, changed)
     tainted = copy.deepcopy(baseline)
     tainted[1]["test_injection"] = {"alloc_mb": 100}
     with pytest.raises(ci.NotComparableError, match="test fault injection"):

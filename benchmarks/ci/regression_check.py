@@ -52,10 +52,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.base import TrainConfig
 from benchmarks import run
 from benchmarks.analysis.comparison import Comparison, Delta, compare_records, render
 from benchmarks.ci import faults as fault_injection
@@ -63,6 +64,7 @@ from benchmarks.ci.thresholds import BASELINE_THRESHOLDS, SPEED_THRESHOLDS
 from benchmarks.record import schema
 from benchmarks.record.figures import ANON_MEMORY, MEMORY, NORMALISED
 from benchmarks.record.store import RESULTS_FILE, append_record, read_records
+from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import SUITE_ROOT, cpu_model, git_commit
 
 DEFAULT_BASELINE = Path("reports/baselines/ci-cpu")
@@ -80,6 +82,10 @@ REFRESH = "if the change is intended, refresh the baseline with `make ci-baselin
 # Header fields two records must share for their figures to be comparable.
 _SETTINGS = (schema.CONFIG, schema.MEASURE_CONFIG, schema.THREADS, schema.DETERMINISTIC,
              schema.INIT)
+# A setting added since a record was made counts, where that record lacks it, as its
+# default: a new field whose default keeps the old behaviour leaves runs comparable.
+_SETTING_DEFAULTS = {schema.CONFIG: asdict(TrainConfig()),
+                     schema.MEASURE_CONFIG: asdict(MeasureConfig())}
 _TEST_VARIABLES = (fault_injection.SLOWDOWN_VARIABLE, fault_injection.ALLOC_VARIABLE,
                    fault_injection.ARM_VARIABLE)
 
@@ -250,7 +256,8 @@ def check_comparable(reference: list[dict[str, Any]], records: list[dict[str, An
         if other is None or not schema.succeeded(other):
             raise NotComparableError(f"the {what} has no successful run {record['run_id']}: "
                                      f"refresh the baseline with `make ci-baseline`")
-        differing = [name for name in _SETTINGS if other.get(name) != record.get(name)]
+        differing = [name for name in _SETTINGS
+                     if _setting(other, name) != _setting(record, name)]
         if (other.get(schema.DATA) or {}).get("fingerprint") != \
                 (record.get(schema.DATA) or {}).get("fingerprint"):
             differing.append("data fingerprint")
@@ -263,6 +270,15 @@ def check_comparable(reference: list[dict[str, Any]], records: list[dict[str, An
             raise NotComparableError(f"{record['run_id']} has no {schema.TIMING}.{SPEED_FIGURE}, "
                                      f"which the speed verdict needs: it takes Linux's "
                                      f"scheduler statistics (/proc/self/task/*/schedstat)")
+
+
+def _setting(record: dict[str, Any], name: str) -> Any:
+    """The record's setting `name`, with the fields it predates filled by their defaults."""
+    value = record.get(name)
+    defaults = _SETTING_DEFAULTS.get(name)
+    if defaults is None or not isinstance(value, dict):
+        return value
+    return {**defaults, **value}
 
 
 def _ok_cpus(records: list[dict[str, Any]]) -> set[str | None]:
