@@ -17,15 +17,17 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.analysis.load import LOADED_MARK, loaded_runs
 from benchmarks.grid.selection import (
     choose,
+    chosen_runs,
     chosen_test_summary,
-    point_key,
+    describe_point,
     same_choice,
     score_points,
 )
-from benchmarks.grid.spec import SELECT_BY, GridSpec, describe_point
-from benchmarks.grid.study import write_study
+from benchmarks.grid.spec import SELECT_BY, GridSpec
+from benchmarks.grid.study import SUMMARY_FILE, agreement_lines, choice_rows, study_entries
 from benchmarks.record import schema
 from benchmarks.record.store import (
     RESULTS_FILE,
@@ -35,6 +37,7 @@ from benchmarks.record.store import (
     read_records,
 )
 from benchmarks.report import write_report
+from benchmarks.report.tables import text_table
 from benchmarks.runner.config import RunSpec
 from benchmarks.runner.grid import (
     check_batch_size,
@@ -47,7 +50,6 @@ from benchmarks.runner.harness import RunInterrupted
 
 LOCK_FILE = ".lock"
 SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
-SUMMARY_FILE = "grid.json"
 
 
 class GridBusy(ValueError):
@@ -218,7 +220,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def summarise(spec: GridSpec, folder: Path, planned: list,
               on_line: Callable[[str], None]) -> dict[str, Any]:
-    """Chooses on validation; writes grid.json, the study and the chosen runs' report.
+    """Chooses on validation; writes grid.json (the choices and the study) and the chosen
+    runs' report, whose study section reads grid.json.
 
     Returns:
         The summary written to grid.json.
@@ -230,6 +233,24 @@ def summarise(spec: GridSpec, folder: Path, planned: list,
         # Their ids come from another spec: other settings, or another --deterministic.
         on_line(f"warning: {foreign} run(s) recorded in {folder} belong to no run of "
                 f"{spec.source} and are left out of the choice")
+    summary = build_summary(spec, records, len(planned))
+    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
+    chosen_records = chosen_runs(records, summary["choices"])
+    if chosen_records:
+        write_report(folder, chosen_records)
+    return summary
+
+
+def build_summary(spec: GridSpec, records: list[dict[str, Any]],
+                  planned: int) -> dict[str, Any]:
+    """What grid.json holds: each (dataset, model, backend)'s choice on validation beside
+    the defaults, every point's score, the run counts and the study.
+
+    Args:
+        spec: the grid spec.
+        records: the latest record of each of its runs recorded so far.
+        planned: how many runs the spec plans.
+    """
     scores = score_points(records, spec.select_by, spec.points)
     chosen = choose(scores, SELECT_BY[spec.select_by])
     choices = []
@@ -242,50 +263,33 @@ def summarise(spec: GridSpec, folder: Path, planned: list,
             "test_accuracy": asdict(chosen_test_summary(records, key, best.point)),
             "points": [{"point": s.point, "validation": asdict(s.validation)}
                        for s in scores[key]]})
-    summary = {
+    axes = {axis: list(values) for axis, values in spec.axes.items()}
+    return {
         "spec": spec.source, "select_by": spec.select_by,
-        "axes": {axis: list(values) for axis, values in spec.axes.items()},
-        "runs": {"planned": len(planned),
+        "axes": axes,
+        "runs": {"planned": planned,
                  "ok": sum(map(schema.succeeded, records)),
                  "not_ok": sum(not schema.succeeded(r) for r in records),
-                 "missing": len(planned) - len(records)},
+                 "missing": planned - len(records),
+                 "timing_not_comparable": len(loaded_runs(records))},
         "choices": choices,
         "same_choice_across_backends": [
             {"dataset": d, "model": m, "same": same}
             for (d, m), same in same_choice(chosen).items()],
+        "study": study_entries(records, spec.select_by, axes),
     }
-    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
-    chosen_records = [r for r in records if schema.succeeded(r) and point_key(
-        r[schema.GRID_POINT]) == point_key(chosen[(r[schema.DATASET], r[schema.MODEL],
-                                                    r[schema.BACKEND])].point)]
-    if chosen_records:
-        write_report(folder, chosen_records)
-    write_study(folder, records, summary)
-    return summary
 
 
 def summary_table(summary: dict[str, Any]) -> str:
     """The chosen configuration of each (dataset, model, backend) beside the defaults,
     its validation figure and (only now) its test accuracy, then whether the backends
-    agreed."""
-    select_by = summary["select_by"]
-    rows = [["model", "backend", "chosen", "default", f"{select_by} (95% CI)", "n",
-             "test acc"]]
-    for choice in summary["choices"]:
-        val, test = choice["validation"], choice["test_accuracy"]
-        interval = (f"{val['mean']:.4f} ± {(val['ci_high'] - val['ci_low']) / 2:.4f}"
-                    if val["ci_low"] is not None else f"{val['mean']:.4f}")
-        rows.append([choice["model"], choice["backend"], describe_point(choice["point"]),
-                     describe_point(choice["defaults"]), interval, str(val["n"]),
-                     "-" if test["mean"] is None else f"{test['mean']:.3f}"])
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    for entry in summary["same_choice_across_backends"]:
-        verdict = "the same configuration" if entry["same"] else "DIFFERENT configurations"
-        lines.append(f"{entry['model']} on {entry['dataset']}: the backends chose {verdict}")
+    agreed, the run counts and how many runs' timings are not comparable."""
+    lines = [text_table(*choice_rows(summary)), *agreement_lines(summary)]
     runs = summary["runs"]
     lines.append(f"runs: {runs['planned']} planned, {runs['ok']} ok, {runs['not_ok']} not ok, "
                  f"{runs['missing']} missing")
+    if runs.get("timing_not_comparable"):
+        lines.append(f"{LOADED_MARK} the timings of {runs['timing_not_comparable']} run(s) are "
+                     "not comparable (they shared their device, or waited for a CPU): "
+                     "report.html marks them")
     return "\n".join(lines)

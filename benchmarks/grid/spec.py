@@ -39,6 +39,7 @@ from backends.augment import augment_config
 from backends.base import TrainConfig
 from backends.catalog import check_model_name
 from backends.init import INIT_MODES
+from benchmarks.grid.selection import describe_point
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.grid import Grid
 from benchmarks.runner.recipe import (
@@ -283,11 +284,6 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
                              f"{error}") from None
     return GridSpec(source=source, text=text, select_by=select_by, axes=axes, fixed=fixed,
                     points=points, grids=tuple(grids))
-
-
-def describe_point(point: Mapping[str, Any]) -> str:
-    """"learning_rate=0.001, augment='light'": a point, as the tables and messages show it."""
-    return ", ".join(f"{axis}={value!r}" for axis, value in point.items()) or "(no axes)"
 
 
 def load_spec(path: str | Path, deterministic: bool = False) -> GridSpec:
