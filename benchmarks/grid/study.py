@@ -136,6 +136,21 @@ def axis_rows(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[lis
     return tables
 
 
+def trial_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """A search's trials in order: state, value (the validation figure over all of the
+    trial's runs), point, and the epoch of the first run where it was pruned; None for a
+    grid."""
+    if "trials" not in summary:
+        return None
+    headers = ["trial", "state", f"{summary['select_by']} (all runs)", "point", "pruned at epoch"]
+    rows = [[str(trial["number"]), trial["state"],
+             "—" if trial["value"] is None else f"{trial['value']:.4f}",
+             describe_point(trial["point"]),
+             "—" if trial["pruned_at_epoch"] is None else str(trial["pruned_at_epoch"])]
+            for trial in summary["trials"]]
+    return headers, rows
+
+
 def chart_panels(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One panel per (dataset, model, axis) of the study, as the report draws it.
 

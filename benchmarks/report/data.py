@@ -444,6 +444,7 @@ class StudyView:
         agreement: whether the backends chose the same configuration, per model.
         axes: (axis, headers, rows) per axis: the validation figure at each value.
         figure: (anchor, caption, PNG) of the study's chart; None with nothing to draw.
+        trials: (headers, rows) of a search's trials; None for a grid.
     """
 
     note: str
@@ -451,6 +452,7 @@ class StudyView:
     agreement: list[str]
     axes: list[tuple[str, list[str], list[list[str]]]]
     figure: tuple[str, str, bytes] | None
+    trials: tuple[list[str], list[list[str]]] | None = None
 
 
 def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
@@ -480,9 +482,15 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
                       "one line per backend: the mean over every run at each value (bars: "
                       "its 95% t-interval); a ring marks the chosen configuration's value.",
                       png)
+    if "search" in grid:
+        search = grid["search"]
+        note += (f" A {search['sampler']} search of {search['trials']} trials"
+                 + (", pruned on each trial's first run's per-epoch figure against the "
+                    "median of the earlier trials'" if search["pruning"] else "")
+                 + ": the configurations tried are its complete trials.")
     return StudyView(note=note, choices=study.choice_rows(grid),
                      agreement=study.agreement_lines(grid), axes=study.axis_rows(grid),
-                     figure=figure)
+                     figure=figure, trials=study.trial_rows(grid))
 
 
 def test_lines(data: ReportData) -> list[tuple[str, str]]:

@@ -162,6 +162,8 @@ def _study_html(study: StudyView) -> str:
         parts.append(_figure(*study.figure))
     for axis, headers, rows in study.axes:
         parts += [f"<h3>{esc(axis)}</h3>", html_table(headers, rows)]
+    if study.trials is not None:
+        parts += ["<h3>Trials</h3>", html_table(*study.trials, lambda r: r[1] == "failed")]
     return "".join(parts)
 
 

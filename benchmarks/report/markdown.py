@@ -80,4 +80,6 @@ def _study_markdown(data: ReportData) -> list[str]:
     parts.append(f"The chart of the figure against each hyper-parameter: `{REPORT_HTML}`.")
     for axis, headers, rows in study.axes:
         parts += [f"### {markdown_escape(axis)}", markdown_table(headers, rows)]
+    if study.trials is not None:
+        parts += ["### Trials", markdown_table(*study.trials)]
     return parts
