@@ -316,6 +316,7 @@ def build_summary(spec: GridSpec, records: list[dict[str, Any]], planned: int,
             "points": [{"point": s.point, "validation": asdict(s.validation)}
                        for s in scores[key]]})
     axes = spec.axes_json()
+    studied = {point_key(p) for p in points}
     return {
         "spec": spec.source, "select_by": spec.select_by,
         "axes": axes,
@@ -329,8 +330,9 @@ def build_summary(spec: GridSpec, records: list[dict[str, Any]], planned: int,
             {"dataset": d, "model": m, "same": same}
             for (d, m), same in same_choice(chosen).items()],
         # Of the points chosen among only: a pruned trial's first run is no sample of it.
-        "study": study_entries([r for r in records if schema.GRID_POINT in r and point_key(
-            r[schema.GRID_POINT]) in {point_key(p) for p in points}], spec.select_by, axes),
+        "study": study_entries([r for r in records if schema.GRID_POINT in r
+                                and point_key(r[schema.GRID_POINT]) in studied],
+                               spec.select_by, axes),
     }
 
 

@@ -44,7 +44,6 @@ from typing import Any
 from benchmarks.grid.driver import (
     grid_folder,
     latest_records,
-    ok_run_ids,
     plan_point,
     run_pending,
     start_writing,
@@ -251,9 +250,9 @@ def _run_trial(spec: GridSpec, folder: Path, prepared: dict, executor,
         on_line(f"warning: trial {number} ({describe_point(point)}) cannot run: {error}")
         return {**entry, "state": FAILED}
     runs = plan_point(grid, prepared)
-    done = ok_run_ids(folder, on_line)
     records = {run_id: record for run_id, record in latest_records(folder, on_line).items()
-               if run_id in done}
+               if schema.succeeded(record)}
+    done = set(records)
     first, rest = (runs[:1], runs[1:]) if spec.search.pruning else (runs, [])
     for batch in (first, rest):
         pending = [(point, run) for run in batch if run.run_id not in done]

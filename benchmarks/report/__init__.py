@@ -12,8 +12,8 @@ Reads `results.jsonl` (never modifies it) and (re)writes the derived files next 
 
 In a grid's folder (`python -m benchmarks.grid`, grid.json present) the report is of the
 chosen configurations' runs, with a section of the hyper-parameter study read from
-grid.json. Nothing else in the folder is touched. Text that comes from the data (class names, paths,
-error messages) is escaped in the HTML and Markdown.
+grid.json. Nothing else in the folder is touched. Text that comes from the data (class
+names, paths, error messages) is escaped in the HTML and Markdown.
 """
 
 from __future__ import annotations

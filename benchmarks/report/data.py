@@ -485,8 +485,9 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
     if "search" in grid:
         search = grid["search"]
         note += (f" A {search['sampler']} search of {search['trials']} trials"
-                 + (", pruned on each trial's first run's per-epoch figure against the "
-                    "median of the earlier trials'" if search["pruning"] else "")
+                 + (", each pruned after its first run when that run's per-epoch figure "
+                    "was worse than the median of the complete trials' first runs"
+                    if search["pruning"] else "")
                  + ": the configurations tried are its complete trials.")
     return StudyView(note=note, choices=study.choice_rows(grid),
                      agreement=study.agreement_lines(grid), axes=study.axis_rows(grid),

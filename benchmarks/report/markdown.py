@@ -66,8 +66,6 @@ def render_markdown(data: ReportData) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-
-
 def _study_markdown(data: ReportData) -> list[str]:
     """A grid's study section (none for a plain run's report); its chart is in report.html."""
     study = grid_study(data, draw=False)
