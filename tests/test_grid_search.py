@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from backends.augment import augment_config
 from benchmarks.grid import __main__ as grid_cli
 from benchmarks.grid.spec import load_spec
 from benchmarks.grid.study import SUMMARY_FILE
@@ -44,8 +45,8 @@ def _optuna():
 def _validation(spec, epoch):
     """A made-up validation curve: best at learning rate 1e-3 and with light augmentation,
     rising by epoch, a little higher for the second seed."""
-    lr, level = spec.train.learning_rate, spec.train.augment.flip
-    return (0.3 + 0.1 * epoch - 0.1 * abs(math.log10(lr) + 3) + (0.02 if level else 0.0)
+    lr, light = spec.train.learning_rate, spec.train.augment == augment_config("light")
+    return (0.3 + 0.1 * epoch - 0.1 * abs(math.log10(lr) + 3) + (0.02 if light else 0.0)
             + 0.005 * (spec.train.seed % 2))
 
 

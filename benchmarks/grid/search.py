@@ -280,7 +280,10 @@ def _run_trial(spec: GridSpec, folder: Path, prepared: dict, executor,
 def _summarise(spec: GridSpec, folder: Path, prepared: dict,
                on_line: Callable[[str], None]) -> dict[str, Any]:
     """grid.json and the report of a search folder: chosen among its complete trials."""
-    trials = read_trials(folder, on_line)
+    # In the spec's order of the axes (a line of trials.jsonl has its keys sorted).
+    trials = [{**entry, "point": {axis: entry["point"][axis] for axis in spec.axes
+                                  if axis in entry["point"]}}
+              for entry in read_trials(folder, on_line)]
     planned: dict[str, tuple[dict[str, Any], Any]] = {}
     points = {}
     for entry in trials:

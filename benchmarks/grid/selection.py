@@ -30,7 +30,14 @@ def point_key(point: Mapping[str, Any]) -> str:
 
 def describe_point(point: Mapping[str, Any]) -> str:
     """"learning_rate=0.001, augment='light'": a point, as the tables and messages show it."""
-    return ", ".join(f"{axis}={value!r}" for axis, value in point.items()) or "(no axes)"
+    return ", ".join(f"{axis}={format_value(value)}" for axis, value in point.items()) \
+        or "(no axes)"
+
+
+def format_value(value: Any) -> str:
+    """An axis value as the tables show it: its repr, a float to 6 significant digits (a
+    search's draws, 0.0012520653814999472, read 0.00125207; a spec's 3e-4 stays 0.0003)."""
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
 @dataclass(frozen=True)

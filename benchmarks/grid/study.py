@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.analysis.stats import Summary, summarize
-from benchmarks.grid.selection import describe_point, validation_view
+from benchmarks.grid.selection import describe_point, format_value, validation_view
 from benchmarks.record.store import ResultsFileError
 
 SUMMARY_FILE = "grid.json"  # the grid folder's summary: its choices and its study
@@ -128,7 +128,7 @@ def axis_rows(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[lis
         cells: dict[str, dict[str, str]] = {}
         for column, entry in zip(columns, entries, strict=True):
             for row in entry["values"]:
-                cells.setdefault(repr(row["value"]), {})[column] = (
+                cells.setdefault(format_value(row["value"]), {})[column] = (
                     f"{interval_cell(row['validation'])} (n {row['validation']['n']})")
         rows = [[value] + [by_column.get(c, "—") for c in columns]
                 for value, by_column in cells.items()]

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from benchmarks.analysis.stats import bootstrap_interval, summarize
+from benchmarks.grid.selection import format_value
 from benchmarks.record.figures import measure_for, replicate_values, summarize_figure
 
 Groups = dict[str, dict[str, list[dict[str, Any]]]]
@@ -363,8 +364,10 @@ def study_chart(panels: list[dict[str, Any]], select_by: str) -> bytes | None:
     backends = ordered_backends(b for panel in panels for b in panel["lines"])
     for ax, panel in zip(axes, panels, strict=True):
         categorical = panel["scale"] == "categorical"
-        labels = list(dict.fromkeys(repr(value) for rows in panel["lines"].values()
-                                    for value, _, _ in rows))
+        # Keyed by repr: 1, 1.0 and True are one dict key, three values of an axis.
+        ticks = {repr(value): format_value(value) for rows in panel["lines"].values()
+                 for value, _, _ in rows}
+        labels = list(ticks)
         drawn = [b for b in backends if panel["lines"].get(b)]
         for number, backend in enumerate(drawn):
             rows = panel["lines"][backend]
@@ -381,7 +384,8 @@ def study_chart(panels: list[dict[str, Any]], select_by: str) -> bytes | None:
                 ax.scatter([_study_x(value, labels, offset)], [mean], s=160, facecolors="none",
                            edgecolors=color, linewidths=1.5, zorder=3)
         if categorical:
-            ax.set_xticks(range(len(labels)), [_text(label) for label in labels], fontsize=8)
+            ax.set_xticks(range(len(labels)), [_text(tick) for tick in ticks.values()],
+                          fontsize=8)
         elif panel["scale"] == "log":
             ax.set_xscale("log")
         ax.set_xlabel(_text(panel["axis"]), fontsize=9)
