@@ -284,7 +284,9 @@ def summarise(spec: GridSpec, folder: Path, planned: list, on_line: Callable[[st
         on_line(f"warning: {foreign} run(s) recorded in {folder} belong to no run of "
                 f"{spec.source} and are left out of the choice")
     summary = {**build_summary(spec, records, len(planned), points), **(extra or {})}
-    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
+    # In insertion order (deterministic): a point's axes stay in the spec's order, which
+    # the report shows them in.
+    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
     chosen_records = chosen_runs(records, summary["choices"])
     if chosen_records:
         write_report(folder, chosen_records)
