@@ -485,8 +485,8 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
     if "search" in grid:
         search = grid["search"]
         note += (f" A {search['sampler']} search of {search['trials']} trials"
-                 + (", each pruned after its first run when that run's per-epoch figure "
-                    "was worse than the median of the complete trials' first runs"
+                 + (", a trial pruned after its first run where that run's per-epoch "
+                    "figure was worse than the median of the complete trials' first runs"
                     if search["pruning"] else "")
                  + ": the configurations tried are its complete trials.")
     return StudyView(note=note, choices=study.choice_rows(grid),

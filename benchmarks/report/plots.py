@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
 from benchmarks.analysis.stats import bootstrap_interval, summarize
 from benchmarks.grid.selection import format_value
@@ -388,6 +389,12 @@ def study_chart(panels: list[dict[str, Any]], select_by: str) -> bytes | None:
                           fontsize=8)
         elif panel["scale"] == "log":
             ax.set_xscale("log")
+            # A narrow range holds no decade: matplotlib would label every minor tick, on
+            # top of each other. Four labelled ticks spread evenly on the log scale.
+            low, high = ax.get_xlim()
+            ticks = np.geomspace(low, high, 6)[1:-1]
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=7)
         ax.set_xlabel(_text(panel["axis"]), fontsize=9)
         ax.set_ylabel(_text(select_by), fontsize=9)
         ax.set_title(_text(panel["title"]), fontsize=10)
