@@ -374,10 +374,12 @@ def busy_machine_warning() -> str | None:
 
 
 def _wait_cell(record: dict[str, Any]) -> str:
-    """The run's CPU-wait share, marked when its timings are not comparable."""
+    """The run's CPU-wait share, marked when its timings are not comparable (that wait,
+    or a device shared with other runs: `analysis.load.loaded_run`)."""
     share = cpu_wait_share(record)
+    # A run that shared its device is marked even without a CPU-wait figure.
     mark = f" {LOADED_MARK}" if loaded_run(record) else ""
-    return "-" if share is None else f"{share:.0%}{mark}"
+    return ("-" if share is None else f"{share:.0%}") + mark
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:

@@ -1,11 +1,6 @@
 """benchmarks.grid end to end on a tiny synthetic grid: local, --jobs, SIGKILL and --resume."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
@@ -13,8 +8,7 @@ import pytest
 from benchmarks.grid import __main__ as grid_cli
 from benchmarks.grid.driver import SUMMARY_FILE
 from benchmarks.record.store import RESULTS_FILE, read_records
-from benchmarks.runner.env import SUITE_ROOT
-from tests.grid_specs import TINY_SPEC, write_spec
+from tests.grid_specs import TINY_SPEC, kill_after_first_record, start_driver, write_spec
 
 
 def _folder(out):
@@ -37,7 +31,8 @@ def test_a_grid_runs_chooses_and_refuses_to_rerun(tmp_path, capsys):
     assert choice["point"] == best["grid_point"] and choice["validation"]["n"] == 1
     assert choice["test_accuracy"]["mean"] == best["metrics"]["accuracy"]
     assert choice["defaults"] == {"learning_rate": 1e-3}
-    assert (folder / "report.html").exists() and (folder / "study.png").exists()
+    report = (folder / "report.html").read_text()
+    assert 'id="study"' in report and 'id="chart-study"' in report
     capsys.readouterr()
     # Every run is done: one line, exit 2, nothing written.
     before = (folder / RESULTS_FILE).read_bytes()
@@ -47,33 +42,15 @@ def test_a_grid_runs_chooses_and_refuses_to_rerun(tmp_path, capsys):
     assert (folder / RESULTS_FILE).read_bytes() == before
 
 
-def _driver(*args):
-    return subprocess.Popen([sys.executable, "-m", "benchmarks.grid", *map(str, args)],
-                            cwd=SUITE_ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
 @pytest.mark.slow
 def test_sigkill_of_the_driver_then_resume_loses_and_duplicates_nothing(tmp_path):
     text = TINY_SPEC.replace("learning_rate = [1e-3, 3e-3]",
                              "learning_rate = [1e-3, 2e-3, 3e-3, 4e-3]")
     spec, out = write_spec(tmp_path, text), tmp_path / "out"
-    driver = _driver(spec, "--out", out)
-    deadline = time.monotonic() + 300
-    results = None
-    while time.monotonic() < deadline and driver.poll() is None:
-        folders = list(out.glob("*")) if out.exists() else []
-        results = folders[0] / RESULTS_FILE if folders else None
-        if results is not None and results.exists() and results.read_bytes().count(b"\n") >= 1:
-            break
-        time.sleep(0.2)
-    assert driver.poll() is None, "the driver finished before it could be killed"
-    os.kill(driver.pid, signal.SIGKILL)  # the driver only: its worker is orphaned
-    driver.wait()
-    folder = results.parent
+    folder = kill_after_first_record(start_driver(spec, "--out", out), out)
     kept = read_records(folder, on_warning=lambda m: None)
     assert 1 <= len(kept) < 4
-    resumed = _driver(spec, "--resume", folder)
+    resumed = start_driver(spec, "--resume", folder)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     records = read_records(folder)
     ids = Counter(r["run_id"] for r in records if r["status"] == "ok")
@@ -91,6 +68,9 @@ def test_jobs_2_marks_timings_shared_and_summary_only_chooses_again(tmp_path):
     assert all(not r["execution"]["exclusive_timing"] and r["execution"]["jobs"] == 2
                for r in records)
     folder = _folder(out)
+    # The report marks the chosen run's timings as not comparable, the summary counts both.
+    assert "shared its device with other runs" in (folder / "report.html").read_text()
+    assert json.loads((folder / SUMMARY_FILE).read_text())["runs"]["timing_not_comparable"] == 2
     before = (folder / RESULTS_FILE).read_bytes()
     # Choosing by another figure (no part of a run's id) runs nothing, chooses again.
     by_loss = write_spec(tmp_path, TINY_SPEC.replace('recipe = "none"',

@@ -4,7 +4,7 @@ import pytest
 
 from benchmarks.grid import __main__ as grid_cli
 from benchmarks.grid.spec import parse_spec
-from tests.grid_specs import TINY_SPEC, write_spec
+from tests.grid_specs import SEARCH_SPEC, TINY_SPEC, write_spec
 
 
 def _line_number(text: str, needle: str) -> int:
@@ -26,8 +26,12 @@ def _line_number(text: str, needle: str) -> int:
     ("[measure]", "[measures]", "unknown table [measures]", "[measures]"),
 ])
 def test_bad_spec_is_one_line_naming_its_line(old, new, problem, needle, tmp_path, capsys):
-    text = TINY_SPEC.replace(old, new)
-    assert text != TINY_SPEC
+    _refused(TINY_SPEC, old, new, problem, needle, tmp_path, capsys)
+
+
+def _refused(base, old, new, problem, needle, tmp_path, capsys):
+    text = base.replace(old, new)
+    assert text != base
     spec = write_spec(tmp_path, text)
     out = tmp_path / "out"
     assert grid_cli.main([str(spec), "--out", str(out)]) == 2
@@ -35,6 +39,47 @@ def test_bad_spec_is_one_line_naming_its_line(old, new, problem, needle, tmp_pat
     assert "\n" not in err and problem in err, err
     assert f"(line {_line_number(text, needle)})" in err, err
     assert not out.exists()  # nothing written
+
+
+# A search's spec is checked without Optuna: these run where it is not installed.
+@pytest.mark.parametrize("old, new, problem, needle", [
+    ("trials = 4", "trials = 0", "trials must be an integer ≥ 1", "trials ="),
+    ("trials = 4\n", "", "[search] (line 14) lacks trials", "[search]"),
+    ('sampler = "tpe"', 'sampler = "cmaes"', "sampler must be one of tpe, random", "sampler ="),
+    ("pruning = true", "prune = true", "unknown field 'prune' in [search]", "prune ="),
+    ("log = true }", "log = true, step = 1e-3 }", "step cannot go with log = true",
+     "learning_rate ="),
+    ("low = 1e-4", "low = 0.0", "a log range needs low > 0", "learning_rate ="),
+    ("high = 1e-2", "high = 1e-5", "low must be below high", "learning_rate ="),
+    ("high = 1e-2", "hi = 1e-2", "the range of learning_rate has an unknown key 'hi'",
+     "learning_rate ="),
+    ("learning_rate = { low", "optimizer = { low", "optimizer takes one of adam",
+     "optimizer ="),
+    ('augment = ["none", "light"]', "dropout = { low = 0.0, high = 1.5 }",
+     "at learning_rate=0.01, dropout=1.5: dropout must be None or in [0, 1)", "dropout ="),
+    ('augment = ["none", "light"]', 'augment = ["none", "heavy"]', "augment must be one of",
+     "augment ="),
+])
+def test_bad_search_spec_is_one_line_naming_its_line(old, new, problem, needle, tmp_path,
+                                                      capsys):
+    _refused(SEARCH_SPEC, old, new, problem, needle, tmp_path, capsys)
+
+
+def test_a_range_needs_a_search_and_a_search_needs_an_axis():
+    grid = SEARCH_SPEC.replace(SEARCH_SPEC[SEARCH_SPEC.index("[search]"):
+                                           SEARCH_SPEC.index("[axes]")], "")
+    with pytest.raises(ValueError, match=r"learning_rate is a range, which only a search"):
+        parse_spec(grid, "s.toml")
+    bare = SEARCH_SPEC[:SEARCH_SPEC.index("[axes]")] + SEARCH_SPEC[SEARCH_SPEC.index("[measure]"):]
+    with pytest.raises(ValueError, match=r"\[search\] \(line 14\) searches no axis"):
+        parse_spec(bare, "s.toml")
+    spec = parse_spec(SEARCH_SPEC, "s.toml")
+    assert spec.search.trials == 4 and spec.search.pruning
+    # The corners are checked before any run: every range at each end, every choice.
+    assert spec.points == ({"learning_rate": 1e-4, "augment": "none"},
+                           {"learning_rate": 1e-2, "augment": "light"})
+    assert spec.axes_json()["learning_rate"] == {"low": 1e-4, "high": 1e-2, "log": True,
+                                                 "step": None}
 
 
 def test_points_cross_the_axes_and_resolve_through_the_recipe():

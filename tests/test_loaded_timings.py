@@ -112,3 +112,35 @@ def test_start_warning_when_the_machine_is_busy(monkeypatch, capsys, load, warne
 def _grid_that_starts(*_args, on_start, **_kwargs):
     on_start()
     raise ValueError("no grid in this test")
+
+
+def shared(records: list[dict], run_id: str = LOADED_ID) -> list[dict]:
+    """Copies in which `run_id` ran beside other runs on its device (a grid's --jobs 2),
+    none waiting for a CPU (no wait figure at all, as the CPU-wait rule cannot see it)."""
+    result = copy.deepcopy(records)
+    for record in result:
+        del record["timing"]["train_cpu_wait_s"]
+        record["execution"] = {"executor": "local", "node": "here", "device": "cpu",
+                               "exclusive_timing": record["run_id"] != run_id, "jobs": 2}
+    return result
+
+
+def test_a_run_that_shared_its_device_is_marked_like_a_loaded_one(tmp_path):
+    records = shared(grid(seeds=1))
+    assert [run.run_id for run in loaded_runs(records)] == [LOADED_ID]
+    data = analyse(records, tmp_path / "results.jsonl")
+    headers, rows = headline_rows(data)
+    row = {(r[0], r[1]): dict(zip(headers, r, strict=True)) for r in rows}
+    assert row[("proposed_cnn", "torch")]["train time (s)"].endswith(LOADED_MARK)
+    assert not row[("proposed_cnn", "torch")]["accuracy"].endswith(LOADED_MARK)
+    assert not row[("proposed_cnn", "tf")]["train time (s)"].endswith(LOADED_MARK)
+    for text in (render_markdown(data), render_html(data, [])):
+        assert f"{LOADED_ID} (shared its device with other runs)" in text
+        assert "exclusive_timing false" in text  # the footnote says what the mark means
+    table = run.summary_table(records)
+    lines = {line.split()[0] + " " + line.split()[1]: line for line in table.splitlines()[2:6]}
+    assert lines["proposed_cnn torch"].endswith(f"- {LOADED_MARK}")
+    assert not lines["proposed_cnn tf"].endswith(LOADED_MARK)
+    comparison = compare_records(grid(seeds=1), slower(records, 1.5))
+    assert "proposed_cnn torch train time" not in "\n".join(comparison.regressions)
+    assert "shared its device with other runs" in render(comparison, "A", "B")

@@ -7,9 +7,9 @@ speed, memory, anonymous memory and energy as relative changes; throughputs coun
 per image). A run that was ok in A and did not succeed in B (failed, timed out or
 interrupted) is a regression too; a run present in only one of them is listed, not
 judged. A time figure whose A or B side holds a run whose timings are not comparable (it
-waited for a CPU beyond `analysis.load.MAX_CPU_WAIT_SHARE`) is shown, marked, and not
-judged; those runs are listed. Which figures exist, and their directions and kinds, come
-from the figure catalogue (`benchmarks.record.figures`).
+waited for a CPU beyond `analysis.load.MAX_CPU_WAIT_SHARE`, or shared its device with
+other runs) is shown, marked, and not judged; those runs are listed. Which figures exist,
+and their directions and kinds, come from the figure catalogue (`benchmarks.record.figures`).
 `benchmarks.compare` is the command line; the CI check calls `compare_records` directly.
 """
 
@@ -360,9 +360,8 @@ def render(comparison: Comparison, name_a: str, name_b: str, markdown: bool = Fa
                   table(["scope", "field", "A", "B"], [list(c) for c in comparison.context])]
     if comparison.loaded:
         parts += [heading(f"Timings taken under load: {LOADED_MARK} time figures not judged"),
-                  table(["side", "run", "CPU wait, share of training"],
-                        [[side, run.run_id, f"{run.wait_share:.0%}"]
-                         for side, run in comparison.loaded])]
+                  table(["side", "run", "why"],
+                        [[side, run.run_id, run.reason] for side, run in comparison.loaded])]
     if comparison.injected:
         parts += [heading("Test fault injection: these runs are not real measurements"),
                   table(["side", "run", "injected"], [list(i) for i in comparison.injected])]

@@ -1,10 +1,17 @@
-"""Which runs' timings were taken under load: the one definition the report, the summary
-table of `benchmarks.run` and `benchmarks.compare` apply (docs/measurement.md).
+"""Which runs' timings are not comparable: the one definition the report, the summary
+table of `benchmarks.run`, the grid's summary and `benchmarks.compare` apply
+(docs/measurement.md).
 
-A run's timings are *not comparable* when its CPU wait, spread over its threads as
-`runner.worker.timing_summary` spreads it, exceeds MAX_CPU_WAIT_SHARE of its steady
-epochs' training time (the sum of `history[1:].train_s`, the time `timing.train_cpu_wait_s`
-is measured over). Records without CPU-wait data are unknown, not flagged.
+A run's timings are *not comparable* when
+
+* its CPU wait, spread over its threads as `runner.worker.timing_summary` spreads it,
+  exceeds MAX_CPU_WAIT_SHARE of its steady epochs' training time (the sum of
+  `history[1:].train_s`, the time `timing.train_cpu_wait_s` is measured over): other
+  processes' load; records without CPU-wait data are unknown, not flagged; or
+* its record's `execution.exclusive_timing` is false: a grid run that shared its device
+  with other runs on purpose (`--jobs N > 1`, a Ray task beside others on its node's
+  CPUs). Records without an `execution` section (`benchmarks.run`'s) had the machine to
+  themselves.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from benchmarks.record.figures import TIME, Measure
 # still have comparable timings. It is the default time threshold of `benchmarks.compare`:
 # a wait above it could alone make an unchanged run read as a regression.
 MAX_CPU_WAIT_SHARE = 0.10
-# The mark on a timing figure taken under load, and what it means.
+# The mark on a timing figure that is not comparable, and what it means.
 LOADED_MARK = "†"
 LOADED_NOTE = (f"{LOADED_MARK} not comparable: a run behind this timing waited for a CPU "
                f"(other processes' load) for more than {MAX_CPU_WAIT_SHARE:.0%} of its "
-               "steady training time.")
+               "steady training time, or shared its device with other runs "
+               "(execution.exclusive_timing false: a grid's --jobs N > 1 or a shared Ray "
+               "node).")
 
 
 @dataclass(frozen=True)
@@ -33,15 +42,35 @@ class LoadedRun:
 
     Attributes:
         run_id: the run.
-        wait_share: its CPU wait per thread as a share of its steady training time.
+        wait_share: its CPU wait per thread as a share of its steady training time; None
+            where the record holds no CPU wait.
+        shared: whether it shared its device with other runs (`execution.exclusive_timing`
+            false).
     """
 
     run_id: str
-    wait_share: float
+    wait_share: float | None
+    shared: bool = False
+
+    @property
+    def reason(self) -> str:
+        """"CPU wait 23% of training", "shared its device with other runs", or both."""
+        reasons = []
+        if self.wait_share is not None and self.wait_share > MAX_CPU_WAIT_SHARE:
+            reasons.append(f"CPU wait {self.wait_share:.0%} of training")
+        if self.shared:
+            reasons.append("shared its device with other runs")
+        return "; ".join(reasons)
 
     def describe(self) -> str:
         """"<run_id> (CPU wait 23% of training)"."""
-        return f"{self.run_id} (CPU wait {self.wait_share:.0%} of training)"
+        return f"{self.run_id} ({self.reason})"
+
+
+def shared_device(record: dict[str, Any]) -> bool:
+    """Whether the run shared its device with other runs on purpose (a grid's record with
+    `execution.exclusive_timing` false); False for records without that section."""
+    return (record.get(schema.EXECUTION) or {}).get("exclusive_timing") is False
 
 
 def cpu_wait_share(record: dict[str, Any]) -> float | None:
@@ -61,10 +90,10 @@ def cpu_wait_share(record: dict[str, Any]) -> float | None:
 
 def loaded_run(record: dict[str, Any]) -> LoadedRun | None:
     """The record as a LoadedRun when its timings are not comparable; None otherwise."""
-    share = cpu_wait_share(record)
-    if share is None or share <= MAX_CPU_WAIT_SHARE:
+    share, shared = cpu_wait_share(record), shared_device(record)
+    if not shared and (share is None or share <= MAX_CPU_WAIT_SHARE):
         return None
-    return LoadedRun(record[schema.RUN_ID], share)
+    return LoadedRun(record[schema.RUN_ID], share, shared)
 
 
 def loaded_runs(records: Iterable[dict[str, Any]]) -> list[LoadedRun]:
@@ -87,6 +116,7 @@ def loaded_warning(records: Iterable[dict[str, Any]]) -> str | None:
     runs = loaded_runs(records)
     if not runs:
         return None
-    return (f"Warning: {len(runs)} run{'s' if len(runs) != 1 else ''} waited for a CPU for "
-            f"more than {MAX_CPU_WAIT_SHARE:.0%} of training, so their timings (marked "
-            f"{LOADED_MARK}) are not comparable: {', '.join(r.describe() for r in runs)}")
+    return (f"Warning: the timings of {len(runs)} run{'s' if len(runs) != 1 else ''} "
+            f"(marked {LOADED_MARK}) are not comparable: they waited for a CPU for more "
+            f"than {MAX_CPU_WAIT_SHARE:.0%} of training or shared their device with other "
+            f"runs: {', '.join(r.describe() for r in runs)}")

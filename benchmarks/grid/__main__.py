@@ -4,12 +4,14 @@
     python -m benchmarks.grid study.toml --jobs 2              # quality only: shared cores
     python -m benchmarks.grid study.toml --executor ray --address auto
     python -m benchmarks.grid study.toml --resume reports/20261201-120000-synthetic-grid
+    python -m benchmarks.grid search.toml                      # a spec with [search]: Optuna
 
 Exit status: 0 when every run succeeded; 1 when a run failed (its record says why; rerun
 with --resume to retry it); 2 for bad input (one line naming the problem and the spec's
-line, nothing written), a spec whose every run is already done, a grid folder another
-driver holds, or an executor that cannot start; 130 after Ctrl-C (what finished is
-recorded: --resume completes it). docs/grids.md says more.
+line, nothing written), a spec whose every run (a search: every trial) is already done,
+a grid folder another driver holds, an executor that cannot start, or a search without
+Optuna installed; 130 after Ctrl-C (what finished is recorded: --resume completes it).
+docs/grids.md says more.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from backends import MissingFrameworkError
 from benchmarks.grid.driver import run_study, summary_table
 from benchmarks.grid.executors import EXECUTORS, LocalExecutor, RayExecutor
+from benchmarks.grid.search import import_optuna, run_search
 from benchmarks.grid.spec import load_spec
 from benchmarks.record.store import ResultsFileError
 
@@ -65,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = load_spec(args.spec, args.deterministic)
+        if spec.search is not None:
+            import_optuna()  # before an executor starts: a missing extra is bad input
         if args.executor == "ray":
             executor = RayExecutor(args.address, args.gpus_per_run)
         else:
             executor = LocalExecutor(args.jobs)
-        folder, summary = run_study(spec, args.out, args.resume, executor, _say,
-                                    args.summary_only)
+        run = run_search if spec.search is not None else run_study
+        folder, summary = run(spec, args.out, args.resume, executor, _say, args.summary_only)
     except KeyboardInterrupt:
         print("interrupted: what finished is recorded; complete it with --resume",
               file=sys.stderr)

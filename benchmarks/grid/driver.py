@@ -11,21 +11,24 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.analysis.load import LOADED_MARK, loaded_runs
 from benchmarks.grid.selection import (
     choose,
+    chosen_runs,
     chosen_test_summary,
+    describe_point,
     point_key,
     same_choice,
     score_points,
 )
-from benchmarks.grid.spec import SELECT_BY, GridSpec, describe_point
-from benchmarks.grid.study import write_study
+from benchmarks.grid.spec import SELECT_BY, GridSpec
+from benchmarks.grid.study import SUMMARY_FILE, agreement_lines, choice_rows, study_entries
 from benchmarks.record import schema
 from benchmarks.record.store import (
     RESULTS_FILE,
@@ -35,8 +38,10 @@ from benchmarks.record.store import (
     read_records,
 )
 from benchmarks.report import write_report
+from benchmarks.report.tables import text_table
 from benchmarks.runner.config import RunSpec
 from benchmarks.runner.grid import (
+    Grid,
     check_batch_size,
     check_folders,
     check_ready,
@@ -47,7 +52,6 @@ from benchmarks.runner.harness import RunInterrupted
 
 LOCK_FILE = ".lock"
 SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
-SUMMARY_FILE = "grid.json"
 
 
 class GridBusy(ValueError):
@@ -85,17 +89,22 @@ def grid_lock(folder: Path) -> Iterator[None]:
 def plan(spec: GridSpec, prepared: dict) -> list[tuple[dict[str, Any], RunSpec]]:
     """(point, RunSpec) of every run of `spec`, in run order: point by point, and within
     a point `Grid.jobs`' order (the backends of one fold, model and seed back to back)."""
+    return [(point, run) for point, grid in zip(spec.points, spec.grids, strict=True)
+            for run in plan_point(grid, prepared)]
+
+
+def plan_point(grid: Grid, prepared: dict) -> list[RunSpec]:
+    """The RunSpec of each of one point's runs (its `Grid`), in `Grid.jobs`' order."""
     runs = []
-    for point, grid in zip(spec.points, spec.grids, strict=True):
-        for fold, model, seed, backend in grid.jobs():
-            path, data_info = prepared[fold]
-            runs.append((point, RunSpec(
-                backend=backend, model=model, dataset=grid.dataset, prepared_data=str(path),
-                train=replace(grid.train[model], seed=seed), init=grid.init,
-                threads=grid.threads, deterministic=grid.deterministic, fold=fold,
-                data_info=data_info, measure=grid.measure,
-                timeout_s=grid.run_timeout_s or default_run_timeout(grid, model, data_info),
-                recipe=grid.recipe.as_record(grid.explicit), id_from_spec=True)))
+    for fold, model, seed, backend in grid.jobs():
+        path, data_info = prepared[fold]
+        runs.append(RunSpec(
+            backend=backend, model=model, dataset=grid.dataset, prepared_data=str(path),
+            train=replace(grid.train[model], seed=seed), init=grid.init,
+            threads=grid.threads, deterministic=grid.deterministic, fold=fold,
+            data_info=data_info, measure=grid.measure,
+            timeout_s=grid.run_timeout_s or default_run_timeout(grid, model, data_info),
+            recipe=grid.recipe.as_record(grid.explicit), id_from_spec=True))
     return runs
 
 
@@ -159,44 +168,77 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
     """
     if summary_only and resume is None:
         raise ValueError("--summary-only needs --resume DIR: the grid folder to choose from")
+    with grid_folder(spec, out_root, resume) as (folder, prepared):
+        planned = plan(spec, prepared)
+        if summary_only:
+            return folder, summarise(spec, folder, planned, on_line)
+        done = ok_run_ids(folder, on_line)
+        pending = [(point, run) for point, run in planned if run.run_id not in done]
+        if not pending:
+            raise ValueError(f"every run of grid spec {spec.source} ({len(planned)}) is "
+                             f"already recorded ok in {folder}: nothing to run")
+        start_writing(spec, folder, on_line)
+        on_line(f"grid folder {folder}: {len(planned)} runs, {len(planned) - len(pending)} "
+                f"already recorded ok, {len(pending)} to run ({executor.describe()})")
+        run_pending(folder, pending, executor, on_line, spec.select_by)
+        return folder, summarise(spec, folder, planned, on_line)
+
+
+@contextmanager
+def grid_folder(spec: GridSpec, out_root: Path,
+                resume: Path | None) -> Iterator[tuple[Path, dict]]:
+    """Checks the input (`prepare`), then holds the grid folder's lock for the block: the
+    folder `resume`, or a new one under `out_root`, made only once the checks passed.
+
+    Yields:
+        The folder and the prepared data per fold.
+    """
     prepared = prepare(spec, out_root, resume)
-    planned = plan(spec, prepared)
-    if resume is not None:
-        with grid_lock(resume):
-            if summary_only:
-                return resume, summarise(spec, resume, planned, on_line)
-            return _run_locked(spec, resume, planned, executor, on_line)
-    folder = new_report_dir(out_root, f"{spec.grids[0].dataset}-grid")
+    folder = resume if resume is not None else new_report_dir(
+        out_root, f"{spec.grids[0].dataset}-grid")
     with grid_lock(folder):
-        return _run_locked(spec, folder, planned, executor, on_line)
+        yield folder, prepared
 
 
-def _run_locked(spec: GridSpec, folder: Path, planned: list, executor,
-                on_line: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
-    done = {run_id for run_id, record in latest_records(folder, on_line).items()
+def ok_run_ids(folder: Path, on_line: Callable[[str], None]) -> set[str]:
+    """The ids of the runs recorded ok in the folder."""
+    return {run_id for run_id, record in latest_records(folder, on_line).items()
             if schema.succeeded(record)}
-    pending = [(point, run) for point, run in planned if run.run_id not in done]
-    if not pending:
-        raise ValueError(f"every run of grid spec {spec.source} ({len(planned)}) is already "
-                         f"recorded ok in {folder}: nothing to run")
+
+
+def start_writing(spec: GridSpec, folder: Path, on_line: Callable[[str], None]) -> None:
+    """Before the first record of this driver: cuts a record a kill cut off mid-write, and
+    keeps the spec (verbatim) in the folder."""
     cut = cut_torn_tail(folder)
     if cut:
         on_line(f"warning: cut {cut} bytes of a record cut off mid-write from "
                 f"{folder / RESULTS_FILE}; its run runs again")
     _write_atomically(folder / SPEC_FILE, spec.text)
-    on_line(f"grid folder {folder}: {len(planned)} runs, {len(planned) - len(pending)} "
-            f"already recorded ok, {len(pending)} to run ({executor.describe()})")
+
+
+def run_pending(folder: Path, pending: list[tuple[dict[str, Any], RunSpec]], executor,
+                on_line: Callable[[str], None], select_by: str) -> dict[str, dict[str, Any]]:
+    """Runs `pending` with `executor`, appending each record (with its point) as it comes.
+
+    Returns:
+        run id → its record.
+
+    Raises:
+        RunInterrupted: Ctrl-C; the interrupted run's record is kept first.
+    """
     points = {run.run_id: point for point, run in pending}
+    records = {}
     try:
         for number, (run, record) in enumerate(
                 executor.run([run for _, run in pending], on_line), 1):
             _keep(folder, record, points[run.run_id])
-            on_line(f"== {number}/{len(pending)} {run.run_id} ({describe_point(points[run.run_id])}"
-                    f"): {_outcome(record, spec.select_by)}")
+            records[run.run_id] = record
+            on_line(f"== {number}/{len(pending)} {run.run_id} "
+                    f"({describe_point(points[run.run_id])}): {_outcome(record, select_by)}")
     except RunInterrupted as stop:
         _keep(folder, stop.record, points[stop.record[schema.RUN_ID]])
         raise
-    return folder, summarise(spec, folder, planned, on_line)
+    return records
 
 
 def _keep(folder: Path, record: dict[str, Any], point: dict[str, Any]) -> None:
@@ -216,9 +258,20 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def summarise(spec: GridSpec, folder: Path, planned: list,
-              on_line: Callable[[str], None]) -> dict[str, Any]:
-    """Chooses on validation; writes grid.json, the study and the chosen runs' report.
+def summarise(spec: GridSpec, folder: Path, planned: list, on_line: Callable[[str], None],
+              points: Sequence[Mapping[str, Any]] | None = None,
+              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Chooses on validation; writes grid.json (the choices and the study) and the chosen
+    runs' report, whose study section reads grid.json.
+
+    Args:
+        spec: the grid spec.
+        folder: the grid folder.
+        planned: (point, RunSpec) of every run meant to run.
+        on_line: receives the warnings.
+        points: the points to choose among (default: the spec's); a search's finished
+            trials'.
+        extra: more of grid.json (a search's trials).
 
     Returns:
         The summary written to grid.json.
@@ -230,7 +283,29 @@ def summarise(spec: GridSpec, folder: Path, planned: list,
         # Their ids come from another spec: other settings, or another --deterministic.
         on_line(f"warning: {foreign} run(s) recorded in {folder} belong to no run of "
                 f"{spec.source} and are left out of the choice")
-    scores = score_points(records, spec.select_by, spec.points)
+    summary = {**build_summary(spec, records, len(planned), points), **(extra or {})}
+    # In insertion order (deterministic): a point's axes stay in the spec's order, which
+    # the report shows them in.
+    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
+    chosen_records = chosen_runs(records, summary["choices"])
+    if chosen_records:
+        write_report(folder, chosen_records)
+    return summary
+
+
+def build_summary(spec: GridSpec, records: list[dict[str, Any]], planned: int,
+                  points: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """What grid.json holds: each (dataset, model, backend)'s choice on validation beside
+    the defaults, every point's score, the run counts and the study.
+
+    Args:
+        spec: the grid spec.
+        records: the latest record of each of its runs recorded so far.
+        planned: how many runs the spec plans.
+        points: the points to choose among and to study (default: the spec's).
+    """
+    points = spec.points if points is None else points
+    scores = score_points(records, spec.select_by, points)
     chosen = choose(scores, SELECT_BY[spec.select_by])
     choices = []
     for key, best in chosen.items():
@@ -242,50 +317,41 @@ def summarise(spec: GridSpec, folder: Path, planned: list,
             "test_accuracy": asdict(chosen_test_summary(records, key, best.point)),
             "points": [{"point": s.point, "validation": asdict(s.validation)}
                        for s in scores[key]]})
-    summary = {
+    axes = spec.axes_json()
+    studied = {point_key(p) for p in points}
+    return {
         "spec": spec.source, "select_by": spec.select_by,
-        "axes": {axis: list(values) for axis, values in spec.axes.items()},
-        "runs": {"planned": len(planned),
+        "axes": axes,
+        "runs": {"planned": planned,
                  "ok": sum(map(schema.succeeded, records)),
                  "not_ok": sum(not schema.succeeded(r) for r in records),
-                 "missing": len(planned) - len(records)},
+                 "missing": planned - len(records),
+                 "timing_not_comparable": len(loaded_runs(records))},
         "choices": choices,
         "same_choice_across_backends": [
             {"dataset": d, "model": m, "same": same}
             for (d, m), same in same_choice(chosen).items()],
+        # Of the points chosen among only: a pruned trial's first run is no sample of it.
+        "study": study_entries([r for r in records if schema.GRID_POINT in r
+                                and point_key(r[schema.GRID_POINT]) in studied],
+                               spec.select_by, axes),
     }
-    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
-    chosen_records = [r for r in records if schema.succeeded(r) and point_key(
-        r[schema.GRID_POINT]) == point_key(chosen[(r[schema.DATASET], r[schema.MODEL],
-                                                    r[schema.BACKEND])].point)]
-    if chosen_records:
-        write_report(folder, chosen_records)
-    write_study(folder, records, summary)
-    return summary
 
 
 def summary_table(summary: dict[str, Any]) -> str:
     """The chosen configuration of each (dataset, model, backend) beside the defaults,
     its validation figure and (only now) its test accuracy, then whether the backends
-    agreed."""
-    select_by = summary["select_by"]
-    rows = [["model", "backend", "chosen", "default", f"{select_by} (95% CI)", "n",
-             "test acc"]]
-    for choice in summary["choices"]:
-        val, test = choice["validation"], choice["test_accuracy"]
-        interval = (f"{val['mean']:.4f} ± {(val['ci_high'] - val['ci_low']) / 2:.4f}"
-                    if val["ci_low"] is not None else f"{val['mean']:.4f}")
-        rows.append([choice["model"], choice["backend"], describe_point(choice["point"]),
-                     describe_point(choice["defaults"]), interval, str(val["n"]),
-                     "-" if test["mean"] is None else f"{test['mean']:.3f}"])
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    for entry in summary["same_choice_across_backends"]:
-        verdict = "the same configuration" if entry["same"] else "DIFFERENT configurations"
-        lines.append(f"{entry['model']} on {entry['dataset']}: the backends chose {verdict}")
+    agreed, the run counts and how many runs' timings are not comparable."""
+    lines = [text_table(*choice_rows(summary)), *agreement_lines(summary)]
     runs = summary["runs"]
     lines.append(f"runs: {runs['planned']} planned, {runs['ok']} ok, {runs['not_ok']} not ok, "
                  f"{runs['missing']} missing")
+    if "trials" in summary:
+        states = [trial["state"] for trial in summary["trials"]]
+        lines.append("trials: " + ", ".join(f"{states.count(state)} {state}" for state in
+                                            dict.fromkeys(states)))
+    if runs.get("timing_not_comparable"):
+        lines.append(f"{LOADED_MARK} the timings of {runs['timing_not_comparable']} run(s) are "
+                     "not comparable (they shared their device, or waited for a CPU): "
+                     "report.html marks them")
     return "\n".join(lines)

@@ -171,6 +171,9 @@ class RayExecutor:
                                           f"{first}") from None
         self.node_cpus = {node["NodeID"]: node["Resources"].get("CPU", 0)
                           for node in self.ray.nodes() if node.get("Alive")}
+        # Prepared-data file → its object in Ray's store, put once: a search calls `run`
+        # once or twice per trial with the same data.
+        self.shipped: dict[str, Any] = {}
 
     def describe(self) -> str:
         cpus = sum(self.node_cpus.values())
@@ -182,13 +185,13 @@ class RayExecutor:
         Ctrl-C cancels the runs not yet finished.
         """
         task = self.ray.remote(_ray_run)
-        shipped: dict[str, Any] = {}
         pending = {}
         for spec in specs:
-            if spec.prepared_data not in shipped:
-                shipped[spec.prepared_data] = self.ray.put(Path(spec.prepared_data).read_bytes())
+            if spec.prepared_data not in self.shipped:
+                self.shipped[spec.prepared_data] = self.ray.put(
+                    Path(spec.prepared_data).read_bytes())
             ref = task.options(num_cpus=spec.threads, num_gpus=self.num_gpus).remote(
-                spec.to_json(), shipped[spec.prepared_data])
+                spec.to_json(), self.shipped[spec.prepared_data])
             pending[ref] = spec
         try:
             while pending:

@@ -28,6 +28,18 @@ def point_key(point: Mapping[str, Any]) -> str:
     return json.dumps(dict(point), sort_keys=True)
 
 
+def describe_point(point: Mapping[str, Any]) -> str:
+    """"learning_rate=0.001, augment='light'": a point, as the tables and messages show it."""
+    return ", ".join(f"{axis}={format_value(value)}" for axis, value in point.items()) \
+        or "(no axes)"
+
+
+def format_value(value: Any) -> str:
+    """An axis value as the tables show it: its repr, a float to 6 significant digits (a
+    search's draws, 0.0012520653814999472, read 0.00125207; a spec's 3e-4 stays 0.0003)."""
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
 @dataclass(frozen=True)
 class PointScore:
     """One point's validation figure over its folds and seeds.
@@ -119,3 +131,17 @@ def same_choice(chosen: Mapping[Key, PointScore]) -> dict[tuple[str, str], bool]
     for dataset, model, _ in chosen:
         counts[(dataset, model)] = counts.get((dataset, model), 0) + 1
     return {pair: len(points) == 1 for pair, points in by_model.items() if counts[pair] > 1}
+
+
+def chosen_runs(records: Sequence[Mapping[str, Any]],
+                choices: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The ok records of each (dataset, model, backend)'s chosen point, in file order.
+
+    Args:
+        records: a grid folder's records.
+        choices: grid.json's "choices" (each with dataset, model, backend and point).
+    """
+    wanted = {(c["dataset"], c["model"], c["backend"]): point_key(c["point"]) for c in choices}
+    return [r for r in records if schema.succeeded(r) and schema.GRID_POINT in r
+            and wanted.get((r[schema.DATASET], r[schema.MODEL], r[schema.BACKEND]))
+            == point_key(r[schema.GRID_POINT])]

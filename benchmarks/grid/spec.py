@@ -19,6 +19,19 @@
     [measure]                 # MeasureConfig fields, for lighter measurements
     latency_repeats = 5
 
+With a [search] table the spec is an Optuna search instead (`benchmarks.grid.search`): its
+axes are ranges or choices, and the sampler draws each trial's point:
+
+    [search]
+    trials = 20                # trials to finish, in all (a resumed search counts its own)
+    sampler = "tpe"            # or "random"
+    pruning = true             # median pruning on a trial's first run's per-epoch figure
+
+    [axes]
+    learning_rate = { low = 1e-4, high = 1e-2, log = true }   # a range
+    batch_size = { low = 16, high = 64, step = 16 }
+    augment = ["none", "light"]                                # choices
+
 Every field, type and value is checked by the owner of its concept: TrainConfig fields by
 the recipe's settings and TrainConfig itself (`benchmarks.runner.recipe`), the rest by
 `Grid` and `MeasureConfig`. A bad spec raises one ValueError line naming the file, the
@@ -36,11 +49,12 @@ from typing import Any
 
 from backends import BACKEND_NAMES
 from backends.augment import augment_config
-from backends.base import TrainConfig
+from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name
 from backends.init import INIT_MODES
+from benchmarks.grid.selection import describe_point
 from benchmarks.runner.config import MeasureConfig
-from benchmarks.runner.grid import Grid
+from benchmarks.runner.grid import Grid, check_int
 from benchmarks.runner.recipe import (
     AUGMENT,
     AUGMENT_SETTINGS,
@@ -59,8 +73,9 @@ from benchmarks.runner.recipe import (
 from datasets import check_dataset_name
 from datasets.preprocess import KDEF_ANGLES
 
-GRID, FIXED, AXES, MEASURE = "grid", "fixed", "axes", "measure"  # the tables of a spec
-TABLES = (GRID, FIXED, AXES, MEASURE)
+# The tables of a spec.
+GRID, FIXED, AXES, MEASURE, SEARCH = "grid", "fixed", "axes", "measure", "search"
+TABLES = (GRID, FIXED, AXES, MEASURE, SEARCH)
 # The validation figure a configuration is chosen by → whether larger is better. Each is
 # read from the record's `selection` section, the kept epoch's score (`best_<name>`).
 SELECT_BY = {"val_accuracy": True, "val_loss": False}
@@ -100,6 +115,68 @@ AUGMENT_LEVEL_SETTING = Setting(AUGMENT, str, choices=AUGMENT_SETTINGS[LEVEL].ch
 TRAIN_KEYS = {**TRAIN_SETTINGS, AUGMENT: AUGMENT_LEVEL_SETTING}
 MEASURE_SETTINGS = settings(MeasureConfig, {})
 
+SAMPLERS = ("tpe", "random")  # Optuna's TPESampler and RandomSampler
+MAX_TRIALS = 10_000
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A spec's [search] table: an Optuna search over its axes (docs/grids.md).
+
+    Attributes:
+        trials: trials to finish (complete or pruned), in all: a resumed search counts
+            those its folder records; 1 to MAX_TRIALS.
+        sampler: one of SAMPLERS: "tpe" (Optuna's TPESampler) or "random".
+        seed: the sampler's seed, 0 to MAX_SEED.
+        startup_trials: tpe: the random trials before its model proposes points.
+        pruning: stop a trial after its first run when that run's best validation figure
+            so far, epoch by epoch, is worse than the median of the complete trials' first
+            runs at the same epoch (Optuna's MedianPruner; `benchmarks.grid.search`).
+        pruning_startup_trials: trials complete before any trial is pruned.
+        pruning_warmup_epochs: epochs of a first run the pruner does not judge.
+    """
+
+    trials: int
+    sampler: str = "tpe"
+    seed: int = 0
+    startup_trials: int = 10
+    pruning: bool = False
+    pruning_startup_trials: int = 5
+    pruning_warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("trials", self.trials, 1, MAX_TRIALS, "trials in one search")
+        check_int("seed", self.seed, 0, MAX_SEED, "the sampler's seeds")
+        for name in ("startup_trials", "pruning_startup_trials", "pruning_warmup_epochs"):
+            check_int(name, getattr(self, name), 0, MAX_TRIALS, "trials in one search")
+
+
+SEARCH_SETTINGS = settings(SearchConfig, {"sampler": SAMPLERS})
+RANGE_KEYS = ("low", "high", "log", "step")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A search axis' range of numbers, from `low` to `high` (both included).
+
+    Attributes:
+        low, high: the ends, of the field's type (int or float), low < high.
+        log: drawn on a log scale (low > 0); not with `step`.
+        step: drawn on the grid low, low + step, …; None for any value.
+    """
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The range as grid.json describes an axis (`benchmarks.grid.study.axis_scale`)."""
+        return {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
+
+
+Axis = tuple[Any, ...] | Range  # listed values (a grid's, or a search's choices), or a range
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -109,20 +186,27 @@ class GridSpec:
         source: the file's path as given.
         text: the file's text, verbatim (kept in the report folder).
         select_by: a key of SELECT_BY.
-        axes: axis → its values, in the file's order.
+        axes: axis → its values, in the file's order; or, in a search, its Range.
         fixed: [fixed]'s settings, as `Grid.explicit` takes them.
-        points: every combination of the axes' values (axis → value), first axis slowest.
+        points: every combination of the axes' values (axis → value), first axis slowest;
+            in a search, the two corners of its space (every range at its low end and
+            every choice at its first; then the high ends and last choices), checked
+            before any run: the trials' points come from the sampler.
         grids: the `Grid` of each point, in `points`' order: [fixed] and the point on top
             of the recipe.
+        options: what `Grid` takes besides `explicit`, for `grid_at`.
+        search: the [search] table; None for a grid.
     """
 
     source: str
     text: str
     select_by: str
-    axes: dict[str, tuple[Any, ...]]
+    axes: dict[str, Axis]
     fixed: dict[str, Any]
     points: tuple[dict[str, Any], ...]
     grids: tuple[Grid, ...]
+    options: dict[str, Any]
+    search: SearchConfig | None = None
 
     @property
     def recipe(self) -> Recipe:
@@ -134,6 +218,25 @@ class GridSpec:
             if key in content:
                 return _line(self.text, table, key)
         return line_of(self.text, GRID, key)
+
+    def grid_at(self, point: Mapping[str, Any]) -> Grid:
+        """The Grid of `point`: [fixed] and the point on top of the recipe.
+
+        Raises:
+            ValueError: one line naming the file, the setting at fault and its line.
+        """
+        return _grid_at(self.text, f"grid spec {self.source}", self.options, self.fixed,
+                        point, self.raw_grid)
+
+    @property
+    def raw_grid(self) -> dict[str, Any]:
+        """The [grid] table as written, for naming a Grid error's line."""
+        return parse_toml(self.text, self.source).get(GRID, {})
+
+    def axes_json(self) -> dict[str, Any]:
+        """The axes as grid.json writes them: listed values, or a range's ends."""
+        return {axis: values.as_json() if isinstance(values, Range) else list(values)
+                for axis, values in self.axes.items()}
 
     def default_value(self, model: str, axis: str) -> Any:
         """What `model` takes for `axis` without the axis: the recipe under [fixed]."""
@@ -169,11 +272,11 @@ def _table(raw: dict[str, Any], name: str, where: str, text: str) -> dict[str, A
     return value
 
 
-def _check_axes(raw: dict[str, Any], fixed: dict[str, Any], where: str,
-                text: str) -> dict[str, tuple[Any, ...]]:
-    """[axes]: each a known TrainConfig field (or augment), a non-empty array of values
-    of the field's type, each value once, not also in [fixed]."""
-    axes = {}
+def _check_axes(raw: dict[str, Any], fixed: dict[str, Any], where: str, text: str,
+                search: bool) -> dict[str, Axis]:
+    """[axes]: each a known TrainConfig field (or augment), not also in [fixed]: a non-empty
+    array of values of the field's type, each value once; or, in a search, a range."""
+    axes: dict[str, Axis] = {}
     for axis, values in raw.items():
         line = _line(text, AXES, axis)
         if axis in NOT_AXES:
@@ -187,9 +290,14 @@ def _check_axes(raw: dict[str, Any], fixed: dict[str, Any], where: str,
         if axis in fixed:
             raise ValueError(f"{where}: {axis} is both in [{FIXED}]{_line(text, FIXED, axis)}"
                              f" and an axis{line}: keep one")
+        if isinstance(values, dict):
+            axes[axis] = _check_range(axis, values, f"{where}: [{AXES}]{line}", search)
+            continue
         if not isinstance(values, list):
-            raise ValueError(f"{where}: [{AXES}]{line}: {axis} must be an array of values "
-                             f"to try. Received: {axis}={values!r}")
+            kind = "an array of values to try" + (" or a range ({ low = …, high = … })"
+                                                   if search else "")
+            raise ValueError(f"{where}: [{AXES}]{line}: {axis} must be {kind}. "
+                             f"Received: {axis}={values!r}")
         if not values:
             raise ValueError(f"{where}: [{AXES}]{line}: axis {axis} is empty: give it at "
                              "least one value")
@@ -202,7 +310,67 @@ def _check_axes(raw: dict[str, Any], fixed: dict[str, Any], where: str,
             raise ValueError(f"{where}: [{AXES}]{line}: axis {axis} names "
                              f"{', '.join(repeated)} more than once")
         axes[axis] = checked
+    if search and not axes:
+        raise ValueError(f"{where}: [{SEARCH}]{_line(text, SEARCH)} searches no axis: give "
+                         f"[{AXES}] at least one range or array of choices")
     return axes
+
+
+def _check_range(axis: str, raw: dict[str, Any], where: str, search: bool) -> Range:
+    """A search axis' { low = …, high = …, log = …, step = … }, checked against its field.
+
+    Args:
+        axis: the field.
+        raw: the inline table.
+        where: "grid spec FILE: [axes] (line N)", the messages' start.
+        search: whether the spec has a [search] table (a grid tries listed values only).
+    """
+    if not search:
+        raise ValueError(f"{where}: {axis} is a range, which only a search draws from: add "
+                         f"a [{SEARCH}] table (docs/grids.md), or list the values to try")
+    setting = TRAIN_KEYS[axis]
+    if setting.kind not in (int, float) or setting.sequence:
+        raise ValueError(f"{where}: {axis} takes {setting.expected}, not a range of numbers: "
+                         "list its choices instead")
+    unknown = [key for key in raw if key not in RANGE_KEYS]
+    missing = [key for key in ("low", "high") if key not in raw]
+    if unknown or missing:
+        problem = (f"has an unknown key {unknown[0]!r}" if unknown
+                   else f"lacks {' and '.join(missing)}")
+        raise ValueError(f"{where}: the range of {axis} {problem}; a range takes "
+                         f"{', '.join(RANGE_KEYS)} (low and high required)")
+    try:
+        low, high = (setting.check(raw[key]) for key in ("low", "high"))
+        step = None if raw.get("step") is None else setting.check(raw["step"])
+    except ValueError as error:
+        raise ValueError(f"{where}: the range of {axis}: {error}") from None
+    log = raw.get("log", False)
+    problem = None
+    if None in (low, high):
+        problem = "low and high must be numbers"
+    elif not isinstance(log, bool):
+        problem = f"log must be true or false. Received: log={log!r}"
+    elif not low < high:
+        problem = f"low must be below high. Received: low={low!r}, high={high!r}"
+    elif log and low <= 0:
+        problem = f"a log range needs low > 0. Received: low={low!r}"
+    elif step is not None and (step <= 0 or log):
+        problem = ("step cannot go with log = true" if log
+                   else f"step must be > 0. Received: step={step!r}")
+    if problem:
+        raise ValueError(f"{where}: the range of {axis}: {problem}")
+    return Range(low, high, log, step)
+
+
+def corners(axes: Mapping[str, Axis]) -> tuple[dict[str, Any], ...]:
+    """A search's two extreme points: every range at its low end and every choice at its
+    first, then every range at its high end and every choice at its last."""
+    def end(values: Axis, high: bool) -> Any:
+        if isinstance(values, Range):
+            return values.high if high else values.low
+        return values[-1] if high else values[0]
+    return tuple({axis: end(values, high) for axis, values in axes.items()}
+                 for high in (False, True))
 
 
 def _culprit(error: ValueError, tables: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
@@ -244,7 +412,9 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
     fixed = checked_table(_table(raw, FIXED, where, text), FIXED, TRAIN_KEYS, where, text)
     measure_raw = checked_table(_table(raw, MEASURE, where, text), MEASURE, MEASURE_SETTINGS,
                                 where, text)
-    axes = _check_axes(_table(raw, AXES, where, text), fixed, where, text)
+    search = _check_search(_table(raw, SEARCH, where, text), where, text) \
+        if SEARCH in raw else None
+    axes = _check_axes(_table(raw, AXES, where, text), fixed, where, text, search is not None)
     select_by = grid_settings.pop("select_by", "val_accuracy")
     recipe_choice = grid_settings.pop("recipe", AUTO)
     try:
@@ -270,24 +440,40 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
     options["deterministic"] = options.get("deterministic", False) or deterministic
     if options.get("data_dir") is not None:
         options["data_dir"] = Path(options["data_dir"])
-    points = tuple(dict(zip(axes, values, strict=True))
-                   for values in itertools.product(*axes.values()))
-    grids = []
-    for point in points:
-        try:
-            grids.append(Grid(**options, explicit=explicit_settings({**fixed, **point})))
-        except ValueError as error:
-            table, key = _culprit(error, [(GRID, grid_raw), (AXES, point), (FIXED, fixed)])
-            at = f" at {describe_point(point)}" if table == AXES else ""
-            raise ValueError(f"{where}: [{table}]{_line(text, table, key)}{at}: "
-                             f"{error}") from None
+    if search is None:
+        points = tuple(dict(zip(axes, values, strict=True))
+                       for values in itertools.product(*axes.values()))
+    else:
+        points = corners(axes)
+    grids = tuple(_grid_at(text, where, options, fixed, point, grid_raw) for point in points)
     return GridSpec(source=source, text=text, select_by=select_by, axes=axes, fixed=fixed,
-                    points=points, grids=tuple(grids))
+                    points=points, grids=grids, options=options, search=search)
 
 
-def describe_point(point: Mapping[str, Any]) -> str:
-    """"learning_rate=0.001, augment='light'": a point, as the tables and messages show it."""
-    return ", ".join(f"{axis}={value!r}" for axis, value in point.items()) or "(no axes)"
+def _check_search(raw: dict[str, Any], where: str, text: str) -> SearchConfig:
+    """The [search] table: SearchConfig's fields, `trials` required."""
+    checked = checked_table(raw, SEARCH, SEARCH_SETTINGS, where, text)
+    if "trials" not in checked:
+        raise ValueError(f"{where}: [{SEARCH}]{_line(text, SEARCH)} lacks trials: say how "
+                         "many trials to run (`trials = 20`)")
+    try:
+        return SearchConfig(**checked)
+    except ValueError as error:
+        key = _culprit(error, [(SEARCH, checked)])[1]
+        raise ValueError(f"{where}: [{SEARCH}]{_line(text, SEARCH, key)}: {error}") from None
+
+
+def _grid_at(text: str, where: str, options: Mapping[str, Any], fixed: Mapping[str, Any],
+             point: Mapping[str, Any], grid_raw: Mapping[str, Any]) -> Grid:
+    """The Grid of `point`; a Grid error names the setting at fault and its line."""
+    try:
+        return Grid(**options, explicit=explicit_settings({**fixed, **point}))
+    except ValueError as error:
+        table, key = _culprit(error, [(GRID, dict(grid_raw)), (AXES, dict(point)),
+                                      (FIXED, dict(fixed))])
+        at = f" at {describe_point(point)}" if table == AXES else ""
+        raise ValueError(f"{where}: [{table}]{_line(text, table, key)}{at}: "
+                         f"{error}") from None
 
 
 def load_spec(path: str | Path, deterministic: bool = False) -> GridSpec:

@@ -1,108 +1,180 @@
 """The grid's study: the validation figure against each hyper-parameter, per model and backend.
 
 For each axis value, the figure is averaged over every ok run at that value (the other
-axes, the folds and the seeds), with a 95% t-interval; `study.md` tables it beside the
-chosen configuration, and `study.png` draws it, one panel per (model, axis) and one line
-per backend. Like the choice, it reads no test figure.
+axes, the folds and the seeds), with a 95% t-interval. The driver computes it here, once,
+and keeps it in grid.json (`study_entries`); the report of a grid folder reads it back from
+there (`read_grid_summary`) and draws it beside the chosen configurations
+(`benchmarks.report`). Like the choice, it reads no test figure.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from benchmarks.analysis.stats import Summary, summarize
-from benchmarks.grid.selection import validation_view
-from benchmarks.report.plots import backend_color, ordered_backends
+from benchmarks.grid.selection import describe_point, format_value, validation_view
+from benchmarks.record.store import ResultsFileError
 
-STUDY_MD, STUDY_PNG = "study.md", "study.png"
-PANEL_IN = (4.0, 3.0)  # inches per panel
+SUMMARY_FILE = "grid.json"  # the grid folder's summary: its choices and its study
+# How an axis' values are laid out along a chart's x axis.
+CATEGORICAL, LINEAR, LOG = "categorical", "linear", "log"
+
+
+def axis_scale(values: Sequence[Any] | Mapping[str, Any]) -> str:
+    """CATEGORICAL for an axis of listed values; LINEAR or LOG for a search's range (a
+    mapping with "low", "high" and "log", as grid.json writes it)."""
+    if isinstance(values, Mapping):
+        return LOG if values.get("log") else LINEAR
+    return CATEGORICAL
 
 
 def marginals(records: Sequence[Mapping[str, Any]], select_by: str,
-              axes: Mapping[str, Sequence[Any]]) -> dict[tuple[str, str, str], dict[str, list]]:
-    """(dataset, model, backend) → axis → [(value, Summary)], in the axis' order."""
+              axes: Mapping[str, Sequence[Any] | Mapping[str, Any]]
+              ) -> dict[tuple[str, str, str], dict[str, list]]:
+    """(dataset, model, backend) → axis → [(value, Summary)].
+
+    Args:
+        records: the runs to average (each with its grid point).
+        select_by: the validation figure.
+        axes: axis → its listed values (the order of the rows), or a search's range
+            (the rows then in the order of the values the runs took).
+    """
     values: dict[tuple, dict[str, dict[Any, list]]] = {}
     for view in filter(None, (validation_view(r, select_by) for r in records)):
         for axis in axes:
             values.setdefault(view["key"], {}).setdefault(axis, {}).setdefault(
                 view["point"][axis], []).append(view["value"])
-    return {key: {axis: [(value, summarize(by_value[value])) for value in axes[axis]
-                         if value in by_value]
-                  for axis, by_value in by_axis.items()}
-            for key, by_axis in sorted(values.items())}
+    study = {}
+    for key, by_axis in sorted(values.items()):
+        study[key] = {}
+        for axis, by_value in by_axis.items():
+            listed = axes[axis]
+            order = sorted(by_value) if isinstance(listed, Mapping) else listed
+            study[key][axis] = [(value, summarize(by_value[value])) for value in order
+                                if value in by_value]
+    return study
 
 
-def _cell(summary: Summary) -> str:
-    if summary.half_width is None:
-        return f"{summary.mean:.4f} (n {summary.n})"
-    return f"{summary.mean:.4f} ± {summary.half_width:.4f} (n {summary.n})"
+def study_entries(records: Sequence[Mapping[str, Any]], select_by: str,
+                  axes: Mapping[str, Sequence[Any] | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The study as grid.json keeps it: one entry per (dataset, model, backend, axis),
+    with its scale and the figure's Summary at each value."""
+    return [{"dataset": dataset, "model": model, "backend": backend, "axis": axis,
+             "scale": axis_scale(axes[axis]),
+             "values": [{"value": value, "validation": asdict(summary)}
+                        for value, summary in rows]}
+            for (dataset, model, backend), by_axis in marginals(records, select_by,
+                                                                axes).items()
+            for axis, rows in by_axis.items()]
 
 
-def study_markdown(study: Mapping, summary: Mapping[str, Any]) -> str:
-    """study.md: per (model, backend), the figure at each value of each axis, the chosen
-    configuration and the defaults, then whether the backends chose alike."""
-    select_by = summary["select_by"]
-    chosen = {(c["dataset"], c["model"], c["backend"]): c for c in summary["choices"]}
-    lines = [f"# Grid study: {select_by} (mean ± 95% CI over the other axes, folds and "
-             "seeds)", ""]
-    for key, by_axis in study.items():
-        dataset, model, backend = key
-        lines += [f"## {model} · {backend} · {dataset}", ""]
-        choice = chosen.get(key)
-        if choice:
-            lines += [f"chosen: `{choice['point']}`; defaults: `{choice['defaults']}`", ""]
-        for axis, rows in by_axis.items():
-            lines += [f"| {axis} | {select_by} |", "|---|---|"]
-            lines += [f"| {value!r} | {_cell(s)} |" for value, s in rows]
-            lines.append("")
-    for entry in summary["same_choice_across_backends"]:
-        verdict = "the same" if entry["same"] else "different"
-        lines.append(f"- {entry['model']} on {entry['dataset']}: the backends chose {verdict} "
-                     "configuration")
-    return "\n".join(lines) + "\n"
+def read_grid_summary(folder: Path) -> dict[str, Any] | None:
+    """The folder's grid.json, or None when the folder is no grid's (a plain run's).
+
+    Raises:
+        ResultsFileError: grid.json is there but not JSON (one line naming the fix).
+    """
+    path = Path(folder) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsFileError(f"{path} is unreadable ({error}): rebuild it with `python -m "
+                         "benchmarks.grid SPEC --resume FOLDER --summary-only`") from None
 
 
-def study_figure(study: Mapping, select_by: str) -> Figure:
-    """One panel per (dataset, model, axis): the figure against the axis' values, a line
-    with interval bars per backend."""
-    panels: dict[tuple, dict[str, list]] = {}
-    for (dataset, model, backend), by_axis in study.items():
-        for axis, rows in by_axis.items():
-            panels.setdefault((dataset, model, axis), {})[backend] = rows
-    figure = Figure(figsize=(PANEL_IN[0] * len(panels), PANEL_IN[1]))
-    FigureCanvasAgg(figure)
-    for index, ((dataset, model, axis), by_backend) in enumerate(panels.items()):
-        ax = figure.add_subplot(1, len(panels), index + 1)
-        backends = ordered_backends(by_backend)
-        labels = [repr(value) for value, _ in next(iter(by_backend.values()))]
-        for number, backend in enumerate(backends):
-            rows = by_backend[backend]
-            # Offset the backends a little so their bars do not hide each other.
-            xs = [labels.index(repr(value)) + 0.05 * (number - (len(backends) - 1) / 2)
-                  for value, _ in rows]
-            means = [s.mean for _, s in rows]
-            errors = [s.half_width or 0.0 for _, s in rows]
-            ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=backend,
-                        color=backend_color(backend, backends))
-        ax.set_xticks(range(len(labels)), labels)
-        ax.set_xlabel(axis)
-        ax.set_ylabel(select_by)
-        ax.set_title(f"{model} · {dataset}", fontsize=9)
-        ax.legend(fontsize=8)
-    return figure
+def interval_cell(validation: Mapping[str, Any], digits: int = 4) -> str:
+    """"0.5100 ± 0.0254" (mean ± half-width of its 95% interval), the mean alone for one
+    run, or "—"."""
+    if validation.get("mean") is None:
+        return "—"
+    if validation.get("ci_low") is None:
+        return f"{validation['mean']:.{digits}f}"
+    half = (validation["ci_high"] - validation["ci_low"]) / 2
+    return f"{validation['mean']:.{digits}f} ± {half:.{digits}f}"
 
 
-def write_study(folder: Path, records: Sequence[Mapping[str, Any]],
-                summary: Mapping[str, Any]) -> None:
-    """Writes study.md and study.png into the grid folder."""
-    axes = summary["axes"]
-    study = marginals(records, summary["select_by"], axes)
-    (folder / STUDY_MD).write_text(study_markdown(study, summary), encoding="utf-8")
-    if study and axes:
-        study_figure(study, summary["select_by"]).savefig(folder / STUDY_PNG, dpi=100,
-                                                          bbox_inches="tight")
+def choice_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The chosen configuration of each (model, backend) beside the defaults it replaces,
+    its validation figure over its folds and seeds, and (read only now) its test accuracy."""
+    headers = ["model", "backend", "chosen", "default", f"{summary['select_by']} (95% CI)",
+               "n", "test accuracy"]
+    rows = [[choice["model"], choice["backend"], describe_point(choice["point"]),
+             describe_point(choice["defaults"]), interval_cell(choice["validation"]),
+             str(choice["validation"]["n"]), interval_cell(choice["test_accuracy"], 3)]
+            for choice in summary["choices"]]
+    return headers, rows
+
+
+def agreement_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Whether the backends chose the same configuration, one line per (dataset, model)."""
+    return [f"{entry['model']} on {entry['dataset']}: the backends chose "
+            f"{'the same configuration' if entry['same'] else 'DIFFERENT configurations'}"
+            for entry in summary["same_choice_across_backends"]]
+
+
+def axis_rows(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(axis, headers, rows) per axis: the figure at each of its values, one column per
+    (model, backend): "mean ± half-width (n runs)"."""
+    tables = []
+    for axis in summary["axes"]:
+        entries = [e for e in summary.get("study", []) if e["axis"] == axis]
+        columns = [f"{e['model']} · {e['backend']}" for e in entries]
+        cells: dict[str, dict[str, str]] = {}
+        for column, entry in zip(columns, entries, strict=True):
+            for row in entry["values"]:
+                cells.setdefault(format_value(row["value"]), {})[column] = (
+                    f"{interval_cell(row['validation'])} (n {row['validation']['n']})")
+        rows = [[value] + [by_column.get(c, "—") for c in columns]
+                for value, by_column in cells.items()]
+        tables.append((axis, [axis] + columns, rows))
+    return tables
+
+
+def trial_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """A search's trials in order: state, value (the validation figure over all of the
+    trial's runs), point, and the epoch of the first run where it was pruned; None for a
+    grid."""
+    if "trials" not in summary:
+        return None
+    headers = ["trial", "state", f"{summary['select_by']} (all runs)", "point", "pruned at epoch"]
+    rows = [[str(trial["number"]), trial["state"],
+             "—" if trial["value"] is None else f"{trial['value']:.4f}",
+             describe_point(trial["point"]),
+             "—" if trial["pruned_at_epoch"] is None else str(trial["pruned_at_epoch"])]
+            for trial in summary["trials"]]
+    return headers, rows
+
+
+def chart_panels(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One panel per (dataset, model, axis) of the study, as the report draws it.
+
+    Returns:
+        [{"title", "axis", "scale", "lines": {backend: [(value, mean, half_width)]},
+          "chosen": {backend: (value, mean)}}]: the chosen configuration's value on the
+        axis and the figure there, per backend.
+    """
+    chosen = {(c["dataset"], c["model"], c["backend"]): c["point"] for c in summary["choices"]}
+    panels: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for entry in summary.get("study", []):
+        key = (entry["dataset"], entry["model"], entry["axis"])
+        panel = panels.setdefault(key, {"title": f"{entry['model']} · {entry['dataset']}",
+                                        "axis": entry["axis"], "scale": entry["scale"],
+                                        "lines": {}, "chosen": {}})
+        rows = [(row["value"], row["validation"]["mean"], _half_width(row["validation"]))
+                for row in entry["values"] if row["validation"]["mean"] is not None]
+        panel["lines"][entry["backend"]] = rows
+        point = chosen.get((entry["dataset"], entry["model"], entry["backend"]))
+        marked = [(v, mean) for v, mean, _ in rows if point and point.get(entry["axis"]) == v]
+        if marked:
+            panel["chosen"][entry["backend"]] = marked[0]
+    return list(panels.values())
+
+
+def _half_width(validation: Mapping[str, Any]) -> float | None:
+    return Summary(**validation).half_width

@@ -64,8 +64,18 @@ def append_record(report_dir: Path, record: dict[str, Any]) -> None:
         OSError: the line could not be written or synced (a full disk, …); the file then
             holds exactly what it held before.
     """
-    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-    handle = os.open(report_dir / RESULTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    append_json_line(report_dir / RESULTS_FILE, record)
+
+
+def append_json_line(path: Path, entry: dict[str, Any]) -> None:
+    """Appends `entry` as one JSON line to the file at `path`, durably (`append_record`).
+
+    Raises:
+        OSError: the line could not be written or synced; the file then holds exactly what
+            it held before.
+    """
+    line = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:
         size = os.fstat(handle).st_size
         try:
@@ -83,8 +93,9 @@ def append_record(report_dir: Path, record: dict[str, Any]) -> None:
         os.close(handle)
 
 
-def cut_torn_tail(report_dir: Path) -> int:
-    """Cuts a results file back to its last whole line, so the next record starts a line.
+def cut_torn_tail(report_dir: Path, name: str = RESULTS_FILE) -> int:
+    """Cuts a results file (or the folder's JSON-lines file `name`) back to its last whole
+    line, so the next record starts a line.
 
     A driver killed in the middle of `append_record`'s write can leave part of a line;
     readers skip it, but a record appended after it would be glued to it.
@@ -92,7 +103,7 @@ def cut_torn_tail(report_dir: Path) -> int:
     Returns:
         The bytes cut (0 when the file ends with a line end, is empty or is missing).
     """
-    path = report_dir / RESULTS_FILE
+    path = report_dir / name
     if not path.is_file():
         return 0
     content = path.read_bytes()
@@ -143,31 +154,8 @@ def read_records(path: Path,
     if not path.is_file():
         raise ResultsFileError(f"no results file at {path}: pass a report folder or its "
                                f"{RESULTS_FILE}, or {rerun}")
-    try:
-        lines = path.read_bytes().splitlines(keepends=True)
-    except OSError as error:
-        raise ResultsFileError(f"cannot read {path}: {error.strerror or error}") from None
     records = []
-    for number, raw in enumerate(lines, 1):
-        # Cut off mid-write: the last line, without its line end (which is written last).
-        torn = number == len(lines) and not raw.endswith(b"\n")
-        try:
-            line = raw.decode("utf-8")
-            if not line.strip():
-                continue
-            record = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            if torn:
-                kept = (f"the {len(records)} record before it is" if len(records) == 1
-                        else f"the {len(records)} records before it are")
-                on_warning(f"{path}, line {number}: skipped an incomplete last record "
-                           f"({len(raw)} bytes, cut off while it was written); {kept} read")
-                continue
-            what = (f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
-                    f"{error.start + 1})" if isinstance(error, UnicodeDecodeError)
-                    else f"not valid JSON ({error.msg})")
-            raise ResultsFileError(f"{path}, line {number}: {what}; the file is damaged: "
-                                   f"restore it or {rerun}") from None
+    for number, record in read_json_lines(path, on_warning, "record", rerun):
         try:
             check_record(record)
         except RecordError as error:
@@ -176,3 +164,47 @@ def read_records(path: Path,
     if not records:
         raise ResultsFileError(f"{path} holds no result records; {rerun}")
     return records
+
+
+def read_json_lines(path: Path, on_warning: Callable[[str], None], what: str,
+                    fix: str) -> list[tuple[int, Any]]:
+    """(line number, value) of each JSON line of the file at `path`, blank lines skipped.
+
+    A last line cut off mid-write (no line end, not JSON) is skipped, and `on_warning`
+    told so; a damaged line anywhere else is an error.
+
+    Args:
+        path: the file.
+        on_warning: receives the warning of a cut-off last line.
+        what: what a line holds ("record"), for the messages.
+        fix: what to do about a damaged file, for the message.
+
+    Raises:
+        ResultsFileError: the file is unreadable, or a line is not UTF-8 or not JSON.
+    """
+    try:
+        lines = path.read_bytes().splitlines(keepends=True)
+    except OSError as error:
+        raise ResultsFileError(f"cannot read {path}: {error.strerror or error}") from None
+    values = []
+    for number, raw in enumerate(lines, 1):
+        # Cut off mid-write: the last line, without its line end (which is written last).
+        torn = number == len(lines) and not raw.endswith(b"\n")
+        try:
+            line = raw.decode("utf-8")
+            if not line.strip():
+                continue
+            values.append((number, json.loads(line)))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            if torn:
+                kept = (f"the {len(values)} {what} before it is" if len(values) == 1
+                        else f"the {len(values)} {what}s before it are")
+                on_warning(f"{path}, line {number}: skipped an incomplete last {what} "
+                           f"({len(raw)} bytes, cut off while it was written); {kept} read")
+                continue
+            problem = (f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                       f"{error.start + 1})" if isinstance(error, UnicodeDecodeError)
+                       else f"not valid JSON ({error.msg})")
+            raise ResultsFileError(f"{path}, line {number}: {problem}; the file is damaged: "
+                                   f"restore it or {fix}") from None
+    return values

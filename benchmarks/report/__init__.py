@@ -10,8 +10,10 @@ Reads `results.jsonl` (never modifies it) and (re)writes the derived files next 
 * `summary.csv`: one row per (dataset, model, backend) with each figure's n, mean, std and
   95% interval; `runs.csv`: one row per run with every figure it carries.
 
-Nothing else in the folder is touched. Text that comes from the data (class names, paths,
-error messages) is escaped in the HTML and Markdown.
+In a grid's folder (`python -m benchmarks.grid`, grid.json present) the report is of the
+chosen configurations' runs, with a section of the hyper-parameter study read from
+grid.json. Nothing else in the folder is touched. Text that comes from the data (class
+names, paths, error messages) is escaped in the HTML and Markdown.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from benchmarks.grid.selection import chosen_runs
+from benchmarks.grid.study import read_grid_summary
 from benchmarks.record.figures import runs_frame
 from benchmarks.record.store import ResultsFileError, read_records, results_path
 from benchmarks.report.data import (
@@ -63,16 +67,22 @@ def write_report(location: Path, records: list[dict[str, Any]] | None = None) ->
         The files written, all in the results file's folder.
 
     Raises:
-        ResultsFileError: the results file is missing, empty or damaged.
+        ResultsFileError: the results file is missing, empty or damaged, or the folder's
+            grid.json is damaged.
         OSError: a report file could not be written (a full disk, …); the files written
             before it are complete, the others keep their previous version.
     """
     source = results_path(location)
-    records = read_records(source) if records is None else records
+    folder = source.parent
+    grid = read_grid_summary(folder)
+    if records is None:
+        records = read_records(source)
+        if grid is not None:
+            # A grid's report is of its chosen configurations' runs, as its driver wrote it.
+            records = chosen_runs(records, grid["choices"])
     if not records:
         raise ResultsFileError(f"no records to report for {source}")
-    folder = source.parent
-    data = analyse(records, source)
+    data = analyse(records, source, grid)
     written = {folder / REPORT_HTML: render_html(data, charts(data)),
                folder / REPORT_MD: render_markdown(data),
                folder / SUMMARY_CSV: summary_frame(data).to_csv(index=False),

@@ -22,6 +22,7 @@ from benchmarks.analysis.load import (
     loaded_warning,
 )
 from benchmarks.analysis.stats import PairedTest, Summary, paired_accuracy_test
+from benchmarks.grid import study
 from benchmarks.record import schema
 from benchmarks.record.figures import (
     HEADLINE,
@@ -67,6 +68,8 @@ class ReportData:
         loaded: the run ids whose timings are not comparable (`analysis.load`).
         gallery_notes: why an image figure is missing (a damaged file), filled as the
             figures are read.
+        grid: the folder's grid.json (`benchmarks.grid`'s choices and study) when the
+            folder is a grid's; None for a plain run's.
     """
 
     source: Path
@@ -77,6 +80,7 @@ class ReportData:
     keys: list[str] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
     gallery_notes: list[str] = field(default_factory=list)
+    grid: dict[str, Any] | None = None
 
     @property
     def backends(self) -> list[str]:
@@ -101,14 +105,16 @@ class ReportData:
                        self.under_load(label, backend))
 
 
-def analyse(records: list[dict[str, Any]], source: Path) -> ReportData:
+def analyse(records: list[dict[str, Any]], source: Path,
+            grid: dict[str, Any] | None = None) -> ReportData:
     """Groups the records by (label, backend) and runs the paired tests.
 
     Args:
         records: result records, as `read_records` returns them.
         source: the results file they came from (named in the report).
+        grid: the folder's grid.json, for a grid's report (its study section).
     """
-    data = ReportData(source=source, records=records)
+    data = ReportData(source=source, records=records, grid=grid)
     several_datasets = len({r["dataset"] for r in records}) > 1
     for record in records:
         label = f"{record['dataset']} · {record['model']}" if several_datasets \
@@ -452,6 +458,67 @@ def charts(data: ReportData) -> list[tuple[str, str, bytes]]:
          plots.training_curves(data.groups)),
     ]
     return [(anchor, caption, png) for anchor, caption, png in drawn if png is not None]
+
+
+@dataclass
+class StudyView:
+    """A grid's hyper-parameter study, as the report shows it (from grid.json).
+
+    Attributes:
+        note: how the configurations were chosen, and what else the report holds.
+        choices: (headers, rows): each (model, backend)'s chosen configuration beside the
+            defaults, its validation figure and its test accuracy.
+        agreement: whether the backends chose the same configuration, per model.
+        axes: (axis, headers, rows) per axis: the validation figure at each value.
+        figure: (anchor, caption, PNG) of the study's chart; None with nothing to draw.
+        trials: (headers, rows) of a search's trials; None for a grid.
+    """
+
+    note: str
+    choices: tuple[list[str], list[list[str]]]
+    agreement: list[str]
+    axes: list[tuple[str, list[str], list[list[str]]]]
+    figure: tuple[str, str, bytes] | None
+    trials: tuple[list[str], list[list[str]]] | None = None
+
+
+def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
+    """The study section of a grid folder's report; None for a plain run's report.
+
+    Args:
+        data: the report's data; its `grid` is the folder's grid.json.
+        draw: whether to draw the chart (the Markdown report has none).
+    """
+    grid = data.grid
+    if grid is None:
+        return None
+    select_by, runs = grid["select_by"], grid["runs"]
+    points = max((len(c["points"]) for c in grid["choices"]), default=0)
+    note = (f"Chosen on validation only: each (model, backend) takes the configuration with "
+            f"the {'lowest' if select_by == 'val_loss' else 'highest'} {select_by} averaged "
+            f"over its folds and seeds, among the {points} configurations tried "
+            f"({runs['ok']} of {runs['planned']} runs ok; spec {grid['spec']}). The rest of "
+            "this report holds the chosen configurations' runs only; their test figures were "
+            "read after the choice. Cells: mean ± half-width of the 95% t-interval over the "
+            "runs at that value (the other axes, the folds and the seeds).")
+    figure = None
+    if draw:
+        png = plots.study_chart(study.chart_panels(grid), select_by)
+        if png is not None:
+            figure = ("chart-study", f"{select_by} against each hyper-parameter, per model, "
+                      "one line per backend: the mean over every run at each value (bars: "
+                      "its 95% t-interval); a ring marks the chosen configuration's value.",
+                      png)
+    if "search" in grid:
+        search = grid["search"]
+        note += (f" A {search['sampler']} search of {search['trials']} trials"
+                 + (", a trial pruned after its first run where that run's per-epoch "
+                    "figure was worse than the median of the complete trials' first runs"
+                    if search["pruning"] else "")
+                 + ": the configurations tried are its complete trials.")
+    return StudyView(note=note, choices=study.choice_rows(grid),
+                     agreement=study.agreement_lines(grid), axes=study.axis_rows(grid),
+                     figure=figure, trials=study.trial_rows(grid))
 
 
 def test_lines(data: ReportData) -> list[tuple[str, str]]:

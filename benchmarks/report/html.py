@@ -9,10 +9,12 @@ from typing import Any
 
 from benchmarks.report.data import (
     ReportData,
+    StudyView,
     data_rows,
     explanation_figures,
     facts_table,
     figure_rows,
+    grid_study,
     headline_rows,
     injection_warning,
     load_warning,
@@ -74,6 +76,9 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
         f"<p class=\"note\">Mean over seeds ± half-width of its 95% t-interval; a single "
         f"value where there is one replicate; “—” where not measured. "
         f"Ok runs / all runs per pair.</p>{html_table(headers, rows, _not_all_ok)}{note_html}")))
+    study = grid_study(data)
+    if study is not None:
+        sections.append(("study", "Hyper-parameter study", _study_html(study)))
     tests = "".join(
         f'<li class="{"significant" if test.significant else ""}"><b>{esc(label)}</b>: '
         f"{esc(test.statement)}</li>"
@@ -150,6 +155,23 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
         f"<p class=\"note\">{len(data.records)} runs ({len(data.problems)} not ok) from "
         f"<code>{esc(str(data.source))}</code></p><nav>{nav}</nav>{body}</body></html>\n"
     )
+
+
+def _study_html(study: StudyView) -> str:
+    """The study section: the choices beside the defaults, whether the backends agreed,
+    the chart, then the figure at each value of each axis."""
+    esc = html.escape
+    agreement = "".join(f"<li>{esc(line)}</li>" for line in study.agreement)
+    parts = [f'<p class="note">{esc(study.note)}</p>',
+             "<h3>Chosen configuration beside the defaults</h3>", html_table(*study.choices),
+             f"<ul>{agreement}</ul>" if agreement else ""]
+    if study.figure is not None:
+        parts.append(_figure(*study.figure))
+    for axis, headers, rows in study.axes:
+        parts += [f"<h3>{esc(axis)}</h3>", html_table(headers, rows)]
+    if study.trials is not None:
+        parts += ["<h3>Trials</h3>", html_table(*study.trials, lambda r: r[1] == "failed")]
+    return "".join(parts)
 
 
 def _not_all_ok(row: Sequence[Any]) -> bool:

@@ -8,6 +8,7 @@ from benchmarks.report.data import (
     data_rows,
     facts_table,
     figure_rows,
+    grid_study,
     headline_rows,
     injection_warning,
     load_warning,
@@ -37,6 +38,7 @@ def render_markdown(data: ReportData) -> str:
         f"`{markdown_escape(data.source.name)}`. Figures: `{REPORT_HTML}`. Cells are the mean over "
         "seeds ± half-width of its 95% t-interval.",
         "## Headline", markdown_table(*headline_rows(data)), *note,
+        *_study_markdown(data),
         "## Do the frameworks differ? (paired accuracy tests)",
         "\n".join(f"- **{markdown_escape(label)}**: {markdown_escape(statement)}"
                   for label, statement in test_lines(data)) or "No pair of backends to test.",
@@ -68,3 +70,18 @@ def render_markdown(data: ReportData) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _study_markdown(data: ReportData) -> list[str]:
+    """A grid's study section (none for a plain run's report); its chart is in report.html."""
+    study = grid_study(data, draw=False)
+    if study is None:
+        return []
+    parts = ["## Hyper-parameter study", markdown_escape(study.note),
+             "### Chosen configuration beside the defaults", markdown_table(*study.choices)]
+    if study.agreement:
+        parts.append("\n".join(f"- {markdown_escape(line)}" for line in study.agreement))
+    parts.append(f"The chart of the figure against each hyper-parameter: `{REPORT_HTML}`.")
+    for axis, headers, rows in study.axes:
+        parts += [f"### {markdown_escape(axis)}", markdown_table(headers, rows)]
+    if study.trials is not None:
+        parts += ["### Trials", markdown_table(*study.trials)]
+    return parts

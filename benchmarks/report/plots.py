@@ -19,8 +19,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
 from benchmarks.analysis.stats import bootstrap_interval, summarize
+from benchmarks.grid.selection import format_value
 from benchmarks.record.figures import measure_for, replicate_values, summarize_figure
 
 Groups = dict[str, dict[str, list[dict[str, Any]]]]
@@ -341,3 +343,69 @@ def training_curves(groups: Groups) -> bytes | None:
             if ax.lines:
                 ax.legend(fontsize=7)
     return _png(figure)
+
+
+def study_chart(panels: list[dict[str, Any]], select_by: str) -> bytes | None:
+    """A grid's study: the validation figure against each hyper-parameter.
+
+    One panel per (model, axis), one line per backend: the figure's mean over every run at
+    each value (the other axes, the folds and the seeds), its bars the 95% t-interval of
+    that mean; a ring marks the value the backend's chosen configuration takes. Listed
+    values sit side by side in the spec's order; a search's ranges are drawn to scale (a
+    log range on a log axis).
+
+    Args:
+        panels: `benchmarks.grid.study.chart_panels` of grid.json.
+        select_by: the validation figure, for the y axis.
+    """
+    panels = [p for p in panels if any(p["lines"].values())]
+    if not panels:
+        return None
+    figure, axes = _grid(len(panels), 3, (4.2, 3.0))
+    backends = ordered_backends(b for panel in panels for b in panel["lines"])
+    for ax, panel in zip(axes, panels, strict=True):
+        categorical = panel["scale"] == "categorical"
+        # Keyed by repr: 1, 1.0 and True are one dict key, three values of an axis.
+        ticks = {repr(value): format_value(value) for rows in panel["lines"].values()
+                 for value, _, _ in rows}
+        labels = list(ticks)
+        drawn = [b for b in backends if panel["lines"].get(b)]
+        for number, backend in enumerate(drawn):
+            rows = panel["lines"][backend]
+            # Listed values: the backends a little apart, so that their bars do not hide
+            # each other.
+            offset = 0.06 * (number - (len(drawn) - 1) / 2) if categorical else None
+            color = backend_color(backend, backends)
+            ax.errorbar([_study_x(v, labels, offset) for v, _, _ in rows],
+                        [mean for _, mean, _ in rows], yerr=[half or 0.0 for _, _, half in rows],
+                        marker="o", markersize=4, capsize=3, linewidth=1, color=color,
+                        label=_text(backend))
+            if backend in panel["chosen"]:
+                value, mean = panel["chosen"][backend]
+                ax.scatter([_study_x(value, labels, offset)], [mean], s=160, facecolors="none",
+                           edgecolors=color, linewidths=1.5, zorder=3)
+        if categorical:
+            ax.set_xticks(range(len(labels)), [_text(tick) for tick in ticks.values()],
+                          fontsize=8)
+        elif panel["scale"] == "log":
+            ax.set_xscale("log")
+            # A narrow range holds no decade: matplotlib would label every minor tick, on
+            # top of each other. Four labelled ticks spread evenly on the log scale.
+            low, high = ax.get_xlim()
+            ticks = np.geomspace(low, high, 6)[1:-1]
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=7)
+        ax.set_xlabel(_text(panel["axis"]), fontsize=9)
+        ax.set_ylabel(_text(select_by), fontsize=9)
+        ax.set_title(_text(panel["title"]), fontsize=10)
+        ax.grid(alpha=0.3)
+    figure.suptitle(f"{_text(select_by)} against each hyper-parameter (mean, 95% interval; "
+                    "ring: chosen)", fontsize=10)
+    _legend(figure, backends)
+    return _png(figure)
+
+
+def _study_x(value: Any, labels: list[str], offset: float | None) -> float:
+    """Where a study value lies on x: its listed position plus `offset`, or (offset None,
+    a search's range) the value itself."""
+    return float(value) if offset is None else labels.index(repr(value)) + offset

@@ -85,7 +85,9 @@ MAX_RUN_TIMEOUT_S = 1e7
 SAVE_WEIGHTS = ("best", "none")
 
 
-def _check_int(name: str, value: Any, low: int, high: int, why: str) -> None:
+def check_int(name: str, value: Any, low: int, high: int, why: str) -> None:
+    """Raises ValueError ("name must be an integer ≥ low. Received: name=…") unless
+    `value` is an integer in [low, high]; `why` says what bounds it above."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an integer ≥ {low}. Received: {name}={value!r}")
     if value > high:
@@ -209,21 +211,21 @@ class Grid:
                 raise ValueError(f"{name} must name each one once ({', '.join(repeated)} "
                                  "repeated); for replicates use seeds (--seeds N). "
                                  f"Received: {name}={','.join(names)}")
-        _check_int("seeds", self.seeds, 1, MAX_SEEDS, "runs per (backend, model, fold)")
-        _check_int("threads", self.threads, 1, os.cpu_count() or 1,
+        check_int("seeds", self.seeds, 1, MAX_SEEDS, "runs per (backend, model, fold)")
+        check_int("threads", self.threads, 1, os.cpu_count() or 1,
                    "this machine's logical cores")
-        _check_int("image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE,
+        check_int("image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE,
                    "pixels a side")
-        _check_int("synthetic_subjects", self.synthetic_subjects, 1, MAX_SYNTHETIC_SUBJECTS,
+        check_int("synthetic_subjects", self.synthetic_subjects, 1, MAX_SYNTHETIC_SUBJECTS,
                    "21 images each")
         object.__setattr__(self, "train", {model: self.recipe.train_config(model, self.explicit)
                                            for model in self.models})
         for model, train in self.train.items():
             # Only a model's own table can set it apart: then say which model it is.
             whose = f" of {model}" if model in self.recipe.models else ""
-            _check_int("epochs", train.epochs, 1, MAX_EPOCHS,
+            check_int("epochs", train.epochs, 1, MAX_EPOCHS,
                        f"passes over the training set{whose}")
-            _check_int("batch_size", train.batch_size, 1, max_batch_size(self.image_size),
+            check_int("batch_size", train.batch_size, 1, max_batch_size(self.image_size),
                        f"at image_size {self.image_size}: at most {MAX_BATCH_PIXELS:,} pixels "
                        f"a batch, whose activations must fit in memory{whose}")
             if train.seed + self.seeds - 1 > MAX_SEED:

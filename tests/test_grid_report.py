@@ -1,0 +1,68 @@
+"""The hyper-parameter study inside a grid folder's report (read from grid.json); a plain
+run's report has none. No training: the records are the report fixtures'."""
+
+import json
+
+from benchmarks.grid.driver import build_summary
+from benchmarks.grid.spec import parse_spec
+from benchmarks.grid.study import SUMMARY_FILE
+from benchmarks.record.store import read_records
+from benchmarks.report import write_report
+from benchmarks.report.data import REPORT_HTML, REPORT_MD, analyse, grid_study
+from benchmarks.report.html import render_html
+from benchmarks.report.markdown import render_markdown
+from tests.grid_specs import TINY_SPEC
+from tests.report_fixtures import make_record, write_results
+
+SPEC = TINY_SPEC.replace('backends = ["torch"]', 'backends = ["tf", "torch"]').replace(
+    "seeds = 1", "seeds = 2").replace('learning_rate = [1e-3, 3e-3]',
+                                      'learning_rate = [1e-3, 3e-3]\naugment = ["none", "light"]')
+# Validation accuracy per (backend, learning rate, augmentation), before the seed's noise:
+# tf does best at (3e-3, light), torch at (1e-3, light): the backends choose differently.
+VAL = {("tf", 1e-3, "none"): 0.50, ("tf", 1e-3, "light"): 0.55, ("tf", 3e-3, "none"): 0.60,
+       ("tf", 3e-3, "light"): 0.70, ("torch", 1e-3, "none"): 0.52,
+       ("torch", 1e-3, "light"): 0.72, ("torch", 3e-3, "none"): 0.40,
+       ("torch", 3e-3, "light"): 0.45}
+
+
+def _grid_records(spec):
+    records = []
+    for point in spec.points:
+        for seed in range(2):
+            for backend in ("tf", "torch"):
+                record = make_record(backend, "proposed_cnn", seed)
+                value = VAL[(backend, point["learning_rate"], point["augment"])] + 0.01 * seed
+                record.update(run_id=f"{record['run_id']}-{point['learning_rate']}-"
+                                     f"{point['augment']}",
+                              grid_point=point,
+                              selection={"best_val_accuracy": value, "best_val_loss": 1 - value})
+                records.append(record)
+    return records
+
+
+def test_a_grid_folders_report_holds_the_study_and_a_plain_runs_does_not(tmp_path):
+    spec = parse_spec(SPEC, "study.toml")
+    records = _grid_records(spec)
+    folder = write_results(tmp_path, records)
+    summary = build_summary(spec, records, len(records))
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary))
+    write_report(folder)  # as `python -m benchmarks.report FOLDER` rebuilds it
+    page, markdown = (folder / REPORT_HTML).read_text(), (folder / REPORT_MD).read_text()
+    for text in (page, markdown):
+        assert "Hyper-parameter study" in text and "Chosen on validation only" in text
+        assert "proposed_cnn on synthetic: the backends chose DIFFERENT configurations" in text
+        # tf's choice beside the defaults (the recipe "none": 1e-3, no augmentation).
+        assert "learning_rate=0.003, augment=&#x27;light&#x27;" in page
+        assert "learning_rate=0.001, augment=&#x27;none&#x27;" in page
+    assert "| proposed_cnn | tf | learning_rate=0.003, augment='light' | " \
+           "learning_rate=0.001, augment='none' | 0.7050 ± 0.0635 | 2 |" in markdown
+    # The axis table: at lr 0.001, tf averages (0.50, 0.51, 0.55, 0.56) over augment and
+    # seeds, torch (0.52, 0.53, 0.72, 0.73).
+    assert "| 0.001 | 0.5300 ± 0.0468 (n 4) | 0.6250 ± " in markdown
+    assert 'id="chart-study"' in page and page.count("data:image/png;base64,") >= 2
+    # The rest of the report is of the chosen configurations' runs only: 2 seeds × 2.
+    assert "4 runs (0 not ok)" in page
+    assert len(read_records(folder)) == 16  # the records are untouched
+    plain = analyse([make_record("tf", "proposed_cnn", 0)], tmp_path / "results.jsonl")
+    assert grid_study(plain) is None
+    assert "Hyper-parameter study" not in render_markdown(plain) + render_html(plain, [])
