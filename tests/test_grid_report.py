@@ -56,9 +56,9 @@ def test_a_grid_folders_report_holds_the_study_and_a_plain_runs_does_not(tmp_pat
         assert "learning_rate=0.001, augment=&#x27;none&#x27;" in page
     assert "| proposed_cnn | tf | learning_rate=0.003, augment='light' | " \
            "learning_rate=0.001, augment='none' | 0.7050 ± 0.0635 | 2 |" in markdown
-    # The axis table: at lr 0.001, tf averages (0.50, 0.51, 0.55, 0.56) over augment and
-    # seeds, torch (0.52, 0.53, 0.72, 0.73).
-    assert "| 0.001 | 0.5300 ± 0.0468 (n 4) | 0.6250 ± " in markdown
+    # The axis table: at lr 0.001, tf averages augment within each seed (0.525, 0.535),
+    # torch (0.62, 0.63); the interval is over those two seeds, not the augment values.
+    assert "| 0.001 | 0.5300 ± 0.0635 (n 2) | 0.6250 ± 0.0635 (n 2) |" in markdown
     assert 'id="chart-study"' in page and page.count("data:image/png;base64,") >= 2
     # The rest of the report is of the chosen configurations' runs only: 2 seeds × 2.
     assert "4 runs (0 not ok)" in page

@@ -1,7 +1,10 @@
 """The grid's study: the validation figure against each hyper-parameter, per model and backend.
 
 For each axis value, the figure is averaged over every ok run at that value (the other
-axes, the folds and the seeds), with a 95% t-interval. The driver computes it here, once,
+axes, the folds and the seeds). Its 95% t-interval is over the replicates (each seed and
+fold, the other axes averaged within it), so it says how much the figure moves between
+repeats of the same configuration, not how much the other axes move it; with one seed and
+one fold there is none. The driver computes it here, once,
 and keeps it in grid.json (`study_entries`); the report of a grid folder reads it back from
 there (`read_grid_summary`) and draws it beside the chosen configurations
 (`benchmarks.report`). Like the choice, it reads no test figure.
@@ -17,6 +20,7 @@ from typing import Any
 
 from benchmarks.analysis.stats import Summary, summarize
 from benchmarks.grid.selection import describe_point, format_value, validation_view
+from benchmarks.record import schema
 from benchmarks.record.store import ResultsFileError
 
 SUMMARY_FILE = "grid.json"  # the grid folder's summary: its choices and its study
@@ -43,19 +47,25 @@ def marginals(records: Sequence[Mapping[str, Any]], select_by: str,
         axes: axis → its listed values (the order of the rows), or a search's range
             (the rows then in the order of the values the runs took).
     """
-    values: dict[tuple, dict[str, dict[Any, list]]] = {}
-    for view in filter(None, (validation_view(r, select_by) for r in records)):
+    # key → axis → value → replicate (seed, fold) → the figures of its runs at that value
+    values: dict[tuple, dict[str, dict[Any, dict[tuple, list]]]] = {}
+    for record in records:
+        view = validation_view(record, select_by)
+        if view is None:
+            continue
+        replicate = (record.get(schema.SEED), record.get(schema.FOLD))
         for axis in axes:
             values.setdefault(view["key"], {}).setdefault(axis, {}).setdefault(
-                view["point"][axis], []).append(view["value"])
+                view["point"][axis], {}).setdefault(replicate, []).append(view["value"])
     study = {}
     for key, by_axis in sorted(values.items()):
         study[key] = {}
         for axis, by_value in by_axis.items():
             listed = axes[axis]
             order = sorted(by_value) if isinstance(listed, Mapping) else listed
-            study[key][axis] = [(value, summarize(by_value[value])) for value in order
-                                if value in by_value]
+            study[key][axis] = [(value, summarize([sum(runs) / len(runs) for runs in
+                                                   by_value[value].values()]))
+                                for value in order if value in by_value]
     return study
 
 

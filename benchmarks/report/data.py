@@ -499,15 +499,17 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
             f"over its folds and seeds, among the {points} configurations tried "
             f"({runs['ok']} of {runs['planned']} runs ok; spec {grid['spec']}). The rest of "
             "this report holds the chosen configurations' runs only; their test figures were "
-            "read after the choice. Cells: mean ± half-width of the 95% t-interval over the "
-            "runs at that value (the other axes, the folds and the seeds).")
+            "read after the choice. Chosen configurations: mean ± half-width of the 95% "
+            "t-interval over their runs. Per axis: the mean over every run at that value, "
+            "± the 95% t-interval over the seeds and folds (n), the other axes averaged "
+            "within each.")
     figure = None
     if draw:
         png = plots.study_chart(study.chart_panels(grid), select_by)
         if png is not None:
             figure = ("chart-study", f"{select_by} against each hyper-parameter, per model, "
                       "one line per backend: the mean over every run at each value (bars: "
-                      "its 95% t-interval); a ring marks the chosen configuration's value.",
+                      "its 95% t-interval over the seeds and folds); a ring marks the chosen configuration's value.",
                       png)
     if "search" in grid:
         search = grid["search"]
