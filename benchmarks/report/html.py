@@ -25,6 +25,7 @@ from benchmarks.report.data import (
     skipped_count,
     skipped_file_rows,
 )
+from benchmarks.report.deployment import deployment
 from benchmarks.report.tables import html_table
 
 _CSS = """
@@ -107,6 +108,7 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
                     f"values over the runs.</p>{html_table(headers, rows)}")
     sections.append(("all-figures", "All figures",
                      details + note_html if details else "<p>No figures.</p>"))
+    sections.append(("deployment", "Deployment (ONNX)", _deployment_html(data)))
     sections.append(("runs", "Runs",
                      html_table(*run_rows(data), lambda r: r[1] != "ok") + note_html))
     problems = "<p>Every run succeeded.</p>"
@@ -150,3 +152,13 @@ def _not_all_ok(row: Sequence[Any]) -> bool:
     return ok != total
 
 
+def _deployment_html(data: ReportData) -> str:
+    esc = html.escape
+    section = deployment(data)
+    note = f'<p class="note">{esc(section.note)}</p>' if section.note else ""
+    if not section.parity[1]:
+        return note
+    latency = html_table(*section.latency) if section.latency[1] else note
+    facts = "".join(f'<p class="note">{esc(line)}</p>' for line in section.facts)
+    return (f"{latency}<h3>Parity with the native framework</h3>"
+            f"{html_table(*section.parity, lambda row: row[4] != 'yes')}{facts}")

@@ -19,6 +19,7 @@ from benchmarks.report.data import (
     skipped_file_rows,
     test_lines,
 )
+from benchmarks.report.deployment import deployment
 from benchmarks.report.tables import markdown_escape, markdown_table
 
 
@@ -52,6 +53,7 @@ def render_markdown(data: ReportData) -> str:
     headers, rows = setting_rows(data)
     if rows:
         parts += ["## Settings and counts (not plotted)", markdown_table(headers, rows)]
+    parts += ["## Deployment (ONNX)", *_deployment_parts(data)]
     parts += ["## Runs", markdown_table(*run_rows(data)), *note]
     if data.problems:
         parts += ["## Failed or skipped runs", markdown_table(*problem_rows(data))]
@@ -64,3 +66,10 @@ def render_markdown(data: ReportData) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _deployment_parts(data: ReportData) -> list[str]:
+    section = deployment(data)
+    if section.note and not section.parity[1]:
+        return [markdown_escape(section.note)]
+    parts = [markdown_table(*section.latency)] if section.latency[1] else \
+        [markdown_escape(section.note)]
+    return [*parts, markdown_table(*section.parity), *map(markdown_escape, section.facts)]

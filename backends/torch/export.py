@@ -1,0 +1,55 @@
+"""ONNX export of a built PyTorch model with torch.onnx (`backends.deploy.export_onnx`).
+
+Mirrors backends/tf/export.py. The exporter is torch's default, `torch.export`-based one
+(`dynamo=True`), with the batch axis dynamic; the exported module holds the pixel
+scaling and the softmax, so the graph takes uint8 images as `predict_proba` does.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from backends.base import PIXEL_CENTER, PIXEL_SCALE
+from backends.deploy import INPUT_NAME, OUTPUT_NAMES
+from backends.torch.backend import TorchBackend
+
+
+class _Deployed(torch.nn.Module):
+    """uint8 NHWC images → (logits, probabilities), as `TorchBackend.predict_proba` computes."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (images.permute(0, 3, 1, 2).float() - PIXEL_CENTER) / PIXEL_SCALE
+        logits = self.model(x).float()
+        return logits, torch.softmax(logits, dim=1)
+
+
+def export_onnx(backend: TorchBackend, path: Path, input_shape: tuple[int, int, int],
+                opset: int) -> None:
+    """Writes `backend`'s model, eval mode, as ONNX: uint8 NHWC in, logits and softmax out.
+
+    Args:
+        backend: a built TorchBackend.
+        path: the `.onnx` file to write.
+        input_shape: (height, width, channels) of the model's input.
+        opset: the ONNX operator set version.
+    """
+    # A CPU copy in the default memory format: the graph is the same on any device, and
+    # the backend's own model (perhaps on a GPU, channels-last) is left as it was.
+    model = copy.deepcopy(backend.model).to("cpu", memory_format=torch.contiguous_format)
+    deployed = _Deployed(model.float()).eval()
+    # Two images: torch.export specialises a dimension seen as 1.
+    example = torch.zeros((2, *input_shape), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            deployed, (example,), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            opset_version=opset, dynamo=True, dynamic_shapes={"images": {0: batch}},
+            external_data=False, verbose=False)
+    program.save(str(path), external_data=False)
