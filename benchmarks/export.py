@@ -21,7 +21,8 @@ not match (beyond the tolerance, named loudly) or could not be timed, or a file 
 not be written; 2 for bad input (not a report folder nor a weights file, a report
 without saved weights, a weights file missing, damaged or for another model, `--out` a
 file, the `onnx` extra not installed), with one line naming the problem, and nothing
-written.
+written (arrays that do not fit the model their file names are found only when loaded,
+after the exports before them); 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -247,21 +248,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="export and check only: no onnxruntime timing")
     args = parser.parse_args(argv)
     from backends.deploy import PARITY_TOLERANCE, check_onnx_available
+    from backends.registry import check_available
 
     with tempfile.TemporaryDirectory(prefix="ferbench-export-") as work:
         try:
             folder, jobs = _jobs(args, Path(work))
-            check_onnx_available(tuple(dict.fromkeys(job.framework for job in jobs)))
+            frameworks = tuple(dict.fromkeys(job.framework for job in jobs))
+            for framework in frameworks:
+                check_available(framework)
+            check_onnx_available(frameworks)
         except (ResultsFileError, MissingFrameworkError, ValueError) as error:
             # WeightsError is a ValueError.
             print(f"error: {error}", file=sys.stderr)
             return 2
         try:
             return _export_all(folder, jobs, args.no_latency, PARITY_TOLERANCE)
+        except WeightsError as error:
+            # Arrays that do not fit the model their metadata names: found only when loaded.
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         except OSError as error:
             print(f"error: could not write the exports or the report: "
                   f"{error.strerror or error}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("interrupted: the exports written so far are kept; onnx.json and the "
+                  "report were not updated", file=sys.stderr)
+            return 130
 
 
 def _export_all(folder: Path | None, jobs: list[Job], no_latency: bool,

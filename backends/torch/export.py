@@ -44,12 +44,11 @@ def export_onnx(backend: TorchBackend, path: Path, input_shape: tuple[int, int, 
     # the backend's own model (perhaps on a GPU, channels-last) is left as it was.
     model = copy.deepcopy(backend.model).to("cpu", memory_format=torch.contiguous_format)
     deployed = _Deployed(model.float()).eval()
-    # Two images: torch.export specialises a dimension seen as 1.
+    # Two images: torch.export specialises a dimension it sees as 1.
     example = torch.zeros((2, *input_shape), dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
     with torch.no_grad():
-        program = torch.onnx.export(
-            deployed, (example,), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            opset_version=opset, dynamo=True, dynamic_shapes={"images": {0: batch}},
-            external_data=False, verbose=False)
-    program.save(str(path), external_data=False)
+        torch.onnx.export(
+            deployed, (example,), str(path), input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True,
+            dynamic_shapes={"images": {0: torch.export.Dim.DYNAMIC}}, external_data=False,
+            verbose=False)

@@ -137,7 +137,8 @@ def deployment(data: ReportData) -> Deployment:
         facts.append(f"Load average (1 min) while onnxruntime was timed: {min(loads):.2f}–"
                      f"{max(loads):.2f}; onnxruntime {', '.join(versions)}.")
     return Deployment(
-        note=None if rows else "ONNX: exported, but no export was timed (--no-latency)",
+        note=None if rows else ("ONNX: exported, but no export was timed (--no-latency, or "
+                                  "the timing failed: see the provider column)"),
         latency=(headers, rows),
         parity=(["export", "model", "exported by", "max |Δ logits|", "within tolerance",
                  "images", "provider", "MB"], parity_rows),
