@@ -29,7 +29,7 @@ from backends.deploy import (  # noqa: E402
 )
 from backends.weights import WeightsMeta, save_weights  # noqa: E402
 from benchmarks import export  # noqa: E402
-from benchmarks.record.store import WEIGHTS_DIR, test_split_file_name  # noqa: E402
+from benchmarks.record import store  # noqa: E402
 from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE  # noqa: E402
 from benchmarks.runner.config import MeasureConfig  # noqa: E402
 from tests.report_fixtures import CLASS_NAMES, NUM_TEST, make_record, write_results  # noqa: E402
@@ -126,19 +126,20 @@ def _report_folder(tmp_path):
         record["threads"] = 1
         record["artifacts"] = {"weights_file": f"{record['run_id']}.npz", "weights_bytes": 1}
     folder = write_results(tmp_path, records)
-    (folder / WEIGHTS_DIR).mkdir()
+    (folder / store.WEIGHTS_DIR).mkdir()
     labels = np.asarray(records[0]["test_labels"])
-    np.savez(folder / WEIGHTS_DIR / test_split_file_name("holdout-seed0"),
+    np.savez(folder / store.WEIGHTS_DIR / store.test_split_file_name("holdout-seed0"),
              x_test=np.random.default_rng(0).integers(0, 256, (NUM_TEST, *shape), np.uint8),
              y_test=labels)
     for record in records:
         meta = WeightsMeta(model="proposed_cnn", input_shape=shape,
                            num_classes=len(CLASS_NAMES), class_names=tuple(CLASS_NAMES),
                            backend=record["backend"], run_id=record["run_id"])
-        save_weights(folder / WEIGHTS_DIR / record["artifacts"]["weights_file"], weights, meta)
+        save_weights(folder / store.WEIGHTS_DIR / record["artifacts"]["weights_file"], weights, meta)
     return folder
 
 
+@pytest.mark.slow  # about 30 s: both exports, both timed in their own processes
 def test_export_of_a_report_folder_checks_times_and_reports(tmp_path, capsys):
     folder = _report_folder(tmp_path)
     assert export.main([str(folder)]) == 0

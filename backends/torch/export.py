@@ -7,7 +7,9 @@ scaling and the softmax, so the graph takes uint8 images as `predict_proba` does
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -46,9 +48,32 @@ def export_onnx(backend: TorchBackend, path: Path, input_shape: tuple[int, int, 
     deployed = _Deployed(model.float()).eval()
     # Two images: torch.export specialises a dimension it sees as 1.
     example = torch.zeros((2, *input_shape), dtype=torch.uint8)
-    with torch.no_grad():
+    with torch.no_grad(), _legacy_tf32_switch_readable():
         torch.onnx.export(
             deployed, (example,), str(path), input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True,
             dynamic_shapes={"images": {0: torch.export.Dim.DYNAMIC}}, external_data=False,
             verbose=False)
+
+
+@contextlib.contextmanager
+def _legacy_tf32_switch_readable() -> Iterator[None]:
+    """Lets torch.export read cuDNN's TF32 switch, unchanged in meaning, for the block.
+
+    torch.export reads it through the legacy `torch.backends.cudnn.allow_tf32`, which
+    (torch 2.13) raises "a mix of the legacy and new APIs" once the per-operator
+    precisions were set, as the runtime sets them (`runtime._pin_ieee_float32`). Set
+    through the legacy switch to what the convolutions already use, it reads; the
+    per-operator precisions are put back afterwards.
+    """
+    cudnn = torch.backends.cudnn
+    if not hasattr(getattr(cudnn, "conv", None), "fp32_precision"):  # torch < 2.9
+        yield
+        return
+    saved = (cudnn.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision)
+    cudnn.allow_tf32 = saved[1] == "tf32"
+    try:
+        yield
+    finally:
+        cudnn.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = saved
+
