@@ -135,7 +135,8 @@ def _report_folder(tmp_path):
         meta = WeightsMeta(model="proposed_cnn", input_shape=shape,
                            num_classes=len(CLASS_NAMES), class_names=tuple(CLASS_NAMES),
                            backend=record["backend"], run_id=record["run_id"])
-        save_weights(folder / store.WEIGHTS_DIR / record["artifacts"]["weights_file"], weights, meta)
+        path = folder / store.WEIGHTS_DIR / record["artifacts"]["weights_file"]
+        save_weights(path, weights, meta)
     return folder
 
 
