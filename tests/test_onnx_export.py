@@ -18,8 +18,7 @@ for _module in ("onnx", "onnxruntime", "tf2onnx", "onnxscript", "tensorflow", "t
     pytest.importorskip(_module, reason=f"the onnx extra ({_module}) is not installed: "
                                         "pip install -e '.[onnx]'")
 
-from backends import create_backend  # noqa: E402
-from backends.catalog import CATALOG, MODEL_NAMES  # noqa: E402
+from backends.catalog import MODEL_NAMES  # noqa: E402
 from backends.deploy import (  # noqa: E402
     CPU_PROVIDER,
     PARITY_TOLERANCE,
@@ -33,7 +32,7 @@ from benchmarks.record import store  # noqa: E402
 from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE  # noqa: E402
 from benchmarks.runner.config import MeasureConfig  # noqa: E402
 from tests.report_fixtures import CLASS_NAMES, NUM_TEST, make_record, write_results  # noqa: E402
-from tests.test_models import _test_weights  # noqa: E402
+from tests.test_models import same_weights_pair  # noqa: E402
 
 NUM_CLASSES = 7
 # The smallest square grey input each model takes (vgg16 needs 32).
@@ -43,16 +42,6 @@ FAST = ("proposed_cnn",)  # the others take several seconds each to export from 
 QUICK = MeasureConfig(latency_warmup=1, latency_repeats=5, latency_budget_s=0.05)
 
 
-def _pair(name: str, shape: tuple[int, int, int], classes: int = NUM_CLASSES):
-    backends = {b: create_backend(b) for b in ("torch", "tf")}
-    overrides = {} if CATALOG[name].dropout is None else {"dropout": 0.0}
-    for backend in backends.values():
-        backend.build(name, shape, classes, **overrides)
-    weights = _test_weights(backends["torch"], shape, seed=1)
-    backends["tf"].set_weights(weights)
-    return backends, weights
-
-
 def _params(names):
     return [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in names]
 
@@ -60,7 +49,7 @@ def _params(names):
 @pytest.mark.parametrize("name", _params(MODEL_NAMES))
 def test_each_frameworks_export_gives_its_logits(name, tmp_path):
     shape = (SIDES[name], SIDES[name], 1)
-    backends, _ = _pair(name, shape)
+    backends = same_weights_pair(name, shape, NUM_CLASSES)
     images = np.random.default_rng(3).integers(0, 256, (5, *shape), dtype=np.uint8)
     logits = {}
     for framework, backend in backends.items():
@@ -80,7 +69,7 @@ def test_each_frameworks_export_gives_its_logits(name, tmp_path):
 
 def _exported(tmp_path, framework: str = "torch"):
     shape = (16, 16, 1)
-    backends, _ = _pair("proposed_cnn", shape)
+    backends = same_weights_pair("proposed_cnn", shape, NUM_CLASSES)
     path = tmp_path / f"model.{framework}.onnx"
     export_onnx(backends[framework], path, shape)
     return path, shape
@@ -117,7 +106,7 @@ def test_a_crashing_onnxruntime_worker_is_an_error_not_a_figure(tmp_path):
 def _report_folder(tmp_path):
     """A report folder of one proposed_cnn run per framework, weights and test images saved."""
     shape = (16, 16, 1)
-    backends, weights = _pair("proposed_cnn", shape, classes=len(CLASS_NAMES))
+    weights = same_weights_pair("proposed_cnn", shape, len(CLASS_NAMES))["torch"].get_weights()
     records = [make_record(framework, "proposed_cnn", 0) for framework in ("tf", "torch")]
     for record in records:
         record["data"].update(split="holdout-seed0", image_shape=list(shape))
