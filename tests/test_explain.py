@@ -16,9 +16,9 @@ pytest.importorskip("tensorflow")
 import torch  # noqa: E402
 
 from backends import create_backend  # noqa: E402
-from backends.catalog import CATALOG, MODEL_NAMES, model_stages  # noqa: E402
+from backends.catalog import MODEL_NAMES, model_stages  # noqa: E402
 from backends.explain import grad_cam_maps, resize_bilinear  # noqa: E402
-from tests.test_models import _test_weights  # noqa: E402
+from tests.test_models import _test_weights, same_weights_pair  # noqa: E402
 
 NUM_CLASSES = 7
 # docs/design.md §9: max |Δmap| as a share of the map's range (max − min), image by image.
@@ -32,12 +32,7 @@ FAST = ("proposed_cnn", "sanet")  # about a second each; the others build for ma
 
 def _pair(name: str):
     shape = (SIDES[name], SIDES[name], 1)
-    backends = {b: create_backend(b) for b in ("torch", "tf")}
-    overrides = {} if CATALOG[name].dropout is None else {"dropout": 0.0}
-    for backend in backends.values():
-        backend.build(name, shape, NUM_CLASSES, **overrides)
-    weights = _test_weights(backends["torch"], shape, seed=1)
-    backends["tf"].set_weights(weights)
+    backends = same_weights_pair(name, shape, NUM_CLASSES)
     images = np.random.default_rng(3).integers(0, 256, (6, *shape), dtype=np.uint8)
     return backends, images
 

@@ -110,3 +110,11 @@ def test_the_record_analysis_and_report_never_import_a_framework():
                                    ["benchmarks", "report"]):
             roots = {imported.split(".")[0] for imported in _imports(path, name)}
             assert not roots & set(FRAMEWORKS), name
+
+
+def test_the_frameworks_mirror_each_other_file_for_file():
+    files = {framework: sorted(p.name for p in (ROOT / "backends" / framework).glob("*.py"))
+             for framework in ("tf", "torch")}
+    # TF alone needs optimizers that take torch's updates (backends/tf/optimizers.py).
+    assert [f for f in files["tf"] if f != "optimizers.py"] == files["torch"]
+    assert "export.py" in files["torch"]

@@ -91,6 +91,21 @@ def _test_weights(backend: Backend, shape: tuple[int, int, int], seed: int) -> d
     return backend.get_weights()
 
 
+def same_weights_pair(name: str, shape: tuple[int, int, int], num_classes: int,
+                      seed: int = 1) -> dict[str, Backend]:
+    """`name` built in torch and TF (dropout off where it has any) with `_test_weights`.
+
+    Returns:
+        backend name → Backend, both holding the same weights.
+    """
+    backends = {b: create_backend(b) for b in ("torch", "tf")}
+    overrides = {} if CATALOG[name].dropout is None else {"dropout": 0.0}
+    for backend in backends.values():
+        backend.build(name, shape, num_classes, **overrides)
+    backends["tf"].set_weights(_test_weights(backends["torch"], shape, seed=seed))
+    return backends
+
+
 @pytest.fixture(scope="module", params=VARIANTS)
 def pair(request) -> Pair:
     name, shape = request.param

@@ -1,5 +1,6 @@
-"""Where a report folder keeps what runs and `benchmarks.explain` leave beside the
-records: saved weights and test images (`weights/`), explanation figures (`explain/`).
+"""Where a report folder keeps what runs, `benchmarks.explain` and `benchmarks.export` leave
+beside the records: saved weights and test images (`weights/`), explanation figures
+(`explain/`), ONNX exports and their onnxruntime figures (`onnx/`).
 
 numpy only: the report reads these without any deep-learning framework.
 """
@@ -17,6 +18,8 @@ from benchmarks.record.store import WEIGHTS_DIR, test_split_file_name
 
 EXPLAIN_DIR = "explain"
 SUMMARY_FILE = "explain.json"
+ONNX_DIR = "onnx"
+ONNX_SUMMARY_FILE = "onnx.json"
 
 
 def explained_runs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -509,7 +509,8 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
         if png is not None:
             figure = ("chart-study", f"{select_by} against each hyper-parameter, per model, "
                       "one line per backend: the mean over every run at each value (bars: "
-                      "its 95% t-interval over the seeds and folds); a ring marks the chosen configuration's value.",
+                      "its 95% t-interval over the seeds and folds); a ring marks the chosen "
+                      "configuration's value.",
                       png)
     if "search" in grid:
         search = grid["search"]

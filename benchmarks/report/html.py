@@ -28,6 +28,7 @@ from benchmarks.report.data import (
     skipped_count,
     skipped_file_rows,
 )
+from benchmarks.report.deployment import deployment
 from benchmarks.report.tables import html_table
 
 _CSS = """
@@ -118,6 +119,7 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
                   "each run started from and the canonical layers it provided; the others "
                   "took the shared initial weights.</p>" + html_table(headers, rows)
                   if rows else "")
+    sections.append(("deployment", "Deployment (ONNX)", _deployment_html(data)))
     sections.append(("runs", "Runs",
                      html_table(*run_rows(data), lambda r: r[1] != "ok") + note_html
                      + pretrained))
@@ -179,3 +181,13 @@ def _not_all_ok(row: Sequence[Any]) -> bool:
     return ok != total
 
 
+def _deployment_html(data: ReportData) -> str:
+    esc = html.escape
+    section = deployment(data)
+    note = f'<p class="note">{esc(section.note)}</p>' if section.note else ""
+    if not section.parity[1]:
+        return note
+    latency = html_table(*section.latency) if section.latency[1] else note
+    facts = "".join(f'<p class="note">{esc(line)}</p>' for line in section.facts)
+    return (f"{latency}<h3>Parity with the native framework</h3>"
+            f"{html_table(*section.parity, lambda row: row[4] != 'yes')}{facts}")

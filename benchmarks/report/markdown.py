@@ -21,6 +21,7 @@ from benchmarks.report.data import (
     skipped_file_rows,
     test_lines,
 )
+from benchmarks.report.deployment import deployment
 from benchmarks.report.tables import markdown_escape, markdown_table
 
 
@@ -55,6 +56,7 @@ def render_markdown(data: ReportData) -> str:
     headers, rows = setting_rows(data)
     if rows:
         parts += ["## Settings and counts (not plotted)", markdown_table(headers, rows)]
+    parts += ["## Deployment (ONNX)", *_deployment_parts(data)]
     parts += ["## Runs", markdown_table(*run_rows(data)), *note]
     headers, rows = pretrained_rows(data)
     if rows:
@@ -85,3 +87,12 @@ def _study_markdown(data: ReportData) -> list[str]:
     if study.trials is not None:
         parts += ["### Trials", markdown_table(*study.trials)]
     return parts
+
+
+def _deployment_parts(data: ReportData) -> list[str]:
+    section = deployment(data)
+    if section.note and not section.parity[1]:
+        return [markdown_escape(section.note)]
+    parts = [markdown_table(*section.latency)] if section.latency[1] else \
+        [markdown_escape(section.note)]
+    return [*parts, markdown_table(*section.parity), *map(markdown_escape, section.facts)]

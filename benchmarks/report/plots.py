@@ -350,9 +350,9 @@ def study_chart(panels: list[dict[str, Any]], select_by: str) -> bytes | None:
 
     One panel per (model, axis), one line per backend: the figure's mean over every run at
     each value (the other axes, the folds and the seeds), its bars the 95% t-interval over
-    the seeds and folds (the other axes averaged within each); a ring marks the value the backend's chosen configuration takes. Listed
-    values sit side by side in the spec's order; a search's ranges are drawn to scale (a
-    log range on a log axis).
+    the seeds and folds (the other axes averaged within each); a ring marks the value the
+    backend's chosen configuration takes. Listed values sit side by side in the spec's
+    order; a search's ranges are drawn to scale (a log range on a log axis).
 
     Args:
         panels: `benchmarks.grid.study.chart_panels` of grid.json.

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,90 @@ def _expire(process: subprocess.Popen, expired: threading.Event) -> None:
     process.kill()
 
 
+@dataclass
+class ProcessExit:
+    """How a fresh worker process of `run_process` ended.
+
+    Attributes:
+        result: the JSON object it wrote as its result, or None when it wrote none.
+        returncode: its exit status; negative: the signal that killed it.
+        stderr_tail: the last lines it wrote to stderr.
+        interrupted: Ctrl-C (KeyboardInterrupt) reached this process while it ran; it
+            was stopped.
+        expired: it ran past its time limit and was killed.
+        oom_kills_before: the kernel's OOM-kill count when it started (`_oom_kill_count`).
+    """
+
+    result: dict[str, Any] | None
+    returncode: int
+    stderr_tail: list[str]
+    interrupted: bool
+    expired: bool
+    oom_kills_before: int | None
+
+    def failure_reason(self) -> str:
+        """One line saying why the process left no result (`_failure_reason`)."""
+        after = _oom_kill_count()
+        before = self.oom_kills_before
+        oom_killed = before is not None and after is not None and after > before
+        return _failure_reason(self.returncode, self.stderr_tail, oom_killed)
+
+
+def run_process(module: str, spec_json: str, timeout_s: float | None,
+                on_line: Callable[[str], None] = print) -> ProcessExit:
+    """Runs `python -m MODULE SPEC.json RESULT.json` in a fresh interpreter.
+
+    The one place that starts a measured job in its own process: the training runs'
+    worker (`run_in_worker`) and the onnxruntime runs (`benchmarks.runner.onnx_worker`)
+    both go through it, with the same time limit, Ctrl-C and crash handling.
+
+    Args:
+        module: the worker module; it reads SPEC.json and writes RESULT.json (a JSON
+            object) when it succeeds.
+        spec_json: the text of SPEC.json.
+        timeout_s: kill the process once it has run this long; None: no limit.
+        on_line: receives each progress line it prints.
+
+    Returns:
+        How it ended, with its result when it wrote one.
+    """
+    oom_kills = _oom_kill_count()
+    with tempfile.TemporaryDirectory(prefix="ferbench-") as work:
+        spec_path, result_path = Path(work) / "spec.json", Path(work) / "result.json"
+        stderr_path = Path(work) / "stderr.txt"
+        spec_path.write_text(spec_json)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        expired = threading.Event()
+        interrupted = False
+        with open(stderr_path, "w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, str(spec_path), str(result_path)],
+                cwd=SUITE_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
+            watchdog = None
+            if timeout_s is not None:
+                watchdog = threading.Timer(timeout_s, _expire, (process, expired))
+                watchdog.daemon = True
+                watchdog.start()
+            try:
+                for line in process.stdout:
+                    on_line(line.rstrip("\n"))
+            except KeyboardInterrupt:
+                interrupted = True
+                # A terminal's Ctrl-C reached the worker too, but a SIGINT sent to this
+                # process alone did not: either way the run is over.
+                process.kill()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+                process.stdout.close()
+                returncode = process.wait()
+        finished = returncode == 0 and result_path.exists()
+        result = json.loads(result_path.read_text()) if finished else None
+        tail = stderr_path.read_text(errors="replace").splitlines()[-40:]
+    return ProcessExit(result, returncode, tail, interrupted, expired.is_set(), oom_kills)
+
+
 def run_in_worker(spec: RunSpec, on_line: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs `spec` in a fresh `python -m benchmarks.runner.worker` process.
 
@@ -174,63 +259,26 @@ def run_in_worker(spec: RunSpec, on_line: Callable[[str], None] = print) -> dict
             stopped; the exception carries the run's record: `interrupted`, or the
             worker's own when it had just finished.
     """
-    oom_kills = _oom_kill_count()
-    with tempfile.TemporaryDirectory(prefix="ferbench-") as work:
-        spec_path, result_path = Path(work) / "spec.json", Path(work) / "result.json"
-        stderr_path = Path(work) / "stderr.txt"
-        spec_path.write_text(spec.to_json())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        expired = threading.Event()
-        interrupted = False
-        with open(stderr_path, "w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.runner.worker", str(spec_path),
-                 str(result_path)],
-                cwd=SUITE_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            )
-            watchdog = None
-            if spec.timeout_s is not None:
-                watchdog = threading.Timer(spec.timeout_s, _expire, (process, expired))
-                watchdog.daemon = True
-                watchdog.start()
-            try:
-                for line in process.stdout:
-                    on_line(line.rstrip("\n"))
-            except KeyboardInterrupt:
-                interrupted = True
-                # A terminal's Ctrl-C reached the worker too, but a SIGINT sent to this
-                # process alone did not: either way the run is over.
-                process.kill()
-            finally:
-                if watchdog is not None:
-                    watchdog.cancel()
-                process.stdout.close()
-                returncode = process.wait()
-        finished = returncode == 0 and result_path.exists()
-        record = json.loads(result_path.read_text()) if finished else None
-        tail = stderr_path.read_text(errors="replace").splitlines()[-40:]
+    ended = run_process("benchmarks.runner.worker", spec.to_json(), spec.timeout_s, on_line)
+    record = ended.result
     if record is None:
-        record = _unfinished_record(spec, returncode, tail, interrupted, expired.is_set(),
-                                    oom_kills)
-    if interrupted:
+        record = _unfinished_record(spec, ended)
+    if ended.interrupted:
         raise RunInterrupted(record) from None
     return record
 
 
-def _unfinished_record(spec: RunSpec, returncode: int, tail: list[str], interrupted: bool,
-                       expired: bool, oom_kills_before: int | None) -> dict[str, Any]:
+def _unfinished_record(spec: RunSpec, ended: ProcessExit) -> dict[str, Any]:
     """The record of a worker that left no result, its status naming what stopped it."""
-    stderr_tail = "\n".join(tail)
-    if interrupted:
+    stderr_tail = "\n".join(ended.stderr_tail)
+    if ended.interrupted:
         return failed_record(spec, "interrupted (Ctrl-C): worker stopped", stderr_tail,
                              INTERRUPTED)
-    if expired:
+    if ended.expired:
         return failed_record(
             spec, f"no result within the run time limit of {spec.timeout_s:g} s: worker "
                   "killed (hung, stopped or too slow); allow more with --run-timeout",
             stderr_tail, TIMEOUT)
-    if returncode == -signal.SIGINT:
+    if ended.returncode == -signal.SIGINT:
         return failed_record(spec, "worker interrupted by SIGINT", stderr_tail, INTERRUPTED)
-    after = _oom_kill_count()
-    oom_killed = oom_kills_before is not None and after is not None and after > oom_kills_before
-    return failed_record(spec, _failure_reason(returncode, tail, oom_killed), stderr_tail)
+    return failed_record(spec, ended.failure_reason(), stderr_tail)

@@ -39,7 +39,7 @@ from benchmarks.trackers.timing import (
     CpuWaitClock,
     SpeedCalibration,
     Stopwatch,
-    measure_latency,
+    inference_latency,
     peak_matmul_flops,
 )
 
@@ -146,18 +146,10 @@ def _latency(spec: RunSpec, backend, images: np.ndarray) -> dict[str, Any]:
 
     The batches are test images, cycled when the test set is smaller than a batch.
     """
-    out: dict[str, Any] = {"latency_train_batch_size": spec.train.batch_size}
-    for prefix, size in (("latency_b1", 1), ("latency_train_batch", spec.train.batch_size)):
-        batch = np.take(images, np.arange(size) % len(images), axis=0)
-        stats = measure_latency(
-            lambda batch=batch: backend.predict_proba(batch, len(batch)),
-            backend.synchronize,
-            warmup=spec.measure.latency_warmup,
-            repeats=spec.measure.latency_repeats,
-            budget_s=spec.measure.latency_budget_s,
-        )
-        out.update({f"{prefix}_{name}": value for name, value in stats.items()})
-    return out
+    measure = spec.measure
+    return inference_latency(backend.predict_proba, images, spec.train.batch_size,
+                             backend.synchronize, warmup=measure.latency_warmup,
+                             repeats=measure.latency_repeats, budget_s=measure.latency_budget_s)
 
 
 def _work(spec: RunSpec, backend, timing: dict, forward_flops: int) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Time and the machine's speed: trackers with one job each.
 
 * `Stopwatch`: wall time of a block, the device synchronised at both ends.
-* `LatencyTracker`: latency percentiles of repeated calls, warm-up calls kept apart.
+* `LatencyTracker`: latency percentiles of repeated calls, warm-up calls kept apart;
+  `inference_latency`: the record's batch-1 and training-batch latencies of a predictor.
 * `peak_matmul_flops`: the machine's demonstrated float32 FLOP/s (calibration).
 * `CpuWaitClock`: how long this process's threads waited for a CPU (others' load).
 * `SpeedCalibration`: the momentary speed of the machine for a fixed reference workload.
@@ -137,6 +138,41 @@ def measure_latency(
         "p95_ms": timed.percentile_ms(95),
         "calls": len(timed.latencies_s),
     }
+
+
+def inference_latency(
+    predict: Callable[[np.ndarray, int], Any],
+    images: np.ndarray,
+    train_batch_size: int,
+    sync: Callable[[], None] = _no_sync,
+    warmup: int = 3,
+    repeats: int = 50,
+    budget_s: float = 5.0,
+) -> dict[str, float | int | None]:
+    """Inference latency at batch 1 and at the training batch size: the record's `latency`.
+
+    The one owner of what a latency figure measures, for every runtime that predicts:
+    the training worker's backends and the onnxruntime worker call it alike.
+
+    Args:
+        predict: `predict(batch, batch_size)` → class probabilities: one call is the
+            whole batch (`Backend.predict_proba`'s signature).
+        images: uint8 NHWC images, cycled when fewer than a batch.
+        train_batch_size: the second batch size timed.
+        sync: waits for the device.
+        warmup, repeats, budget_s: as for `measure_latency`, per batch size.
+
+    Returns:
+        `latency_train_batch_size`, then for the prefixes `latency_b1` and
+        `latency_train_batch` each of `measure_latency`'s fields (`latency_b1_p50_ms`, …).
+    """
+    out: dict[str, float | int | None] = {"latency_train_batch_size": train_batch_size}
+    for prefix, size in (("latency_b1", 1), ("latency_train_batch", train_batch_size)):
+        batch = np.take(images, np.arange(size) % len(images), axis=0)
+        stats = measure_latency(lambda batch=batch: predict(batch, len(batch)), sync,
+                                warmup=warmup, repeats=repeats, budget_s=budget_s)
+        out.update({f"{prefix}_{name}": value for name, value in stats.items()})
+    return out
 
 
 def peak_matmul_flops(

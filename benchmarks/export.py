@@ -1,0 +1,325 @@
+"""`python -m benchmarks.export LOCATION`: saved models as ONNX, checked and timed.
+
+LOCATION is a report folder (or its results.jsonl) or one weights file (`.npz`).
+
+* A report folder: every ok run that saved its weights is rebuilt from its weights file
+  in the framework that trained it and exported by that framework (TF: tf2onnx;
+  PyTorch: torch.onnx) into `FOLDER/onnx/<run_id>.<framework>.onnx`. Each export's
+  logits are compared with the framework's own on the run's saved test images
+  (max |Δ logits| ≤ 1e-4, `backends.deploy.PARITY_TOLERANCE`). Then each export is
+  timed by onnxruntime, inference only, in its own process
+  (`benchmarks.runner.onnx_worker`, through the harness that starts every run), with the
+  run's own latency settings: batch 1 and the run's training batch, its thread count,
+  its test images. `onnx/onnx.json` keeps every figure, and the report is rebuilt: its
+  "Deployment (ONNX)" section sets onnxruntime's latency beside the native frameworks'.
+* A weights file: the model is exported by both frameworks into the file's folder (or
+  `--out`) as `<name>.tf.onnx` and `<name>.torch.onnx`, checked on a fixed seeded batch,
+  and timed likewise (batch 1 and 32); the figures are printed, not kept.
+
+Exit status: 0 when every export matched its framework and was timed; 1 when one did
+not match (beyond the tolerance, named loudly) or could not be timed, or a file could
+not be written; 2 for bad input (not a report folder nor a weights file, a report
+without saved weights, a weights file missing, damaged or for another model, `--out` a
+file, the `onnx` extra not installed), with one line naming the problem, and nothing
+written (arrays that do not fit the model their file names are found only when loaded,
+after the exports before them); 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends.base import MissingFrameworkError, TrainConfig
+from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
+from benchmarks.record import schema
+from benchmarks.record.store import (
+    WEIGHTS_DIR,
+    ResultsFileError,
+    read_records,
+    results_path,
+    test_split_file_name,
+)
+from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE, test_images
+from benchmarks.report.tables import text_table
+from benchmarks.runner.config import MeasureConfig
+from benchmarks.runner.env import available_cores
+
+FRAMEWORKS = ("tf", "torch")
+# A weights file alone has no test images: a fixed batch of random pixels, this many,
+# drawn from this seed, is what its exports are checked and timed on.
+SEEDED_IMAGES, SEEDED_SEED = 32, 0
+SEEDED_KEY = "images"
+
+
+@dataclass
+class Job:
+    """One export: which weights, exported by which framework, checked on which images.
+
+    Attributes:
+        name: the run id (report folder) or the weights file's stem.
+        weights_path: the weights file.
+        framework: the framework that exports it.
+        out_path: the `.onnx` to write.
+        images_path, images_key: where the images it is checked and timed on are.
+        train_batch_size, threads, measure: the latency settings (the run's).
+        record: the run's record (report folder), or None.
+    """
+
+    name: str
+    weights_path: Path
+    framework: str
+    out_path: Path
+    images_path: Path
+    images_key: str
+    train_batch_size: int
+    threads: int | None
+    measure: MeasureConfig
+    record: dict[str, Any] | None = None
+
+
+def saved_runs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every ok run whose weights were saved, in file order."""
+    return [r for r in records if schema.succeeded(r)
+            and (r.get(schema.ARTIFACTS) or {}).get("weights_file")]
+
+
+def _measure(record: dict[str, Any]) -> MeasureConfig:
+    stored = record.get(schema.MEASURE_CONFIG) or {}
+    fields = MeasureConfig.__dataclass_fields__
+    return MeasureConfig(**{k: v for k, v in stored.items() if k in fields})
+
+
+def report_jobs(location: Path, out: Path | None) -> tuple[Path, list[Job]]:
+    """The exports of a report folder, every input checked first.
+
+    Returns:
+        The report folder and its jobs.
+
+    Raises:
+        ResultsFileError: the results file is missing or damaged.
+        WeightsError: no run saved its weights, or a run's weights or test images are
+            missing, damaged or not its own.
+    """
+    source = results_path(location)
+    folder = source.parent
+    runs = saved_runs(read_records(source))
+    if not runs:
+        raise WeightsError(f"{folder / WEIGHTS_DIR}: no run saved its weights (made with "
+                           "--save-weights none, or every run failed): nothing to export")
+    target = out or folder / ONNX_DIR
+    jobs = []
+    for record in runs:
+        weights = folder / WEIGHTS_DIR / record[schema.ARTIFACTS]["weights_file"]
+        _check_weights(weights, record)
+        test_images(folder, record)  # raises unless the run's own test images are there
+        split = (record.get(schema.DATA) or {}).get("split", "")
+        backend = record[schema.BACKEND]
+        jobs.append(Job(
+            name=record[schema.RUN_ID], weights_path=weights, framework=backend,
+            out_path=target / f"{record[schema.RUN_ID]}.{backend}.onnx",
+            images_path=folder / WEIGHTS_DIR / test_split_file_name(split), images_key="x_test",
+            train_batch_size=int((record.get(schema.CONFIG) or {}).get(
+                "batch_size", TrainConfig().batch_size)),
+            threads=record.get(schema.THREADS), measure=_measure(record), record=record))
+    return folder, jobs
+
+
+def _check_weights(path: Path, record: dict[str, Any]) -> None:
+    data = record.get(schema.DATA) or {}
+    shape = data.get("image_shape")
+    check_matches(read_weights(path), model=record[schema.MODEL],
+                  input_shape=tuple(shape) if shape else None,
+                  num_classes=len(data["class_names"]) if data.get("class_names") else None)
+
+
+def weights_jobs(path: Path, out: Path | None, work: Path) -> list[Job]:
+    """The exports of one weights file: by both frameworks, on a seeded batch in `work`.
+
+    Raises:
+        WeightsError: the file is missing, damaged or not a weights file.
+    """
+    saved = read_weights(path)
+    rng = np.random.default_rng(SEEDED_SEED)
+    images = rng.integers(0, 256, (SEEDED_IMAGES, *saved.meta.input_shape), dtype=np.uint8)
+    images_path = work / "seeded-images.npz"
+    np.savez(images_path, **{SEEDED_KEY: images})
+    target = out or path.parent
+    stem = path.name.removesuffix(".npz")
+    return [Job(name=stem, weights_path=path, framework=framework,
+                out_path=target / f"{stem}.{framework}.onnx", images_path=images_path,
+                images_key=SEEDED_KEY, train_batch_size=TrainConfig().batch_size,
+                threads=available_cores(), measure=MeasureConfig())
+            for framework in FRAMEWORKS]
+
+
+def export_job(job: Job, backends: dict[str, Any]) -> dict[str, Any]:
+    """Exports one job and checks it against its framework; returns its summary entry."""
+    from backends.deploy import OnnxSession, export_onnx, parity
+
+    saved: SavedWeights = read_weights(job.weights_path)
+    backend = load_into(backends[job.framework], saved)
+    with np.load(job.images_path, allow_pickle=False) as stored:
+        images = stored[job.images_key]
+    size = export_onnx(backend, job.out_path, saved.meta.input_shape)
+    difference = parity(backend, OnnxSession(job.out_path), images)
+    return {"name": job.name, "model": saved.meta.model, "trained_by": saved.meta.backend,
+            "exported_by": job.framework, "file": job.out_path.name, "onnx_bytes": size,
+            "parity_max_abs_logit_diff": difference, "parity_images": len(images),
+            "parity_on": "test set" if job.record is not None else
+            f"{len(images)} random images (seed {SEEDED_SEED})"}
+
+
+def time_job(job: Job, on_line=print) -> dict[str, Any]:
+    """Times one export in onnxruntime in its own process; its result, or its error."""
+    from benchmarks.runner.harness import run_process
+    from benchmarks.runner.onnx_worker import OnnxRunSpec
+
+    spec = OnnxRunSpec(label=f"{job.name} ({job.framework} export)",
+                       onnx_path=str(job.out_path.resolve()),
+                       images_path=str(job.images_path.resolve()), images_key=job.images_key,
+                       train_batch_size=job.train_batch_size, threads=job.threads,
+                       measure=job.measure)
+    ended = run_process("benchmarks.runner.onnx_worker", spec.to_json(), spec.timeout_s,
+                        on_line)
+    if ended.interrupted:
+        raise KeyboardInterrupt
+    if ended.result is None:
+        return {"error": ended.failure_reason()}
+    return ended.result
+
+
+def latency_table(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The printed summary: one row per export."""
+    headers = ["export", "max |Δ logits|", "provider", "b1 p50 ms", "b1 p95 ms",
+               "train batch", "p50 ms", "p95 ms", "img/s"]
+    rows = []
+    for entry in entries:
+        latency = entry.get("latency") or {}
+        size, p50 = latency.get("latency_train_batch_size"), \
+            latency.get("latency_train_batch_p50_ms")
+        rows.append([entry["file"], f"{entry['parity_max_abs_logit_diff']:.1e}",
+                     entry.get("provider") or entry.get("error") or "not timed",
+                     *(_ms(latency.get(k)) for k in ("latency_b1_p50_ms", "latency_b1_p95_ms")),
+                     str(size or "—"),
+                     *(_ms(latency.get(k)) for k in ("latency_train_batch_p50_ms",
+                                                     "latency_train_batch_p95_ms")),
+                     f"{size / p50 * 1e3:,.0f}" if size and p50 else "—"])
+    return headers, rows
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _jobs(args: argparse.Namespace, work: Path) -> tuple[Path | None, list[Job]]:
+    """The report folder (None for a weights file) and the jobs, every input checked."""
+    location = args.location
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file: pass a folder (made if missing)")
+    if location.is_dir() or location.name == "results.jsonl":
+        return report_jobs(location, args.out)
+    if location.is_file() and location.suffix == ".npz":
+        return None, weights_jobs(location, args.out, work)
+    raise ValueError(f"{location}: neither a report folder (holding results.jsonl) nor a "
+                     "weights file (.npz): pass reports/<folder> or "
+                     "reports/<folder>/weights/<run_id>.npz")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.export",
+        description="Export saved models to ONNX from their frameworks, check each "
+                    "against its framework's logits and time it in onnxruntime.")
+    parser.add_argument("location", type=Path,
+                        help="a report folder (or its results.jsonl) or a weights file (.npz)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the .onnx files (default: the report folder's "
+                             "onnx/, or the weights file's folder)")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="export and check only: no onnxruntime timing")
+    args = parser.parse_args(argv)
+    from backends.deploy import PARITY_TOLERANCE, check_onnx_available
+    from backends.registry import check_available
+
+    with tempfile.TemporaryDirectory(prefix="ferbench-export-") as work:
+        try:
+            folder, jobs = _jobs(args, Path(work))
+            frameworks = tuple(dict.fromkeys(job.framework for job in jobs))
+            for framework in frameworks:
+                check_available(framework)
+            check_onnx_available(frameworks)
+        except (ResultsFileError, MissingFrameworkError, ValueError) as error:
+            # WeightsError is a ValueError.
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        try:
+            return _export_all(folder, jobs, args.no_latency, PARITY_TOLERANCE)
+        except WeightsError as error:
+            # Arrays that do not fit the model their metadata names: found only when loaded.
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except OSError as error:
+            print(f"error: could not write the exports or the report: "
+                  f"{error.strerror or error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted: the exports written so far are kept; onnx.json and the "
+                  "report were not updated", file=sys.stderr)
+            return 130
+
+
+def _export_all(folder: Path | None, jobs: list[Job], no_latency: bool,
+                tolerance: float) -> int:
+    from backends import create_backend
+
+    for job in jobs:
+        job.out_path.parent.mkdir(parents=True, exist_ok=True)
+    backends = {name: create_backend(name) for name in dict.fromkeys(j.framework for j in jobs)}
+    entries, mismatched = [], []
+    for job in jobs:
+        entry = export_job(job, backends)
+        difference = entry["parity_max_abs_logit_diff"]
+        print(f"{job.name}: exported by {job.framework} → {job.out_path} "
+              f"({entry['onnx_bytes'] / 1e6:.1f} MB); max |Δ logits| vs {job.framework} = "
+              f"{difference:.1e} on {entry['parity_on']}", flush=True)
+        if not difference <= tolerance:
+            mismatched.append(f"{job.out_path.name}: max |Δ logits| {difference:.2e} > "
+                              f"{tolerance:g}")
+        entries.append(entry)
+    # The frameworks' threads and memory are not needed while onnxruntime is timed.
+    backends.clear()
+    failed = []
+    for job, entry in zip(jobs, entries, strict=True):
+        if no_latency:
+            continue
+        entry.update(time_job(job))
+        if "error" in entry:
+            failed.append(f"{job.out_path.name}: not timed: {entry['error']}")
+    print(text_table(*latency_table(entries)))
+    if folder is not None:
+        summary = {"tolerance": tolerance, "load_average_1min": os.getloadavg()[0],
+                   "exports": entries}
+        (folder / ONNX_DIR).mkdir(exist_ok=True)
+        (folder / ONNX_DIR / ONNX_SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+        from benchmarks.report import write_report
+
+        for path in write_report(folder):
+            print(path)
+    for line in mismatched:
+        print(f"error: PARITY FAILED: {line}", file=sys.stderr)
+    for line in failed:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if mismatched or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
