@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks import compare
 from benchmarks.analysis import comparison
-from benchmarks.record.figures import ANON_MEMORY, QUALITY, TIME
+from benchmarks.record.figures import ANON_MEMORY, QUALITY, TIME, measure_for
 from tests.report_fixtures import failed_record, grid, slower, write_results
 
 
@@ -113,3 +113,30 @@ def test_bad_input_and_thresholds_exit_2(tmp_path, baseline, capsys):
     for bad in ("-1", "nan"):
         assert compare.main([str(folder), str(folder), "--max-slowdown", bad]) == 2
         assert "--max-slowdown must be a number ≥ 0" in capsys.readouterr().err
+
+
+def test_best_of_readings_takes_each_sides_best_and_skips_loaded_readings():
+    speed = measure_for("timing.train_img_per_calibration")
+    memory = measure_for("memory.peak_anon_rss_mb")
+
+    def delta(measure, a, b, under_load=()):
+        limit = 0.15 if measure is speed else 0.06
+        return comparison.Delta("synthetic", "vgg16", "tf", measure, a, b, 1, 1,
+                                comparison._worse_by(measure, a, b), limit, under_load)
+
+    # Speed: the fastest of each side. 2.0 → 2.6 on the reference, 1.8 → 2.4 on the
+    # candidate: 2.6 / 2.4 − 1 = 8.3% slower, under the bar, though two pairs regressed.
+    best = comparison.best_of_readings([delta(speed, 2.6, 2.0), delta(speed, 2.0, 2.4),
+                                        delta(speed, 2.5, 1.8)])
+    assert (best.a, best.b, best.runs_b) == (2.6, 2.4, 3)
+    assert best.worse_by == pytest.approx(2.6 / 2.4 - 1) and not best.regression
+    # Memory: the lowest reading of the candidate against the fixed bar.
+    best = comparison.best_of_readings([delta(memory, 100, 120), delta(memory, 100, 110)])
+    assert best.worse_by == pytest.approx(0.10)
+    assert best.b == 110 and best.regression
+    # A reading under load is left out; if every one is, the first stands (not judged).
+    best = comparison.best_of_readings([delta(speed, 2.6, 2.0),
+                                        delta(speed, 2.6, 3.0, under_load=("B",))])
+    assert best.b == 2.0 and best.regression
+    only_loaded = comparison.best_of_readings([delta(speed, 2.6, 2.0, under_load=("B",))])
+    assert only_loaded.under_load == ("B",) and not only_loaded.regression
