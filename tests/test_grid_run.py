@@ -6,8 +6,9 @@ from collections import Counter
 import pytest
 
 from benchmarks.grid import __main__ as grid_cli
-from benchmarks.grid.driver import SUMMARY_FILE
+from benchmarks.grid.driver import SUMMARY_FILE, summary_table
 from benchmarks.record.store import RESULTS_FILE, read_records
+from datasets import fixtures
 from tests.grid_specs import TINY_SPEC, kill_after_first_record, start_driver, write_spec
 
 
@@ -40,6 +41,33 @@ def test_a_grid_runs_chooses_and_refuses_to_rerun(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "every run of grid spec" in err and "already recorded ok" in err
     assert (folder / RESULTS_FILE).read_bytes() == before
+
+
+def test_a_grid_over_two_datasets_chooses_on_each(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    fixtures.write_ckplus48(data / "ck+", num_subjects=4)
+    monkeypatch.setenv("FERBENCH_DATA", str(data))
+    text = TINY_SPEC.replace('dataset = "synthetic"', 'datasets = ["synthetic", "ck+"]')
+    spec, out = write_spec(tmp_path, text), tmp_path / "out"
+    assert grid_cli.main([str(spec), "--out", str(out)]) == 0
+    folder = _folder(out)
+    assert folder.name.endswith("synthetic-ckplus-grid")
+    records = read_records(folder)
+    assert [(r["dataset"], r["grid_point"]["learning_rate"]) for r in records] == [
+        ("synthetic", 1e-3), ("synthetic", 3e-3), ("ck+", 1e-3), ("ck+", 3e-3)]
+    assert records[2]["data"]["fingerprint"] != records[0]["data"]["fingerprint"]
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    assert summary["runs"]["planned"] == summary["runs"]["ok"] == 4
+    for dataset in ("synthetic", "ck+"):
+        (choice,) = [c for c in summary["choices"] if c["dataset"] == dataset]
+        ours = [r for r in records if r["dataset"] == dataset]
+        best = max(ours, key=lambda r: r["selection"]["best_val_accuracy"])
+        assert choice["point"] == best["grid_point"]
+        assert choice["test_accuracy"]["mean"] == best["metrics"]["accuracy"]
+    assert {e["dataset"] for e in summary["study"]} == {"synthetic", "ck+"}
+    # The closing table tells the datasets' choices apart.
+    header = summary_table(summary).splitlines()[0]
+    assert header.split()[:3] == ["dataset", "model", "backend"]
 
 
 @pytest.mark.slow

@@ -24,6 +24,16 @@ def _line_number(text: str, needle: str) -> int:
     ("epochs = 1", "epochs = 0", "epochs must be an integer ≥ 1", "epochs ="),
     ("learning_rate = [1e-3, 3e-3]", "seed = [0, 1]", "seed (line 15) cannot be an axis", "seed ="),
     ("[measure]", "[measures]", "unknown table [measures]", "[measures]"),
+    ('dataset = "synthetic"', 'datasets = []', "datasets is empty", "datasets ="),
+    ('dataset = "synthetic"', 'datasets = ["synthetic", "ck+", "synthetic"]',
+     "datasets must name each one once (synthetic repeated)", "datasets ="),
+    ('dataset = "synthetic"', 'datasets = ["synthetic", "affectnet"]',
+     "unknown dataset 'affectnet'", "datasets ="),
+    ('dataset = "synthetic"', 'dataset = "synthetic"\ndatasets = ["ck+"]',
+     "sets both dataset and datasets", "datasets ="),
+    ('dataset = "synthetic"', 'datasets = ["synthetic", "ck+"]\ndata_dir = "/data/ck"',
+     "data_dir names one folder but the grid has 2 datasets", "data_dir ="),
+    ('dataset = "synthetic"\n', "", "lacks dataset: name the dataset (or datasets)", "[grid]"),
 ])
 def test_bad_spec_is_one_line_naming_its_line(old, new, problem, needle, tmp_path, capsys):
     _refused(TINY_SPEC, old, new, problem, needle, tmp_path, capsys)
@@ -92,8 +102,26 @@ def test_points_cross_the_axes_and_resolve_through_the_recipe():
     assert [t.learning_rate for t in trains] == [1e-3, 1e-3, 3e-3, 3e-3]
     assert trains[0].augment != trains[1].augment and trains[0].augment == trains[2].augment
     assert all(t.epochs == 1 and t.batch_size == 8 for t in trains)  # [fixed]
-    assert spec.default_value("proposed_cnn", "augment") == "none"
+    assert spec.default_value("proposed_cnn", "augment", "synthetic") == "none"
     assert spec.grids[0].threads == 1 and spec.grids[0].save_weights == "none"
+
+
+def test_several_datasets_run_every_point_each_under_its_own_recipe():
+    text = TINY_SPEC.replace('dataset = "synthetic"', 'datasets = ["synthetic", "ck+"]')
+    spec = parse_spec(text.replace('recipe = "none"', 'recipe = "auto"'), "s.toml")
+    assert spec.datasets == ("synthetic", "ck+")
+    cells = spec.cells()
+    assert [(grid.dataset, point["learning_rate"]) for point, grid in cells] == [
+        ("synthetic", 1e-3), ("synthetic", 3e-3), ("ck+", 1e-3), ("ck+", 3e-3)]
+    # "auto" takes each dataset's shipped recipe; [fixed] and the point stay on top.
+    assert spec.recipe("synthetic").source.endswith("synthetic.toml")
+    assert spec.recipe("ck+").source.endswith("ck+.toml")
+    assert {grid.recipe.source for _, grid in cells[2:]} == {spec.recipe("ck+").source}
+    assert all(grid.train["proposed_cnn"].epochs == 1 for _, grid in cells)
+    # A search optimises one figure: one dataset per search spec.
+    several = SEARCH_SPEC.replace('dataset = "synthetic"', 'datasets = ["synthetic", "ck+"]')
+    with pytest.raises(ValueError, match="a search optimises one dataset's validation"):
+        parse_spec(several, "s.toml")
 
 
 def test_an_axis_also_fixed_is_refused():

@@ -87,17 +87,22 @@ def grid_lock(folder: Path) -> Iterator[None]:
 
 
 def plan(spec: GridSpec, prepared: dict) -> list[tuple[dict[str, Any], RunSpec]]:
-    """(point, RunSpec) of every run of `spec`, in run order: point by point, and within
-    a point `Grid.jobs`' order (the backends of one fold, model and seed back to back)."""
-    return [(point, run) for point, grid in zip(spec.points, spec.grids, strict=True)
-            for run in plan_point(grid, prepared)]
+    """(point, RunSpec) of every run of `spec`, in run order: dataset by dataset, point by
+    point, and within a point `Grid.jobs`' order (the backends of one fold, model and seed
+    back to back)."""
+    return [(point, run) for point, grid in spec.cells() for run in plan_point(grid, prepared)]
 
 
 def plan_point(grid: Grid, prepared: dict) -> list[RunSpec]:
-    """The RunSpec of each of one point's runs (its `Grid`), in `Grid.jobs`' order."""
+    """The RunSpec of each of one point's runs (its `Grid`), in `Grid.jobs`' order.
+
+    Args:
+        grid: the point's Grid on one dataset.
+        prepared: dataset → fold → (prepared .npz path, data facts), from `prepare`.
+    """
     runs = []
     for fold, model, seed, backend in grid.jobs():
-        path, data_info = prepared[fold]
+        path, data_info = prepared[grid.dataset][fold]
         runs.append(RunSpec(
             backend=backend, model=model, dataset=grid.dataset, prepared_data=str(path),
             train=replace(grid.train[model], seed=seed), init=grid.init,
@@ -121,26 +126,36 @@ def latest_records(folder: Path, on_line: Callable[[str], None]) -> dict[str, di
 
 
 def prepare(spec: GridSpec, out_root: Path, resume: Path | None) -> dict:
-    """Checks the folders, the frameworks and the data; returns the prepared data per fold.
+    """Checks the folders, the frameworks and every dataset; returns the prepared data.
+
+    Every dataset is read and split before the first run, so that a missing one stops the
+    grid before anything is written, not hours into it.
+
+    Returns:
+        dataset → fold → (prepared .npz path, data facts for the records).
 
     Raises:
         ValueError, MissingFrameworkError, FileNotFoundError: bad input, before anything
             is written.
     """
-    first = spec.grids[0]
+    firsts: dict[str, Grid] = {}  # each dataset's first Grid: its data settings
+    for grid in spec.grids:
+        firsts.setdefault(grid.dataset, grid)
     if resume is None:
-        check_folders(first, out_root)
+        for grid in firsts.values():
+            check_folders(grid, out_root)
     elif not (resume / SPEC_FILE).is_file():
         raise ValueError(f"--resume {resume} is not a grid folder (it holds no {SPEC_FILE}): "
                          "pass the folder a `python -m benchmarks.grid` run made")
-    check_ready(first)
-    _, prepared = load_grid_data(first)
-    for grid, point in zip(spec.grids, spec.points, strict=True):
+    check_ready(spec.grids[0])
+    prepared = {dataset: load_grid_data(grid)[1] for dataset, grid in firsts.items()}
+    for point, grid in spec.cells():
         try:
-            check_batch_size(grid, prepared)
+            check_batch_size(grid, prepared[grid.dataset])
         except ValueError as error:
+            on = f" on {grid.dataset}" if len(spec.datasets) > 1 else ""
             raise ValueError(f"grid spec {spec.source}{spec.line_of('batch_size')} at "
-                             f"{describe_point(point)}: {error}") from None
+                             f"{describe_point(point)}{on}: {error}") from None
     return prepared
 
 
@@ -191,11 +206,11 @@ def grid_folder(spec: GridSpec, out_root: Path,
     folder `resume`, or a new one under `out_root`, made only once the checks passed.
 
     Yields:
-        The folder and the prepared data per fold.
+        The folder and the prepared data (`prepare`).
     """
     prepared = prepare(spec, out_root, resume)
     folder = resume if resume is not None else new_report_dir(
-        out_root, f"{spec.grids[0].dataset}-grid")
+        out_root, f"{'-'.join(spec.datasets)}-grid")
     with grid_lock(folder):
         yield folder, prepared
 
@@ -312,7 +327,7 @@ def build_summary(spec: GridSpec, records: list[dict[str, Any]], planned: int,
         dataset, model, backend = key
         choices.append({
             "dataset": dataset, "model": model, "backend": backend, "point": best.point,
-            "defaults": {axis: spec.default_value(model, axis) for axis in spec.axes},
+            "defaults": {axis: spec.default_value(model, axis, dataset) for axis in spec.axes},
             "validation": asdict(best.validation),
             "test_accuracy": asdict(chosen_test_summary(records, key, best.point)),
             "points": [{"point": s.point, "validation": asdict(s.validation)}

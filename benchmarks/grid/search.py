@@ -245,7 +245,7 @@ def _run_trial(spec: GridSpec, folder: Path, prepared: dict, executor,
              "pruned_at_epoch": None}
     try:
         grid = spec.grid_at(point)
-        check_batch_size(grid, prepared)
+        check_batch_size(grid, prepared[grid.dataset])
     except ValueError as error:
         on_line(f"warning: trial {number} ({describe_point(point)}) cannot run: {error}")
         return {**entry, "state": FAILED}

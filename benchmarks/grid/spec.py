@@ -1,7 +1,8 @@
 """Grid specs: the TOML file `python -m benchmarks.grid` runs (docs/grids.md).
 
-    [grid]                    # what to run; every key but dataset and models is optional
-    dataset = "synthetic"
+    [grid]                    # what to run; every key but dataset(s) and models is optional
+    dataset = "synthetic"      # or datasets = ["ck+", "kdef"]: every point on each, chosen
+                               # per dataset (each from $FERBENCH_DATA/<name> or data/<name>)
     models = ["proposed_cnn"]
     backends = ["tf", "torch"] # every point runs in every backend: the same configurations
     seeds = 2                  # seed, seed + 1, … for every point
@@ -88,6 +89,8 @@ NOT_AXES = ("seed",)
 # The [grid] table's keys: `Grid`'s fields as a spec writes them, and the spec's own.
 GRID_SETTINGS = {s.name: s for s in (
     Setting("dataset", str, help="the dataset (datasets.DATASET_NAMES)"),
+    Setting("datasets", str, sequence=True,
+            help="several datasets, each once: every point runs on each"),
     Setting("models", str, sequence=True, help="catalog models, each once"),
     Setting("backends", str, sequence=True, choices=BACKEND_NAMES,
             help="backends, each once (default: all)"),
@@ -106,9 +109,7 @@ GRID_SETTINGS = {s.name: s for s in (
     Setting("select_by", str, choices=tuple(SELECT_BY),
             help="the validation figure the chosen configuration optimises"),
 )}
-REQUIRED = ("dataset", "models")
-# The [grid] keys that are not Grid fields.
-SPEC_ONLY = ("recipe", "select_by")
+DATASET_KEYS = ("dataset", "datasets")  # one of them, not both
 # [fixed] and [axes] keys: TrainConfig fields, and "augment" for a level.
 AUGMENT_LEVEL_SETTING = Setting(AUGMENT, str, choices=AUGMENT_SETTINGS[LEVEL].choices,
                                 help="the augmentation level")
@@ -186,31 +187,38 @@ class GridSpec:
         source: the file's path as given.
         text: the file's text, verbatim (kept in the report folder).
         select_by: a key of SELECT_BY.
+        datasets: the datasets every point runs on (canonical names, each once); a choice
+            is made per dataset.
         axes: axis → its values, in the file's order; or, in a search, its Range.
         fixed: [fixed]'s settings, as `Grid.explicit` takes them.
         points: every combination of the axes' values (axis → value), first axis slowest;
             in a search, the two corners of its space (every range at its low end and
             every choice at its first; then the high ends and last choices), checked
             before any run: the trials' points come from the sampler.
-        grids: the `Grid` of each point, in `points`' order: [fixed] and the point on top
-            of the recipe.
-        options: what `Grid` takes besides `explicit`, for `grid_at`.
+        grids: the `Grid` of each (dataset, point), dataset by dataset and within each in
+            `points`' order: [fixed] and the point on top of the dataset's recipe.
+        options: dataset → what its `Grid`s take besides `explicit`, for `grid_at`.
         search: the [search] table; None for a grid.
     """
 
     source: str
     text: str
     select_by: str
+    datasets: tuple[str, ...]
     axes: dict[str, Axis]
     fixed: dict[str, Any]
     points: tuple[dict[str, Any], ...]
     grids: tuple[Grid, ...]
-    options: dict[str, Any]
+    options: dict[str, dict[str, Any]]
     search: SearchConfig | None = None
 
-    @property
-    def recipe(self) -> Recipe:
-        return self.grids[0].recipe
+    def cells(self) -> list[tuple[dict[str, Any], Grid]]:
+        """(point, Grid) of every (dataset, point), in `grids`' order."""
+        return list(zip(self.points * len(self.datasets), self.grids, strict=True))
+
+    def recipe(self, dataset: str) -> Recipe:
+        """The recipe the runs on `dataset` resolve from."""
+        return self.options[dataset]["recipe"]
 
     def line_of(self, key: str) -> str:
         """" (line N)" where `key` is set: in [axes], else [fixed], else [grid]; or ""."""
@@ -219,13 +227,15 @@ class GridSpec:
                 return _line(self.text, table, key)
         return line_of(self.text, GRID, key)
 
-    def grid_at(self, point: Mapping[str, Any]) -> Grid:
-        """The Grid of `point`: [fixed] and the point on top of the recipe.
+    def grid_at(self, point: Mapping[str, Any], dataset: str | None = None) -> Grid:
+        """The Grid of `point` on `dataset` (default: the first, a search's only one):
+        [fixed] and the point on top of the dataset's recipe.
 
         Raises:
             ValueError: one line naming the file, the setting at fault and its line.
         """
-        return _grid_at(self.text, f"grid spec {self.source}", self.options, self.fixed,
+        options = self.options[dataset or self.datasets[0]]
+        return _grid_at(self.text, f"grid spec {self.source}", options, self.fixed,
                         point, self.raw_grid)
 
     @property
@@ -238,9 +248,10 @@ class GridSpec:
         return {axis: values.as_json() if isinstance(values, Range) else list(values)
                 for axis, values in self.axes.items()}
 
-    def default_value(self, model: str, axis: str) -> Any:
-        """What `model` takes for `axis` without the axis: the recipe under [fixed]."""
-        train = self.recipe.train_config(model, explicit_settings(self.fixed))
+    def default_value(self, model: str, axis: str, dataset: str) -> Any:
+        """What `model` takes for `axis` on `dataset` without the axis: the dataset's
+        recipe under [fixed]."""
+        train = self.recipe(dataset).train_config(model, explicit_settings(self.fixed))
         return level_name(train) if axis == AUGMENT else getattr(train, axis)
 
 
@@ -404,10 +415,16 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
             raise ValueError(f"{where}: unknown table [{name}]{line}; valid tables: "
                              + ", ".join(f"[{t}]" for t in TABLES))
     grid_raw = _table(raw, GRID, where, text)
-    missing = [key for key in REQUIRED if key not in grid_raw]
+    given = [key for key in DATASET_KEYS if key in grid_raw]
+    missing = (["dataset"] if not given else []) + (["models"] if "models" not in grid_raw
+                                                    else [])
     if missing:
         raise ValueError(f"{where}: [{GRID}]{line_of(text, GRID)} lacks "
-                         f"{', '.join(missing)}: name the dataset and the models")
+                         f"{' and '.join(missing)}: name the dataset (or datasets) and the "
+                         "models")
+    if len(given) > 1:
+        raise ValueError(f"{where}: [{GRID}]{_line(text, GRID, 'datasets')} sets both dataset "
+                         "and datasets: keep one (datasets = [...] for several)")
     grid_settings = checked_table(grid_raw, GRID, GRID_SETTINGS, where, text)
     fixed = checked_table(_table(raw, FIXED, where, text), FIXED, TRAIN_KEYS, where, text)
     measure_raw = checked_table(_table(raw, MEASURE, where, text), MEASURE, MEASURE_SETTINGS,
@@ -417,37 +434,68 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
     axes = _check_axes(_table(raw, AXES, where, text), fixed, where, text, search is not None)
     select_by = grid_settings.pop("select_by", "val_accuracy")
     recipe_choice = grid_settings.pop("recipe", AUTO)
+    dataset_key = given[0]
+    names = grid_settings.pop(dataset_key)
+    datasets = _check_datasets([names] if isinstance(names, str) else list(names),
+                               f"{where}: [{GRID}]{_line(text, GRID, dataset_key)}")
+    if len(datasets) > 1 and grid_settings.get("data_dir") is not None:
+        raise ValueError(f"{where}: [{GRID}]{_line(text, GRID, 'data_dir')}: data_dir names "
+                         f"one folder but the grid has {len(datasets)} datasets: drop it, and "
+                         "keep each in $FERBENCH_DATA/<dataset> or data/<dataset>")
+    if len(datasets) > 1 and search is not None:
+        raise ValueError(f"{where}: [{SEARCH}]{_line(text, SEARCH)} with {len(datasets)} "
+                         "datasets: a search optimises one dataset's validation figure; "
+                         "write one search spec per dataset")
     try:
         measure = MeasureConfig(**measure_raw)
     except ValueError as error:
         key = _culprit(error, [(MEASURE, measure_raw)])[1]
         raise ValueError(f"{where}: [{MEASURE}]{_line(text, MEASURE, key)}: {error}") from None
-    try:
-        grid_settings["dataset"] = check_dataset_name(grid_settings["dataset"])
-        recipe = resolve_recipe(recipe_choice, grid_settings["dataset"])
-    except ValueError as error:
-        key = "recipe" if str(error).startswith("recipe") else "dataset"
-        raise ValueError(f"{where}: [{GRID}]{_line(text, GRID, key)}: {error}") from None
+    recipes = {}
+    for dataset in datasets:
+        try:
+            recipes[dataset] = resolve_recipe(recipe_choice, dataset)
+        except ValueError as error:
+            raise ValueError(f"{where}: [{GRID}]{_line(text, GRID, 'recipe')}: {error}") from None
     for model in grid_settings["models"]:
         try:
             check_model_name(model)
         except ValueError as error:
             raise ValueError(f"{where}: [{GRID}]{_line(text, GRID, 'models')}: {error}") from None
-    options = {"threads": DEFAULT_THREADS, **grid_settings, "measure": measure, "recipe": recipe,
-               "save_weights": "none"}
-    options["backends"] = tuple(options.get("backends", BACKEND_NAMES))
-    options["models"] = tuple(options["models"])
-    options["deterministic"] = options.get("deterministic", False) or deterministic
-    if options.get("data_dir") is not None:
-        options["data_dir"] = Path(options["data_dir"])
+    common = {"threads": DEFAULT_THREADS, **grid_settings, "measure": measure,
+              "save_weights": "none"}
+    common["backends"] = tuple(common.get("backends", BACKEND_NAMES))
+    common["models"] = tuple(common["models"])
+    common["deterministic"] = common.get("deterministic", False) or deterministic
+    if common.get("data_dir") is not None:
+        common["data_dir"] = Path(common["data_dir"])
+    options = {dataset: {**common, "dataset": dataset, "recipe": recipes[dataset]}
+               for dataset in datasets}
     if search is None:
         points = tuple(dict(zip(axes, values, strict=True))
                        for values in itertools.product(*axes.values()))
     else:
         points = corners(axes)
-    grids = tuple(_grid_at(text, where, options, fixed, point, grid_raw) for point in points)
-    return GridSpec(source=source, text=text, select_by=select_by, axes=axes, fixed=fixed,
-                    points=points, grids=grids, options=options, search=search)
+    grids = tuple(_grid_at(text, where, options[dataset], fixed, point, grid_raw)
+                  for dataset in datasets for point in points)
+    return GridSpec(source=source, text=text, select_by=select_by, datasets=datasets,
+                    axes=axes, fixed=fixed, points=points, grids=grids, options=options,
+                    search=search)
+
+
+def _check_datasets(names: list[str], where: str) -> tuple[str, ...]:
+    """The datasets' canonical names, each once, at least one."""
+    if not names:
+        raise ValueError(f"{where}: datasets is empty: name at least one dataset")
+    try:
+        datasets = tuple(check_dataset_name(name) for name in names)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    repeated = sorted({d for d in datasets if datasets.count(d) > 1})
+    if repeated:
+        raise ValueError(f"{where}: datasets must name each one once ({', '.join(repeated)} "
+                         f"repeated). Received: datasets={names!r}")
+    return datasets
 
 
 def _check_search(raw: dict[str, Any], where: str, text: str) -> SearchConfig:

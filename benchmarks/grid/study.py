@@ -111,14 +111,22 @@ def interval_cell(validation: Mapping[str, Any], digits: int = 4) -> str:
 
 def choice_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The chosen configuration of each (model, backend) beside the defaults it replaces,
-    its validation figure over its folds and seeds, and (read only now) its test accuracy."""
-    headers = ["model", "backend", "chosen", "default", f"{summary['select_by']} (95% CI)",
-               "n", "test accuracy"]
-    rows = [[choice["model"], choice["backend"], describe_point(choice["point"]),
+    its validation figure over its folds and seeds, and (read only now) its test accuracy;
+    led by the dataset when the grid has several."""
+    several = _several_datasets(summary)
+    headers = ["dataset"] * several + [
+        "model", "backend", "chosen", "default", f"{summary['select_by']} (95% CI)", "n",
+        "test accuracy"]
+    rows = [[choice["dataset"]] * several + [
+             choice["model"], choice["backend"], describe_point(choice["point"]),
              describe_point(choice["defaults"]), interval_cell(choice["validation"]),
              str(choice["validation"]["n"]), interval_cell(choice["test_accuracy"], 3)]
             for choice in summary["choices"]]
     return headers, rows
+
+
+def _several_datasets(summary: Mapping[str, Any]) -> bool:
+    return len({choice["dataset"] for choice in summary["choices"]}) > 1
 
 
 def agreement_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -134,7 +142,8 @@ def axis_rows(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[lis
     tables = []
     for axis in summary["axes"]:
         entries = [e for e in summary.get("study", []) if e["axis"] == axis]
-        columns = [f"{e['model']} · {e['backend']}" for e in entries]
+        columns = [" · ".join([e["dataset"]] * _several_datasets(summary)
+                              + [e["model"], e["backend"]]) for e in entries]
         cells: dict[str, dict[str, str]] = {}
         for column, entry in zip(columns, entries, strict=True):
             for row in entry["values"]:
