@@ -2,6 +2,7 @@
 
     python -m benchmarks.ci check [--baseline DIR] [--out DIR] [RUN OPTIONS …]
     python -m benchmarks.ci baseline [--baseline DIR] [--out DIR] [--repeats N]
+    python -m benchmarks.ci corpus [--pairs N] [--corpus FILE] [RUN OPTIONS …]
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmarks.ci.corpus import DEFAULT_CORPUS, collect
 from benchmarks.ci.regression_check import DEFAULT_BASELINE, DEFAULT_REPEATS, check, write_baseline
 from benchmarks.record.store import ResultsFileError
 
@@ -20,11 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="CI regression check on training speed and memory (docs/ci.md). "
                     "check: further options go to benchmarks.run.",
     )
-    parser.add_argument("command", choices=["check", "baseline"],
+    parser.add_argument("command", choices=["check", "baseline", "corpus"],
                         help="check: run the ci preset from this tree and from the baseline's "
                              "commit, judge speed between them and memory against the "
                              "baseline; baseline: run it and write the results as the new "
-                             "baseline")
+                             "baseline; corpus: A/B readings of unchanged code for the "
+                             "speed rule's false-alarm rate")
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
                         help=f"baseline folder (default: {DEFAULT_BASELINE})")
     parser.add_argument("--out", type=Path, default=Path("reports"),
@@ -32,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help="baseline: runs of the preset to average "
                              f"(default: {DEFAULT_REPEATS})")
+    parser.add_argument("--pairs", type=int, default=5,
+                        help="corpus: A/B passes of the preset to read (default: 5)")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
+                        help=f"corpus: the JSON file to append to (default: {DEFAULT_CORPUS})")
     return parser
 
 
@@ -45,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 2
             return write_baseline(args.baseline, args.out, args.repeats)
+        if args.command == "corpus":
+            if args.pairs < 1:
+                print(f"error: --pairs must be ≥ 1. Received: --pairs {args.pairs}",
+                      file=sys.stderr)
+                return 2
+            return collect(args.baseline, args.out, args.corpus, args.pairs, run_options)
         return check(args.baseline, args.out, run_options)
     except ResultsFileError as error:
         print(f"error: {error}; to create the baseline run `make ci-baseline`",
