@@ -20,10 +20,15 @@ from backends.init import shared_initial_weights  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def data():
+def trajectory_data():
+    """84 synthetic 32×32 faces of 4 subjects and their labels."""
     faces = generate(num_subjects=4, per_expression=3, seed=5, image_size=32)
     return faces.images, faces.labels
+
+
+@pytest.fixture(scope="module")
+def data():
+    return trajectory_data()
 
 
 def _train(name: str, data, config: TrainConfig):
@@ -34,39 +39,56 @@ def _train(name: str, data, config: TrainConfig):
     return backend, history
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, seed=2),
-        TrainConfig(epochs=1, batch_size=16, learning_rate=1e-2, optimizer="sgd",
-                    label_smoothing=0.1, class_weighting="balanced", seed=3),
-        TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, optimizer="adamw",
-                    weight_decay=0.01, warmup_epochs=1, seed=4),
-    ],
-    ids=["adam", "sgd-smoothing-classweights", "adamw-warmup"],
-)
+TRAJECTORY_CONFIGS = {
+    "adam": TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, seed=2),
+    "sgd-smoothing-classweights": TrainConfig(epochs=1, batch_size=16, learning_rate=1e-2,
+                                              optimizer="sgd", label_smoothing=0.1,
+                                              class_weighting="balanced", seed=3),
+    "adamw-warmup": TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, optimizer="adamw",
+                                weight_decay=0.01, warmup_epochs=1, seed=4),
+}
+# From the noise floor (tests/noise_floor.py, AMD EPYC, docs/design.md §10), ≥ 3× the
+# larger of the same-framework gap under a perturbation and the cross-framework gap:
+# train loss, floor 1.0e-3 and cross 9.8e-4 (AdamW), 7.7e-4 (Adam); 1 − update cosine,
+# floor 5.3e-2 (AdamW at 1 thread) and cross 5.5e-2.
+TRAIN_LOSS_TOLERANCE = 4e-3  # relative
+UPDATE_COSINE_MIN = 0.8
+
+
+def weight_updates(backend, data) -> dict[str, np.ndarray]:
+    """Each trained tensor's change from the shared start, flattened.
+
+    Every conv bias of proposed_cnn sits right before a BN, so its true gradient is zero and
+    its update is rounding noise (which Adam scales up to full steps): those are left out.
+    """
+    start = _initial(data)
+    weights = backend.get_weights()
+    return {name: (weights[name] - initial).ravel() for name, initial in start.items()
+            if not re.fullmatch(r"block\d\.conv\d\.bias", name)}
+
+
+def update_cosines(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per tensor, the cosine between two sets of weight updates."""
+    return {name: float(a[name] @ b[name] / (np.linalg.norm(a[name]) * np.linalg.norm(b[name])))
+            for name in a}
+
+
+@pytest.mark.parametrize("config", list(TRAJECTORY_CONFIGS.values()),
+                         ids=list(TRAJECTORY_CONFIGS))
 def test_both_frameworks_follow_the_same_trajectory(data, config):
     tf_backend, tf_history = _train("tf", data, config)
     torch_backend, torch_history = _train("torch", data, config)
     for tf_log, torch_log in zip(tf_history, torch_history, strict=True):
         assert tf_log.steps == torch_log.steps == len(data[0]) // 16
-        assert tf_log.train_loss == pytest.approx(torch_log.train_loss, rel=2e-3)
+        assert tf_log.train_loss == pytest.approx(torch_log.train_loss, rel=TRAIN_LOSS_TOLERANCE)
     last_rate = torch_history[-1].learning_rate
     assert float(np.asarray(tf_backend._optimizer.learning_rate)) == pytest.approx(last_rate)
     assert torch_backend._optimizer.param_groups[0]["lr"] == pytest.approx(last_rate)
-    start = _initial(data)
-    tf_weights, torch_weights = tf_backend.get_weights(), torch_backend.get_weights()
-    for name, initial in start.items():
-        # Every conv bias of proposed_cnn sits right before a BN, so its true gradient is
-        # zero and its update is rounding noise (which Adam scales up to full steps).
-        if re.fullmatch(r"block\d\.conv\d\.bias", name):
-            continue
-        tf_step = (tf_weights[name] - initial).ravel()
-        torch_step = (torch_weights[name] - initial).ravel()
-        cosine = tf_step @ torch_step / (np.linalg.norm(tf_step) * np.linalg.norm(torch_step))
+    cosines = update_cosines(weight_updates(tf_backend, data), weight_updates(torch_backend, data))
+    for name, cosine in cosines.items():
         # float32 rounding differs between the frameworks' kernels and a few steps
         # amplify it, so updates agree in direction, not to the last bit.
-        assert cosine > 0.95, f"{name}: updates point apart (cosine {cosine:.3f})"
+        assert cosine > UPDATE_COSINE_MIN, f"{name}: updates point apart (cosine {cosine:.3f})"
 
 
 def _initial(data):

@@ -33,6 +33,9 @@ from backends.tf.optimizers import TorchOrderAdam, make_optimizer  # noqa: E402
 from backends.torch.models import _in_float32  # noqa: E402
 
 SIDE, BATCH, STEPS = 16, 16, 8
+# Relative tf/torch loss gaps in bfloat16 (test_bfloat16_trains_alike_in_both_frameworks).
+BF16_FIRST_STEP_TOLERANCE = 2e-3
+BF16_STEPS_TOLERANCE = 2.5e-2
 ON_GPU = torch.cuda.is_available()
 
 
@@ -106,8 +109,8 @@ def test_bfloat16_trains_alike_in_both_frameworks(model):
     tf_losses, tf_backend = results["tf", "bfloat16"]
     torch_losses, torch_backend = results["torch", "bfloat16"]
     gap = np.abs(tf_losses - torch_losses) / torch_losses
-    assert gap[0] <= 2e-3, gap
-    assert gap.max() <= 2.5e-2, gap
+    assert gap[0] <= BF16_FIRST_STEP_TOLERANCE, gap
+    assert gap.max() <= BF16_STEPS_TOLERANCE, gap
     for name in ("tf", "torch"):
         assert not np.array_equal(results[name, "bfloat16"][0], results[name, "float32"][0])
     assert tf_backend.flags()["dtype_policy"] == "mixed_bfloat16"

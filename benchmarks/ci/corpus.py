@@ -103,3 +103,15 @@ def collect(baseline_dir: Path, out_root: Path, corpus_path: Path, passes: int,
             corpus_path.write_text(json.dumps(corpus, indent=1) + "\n", encoding="utf-8")
     print(f"corpus: {len(corpus['readings'])} readings in {corpus_path}")
     return 0
+
+
+def speed_pairs(corpus_path: Path) -> dict[str, list[tuple[float, float]]]:
+    """The corpus's speed readings per figure ("model backend"): (reference, candidate)
+    pairs where both runs succeeded, in the order read."""
+    figures: dict[str, list[tuple[float, float]]] = {}
+    for reading in _load(corpus_path)["readings"]:
+        sides = (reading.get("reference"), reading.get("candidate"))
+        if all(side and side["ok"] and side[SPEED_FIGURE] for side in sides):
+            figures.setdefault(f"{reading['model']} {reading['backend']}", []).append(
+                (sides[0][SPEED_FIGURE], sides[1][SPEED_FIGURE]))
+    return figures

@@ -20,12 +20,17 @@
   where a single reference reading may carry TensorFlow's occasional extra 125 MB.
 
 A figure that regresses is measured again at once, in up to `CONFIRMATION_RUNS` fresh
-readings of its model and backend (a new A/B pair for speed). Noise on a shared machine only
-takes away, so the figure is then judged with each side at its best reading (the fastest,
-the leanest): it fails the check only if that still regresses after every reading, and the
-reruns stop as soon as it does not. A candidate run that fails, where the baseline's succeeded, is
-a regression at once. The comparisons are printed and saved as `comparison.md` next to the
-candidate's first results; the exit status is 1 on a regression.
+readings of its model and backend (a new A/B pair for speed, the order alternating), until
+it is decided. Speed follows the sequential A/B rule of `benchmarks.ci.speed_rule` (same as
+soon as the pairs' median slowdown is within its trigger; regressed only if, after every
+reading, a Mann-Whitney test parts the candidate's speeds from the reference's at p ≤ 0.01;
+otherwise undecided, which passes with a warning line); its false-alarm and detection rates
+are replayed over a corpus of unchanged code's readings (`benchmarks.ci.corpus`). Memory
+noise only adds, so a memory figure is judged at the candidate's leanest reading and fails
+only if even that regresses after every reading. A candidate run that fails, where the
+baseline's succeeded, is a regression at once. The comparisons are printed and saved as
+`comparison.md` next to the candidate's first results; the exit status is 1 on a
+regression.
 
 When the reference cannot be run (the commit is not in the clone, or its runs fail), one
 line says so and speed is judged only if the baseline's figures come from this CPU model;
@@ -48,6 +53,7 @@ same way so that neither side carries the other's start-up cost.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +73,8 @@ from benchmarks.analysis.comparison import (
     render,
 )
 from benchmarks.ci import faults as fault_injection
+from benchmarks.ci.speed_rule import RULE as SPEED_RULE
+from benchmarks.ci.speed_rule import Decision, slowdown
 from benchmarks.ci.thresholds import BASELINE_THRESHOLDS, SPEED_THRESHOLDS
 from benchmarks.record import schema
 from benchmarks.record.figures import ANON_MEMORY, NORMALISED
@@ -77,13 +85,13 @@ from benchmarks.runner.env import SUITE_ROOT, cpu_model, git_commit
 DEFAULT_BASELINE = Path("reports/baselines/ci-cpu")
 DEFAULT_REPEATS = 3
 # Readings after the first, at most, of a model and backend whose figure regressed; they
-# stop once the figure clears. Noise is one-sided: an allocator sometimes keeps more
-# (TensorFlow's resnet50 peaks about 125 MB higher in 5 of 8 full preset runs of a fresh
-# clone), and a neighbour slows some runs by 20% (TensorFlow's vgg16 read 17-22% slower than
-# its A/B partner in 3 of 5 readings of unchanged code, docs/ci.md). So a figure is judged
-# at each side's best reading (`best_of_readings`) and fails only if even that regresses
-# after all 1 + 4 readings; one good reading clears it.
-CONFIRMATION_RUNS = 4
+# stop once the figure is decided. Speed is decided by the sequential A/B rule of
+# benchmarks.ci.speed_rule (its false-alarm rate measured over a corpus of unchanged code).
+# Memory noise is one-sided (TensorFlow's resnet50 peaks about 125 MB higher in 5 of 8 full
+# preset runs of a fresh clone, docs/ci.md), so a memory figure is judged at the candidate's
+# leanest reading (`best_of_readings`) and fails only if even that regresses after all
+# 1 + CONFIRMATION_RUNS readings; one good reading clears it.
+CONFIRMATION_RUNS = SPEED_RULE.max_readings - 1
 SPEED_FIGURE = "train_img_per_calibration"  # in each record's schema.TIMING section
 REFRESH = "if the change is intended, refresh the baseline with `make ci-baseline` and commit it"
 # Header fields two records must share for their figures to be comparable.
@@ -298,15 +306,27 @@ def _judged_figures(comparison: Comparison, kinds: Collection[str]) -> dict[Key,
             if d.measure.kind in kinds}
 
 
-def _outcome(readings: list[Delta]) -> bool | None:
-    """Whether a suspect figure is confirmed (True), cleared (False) or still open (None).
+def _speed_pairs(readings: list[Delta]) -> list[tuple[float, float]]:
+    """The A/B (reference, candidate) speeds of a figure's readings not taken under load
+    (the first alone if all were)."""
+    judged = [d for d in readings if not d.under_load] or readings[:1]
+    return [(d.a, d.b) for d in judged if d.a is not None and d.b is not None]
+
+
+def _outcome(readings: list[Delta], ab: bool) -> Decision:
+    """Whether a suspect figure regressed, is the same, needs more readings or stays
+    undecided after the last.
 
     Args:
         readings: the figure in each reading so far, the first (which regressed) included.
+        ab: speed was measured A/B against the reference tree (not against the committed
+            baseline's fixed figure, which only each side's best reading can judge).
     """
+    if ab and readings[0].measure.kind == NORMALISED:
+        return SPEED_RULE.decide(_speed_pairs(readings))
     if not best_of_readings(readings).regression:
-        return False
-    return True if len(readings) == 1 + CONFIRMATION_RUNS else None
+        return Decision.SAME
+    return Decision.REGRESSED if len(readings) == 1 + CONFIRMATION_RUNS else Decision.MORE
 
 
 @dataclass
@@ -486,18 +506,25 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
         readings = [state.read("run", pairs, set(pairs))]
         seen = _confirm(state, pairs, readings)
     first = readings[0]
-    confirmed = sorted(key for key, figure in seen.items() if _outcome(figure))
+    ab = reference is not None
+    outcomes = {key: _outcome(figure, ab) for key, figure in seen.items()}
+    confirmed = sorted(key for key, outcome in outcomes.items() if outcome is Decision.REGRESSED)
+    undecided = sorted(key for key, outcome in outcomes.items() if outcome is Decision.UNDECIDED)
     notes = [note for reading in readings for note in reading.notes]
     notes += [f"regressed in the run, not confirmed by its reruns (noise, not judged): "
               f"{d.model} {d.backend} {d.measure.title}: {d.verdict}; "
-              + _at_best(best_of_readings(seen[key]))
-              for key, d in sorted(first.regressed.items()) if key not in confirmed]
+              + _summary(seen[key], ab)
+              for key, d in sorted(first.regressed.items())
+              if outcomes[key] is Decision.SAME]
     failures = [line for reading in readings for line in reading.failed_runs]
     for key in confirmed:
-        best = best_of_readings(seen[key])
-        against = "reference" if best.measure.kind == NORMALISED and reference else "baseline"
-        failures.append(f"{best.model} {best.backend} {best.measure.title} against the "
-                        f"{against}: {best.verdict}, " + _at_best(best))
+        first_reading = seen[key][0]
+        against = "reference" if first_reading.measure.kind == NORMALISED and ab else "baseline"
+        failures.append(f"{first_reading.model} {first_reading.backend} "
+                        f"{first_reading.measure.title} against the {against}: "
+                        + _summary(seen[key], ab))
+    warnings = [f"WARNING: undecided after {len(seen[key])} readings, passed: {key[0]} {key[1]} "
+                f"{seen[key][0].measure.title}: " + _summary(seen[key], ab) for key in undecided]
     if failures:
         verdict = (f"\nFAIL: {len(failures)} regression(s); {REFRESH}.\n"
                    + "".join(f"- {line}\n" for line in failures))
@@ -509,7 +536,9 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
                              for reading in readings
                              for comparison, name_a, name_b in reading.comparisons)
         listed = "".join(f"- {note}\n" for note in notes)
-        return f"{scope}\n\n{tables}" + (f"\nNotes:\n{listed}" if listed else "") + verdict
+        cautions = "".join(f"{line}\n" for line in warnings)
+        return (f"{scope}\n\n{tables}" + (f"\nNotes:\n{listed}" if listed else "")
+                + (f"\n{cautions}" if cautions else "") + verdict)
 
     if first.folder is not None:
         (first.folder / "comparison.md").write_text(report(markdown=True), encoding="utf-8")
@@ -518,10 +547,20 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
     return 1 if failures else 0
 
 
-def _at_best(best: Delta) -> str:
-    """How `best_of_readings` read a figure: each side's best value and over how many."""
-    digits = best.measure.digits
-    return (f"each side at its best of {best.runs_b} reading(s): "
+def _summary(readings: list[Delta], ab: bool) -> str:
+    """How a suspect figure read over its readings, as its rule judged it."""
+    digits = readings[0].measure.digits
+    if ab and readings[0].measure.kind == NORMALISED:
+        pairs = _speed_pairs(readings)
+        slowdowns = ", ".join(f"{slowdown(p):+.1%}" for p in pairs)
+        median = statistics.median(slowdown(p) for p in pairs)
+        p_value = (f"; Mann-Whitney p = {SPEED_RULE.p_value(pairs):.3f}"
+                   if len(pairs) == SPEED_RULE.max_readings else "")
+        return (f"candidate slower by {slowdowns} in {len(pairs)} A/B reading(s), median "
+                f"{median:+.1%} (the rule: same at ≤ {SPEED_RULE.trigger:.0%}, regressed at "
+                f"p ≤ {SPEED_RULE.alpha} after {SPEED_RULE.max_readings}){p_value}")
+    best = best_of_readings(readings)
+    return (f"{best.verdict}, each side at its best of {best.runs_b} reading(s): "
             f"{best.b:,.{digits}f} against {best.a:,.{digits}f}")
 
 
@@ -541,7 +580,8 @@ def _confirm(state: Check, pairs: list[Pair], readings: list[Reading]) -> dict[K
               f"{', '.join(f'{b} {m}' for m, b in sorted({k[:2] for k in suspects}))} up to "
               f"{CONFIRMATION_RUNS} more times to confirm", flush=True)
     for number in range(1, CONFIRMATION_RUNS + 1):
-        pending = [key for key, figure in seen.items() if _outcome(figure) is None]
+        pending = [key for key, figure in seen.items()
+                   if _outcome(figure, state.reference is not None) is Decision.MORE]
         if not pending:
             break
         suspect_pairs = {key[:2] for key in pending}

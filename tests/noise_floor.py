@@ -1,0 +1,288 @@
+"""The noise floor under the cross-framework parity tests, measured on this host.
+
+    .venv/bin/python -m tests.noise_floor [--cases NAME,…] [--json FILE]
+
+A parity test trains both frameworks from the same start on the same batches and compares
+a figure (a loss, the weights) within a tolerance. Float rounding differs between kernels,
+so the figure moves with the CPU's instruction set and the thread count even within *one*
+framework, and a tolerance measured on one host is a guess on the next (an Intel Xeon with
+AMX parted the frameworks' validation losses by 1.7e-3 where an AMD EPYC gave 3e-4).
+
+So every case below is run in a fresh process under each perturbation that stands in for
+another CPU (`PERTURBATIONS`: one thread instead of two, oneDNN and ATen held to AVX2 or
+AVX-512 without its extensions, TensorFlow's oneDNN off) and once more unperturbed, and
+the table gives, per case:
+
+* the *same-framework* gap under each perturbation (the larger of the two frameworks'),
+  in the unit of the test's own assertion;
+* the *cross-framework* gap unperturbed and the largest under any perturbation;
+* the test's tolerance and its margin over the larger of the two.
+
+The rule (docs/design.md, "Tolerances from a noise floor"): a tolerance is at least 3×
+the larger of the floor and the cross-framework gap. The figures go into each test's
+docstring and docs/design.md. Run it alone: it is CPU-bound for about 10 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import THREADS_VARIABLE, apply_test_threads
+
+FRAMEWORKS = ("tf", "torch")
+# Environment of each perturbation (THREADS_VARIABLE: tests/conftest.py).
+PERTURBATIONS = {
+    "unperturbed again": {},
+    "1 thread": {THREADS_VARIABLE: "1"},
+    "oneDNN AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "oneDNN AVX512_CORE": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "TF oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "ATen AVX2": {"ATEN_CPU_CAPABILITY": "avx2"},
+}
+SAFETY_FACTOR = 3
+
+Arrays = dict[str, np.ndarray]
+
+
+def relative_gap(a: Arrays, b: Arrays) -> float:
+    """max |a − b| / |b|: `pytest.approx(b, rel=tolerance)`'s measure."""
+    return max(float(np.max(np.abs(a[k] - b[k]) / np.abs(b[k]))) for k in b)
+
+
+def dense_gap(a: Arrays, b: Arrays) -> float:
+    """max |a − b| / (|b| + floor): `assert_allclose(a, b, rtol, atol=rtol · floor)`'s."""
+    from tests.test_optimizer import DENSE_WEIGHT_FLOOR
+
+    return max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + DENSE_WEIGHT_FLOOR)))
+               for k in b)
+
+
+def cosine_gap(a: Arrays, b: Arrays) -> float:
+    """1 − the smallest per-tensor cosine between two sets of weight updates."""
+    from tests.test_fairness import update_cosines
+
+    return 1.0 - min(update_cosines(a, b).values())
+
+
+@dataclass(frozen=True)
+class Case:
+    """One compared figure of one parity test.
+
+    Attributes:
+        name: the row's name.
+        test: the test (module::function) whose assertion this is.
+        steps: what was trained, in words.
+        compute: runs both frameworks; framework → the compared arrays.
+        gap: the assertion's measure of how far two results are apart.
+        tolerance: what the test allows of `gap`; a callable, read when the table is made,
+            so that the figure comes from the test module itself.
+    """
+
+    name: str
+    test: str
+    steps: str
+    compute: Callable[[], dict[str, Arrays]]
+    gap: Callable[[Arrays, Arrays], float]
+    tolerance: Callable[[], float]
+
+
+@cache
+def _selection(config_name: str) -> dict[str, Arrays]:
+    from tests.test_selection import SELECTION_CONFIG, fit_on_shifted_validation
+
+    config = {"sgd": SELECTION_CONFIG,
+              "adam": replace(SELECTION_CONFIG, optimizer="adam", learning_rate=1e-3,
+                              momentum=0.0)}[config_name]
+    return {fw: {"val_loss": np.array([log.val_loss for log in
+                                       fit_on_shifted_validation(fw, config)[1]])}
+            for fw in FRAMEWORKS}
+
+
+@cache
+def _trajectory(config_name: str) -> dict[str, tuple[Arrays, Arrays]]:
+    from tests.test_fairness import TRAJECTORY_CONFIGS, _train, trajectory_data, weight_updates
+
+    data = trajectory_data()
+    result = {}
+    for fw in FRAMEWORKS:
+        backend, history = _train(fw, data, TRAJECTORY_CONFIGS[config_name])
+        result[fw] = ({"train_loss": np.array([log.train_loss for log in history])},
+                      weight_updates(backend, data))
+    return result
+
+
+@cache
+def _bfloat16(model: str) -> dict[str, np.ndarray]:
+    from tests.test_precision import _step_losses
+
+    return {fw: _step_losses(fw, model, "bfloat16", seed=0)[0] for fw in FRAMEWORKS}
+
+
+def _dense(optimizer: str) -> dict[str, Arrays]:
+    from tests.test_optimizer import train_dense_for_20_steps
+
+    _, dense, _, linear, _, _ = train_dense_for_20_steps(optimizer)
+    return {"tf": {"weight": dense.kernel.numpy().T, "bias": dense.bias.numpy()},
+            "torch": {"weight": linear.weight.detach().numpy(),
+                      "bias": linear.bias.detach().numpy()}}
+
+
+def _freeze() -> dict[str, Arrays]:
+    from tests.test_optimizer import freeze_then_unfreeze
+
+    _, _, _, tf_after, torch_after = freeze_then_unfreeze()
+    return {fw: {str(i): v for i, v in enumerate(after)}
+            for fw, after in (("tf", tf_after), ("torch", torch_after))}
+
+
+def _tolerance(module: str, name: str, transform: Callable[[float], float] = float):
+    def read() -> float:
+        return transform(getattr(__import__(f"tests.{module}", fromlist=[name]), name))
+    return read
+
+
+def _cases() -> list[Case]:
+    selection = "test_selection.py::test_both_frameworks_keep_the_same_epoch_from_the_same_start"
+    trajectory = "test_fairness.py::test_both_frameworks_follow_the_same_trajectory"
+    bfloat16 = "test_precision.py::test_bfloat16_trains_alike_in_both_frameworks"
+    dense = ("test_optimizer.py::test_both_backends_train_alike_for_20_steps_at_a_rate_"
+             "changing_every_step")
+    cases = [Case(f"selection/{opt}", selection, f"15 {opt} steps, proposed_cnn",
+                  lambda opt=opt: _selection(opt), relative_gap,
+                  _tolerance("test_selection", "VAL_LOSS_TOLERANCE"))
+             for opt in ("adam", "sgd")]
+    for name, steps in (("adam", "10 Adam steps"), ("sgd-smoothing-classweights", "5 SGD steps"),
+                        ("adamw-warmup", "10 AdamW steps")):
+        cases += [
+            Case(f"trajectory/{name}/train_loss", trajectory, steps + ", proposed_cnn",
+                 lambda name=name: {fw: v[0] for fw, v in _trajectory(name).items()},
+                 relative_gap, _tolerance("test_fairness", "TRAIN_LOSS_TOLERANCE")),
+            Case(f"trajectory/{name}/1-cosine", trajectory, steps + ", proposed_cnn",
+                 lambda name=name: {fw: v[1] for fw, v in _trajectory(name).items()},
+                 cosine_gap, _tolerance("test_fairness", "UPDATE_COSINE_MIN", lambda c: 1 - c)),
+        ]
+    for model in ("proposed_cnn", "sanet"):
+        cases += [
+            Case(f"bfloat16/{model}/first-step", bfloat16, "1 Adam step (forward only)",
+                 lambda model=model: {fw: {"loss": v[:1]} for fw, v in _bfloat16(model).items()},
+                 relative_gap, _tolerance("test_precision", "BF16_FIRST_STEP_TOLERANCE")),
+            Case(f"bfloat16/{model}/8-steps", bfloat16, "8 Adam steps",
+                 lambda model=model: {fw: {"loss": v} for fw, v in _bfloat16(model).items()},
+                 relative_gap, _tolerance("test_precision", "BF16_STEPS_TOLERANCE")),
+        ]
+    from tests.test_optimizer import PARITY_CONFIGS
+
+    cases += [Case(f"dense-20-steps/{name}", dense, "20 steps, one dense layer",
+                   lambda name=name: _dense(name), dense_gap,
+                   _tolerance("test_optimizer", "DENSE_TOLERANCE"))
+              for name in PARITY_CONFIGS]
+    cases.append(Case("freeze-unfreeze", "test_optimizer.py::test_both_backends_freeze_"
+                      "then_unfreeze_alike_for_20_steps", "20 Adam steps, two dense layers",
+                      _freeze, dense_gap, _tolerance("test_optimizer", "DENSE_TOLERANCE")))
+    return cases
+
+
+def _work(names: list[str], out: Path) -> None:
+    """In a fresh process: computes the named cases, saves every array to `out` (npz)."""
+    apply_test_threads()
+    arrays = {}
+    for case in _cases():
+        if case.name in names:
+            for fw, values in case.compute().items():
+                arrays.update({f"{case.name}|{fw}|{key}": value for key, value in values.items()})
+    np.savez(out, **arrays)
+
+
+def _load(path: Path) -> dict[str, dict[str, Arrays]]:
+    result: dict[str, dict[str, Arrays]] = {}
+    with np.load(path) as saved:
+        for key in saved.files:
+            case, fw, name = key.split("|")
+            result.setdefault(case, {}).setdefault(fw, {})[name] = saved[key]
+    return result
+
+
+def _run_worker(names: list[str], env: dict[str, str], out: Path) -> dict[str, dict[str, Arrays]]:
+    print(f"--- {' '.join(f'{k}={v}' for k, v in env.items()) or 'unperturbed'}", flush=True)
+    subprocess.run([sys.executable, "-m", "tests.noise_floor", "--work", ",".join(names),
+                    "--npz", str(out)], env={**os.environ, **env}, check=True)
+    return _load(out)
+
+
+def measure(names: list[str]) -> list[dict]:
+    """Runs the named cases unperturbed and under every perturbation; one row per case."""
+    with tempfile.TemporaryDirectory() as folder:
+        base = _run_worker(names, {}, Path(folder) / "base.npz")
+        perturbed = {label: _run_worker(names, env, Path(folder) / f"{i}.npz")
+                     for i, (label, env) in enumerate(PERTURBATIONS.items())}
+    rows = []
+    for case in _cases():
+        if case.name not in names:
+            continue
+        same = {label: max(case.gap(result[case.name][fw], base[case.name][fw])
+                           for fw in FRAMEWORKS) for label, result in perturbed.items()}
+        cross = [case.gap(result[case.name]["tf"], result[case.name]["torch"])
+                 for result in (base, *perturbed.values())]
+        floor, tolerance = max(same.values()), case.tolerance()
+        rows.append({"case": case.name, "test": case.test, "steps": case.steps,
+                     "same_framework": same, "floor": floor, "cross": cross[0],
+                     "cross_max": max(cross), "tolerance": tolerance,
+                     "margin": tolerance / max(floor, max(cross), 1e-300)})
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    """The rows as a Markdown table."""
+    labels = list(PERTURBATIONS)
+    lines = ["| case | steps | " + " | ".join(labels) + " | floor | cross-framework "
+             "(unperturbed; largest) | tolerance | margin |",
+             "|" + "---|" * (len(labels) + 6)]
+    for row in rows:
+        lines.append(f"| {row['case']} | {row['steps']} | "
+                     + " | ".join(f"{row['same_framework'][label]:.1e}" for label in labels)
+                     + f" | {row['floor']:.1e} | {row['cross']:.1e}; {row['cross_max']:.1e} | "
+                     f"{row['tolerance']:.1e} | {row['margin']:.1f}× |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.noise_floor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", help="comma-separated case names (default: all)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--npz", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.work:
+        _work(args.work.split(","), args.npz)
+        return 0
+    known = [case.name for case in _cases()]
+    names = args.cases.split(",") if args.cases else known
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        print(f"error: unknown case(s) {', '.join(unknown)}; known: {'; '.join(known)}",
+              file=sys.stderr)
+        return 2
+    rows = measure(names)
+    print(render(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    short = [row["case"] for row in rows if row["margin"] < SAFETY_FACTOR]
+    if short:
+        print(f"\nbelow the {SAFETY_FACTOR}× margin: {', '.join(short)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
