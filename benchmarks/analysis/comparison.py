@@ -37,7 +37,7 @@ from benchmarks.record.figures import (
     runs_frame,
     summarize_figure,
 )
-from benchmarks.report.tables import markdown_table, text_table
+from benchmarks.report.tables import markdown_escape, markdown_table, terminal_escape, text_table
 
 
 @dataclass(frozen=True)
@@ -375,9 +375,18 @@ def _run_rows(comparison: Comparison) -> list[list[str]]:
 
 
 def render(comparison: Comparison, name_a: str, name_b: str, markdown: bool = False) -> str:
-    """The comparison as a text or Markdown report."""
+    """The comparison as a text or Markdown report.
+
+    Every text from the records (run ids, errors, names) and the two names passes its
+    format's escaper (`terminal_escape`, `markdown_escape`), in the tables and out of them.
+    """
     table = markdown_table if markdown else text_table
-    heading = (lambda t: f"## {t}") if markdown else (lambda t: f"{t}\n{'=' * len(t)}")
+    escape = markdown_escape if markdown else terminal_escape
+
+    def heading(title: str) -> str:
+        shown = escape(title)
+        return f"## {shown}" if markdown else f"{shown}\n{'=' * len(shown)}"
+
     parts = [heading(f"Comparison: A = {name_a}, B = {name_b}"),
              table(_DELTA_HEADERS, _delta_rows(comparison))]
     if comparison.run_changes:
@@ -395,6 +404,6 @@ def render(comparison: Comparison, name_a: str, name_b: str, markdown: bool = Fa
                   table(["side", "run", "injected"], [list(i) for i in comparison.injected])]
     regressions = comparison.regressions
     summary = (f"{len(regressions)} regression{'s' if len(regressions) != 1 else ''}"
-               + (":\n" + "\n".join(f"- {line}" for line in regressions) if regressions
-                  else "."))
+               + (":\n" + "\n".join(f"- {escape(line)}" for line in regressions)
+                  if regressions else "."))
     return "\n\n".join(parts + [summary]) + "\n"
