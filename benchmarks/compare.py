@@ -48,6 +48,7 @@ from benchmarks.analysis.comparison import (
     render,
 )
 from benchmarks.ci.thresholds import CI_THRESHOLDS
+from benchmarks.console import run_command
 from benchmarks.record.store import read_records
 
 PROFILES = {"default": DEFAULT_THRESHOLDS, "ci": CI_THRESHOLDS}
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
+from benchmarks.console import run_command
 from benchmarks.record import schema
 from benchmarks.record.store import WEIGHTS_DIR, ResultsFileError, read_records, results_path
 from benchmarks.report import gallery
@@ -237,4 +238,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

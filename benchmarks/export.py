@@ -40,6 +40,7 @@ import numpy as np
 
 from backends.base import MissingFrameworkError, TrainConfig
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
+from benchmarks.console import run_command
 from benchmarks.record import schema
 from benchmarks.record.store import WEIGHTS_DIR, ResultsFileError, read_records, results_path
 from benchmarks.report.artifacts import (
@@ -327,4 +328,4 @@ def _export_all(folder: Path | None, jobs: list[Job], no_latency: bool,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -8,10 +8,10 @@
 
 Exit status: 0 when every run succeeded; 1 when a run failed (its record says why; rerun
 with --resume to retry it); 2 for bad input (one line naming the problem and the spec's
-line, nothing written), a spec whose every run (a search: every trial) is already done,
-a grid folder another driver holds, an executor that cannot start, or a search without
-Optuna installed; 130 after Ctrl-C (what finished is recorded: --resume completes it).
-docs/grids.md says more.
+line, nothing written), a spec whose every run (a search: every trial) is already done, a
+grid folder another driver holds, an executor that cannot start, or a search without
+Optuna installed; 130 after Ctrl-C and 143 after SIGTERM (what finished is recorded and
+reported: --resume completes it). docs/grids.md says more.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ import sys
 from pathlib import Path
 
 from backends import MissingFrameworkError
+from benchmarks.console import run_command
 from benchmarks.grid.driver import run_study, summary_table
 from benchmarks.grid.executors import EXECUTORS, LocalExecutor, RayExecutor
 from benchmarks.grid.search import import_optuna, run_search
 from benchmarks.grid.spec import load_spec
 from benchmarks.record.store import ResultsFileError
+from benchmarks.runner.interrupts import exit_status, stop_name, stoppable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +67,11 @@ def _say(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with stoppable():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = load_spec(args.spec, args.deterministic)
@@ -77,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         run = run_search if spec.search is not None else run_study
         folder, summary = run(spec, args.out, args.resume, executor, _say, args.summary_only)
     except KeyboardInterrupt:
-        print("interrupted: what finished is recorded; complete it with --resume",
-              file=sys.stderr)
-        return 130
+        print(f"interrupted ({stop_name()}): what finished is recorded and reported; complete "
+              "it with --resume", file=sys.stderr)
+        return exit_status()
     except (ValueError, MissingFrameworkError, FileNotFoundError, ResultsFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -91,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -179,7 +179,8 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
     Raises:
         ValueError: bad input (nothing written), every run already done, or the folder
             locked by another driver.
-        RunInterrupted, KeyboardInterrupt: Ctrl-C; what finished is recorded.
+        RunInterrupted, KeyboardInterrupt: Ctrl-C (or SIGTERM, `interrupts.stoppable`);
+            what finished is recorded, and grid.json and the report describe it.
     """
     if summary_only and resume is None:
         raise ValueError("--summary-only needs --resume DIR: the grid folder to choose from")
@@ -195,7 +196,13 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
         start_writing(spec, folder, on_line)
         on_line(f"grid folder {folder}: {len(planned)} runs, {len(planned) - len(pending)} "
                 f"already recorded ok, {len(pending)} to run ({executor.describe()})")
-        run_pending(folder, pending, executor, on_line, spec.select_by)
+        try:
+            run_pending(folder, pending, executor, on_line, spec.select_by)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: what finished is chosen from and reported, as
+            # benchmarks.run reports the runs before a stop; --resume completes the grid.
+            summarise(spec, folder, planned, on_line)
+            raise
         return folder, summarise(spec, folder, planned, on_line)
 
 

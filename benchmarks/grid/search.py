@@ -171,14 +171,20 @@ def run_search(spec: GridSpec, out_root: Path, resume: Path | None, executor,
     Raises:
         ValueError: Optuna missing, bad input (nothing written), every trial already
             finished, the folder locked by another driver.
-        RunInterrupted, KeyboardInterrupt: Ctrl-C; what finished is recorded.
+        RunInterrupted, KeyboardInterrupt: Ctrl-C (or SIGTERM, `interrupts.stoppable`);
+            what finished is recorded, and grid.json and the report describe it.
     """
     optuna = import_optuna()
     if summary_only and resume is None:
         raise ValueError("--summary-only needs --resume DIR: the search folder to choose from")
     with grid_folder(spec, out_root, resume) as (folder, prepared):
         if not summary_only:
-            _search(optuna, spec, folder, prepared, executor, on_line)
+            try:
+                _search(optuna, spec, folder, prepared, executor, on_line)
+            except KeyboardInterrupt:
+                # As a grid's: what finished is chosen from and reported, then the stop.
+                _summarise(spec, folder, prepared, on_line)
+                raise
         return folder, _summarise(spec, folder, prepared, on_line)
 
 
