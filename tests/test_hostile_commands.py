@@ -8,6 +8,7 @@ No training: the workers are stand-ins, the records the report fixtures'.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
@@ -25,6 +26,8 @@ from backends.base import TrainConfig
 from benchmarks import console, run
 from benchmarks.explain import _relative_difference
 from benchmarks.grid import __main__ as grid_cli
+from benchmarks.grid.driver import SPEC_FILE
+from benchmarks.grid.spec import MAX_RUNS, parse_spec
 from benchmarks.grid.study import SUMMARY_FILE
 from benchmarks.record import schema
 from benchmarks.record.schema import record_header
@@ -32,7 +35,7 @@ from benchmarks.record.store import read_records
 from benchmarks.report.artifacts import described_difference
 from benchmarks.runner import grid, harness
 from benchmarks.runner.config import RunSpec
-from tests.grid_specs import write_spec
+from tests.grid_specs import TINY_SPEC, write_spec
 from tests.report_fixtures import make_record, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,3 +228,72 @@ def test_a_map_holding_nan_has_no_difference_and_says_so():
     assert described_difference(None) == "not finite (a map holds NaN or Inf)"
     assert described_difference(float("inf")) == "not finite (inf)"
     assert described_difference(2e-7) == "2.0e-07 of a map's range"
+
+
+# --- a resume with another spec --------------------------------------------------------------
+
+OTHER_SPEC = TINY_SPEC.replace("learning_rate = [1e-3, 3e-3]", "learning_rate = [1e-2]")
+
+
+def _grid_folder(tmp_path: Path) -> Path:
+    out = tmp_path / "reports"
+    assert grid_cli.main([str(write_spec(tmp_path)), "--out", str(out)]) == 0
+    (folder,) = out.iterdir()
+    return folder
+
+
+def test_a_resume_with_another_spec_is_refused_naming_what_differs(tmp_path, stand_in,
+                                                                    capsys):
+    folder = _grid_folder(tmp_path)
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    other = write_spec(tmp_path, OTHER_SPEC, "other.toml")
+    assert grid_cli.main([str(other), "--resume", str(folder)]) == 2
+    error = _one_line(capsys.readouterr().err)
+    assert "[axes] learning_rate: [0.001, 0.003] there, [0.01] here" in error
+    assert "pass --extend" in error
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    # select_by is no part of a run's id: choosing again by another figure is a resume.
+    by_loss = write_spec(tmp_path, TINY_SPEC.replace('recipe = "none"',
+                                                     'recipe = "none"\nselect_by = "val_loss"'),
+                         "by-loss.toml")
+    assert grid_cli.main([str(by_loss), "--resume", str(folder), "--summary-only"]) == 0
+
+
+def test_extend_runs_the_new_spec_into_the_folder_and_keeps_both_specs(tmp_path, stand_in):
+    folder = _grid_folder(tmp_path)
+    other = write_spec(tmp_path, OTHER_SPEC, "other.toml")
+    assert grid_cli.main([str(other), "--resume", str(folder), "--extend"]) == 0
+    assert (folder / SPEC_FILE).read_text() == OTHER_SPEC
+    assert (folder / "grid-spec.1.toml").read_text() == TINY_SPEC
+    rates = [r["grid_point"]["learning_rate"] for r in read_records(folder)]
+    assert sorted(rates) == [1e-3, 3e-3, 1e-2]  # the earlier runs kept, the new one added
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    assert summary["runs"]["planned"] == 1 and summary["axes"] == {"learning_rate": [1e-2]}
+
+
+# --- grid size ---------------------------------------------------------------------------------
+
+def test_a_huge_grid_is_refused_before_any_point_is_made():
+    axes = {"learning_rate": "1e-{}", "weight_decay": "1e-{}", "epsilon": "1e-{}",
+            "momentum": "0.{}5", "lr_gamma": "0.{}5", "eval_batch_size": "{}"}
+    lines = "\n".join(f"{axis} = [{', '.join(form.format(i) for i in range(1, 11))}]"
+                      for axis, form in axes.items())
+    text = TINY_SPEC.replace("learning_rate = [1e-3, 3e-3]", lines)
+    started = time.perf_counter()
+    with pytest.raises(ValueError) as refused:
+        parse_spec(text, "huge.toml")
+    assert time.perf_counter() - started < 5  # 35 s and 1.7 GB before
+    message = str(refused.value)
+    assert "\n" not in message and f"more than the {MAX_RUNS:,} one spec may plan" in message
+    assert "10 learning_rate × 10 weight_decay" in message and "1,000,000 points" in message
+
+
+def test_points_are_made_one_at_a_time():
+    values = ", ".join(f"{i}e-4" for i in range(1, 51))
+    spec = parse_spec(TINY_SPEC.replace("learning_rate = [1e-3, 3e-3]",
+                                        f"learning_rate = [{values}]\nweight_decay = [{values}]"),
+                      "big.toml")
+    assert spec.runs == 2500 <= MAX_RUNS
+    assert inspect.isgenerator(spec.points()) and inspect.isgenerator(spec.cells())
+    assert sum(1 for _ in spec.points()) == 2500

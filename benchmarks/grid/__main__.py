@@ -4,13 +4,15 @@
     python -m benchmarks.grid study.toml --jobs 2              # quality only: shared cores
     python -m benchmarks.grid study.toml --executor ray --address auto
     python -m benchmarks.grid study.toml --resume reports/20261201-120000-synthetic-grid
+    python -m benchmarks.grid wider.toml --resume reports/20261201-120000-synthetic-grid --extend
     python -m benchmarks.grid search.toml                      # a spec with [search]: Optuna
 
 Exit status: 0 when every run succeeded; 1 when a run failed (its record says why; rerun
 with --resume to retry it); 2 for bad input (one line naming the problem and the spec's
-line, nothing written), a spec whose every run (a search: every trial) is already done, a
-grid folder another driver holds, an executor that cannot start, or a search without
-Optuna installed; 130 after Ctrl-C and 143 after SIGTERM (what finished is recorded and
+line, nothing written), a --resume with another spec than the folder ran (without
+--extend), a spec whose every run (a search: every trial) is already done, a grid folder
+another driver holds, an executor that cannot start, or a search without Optuna
+installed; 130 after Ctrl-C and 143 after SIGTERM (what finished is recorded and
 reported: --resume completes it). docs/grids.md says more.
 """
 
@@ -42,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="complete the grid folder DIR: runs recorded ok there are "
                              "skipped, missing and failed ones run")
+    parser.add_argument("--extend", action="store_true",
+                        help="with --resume: the spec may differ from the one the folder ran "
+                             "(say, more values on an axis): its runs not yet recorded run "
+                             "into the folder, grid.json and the report describe it, and the "
+                             "earlier spec stays as grid-spec.<N>.toml. Without it, a "
+                             "different spec is refused")
     parser.add_argument("--summary-only", action="store_true",
                         help="with --resume: run nothing, choose again from the folder's "
                              "records (after changing select_by) and rewrite grid.json, the "
@@ -82,7 +90,10 @@ def _main(argv: list[str] | None) -> int:
         else:
             executor = LocalExecutor(args.jobs)
         run = run_search if spec.search is not None else run_study
-        folder, summary = run(spec, args.out, args.resume, executor, _say, args.summary_only)
+        if args.extend and args.resume is None:
+            raise ValueError("--extend needs --resume DIR: the grid folder to extend")
+        folder, summary = run(spec, args.out, args.resume, executor, _say, args.summary_only,
+                              args.extend)
     except KeyboardInterrupt:
         print(f"interrupted ({stop_name()}): what finished is recorded and reported; complete "
               "it with --resume", file=sys.stderr)
