@@ -27,7 +27,9 @@ taken under load". Normalised speed, memory and quality figures are judged as us
 A run (same backend, model, dataset, fold and seed) that was ok in A and did not succeed in
 B is a regression too. A run present in only one of them is listed, not judged: the grids
 differ. With `--fail-on-regression` the exit status is 1 when there is a regression and 0
-otherwise; 2 means unusable input. `--profile ci` swaps the defaults for the CI check's
+otherwise; 2 means unusable input, or (with `--fail-on-regression`) two reports with
+nothing in common to judge: no shared run, no (dataset, model, backend) measured on both
+sides. `--profile ci` swaps the defaults for the CI check's
 (CI_THRESHOLDS: judge normalised speed and anonymous memory, show the rest); explicit threshold
 options still win.
 
@@ -90,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         comparison = compare_records(read_records(args.a), read_records(args.b), thresholds)
     except ValueError as error:  # bad thresholds, or a ResultsFileError naming the fix
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.fail_on_regression and not comparison.matched:
+        print(f"error: nothing to compare: {args.a} and {args.b} share no run and no "
+              "(dataset, model, backend) measured on both sides, so no regression could be "
+              "found: compare reports of the same models and datasets", file=sys.stderr)
         return 2
     print(render(comparison, str(args.a), str(args.b), markdown=args.markdown), end="")
     return 1 if args.fail_on_regression and comparison.regressions else 0

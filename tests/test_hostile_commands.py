@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -23,11 +24,11 @@ import numpy as np
 import pytest
 
 from backends.base import TrainConfig
-from benchmarks import console, run
+from benchmarks import compare, console, run
 from benchmarks.explain import _relative_difference
 from benchmarks.grid import __main__ as grid_cli
 from benchmarks.grid.driver import SPEC_FILE
-from benchmarks.grid.spec import MAX_RUNS, parse_spec
+from benchmarks.grid.spec import MAX_RUNS, load_spec, parse_spec
 from benchmarks.grid.study import SUMMARY_FILE
 from benchmarks.record import schema
 from benchmarks.record.schema import record_header
@@ -35,6 +36,7 @@ from benchmarks.record.store import read_records
 from benchmarks.report.artifacts import described_difference
 from benchmarks.runner import grid, harness
 from benchmarks.runner.config import RunSpec
+from benchmarks.runner.recipe import MAX_TOML_BYTES, load_recipe
 from tests.grid_specs import TINY_SPEC, write_spec
 from tests.report_fixtures import make_record, write_results
 
@@ -297,3 +299,82 @@ def test_points_are_made_one_at_a_time():
     assert spec.runs == 2500 <= MAX_RUNS
     assert inspect.isgenerator(spec.points()) and inspect.isgenerator(spec.cells())
     assert sum(1 for _ in spec.points()) == 2500
+
+
+# --- recipes and specs: regular files of a bounded size and depth ------------------------------
+
+def _refused_within(seconds: float, call) -> str:
+    """The ValueError `call` raises, within `seconds` (a FIFO blocked for ever before)."""
+    outcome: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            call()
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still reading after {seconds} s"
+    assert isinstance(outcome[0], ValueError), outcome[0]
+    return str(outcome[0])
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: os.mkfifo(p), "is not a regular file"),
+    (lambda p: p.symlink_to("/dev/zero"), "is not a regular file"),
+    (lambda p: p.mkdir(), "is not a regular file"),
+    (lambda p: p.write_bytes(b"# x\n" * (MAX_TOML_BYTES // 4 + 1)), "is larger than 65,536"),
+    (lambda p: p.write_bytes(b"[train]\nepochs = 6 \xff\n"), "is not UTF-8 text (byte 0xff"),
+    (lambda p: p.write_text("[train]\nx = " + "[" * 1000 + "]" * 1000 + "\n"),
+     "nests tables and arrays more than 8 deep"),
+    (lambda p: p.write_text("[train]\nx = " + "{a = " * 20 + "1" + "}" * 20 + "\n"),
+     "nests tables and arrays more than 8 deep"),
+])
+def test_a_file_that_is_no_recipe_is_one_line_at_once(tmp_path, make, expected):
+    path = tmp_path / "recipe.toml"
+    make(path)
+    message = _refused_within(10, lambda: load_recipe(path))
+    assert expected in message and "\n" not in message
+    assert expected in _refused_within(10, lambda: load_spec(path))
+
+
+def test_a_huge_value_is_quoted_short(tmp_path):
+    path = tmp_path / "recipe.toml"
+    path.write_text(f'[train]\noptimizer = "{"x" * 60_000}"\n')
+    message = _refused_within(10, lambda: load_recipe(path))
+    assert "optimizer must be one of" in message and len(message) < 400
+
+
+def test_a_grid_spec_nested_a_thousand_deep_is_one_line_and_exit_2(tmp_path, capsys):
+    spec = write_spec(tmp_path, TINY_SPEC.replace("learning_rate = [1e-3, 3e-3]",
+                                                  "learning_rate = " + "[" * 1000 + "]" * 1000))
+    assert grid_cli.main([str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert "nests tables and arrays more than 8 deep" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+# --- compare: nothing in common is no pass -----------------------------------------------------
+
+def test_fail_on_regression_with_nothing_in_common_is_one_line_and_exit_2(tmp_path, capsys):
+    a = write_results(tmp_path / "a", [make_record("tf", "proposed_cnn", 0)])
+    b = write_results(tmp_path / "b", [make_record("tf", "sanet", 0)])
+    assert compare.main([str(a), str(b), "--fail-on-regression"]) == 2
+    captured = capsys.readouterr()
+    assert _one_line(captured.err).startswith("error: nothing to compare") and not captured.out
+    assert compare.main([str(a), str(b)]) == 0  # shown, not judged
+    assert compare.main([str(a), str(a), "--fail-on-regression"]) == 0
+
+
+# --- the current folder cannot shadow the suite's packages ----------------------------------
+
+def test_a_datasets_folder_in_the_current_folder_is_not_imported(tmp_path):
+    shadow = tmp_path / "datasets"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text('raise ImportError("the wrong datasets package")\n')
+    process = _python("-m", "benchmarks.run", "--list-models", cwd=tmp_path,
+                      env={"PYTHONPATH": str(ROOT)})
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    assert b"proposed_cnn" in out

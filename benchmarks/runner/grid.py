@@ -33,6 +33,7 @@ from backends.init import INIT_MODES
 from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import visible_gpu
 from benchmarks.ci.faults import InjectedFaults, injected_faults
+from benchmarks.messages import quoted
 from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
 from benchmarks.record.store import (
     RESULTS_FILE,
@@ -60,6 +61,9 @@ from datasets.synthetic import generate as generate_synthetic
 # states them with the options.
 MAX_EPOCHS = 1000
 MAX_SEEDS = 100
+# Leave-one-subject-out on the largest subject set here (CK+, 123 people) is 123 folds; the
+# list of folds is made when the grid is, so a billion would exhaust memory first.
+MAX_FOLDS = 1000
 # 16 is the synthetic faces' smallest; at 256 the card models train on a GPU in minutes,
 # while at 5000 one synthetic subject took 396 s and 13 GB to draw.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
@@ -88,9 +92,9 @@ def check_int(name: str, value: Any, low: int, high: int, why: str) -> None:
     """Raises ValueError ("name must be an integer ≥ low. Received: name=…") unless
     `value` is an integer in [low, high]; `why` says what bounds it above."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer ≥ {low}. Received: {name}={value!r}")
+        raise ValueError(f"{name} must be an integer ≥ {low}. Received: {name}={quoted(value)}")
     if value > high:
-        raise ValueError(f"{name} must be ≤ {high} ({why}). Received: {name}={value!r}")
+        raise ValueError(f"{name} must be ≤ {high} ({why}). Received: {name}={quoted(value)}")
 
 
 def _model_fits(model: str, image_size: int) -> bool:
@@ -266,6 +270,7 @@ class Grid:
             return [None]
         if self.folds < 2:
             raise ValueError(f"folds must be ≥ 2. Received: folds={self.folds}")
+        check_int("folds", self.folds, 2, MAX_FOLDS, "more than any dataset here has people")
         if self.fold is None:
             return list(range(self.folds))
         if not 0 <= self.fold < self.folds:
