@@ -242,3 +242,15 @@ def test_compare_prints_no_control_character_and_no_markdown_link(tmp_path, caps
     markdown = render(compare_records([ok], [{**failed_record("tf", "proposed_cnn", 1),
                                               "error": HOSTILE_TEXT}]), "A", "B", markdown=True)
     assert "\\[click\\](javascript" in markdown and "![pixel](" not in markdown
+
+
+@pytest.mark.parametrize("grid_json", ['{"select_by": 5, "choices": "x"}', "[" * 100_000,
+                                       '{"choices": []}'])
+def test_a_grid_json_of_another_shape_is_one_line_and_exit_2(tmp_path, capsys, grid_json):
+    folder = write_results(tmp_path, [make_record("tf", "proposed_cnn", 0)])
+    (folder / "grid.json").write_text(grid_json)
+    assert report_cli.main([str(folder)]) == 2  # a traceback from deep in the report before
+    error = _one_line(capsys.readouterr().err)
+    assert "grid.json is unreadable or not what benchmarks.grid writes" in error
+    assert "--summary-only" in error
+    assert sorted(p.name for p in folder.iterdir()) == ["grid.json", RESULTS_FILE]

@@ -521,17 +521,7 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
     grid = data.grid
     if grid is None:
         return None
-    select_by, runs = grid["select_by"], grid["runs"]
-    points = max((len(c["points"]) for c in grid["choices"]), default=0)
-    note = (f"Chosen on validation only: each (model, backend) takes the configuration with "
-            f"the {'lowest' if select_by == 'val_loss' else 'highest'} {select_by} averaged "
-            f"over its folds and seeds, among the {points} configurations tried "
-            f"({runs['ok']} of {runs['planned']} runs ok; spec {grid['spec']}). The rest of "
-            "this report holds the chosen configurations' runs only; their test figures were "
-            "read after the choice. Chosen configurations: mean ± half-width of the 95% "
-            "t-interval over their runs. Per axis: the mean over every run at that value, "
-            "± the 95% t-interval over the seeds and folds (n), the other axes averaged "
-            "within each.")
+    select_by = grid["select_by"]
     figure = None
     if draw:
         png = plots.study_chart(study.chart_panels(grid), select_by)
@@ -541,14 +531,7 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
                       "its 95% t-interval over the seeds and folds); a ring marks the chosen "
                       "configuration's value.",
                       png)
-    if "search" in grid:
-        search = grid["search"]
-        note += (f" A {search['sampler']} search of {search['trials']} trials"
-                 + (", a trial pruned after its first run where that run's per-epoch "
-                    "figure was worse than the median of the complete trials' first runs"
-                    if search["pruning"] else "")
-                 + ": the configurations tried are its complete trials.")
-    return StudyView(note=note, choices=study.choice_rows(grid),
+    return StudyView(note=study.choice_note(grid), choices=study.choice_rows(grid),
                      agreement=study.agreement_lines(grid), axes=study.axis_rows(grid),
                      figure=figure, trials=study.trial_rows(grid))
 
