@@ -218,7 +218,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
 
     Raises:
         CheckpointError: the file is missing, is neither format, is refused by
-            `weights_only`, or holds the tensors of no supported architecture.
+            `weights_only`, holds tensors that are not floating point or values that are
+            not finite (NaN, Inf: a run would train on them and fail only at its end), or
+            holds the tensors of no supported architecture.
     """
     path = Path(path)
     if not path.is_file():
@@ -232,13 +234,21 @@ def read_checkpoint(path: Path) -> Checkpoint:
             saved = read_weights(path)
         except WeightsError as error:
             raise CheckpointError(f"{error}; expected {EXPECTED}") from None
-        return Checkpoint(path, FER_BENCH, saved.meta.model, saved.weights, digest, size,
-                          tuple(saved.meta.input_shape))
-    state = _torch_state_dict(path)
-    architecture = _torchvision_architecture(path, set(state))
-    names = torchvision_keys(architecture)
-    return Checkpoint(path, TORCHVISION, architecture,
-                      {names[key]: value for key, value in state.items()}, digest, size)
+        checkpoint = Checkpoint(path, FER_BENCH, saved.meta.model, saved.weights, digest,
+                                size, tuple(saved.meta.input_shape))
+    else:
+        state = _torch_state_dict(path)
+        architecture = _torchvision_architecture(path, set(state))
+        names = torchvision_keys(architecture)
+        checkpoint = Checkpoint(path, TORCHVISION, architecture,
+                                {names[key]: value for key, value in state.items()}, digest,
+                                size)
+    broken = sorted(name for name, value in checkpoint.arrays.items()
+                    if not np.isfinite(value).all())
+    if broken:
+        raise CheckpointError(f"{path}: {_few(broken)} hold NaN or Inf: no weights to start "
+                              f"from; expected {EXPECTED}")
+    return checkpoint
 
 
 def _sha256(path: Path) -> str:
@@ -304,8 +314,16 @@ def _torch_state_dict(path: Path) -> dict[str, np.ndarray]:
     if wrong:
         raise CheckpointError(f"{path}: entries {_few(wrong)} are not tensors: not a state_dict; "
                               f"expected {EXPECTED}")
-    return {key: value.detach().to(torch.float32).numpy().copy() for key, value in state.items()
-            if not key.endswith("num_batches_tracked")}
+    state = {key: value for key, value in state.items()
+             if not key.endswith("num_batches_tracked")}
+    # Weights are real floating point: an integer (quantised) or complex tensor cast to
+    # float32 would be other weights, or lose its imaginary part, without a word.
+    wrong = sorted(f"{key} ({value.dtype})".replace("torch.", "")
+                   for key, value in state.items() if not value.is_floating_point())
+    if wrong:
+        raise CheckpointError(f"{path}: tensors {_few(wrong)} are not floating point: not "
+                              f"weights this suite reads; expected {EXPECTED}")
+    return {key: value.detach().to(torch.float32).numpy().copy() for key, value in state.items()}
 
 
 # --- fitting a checkpoint to a model ------------------------------------------------------

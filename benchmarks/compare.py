@@ -27,7 +27,9 @@ taken under load". Normalised speed, memory and quality figures are judged as us
 A run (same backend, model, dataset, fold and seed) that was ok in A and did not succeed in
 B is a regression too. A run present in only one of them is listed, not judged: the grids
 differ. With `--fail-on-regression` the exit status is 1 when there is a regression and 0
-otherwise; 2 means unusable input. `--profile ci` swaps the defaults for the CI check's
+otherwise; 2 means unusable input, or (with `--fail-on-regression`) two reports with
+nothing in common to judge: no shared run, no (dataset, model, backend) measured on both
+sides. `--profile ci` swaps the defaults for the CI check's
 (CI_THRESHOLDS: judge normalised speed and anonymous memory, show the rest); explicit threshold
 options still win.
 
@@ -48,6 +50,7 @@ from benchmarks.analysis.comparison import (
     render,
 )
 from benchmarks.ci.thresholds import CI_THRESHOLDS
+from benchmarks.console import run_command
 from benchmarks.record.store import read_records
 
 PROFILES = {"default": DEFAULT_THRESHOLDS, "ci": CI_THRESHOLDS}
@@ -90,9 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # bad thresholds, or a ResultsFileError naming the fix
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.fail_on_regression and not comparison.matched:
+        print(f"error: nothing to compare: {args.a} and {args.b} share no run and no "
+              "(dataset, model, backend) measured on both sides, so no regression could be "
+              "found: compare reports of the same models and datasets", file=sys.stderr)
+        return 2
     print(render(comparison, str(args.a), str(args.b), markdown=args.markdown), end="")
     return 1 if args.fail_on_regression and comparison.regressions else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

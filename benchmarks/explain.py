@@ -7,12 +7,14 @@ there Grad-CAM on the last convolutional stage (of each image's true class) and 
 feature maps of every stage (`Backend.grad_cam`, `Backend.feature_maps`). It writes into
 `RUN_DIR/explain/`: per run a Grad-CAM figure (both frameworks' overlays side by side)
 and a feature-map grid (one image, every stage), and `explain.json`, which lists them with
-how far the two frameworks' maps lie apart (docs/design.md §9); then it rebuilds the
-report, which embeds them.
+how far the two frameworks' maps lie apart (docs/design.md §9; a map holding NaN or Inf
+is reported as not finite, never as agreeing); then it rebuilds the report, which embeds
+them.
 
 Exit status: 0 when written; 2 for bad input (no results, no saved weights, a weights
-file missing, damaged or for another model or shape), with one line naming the file and
-the problem; 1 when the files could not be written.
+file missing, damaged or for another model or shape, a record naming a file outside the
+folder or a run id that would), with one line naming the file and the problem, nothing
+written; 1 when the files could not be written.
 """
 
 from __future__ import annotations
@@ -27,10 +29,19 @@ from typing import Any
 import numpy as np
 
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
+from benchmarks.console import run_command
 from benchmarks.record import schema
 from benchmarks.record.store import WEIGHTS_DIR, ResultsFileError, read_records, results_path
 from benchmarks.report import gallery
-from benchmarks.report.artifacts import EXPLAIN_DIR, SUMMARY_FILE, explained_runs, test_images
+from benchmarks.report.artifacts import (
+    EXPLAIN_DIR,
+    SUMMARY_FILE,
+    artifact_path,
+    described_difference,
+    explained_runs,
+    test_images,
+    weights_path,
+)
 
 SAMPLES_PER_CLASS = 2
 SAMPLE_SEED = 0
@@ -54,8 +65,14 @@ def sample_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
     return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
 
 
-def _relative_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a − b| over each map, as a share of that map's range; the worst over maps."""
+def _relative_difference(a: np.ndarray, b: np.ndarray) -> float | None:
+    """max |a − b| over each map, as a share of that map's range; the worst over maps.
+
+    None when a map holds NaN or Inf: it has no distance to the other, and the masking
+    below would otherwise drop it and report the rest as agreeing.
+    """
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return None
     axes = tuple(range(1, a.ndim))
     spread = a.max(axis=axes) - a.min(axis=axes)
     difference = np.abs(a - b).max(axis=axes)
@@ -80,12 +97,14 @@ def explain_run(folder: Path, record: dict[str, Any], backends: dict[str, Any],
 
     Raises:
         WeightsError: the weights or test images are missing, damaged, or not the run's.
+        UnsafeName: the record names files, or its run id makes names, that lead out of
+            the folder.
     """
     run_id = record[schema.RUN_ID]
     data = record.get(schema.DATA) or {}
     class_names = [str(c) for c in data.get("class_names") or []]
-    saved: SavedWeights = read_weights(folder / WEIGHTS_DIR / record[schema.ARTIFACTS]
-                                       ["weights_file"])
+    files = figure_paths(folder, run_id)
+    saved: SavedWeights = read_weights(weights_path(folder, record))
     shape = data.get("image_shape")
     check_matches(saved, model=record[schema.MODEL], num_classes=len(class_names),
                   input_shape=tuple(shape) if shape else None)
@@ -99,25 +118,36 @@ def explain_run(folder: Path, record: dict[str, Any], backends: dict[str, Any],
         maps[name] = backend.grad_cam(chosen, truth)
         features[name] = backend.feature_maps(chosen[:1])
     names = list(backends)
-    feature_gap = max(_relative_difference(features[names[0]][stage], features[names[-1]][stage])
-                      for stage in features[names[0]])
-    target = folder / EXPLAIN_DIR
-    target.mkdir(exist_ok=True)
-    files = {"gradcam": f"{run_id}-gradcam.png", "features": f"{run_id}-features.png"}
+    feature_gaps = [_relative_difference(features[names[0]][stage], features[names[-1]][stage])
+                    for stage in features[names[0]]]
+    files["gradcam"].parent.mkdir(exist_ok=True)
     trained_by = saved.meta.backend
-    _write_png(target / files["gradcam"], gallery.grad_cam_figure(
+    _write_png(files["gradcam"], gallery.grad_cam_figure(
         chosen, truth, predicted, maps, class_names,
         f"{record[schema.MODEL]} (weights trained by {trained_by}): Grad-CAM of the true "
         f"class on {explained_stage(backends)}"))
-    _write_png(target / files["features"], gallery.feature_grid_figure(
+    _write_png(files["features"], gallery.feature_grid_figure(
         chosen[0], {stage: value[0] for stage, value in features[names[-1]].items()},
         f"{record[schema.MODEL]} (weights trained by {trained_by}): feature maps of a "
         f"{class_names[truth[0]]} test image, every stage ({names[-1]})"))
     return {"run_id": run_id, "model": record[schema.MODEL], "trained_by": trained_by,
-            "frameworks": names, "samples": sample.tolist(), **files,
+            "frameworks": names, "samples": sample.tolist(),
+            **{kind: path.name for kind, path in files.items()},
             "gradcam_max_relative_difference": _relative_difference(maps[names[0]],
                                                                    maps[names[-1]]),
-            "feature_max_relative_difference": feature_gap}
+            "feature_max_relative_difference": None if None in feature_gaps
+            else max(feature_gaps)}
+
+
+def figure_paths(folder: Path, run_id: str) -> dict[str, Path]:
+    """Where a run's Grad-CAM and feature-map figures go: explain/<run id>-<kind>.png.
+
+    Raises:
+        UnsafeName: the run id would lead out of explain/ (a record edited to say
+            "../../x"), or explain/ is a link out of the folder.
+    """
+    return {kind: artifact_path(folder, EXPLAIN_DIR, f"{run_id}-{kind}.png")
+            for kind in ("gradcam", "features")}
 
 
 def explained_stage(backends: dict[str, Any]) -> str:
@@ -148,6 +178,8 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
         ResultsFileError: the results file is missing or damaged.
         WeightsError: no run saved weights, or a run's files are missing, damaged or
             not its own.
+        UnsafeName: a record names a file, or makes a figure's name, outside the folder;
+            checked for every run before anything is computed or written.
     """
     from backends import create_backend
 
@@ -158,15 +190,19 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
     if not runs:
         raise WeightsError(f"{folder / WEIGHTS_DIR}: no run saved its weights (made with "
                            "--save-weights none, or every run failed)")
+    summary_path = artifact_path(folder, EXPLAIN_DIR, SUMMARY_FILE)
+    for record in runs:
+        figure_paths(folder, record[schema.RUN_ID])
+        weights_path(folder, record)
     backends = {name: create_backend(name) for name in FRAMEWORKS}
     entries = []
     for record in runs:
         entry = explain_run(folder, record, backends, per_class, seed)
         on_line(f"{entry['run_id']}: Grad-CAM tf vs torch max |Δ| = "
-                f"{entry['gradcam_max_relative_difference']:.1e} of the range")
+                f"{described_difference(entry['gradcam_max_relative_difference'])}")
         entries.append(entry)
     summary = {"samples_per_class": per_class, "sample_seed": seed, "runs": entries}
-    (folder / EXPLAIN_DIR / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    summary_path.write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -188,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--per-class must be ≥ 1. Received: {args.per_class}")
         explain_folder(args.location, args.per_class, args.seed)
         written = write_report(args.location)
-    except (ResultsFileError, ValueError) as error:  # WeightsError is a ValueError
+    except (ResultsFileError, ValueError) as error:  # WeightsError, UnsafeName too
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
@@ -202,4 +238,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -40,15 +40,17 @@ import numpy as np
 
 from backends.base import MissingFrameworkError, TrainConfig
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
+from benchmarks.console import run_command
 from benchmarks.record import schema
-from benchmarks.record.store import (
-    WEIGHTS_DIR,
-    ResultsFileError,
-    read_records,
-    results_path,
-    test_split_file_name,
+from benchmarks.record.store import WEIGHTS_DIR, ResultsFileError, read_records, results_path
+from benchmarks.report.artifacts import (
+    ONNX_DIR,
+    ONNX_SUMMARY_FILE,
+    artifact_path,
+    test_images,
+    test_images_path,
+    weights_path,
 )
-from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE, test_images
 from benchmarks.report.tables import text_table
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import available_cores
@@ -108,6 +110,7 @@ def report_jobs(location: Path, out: Path | None) -> tuple[Path, list[Job]]:
         ResultsFileError: the results file is missing or damaged.
         WeightsError: no run saved its weights, or a run's weights or test images are
             missing, damaged or not its own.
+        UnsafeName: a record names a file, or makes an export's name, outside the folder.
     """
     source = results_path(location)
     folder = source.parent
@@ -115,18 +118,20 @@ def report_jobs(location: Path, out: Path | None) -> tuple[Path, list[Job]]:
     if not runs:
         raise WeightsError(f"{folder / WEIGHTS_DIR}: no run saved its weights (made with "
                            "--save-weights none, or every run failed): nothing to export")
-    target = out or folder / ONNX_DIR
+    artifact_path(folder, ONNX_DIR, ONNX_SUMMARY_FILE)  # written last, refused first
     jobs = []
     for record in runs:
-        weights = folder / WEIGHTS_DIR / record[schema.ARTIFACTS]["weights_file"]
+        backend = record[schema.BACKEND]
+        # The name comes from the record: it must not lead out of the folder it goes to.
+        name = f"{record[schema.RUN_ID]}.{backend}.onnx"
+        out_path = artifact_path(out, name) if out else artifact_path(folder, ONNX_DIR, name)
+        weights = weights_path(folder, record)
         _check_weights(weights, record)
         test_images(folder, record)  # raises unless the run's own test images are there
-        split = (record.get(schema.DATA) or {}).get("split", "")
-        backend = record[schema.BACKEND]
         jobs.append(Job(
             name=record[schema.RUN_ID], weights_path=weights, framework=backend,
-            out_path=target / f"{record[schema.RUN_ID]}.{backend}.onnx",
-            images_path=folder / WEIGHTS_DIR / test_split_file_name(split), images_key="x_test",
+            out_path=out_path, images_path=test_images_path(folder, record),
+            images_key="x_test",
             train_batch_size=int((record.get(schema.CONFIG) or {}).get(
                 "batch_size", TrainConfig().batch_size)),
             threads=record.get(schema.THREADS), measure=_measure(record), record=record))
@@ -309,7 +314,8 @@ def _export_all(folder: Path | None, jobs: list[Job], no_latency: bool,
         summary = {"tolerance": tolerance, "load_average_1min": os.getloadavg()[0],
                    "exports": entries}
         (folder / ONNX_DIR).mkdir(exist_ok=True)
-        (folder / ONNX_DIR / ONNX_SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+        artifact_path(folder, ONNX_DIR, ONNX_SUMMARY_FILE).write_text(
+            json.dumps(summary, indent=1))
         from benchmarks.report import write_report
 
         for path in write_report(folder):
@@ -322,4 +328,4 @@ def _export_all(folder: Path | None, jobs: list[Job], no_latency: bool,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -18,8 +18,8 @@ record), a side-by-side table is printed (with k-fold, also each model and backe
 
 Exit status: 0 when every run succeeded; 1 when a run failed or timed out, or a record or
 the report could not be written (one line says what was kept); 2 for bad input, with one
-line saying what is wrong, and nothing written; 130 after Ctrl-C, which records the run it
-interrupted and reports what finished.
+line saying what is wrong, and nothing written; 130 after Ctrl-C and 143 after SIGTERM,
+either of which records the run it interrupted and reports what finished.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
 from backends.init import INIT_MODES
 from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, cpu_wait_share, loaded_run
+from benchmarks.console import run_command
 from benchmarks.record.schema import INTERRUPTED
 from benchmarks.record.store import TEST_SPLIT_PREFIX, WEIGHTS_DIR
 from benchmarks.runner.config import MeasureConfig
@@ -61,6 +62,7 @@ from benchmarks.runner.grid import (
     max_batch_size,
     run_grid,
 )
+from benchmarks.runner.interrupts import exit_status, stop_name, stoppable
 from benchmarks.runner.recipe import (
     AUGMENT,
     AUGMENT_SETTINGS,
@@ -449,20 +451,20 @@ def _print_results(records: list[dict[str, Any]], grid: Grid) -> None:
 
 
 def _interrupted(stop: GridInterrupted, grid: Grid) -> int:
-    """Says what an interrupted grid kept; the exit status of Ctrl-C."""
+    """Says what an interrupted grid kept; the exit status of the signal that stopped it."""
     if stop.report_dir is None:
-        print("interrupted before the first run was recorded; nothing written",
-              file=sys.stderr)
-        return 130
+        print(f"interrupted ({stop_name()}) before the first run was recorded; nothing "
+              "written", file=sys.stderr)
+        return exit_status()
     _print_results(stop.records, grid)
     finished = sum(r["status"] != INTERRUPTED for r in stop.records)
-    print(f"\ninterrupted: {finished} of {stop.planned} runs finished; results: "
+    print(f"\ninterrupted ({stop_name()}): {finished} of {stop.planned} runs finished; results: "
           f"{stop.report_dir / 'results.jsonl'}")
     if stop.reported:
         print(f"report: {stop.report_dir / 'report.html'}")
     else:
         print(f"no report: rebuild it with `python -m benchmarks.report {stop.report_dir}`")
-    return 130
+    return exit_status()
 
 
 def _warn_if_busy() -> None:
@@ -472,6 +474,11 @@ def _warn_if_busy() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with stoppable():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     if args.list_models:
         print(list_models())
@@ -484,8 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     except GridInterrupted as stop:
         return _interrupted(stop, grid)
     except KeyboardInterrupt:
-        print("interrupted while loading the data; nothing written", file=sys.stderr)
-        return 130
+        print(f"interrupted ({stop_name()}) while loading the data; nothing written",
+              file=sys.stderr)
+        return exit_status()
     except ResultsNotWritten as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -507,4 +515,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -27,7 +27,7 @@ VAL = {("tf", 1e-3, "none"): 0.50, ("tf", 1e-3, "light"): 0.55, ("tf", 3e-3, "no
 
 def _grid_records(spec):
     records = []
-    for point in spec.points:
+    for point in spec.points():
         for seed in range(2):
             for backend in ("tf", "torch"):
                 record = make_record(backend, "proposed_cnn", seed)

@@ -86,7 +86,7 @@ def test_a_range_needs_a_search_and_a_search_needs_an_axis():
     spec = parse_spec(SEARCH_SPEC, "s.toml")
     assert spec.search.trials == 4 and spec.search.pruning
     # The corners are checked before any run: every range at each end, every choice.
-    assert spec.points == ({"learning_rate": 1e-4, "augment": "none"},
+    assert tuple(spec.points()) == ({"learning_rate": 1e-4, "augment": "none"},
                            {"learning_rate": 1e-2, "augment": "light"})
     assert spec.axes_json()["learning_rate"] == {"low": 1e-4, "high": 1e-2, "log": True,
                                                  "step": None}
@@ -96,21 +96,22 @@ def test_points_cross_the_axes_and_resolve_through_the_recipe():
     text = TINY_SPEC.replace("learning_rate = [1e-3, 3e-3]",
                              'learning_rate = [1e-3, 3e-3]\naugment = ["none", "light"]')
     spec = parse_spec(text, "s.toml")
-    assert [tuple(p.values()) for p in spec.points] == [
+    assert [tuple(p.values()) for p in spec.points()] == [
         (1e-3, "none"), (1e-3, "light"), (3e-3, "none"), (3e-3, "light")]
-    trains = [grid.train["proposed_cnn"] for grid in spec.grids]
+    grids = [grid for _, grid in spec.cells()]
+    trains = [grid.train["proposed_cnn"] for grid in grids]
     assert [t.learning_rate for t in trains] == [1e-3, 1e-3, 3e-3, 3e-3]
     assert trains[0].augment != trains[1].augment and trains[0].augment == trains[2].augment
     assert all(t.epochs == 1 and t.batch_size == 8 for t in trains)  # [fixed]
     assert spec.default_value("proposed_cnn", "augment", "synthetic") == "none"
-    assert spec.grids[0].threads == 1 and spec.grids[0].save_weights == "none"
+    assert grids[0].threads == 1 and grids[0].save_weights == "none"
 
 
 def test_several_datasets_run_every_point_each_under_its_own_recipe():
     text = TINY_SPEC.replace('dataset = "synthetic"', 'datasets = ["synthetic", "ck+"]')
     spec = parse_spec(text.replace('recipe = "none"', 'recipe = "auto"'), "s.toml")
     assert spec.datasets == ("synthetic", "ck+")
-    cells = spec.cells()
+    cells = list(spec.cells())
     assert [(grid.dataset, point["learning_rate"]) for point, grid in cells] == [
         ("synthetic", 1e-3), ("synthetic", 3e-3), ("ck+", 1e-3), ("ck+", 3e-3)]
     # "auto" takes each dataset's shipped recipe; [fixed] and the point stay on top.

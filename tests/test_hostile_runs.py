@@ -390,17 +390,22 @@ def test_an_external_sigkill_is_not_called_out_of_memory(tmp_path, cache):
         assert record["error"] == "worker killed by SIGKILL"
 
 
-def _interrupt(tmp_path: Path, argv: list[str], *at: str) -> tuple[int, str, str, Path]:
-    """Runs benchmarks.run in a terminal-like process group; Ctrl-C once lines starting
-    with each of `at`, in turn, are printed.
+def _interrupt(tmp_path: Path, argv: list[str], *at: str,
+               stop=lambda process: os.killpg(process.pid, signal.SIGINT),
+               ) -> tuple[int, str, str, Path]:
+    """Runs benchmarks.run in a terminal-like process group; stops it with `stop` (Ctrl-C:
+    SIGINT to the command and its worker) once lines starting with each of `at`, in turn,
+    are printed.
 
     Returns:
         The exit status, stdout, stderr and the --out folder.
     """
     out = tmp_path / "reports"
+    (tmp_path / "tmp").mkdir()
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.run", *argv, "--out", str(out)], cwd=ROOT,
-        env={**os.environ, "FERBENCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "FERBENCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1",
+             "TMPDIR": str(tmp_path / "tmp")},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         # A shell starts background jobs with SIGINT ignored, and an ignored signal stays
         # ignored across exec: a terminal's Ctrl-C reaches the command, so restore it.
@@ -411,7 +416,7 @@ def _interrupt(tmp_path: Path, argv: list[str], *at: str) -> tuple[int, str, str
         if line.startswith(waiting_for[0]):
             waiting_for.pop(0)
         if not waiting_for:
-            os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: the command and its worker
+            stop(process)
             break
     stdout, stderr = process.communicate(timeout=120)
     return process.returncode, "".join(lines) + stdout, stderr, out
@@ -429,7 +434,25 @@ def test_ctrl_c_records_the_interrupted_run_reports_the_rest_and_exits_130(tmp_p
     assert [r["status"] for r in records] == [schema.OK, schema.INTERRUPTED]
     assert records[1]["error"] == "interrupted (Ctrl-C): worker stopped"
     assert (folder / "report.html").is_file()
-    assert "interrupted: 1 of 2 runs finished" in stdout
+    assert "interrupted (Ctrl-C): 1 of 2 runs finished" in stdout
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_command_alone_is_ctrl_c_with_exit_143(tmp_path):
+    pytest.importorskip("torch")
+    # `kill -TERM PID`, as a batch scheduler or a container stop sends it, while run 2 trains.
+    status, stdout, stderr, out = _interrupt(
+        tmp_path, [*TINY, "--seeds", "2"], "== run 2/2", "[torch proposed_cnn]",
+        stop=lambda process: process.send_signal(signal.SIGTERM))
+    assert status == 143, stderr
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    (folder,) = out.iterdir()
+    records = read_records(folder, on_warning=pytest.fail)
+    assert [r["status"] for r in records] == [schema.OK, schema.INTERRUPTED]
+    assert records[1]["error"] == "interrupted (SIGTERM): worker stopped"
+    assert (folder / "report.html").is_file()
+    assert "interrupted (SIGTERM): 1 of 2 runs finished" in stdout
+    assert not list((tmp_path / "tmp").glob("ferbench-*"))  # its temporary folders went
 
 
 def test_ctrl_c_in_the_first_run_leaves_no_empty_folder(tmp_path):

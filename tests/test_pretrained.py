@@ -181,7 +181,9 @@ def test_a_fer_bench_weights_file_loads_whole_or_with_a_new_head(tmp_path):
 def _write_bad_file(kind: str, folder, resnet18_file):
     path = folder / {"text": "notes.pt", "not-zip": "notes.txt", "refused": "training-state.pt",
                      "unknown": "resnet34ish.pth", "missing": "absent.pth",
-                     "foreign-npz": "proposed_cnn.npz", "another": "resnet18.pth"}[kind]
+                     "foreign-npz": "proposed_cnn.npz", "another": "resnet18.pth",
+                     "int8": "quantised.pth", "complex64": "complex.pth", "nan": "nan.pth",
+                     "inf-npz": "inf.npz"}[kind]
     if kind in ("text", "not-zip"):
         path.write_text("these are not weights\n")
     elif kind == "refused":
@@ -195,6 +197,19 @@ def _write_bad_file(kind: str, folder, resnet18_file):
         save_weights(path, {"block1.conv1.weight": np.zeros((32, 1, 3, 3), np.float32)}, meta)
     elif kind == "another":
         path = resnet18_file
+    elif kind in ("int8", "complex64", "nan"):
+        # Cast to float32 without a word, or trained on for a whole run, before.
+        state = torch.load(resnet18_file, weights_only=True)
+        if kind == "nan":
+            state["fc.weight"][0, 0] = float("nan")
+        else:
+            state["conv1.weight"] = state["conv1.weight"].to(getattr(torch, kind))
+        torch.save(state, path)
+    elif kind == "inf-npz":
+        meta = WeightsMeta("proposed_cnn", (SIDE, SIDE, 1), CLASSES,
+                           tuple(f"c{i}" for i in range(CLASSES)), "torch")
+        save_weights(path, {"block1.conv1.weight": np.full((32, 1, 3, 3), np.inf, np.float32)},
+                     meta)
     return path
 
 
@@ -206,6 +221,10 @@ def _write_bad_file(kind: str, folder, resnet18_file):
     ("unknown", "resnet18", "none of torchvision's resnet18, resnet50, vgg16 (closest resnet18"),
     ("another", "resnet50", "a torchvision resnet18 checkpoint, but the run builds resnet50"),
     ("foreign-npz", "resnet18", "a fer-bench proposed_cnn checkpoint, but the run builds"),
+    ("int8", "resnet18", "tensors conv1.weight (int8) are not floating point"),
+    ("complex64", "resnet18", "tensors conv1.weight (complex64) are not floating point"),
+    ("nan", "resnet18", "fc.weight hold NaN or Inf: no weights to start from"),
+    ("inf-npz", "proposed_cnn", "block1.conv1.weight hold NaN or Inf"),
 ])
 def test_a_bad_checkpoint_is_one_line_and_exit_2(kind, models, message, resnet18_file,
                                                  tmp_path, capsys):

@@ -37,7 +37,7 @@ from benchmarks.record.figures import (
     runs_frame,
     summarize_figure,
 )
-from benchmarks.report.tables import markdown_table, text_table
+from benchmarks.report.tables import markdown_escape, markdown_table, terminal_escape, text_table
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,7 @@ class Comparison:
         injected: ("A" or "B", run_id, faults) for every run measured with test-only fault
             injection (benchmarks.ci.faults): not real measurements.
         loaded: ("A" or "B", run) for every ok run whose timings are not comparable.
+        shared_runs: how many run ids both sides hold.
     """
 
     deltas: list[Delta] = field(default_factory=list)
@@ -206,6 +207,15 @@ class Comparison:
     context: list[tuple[str, str, str, str]] = field(default_factory=list)
     injected: list[tuple[str, str, str]] = field(default_factory=list)
     loaded: list[tuple[str, LoadedRun]] = field(default_factory=list)
+    shared_runs: int = 0
+
+    @property
+    def matched(self) -> bool:
+        """Whether A and B have anything in common to judge: a run both hold, or a figure
+        both measured for one (dataset, model, backend). Without, "0 regressions" would
+        only mean that nothing was compared."""
+        return self.shared_runs > 0 or any(d.a is not None and d.b is not None
+                                           for d in self.deltas)
 
     @property
     def regressions(self) -> list[str]:
@@ -340,6 +350,7 @@ def compare_records(
                 limits.get(measure.kind), loaded_sides if affected_by_load(measure) else ()))
     runs_a = {r["run_id"]: r for r in records_a}
     runs_b = {r["run_id"]: r for r in records_b}
+    comparison.shared_runs = len(runs_a.keys() & runs_b.keys())
     for run_id in dict.fromkeys([*runs_a, *runs_b]):
         a, b = runs_a.get(run_id), runs_b.get(run_id)
         a_status, b_status = (a or {}).get(schema.STATUS), (b or {}).get(schema.STATUS)
@@ -375,9 +386,18 @@ def _run_rows(comparison: Comparison) -> list[list[str]]:
 
 
 def render(comparison: Comparison, name_a: str, name_b: str, markdown: bool = False) -> str:
-    """The comparison as a text or Markdown report."""
+    """The comparison as a text or Markdown report.
+
+    Every text from the records (run ids, errors, names) and the two names passes its
+    format's escaper (`terminal_escape`, `markdown_escape`), in the tables and out of them.
+    """
     table = markdown_table if markdown else text_table
-    heading = (lambda t: f"## {t}") if markdown else (lambda t: f"{t}\n{'=' * len(t)}")
+    escape = markdown_escape if markdown else terminal_escape
+
+    def heading(title: str) -> str:
+        shown = escape(title)
+        return f"## {shown}" if markdown else f"{shown}\n{'=' * len(shown)}"
+
     parts = [heading(f"Comparison: A = {name_a}, B = {name_b}"),
              table(_DELTA_HEADERS, _delta_rows(comparison))]
     if comparison.run_changes:
@@ -395,6 +415,6 @@ def render(comparison: Comparison, name_a: str, name_b: str, markdown: bool = Fa
                   table(["side", "run", "injected"], [list(i) for i in comparison.injected])]
     regressions = comparison.regressions
     summary = (f"{len(regressions)} regression{'s' if len(regressions) != 1 else ''}"
-               + (":\n" + "\n".join(f"- {line}" for line in regressions) if regressions
-                  else "."))
+               + (":\n" + "\n".join(f"- {escape(line)}" for line in regressions)
+                  if regressions else "."))
     return "\n\n".join(parts + [summary]) + "\n"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from benchmarks.ci.corpus import DEFAULT_CORPUS, collect
 from benchmarks.ci.regression_check import DEFAULT_BASELINE, DEFAULT_REPEATS, check, write_baseline
+from benchmarks.console import run_command
 from benchmarks.record.store import ResultsFileError
 
 
@@ -69,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -4,14 +4,16 @@
     python -m benchmarks.grid study.toml --jobs 2              # quality only: shared cores
     python -m benchmarks.grid study.toml --executor ray --address auto
     python -m benchmarks.grid study.toml --resume reports/20261201-120000-synthetic-grid
+    python -m benchmarks.grid wider.toml --resume reports/20261201-120000-synthetic-grid --extend
     python -m benchmarks.grid search.toml                      # a spec with [search]: Optuna
 
 Exit status: 0 when every run succeeded; 1 when a run failed (its record says why; rerun
 with --resume to retry it); 2 for bad input (one line naming the problem and the spec's
-line, nothing written), a spec whose every run (a search: every trial) is already done,
-a grid folder another driver holds, an executor that cannot start, or a search without
-Optuna installed; 130 after Ctrl-C (what finished is recorded: --resume completes it).
-docs/grids.md says more.
+line, nothing written), a --resume with another spec than the folder ran (without
+--extend), a spec whose every run (a search: every trial) is already done, a grid folder
+another driver holds, an executor that cannot start, or a search without Optuna
+installed; 130 after Ctrl-C and 143 after SIGTERM (what finished is recorded and
+reported: --resume completes it). docs/grids.md says more.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import sys
 from pathlib import Path
 
 from backends import MissingFrameworkError
+from benchmarks.console import run_command
 from benchmarks.grid.driver import run_study, summary_table
 from benchmarks.grid.executors import EXECUTORS, LocalExecutor, RayExecutor
 from benchmarks.grid.search import import_optuna, run_search
 from benchmarks.grid.spec import load_spec
 from benchmarks.record.store import ResultsFileError
+from benchmarks.runner.interrupts import exit_status, stop_name, stoppable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="complete the grid folder DIR: runs recorded ok there are "
                              "skipped, missing and failed ones run")
+    parser.add_argument("--extend", action="store_true",
+                        help="with --resume: the spec may differ from the one the folder ran "
+                             "(say, more values on an axis): its runs not yet recorded run "
+                             "into the folder, grid.json and the report describe it, and the "
+                             "earlier spec stays as grid-spec.<N>.toml. Without it, a "
+                             "different spec is refused")
     parser.add_argument("--summary-only", action="store_true",
                         help="with --resume: run nothing, choose again from the folder's "
                              "records (after changing select_by) and rewrite grid.json, the "
@@ -65,6 +75,11 @@ def _say(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with stoppable():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = load_spec(args.spec, args.deterministic)
@@ -75,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             executor = LocalExecutor(args.jobs)
         run = run_search if spec.search is not None else run_study
-        folder, summary = run(spec, args.out, args.resume, executor, _say, args.summary_only)
+        if args.extend and args.resume is None:
+            raise ValueError("--extend needs --resume DIR: the grid folder to extend")
+        folder, summary = run(spec, args.out, args.resume, executor, _say, args.summary_only,
+                              args.extend)
     except KeyboardInterrupt:
-        print("interrupted: what finished is recorded; complete it with --resume",
-              file=sys.stderr)
-        return 130
+        print(f"interrupted ({stop_name()}): what finished is recorded and reported; complete "
+              "it with --resume", file=sys.stderr)
+        return exit_status()
     except (ValueError, MissingFrameworkError, FileNotFoundError, ResultsFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -91,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

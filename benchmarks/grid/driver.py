@@ -9,6 +9,7 @@ this process alone (`store.append_record`), whatever executor ran them.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ from benchmarks.grid.selection import (
     same_choice,
     score_points,
 )
-from benchmarks.grid.spec import SELECT_BY, GridSpec
+from benchmarks.grid.spec import SELECT_BY, GridSpec, spec_differences
 from benchmarks.grid.study import SUMMARY_FILE, agreement_lines, choice_rows, study_entries
 from benchmarks.record import schema
 from benchmarks.record.store import (
@@ -49,6 +50,7 @@ from benchmarks.runner.grid import (
     load_grid_data,
 )
 from benchmarks.runner.harness import RunInterrupted
+from benchmarks.runner.recipe import read_toml_text
 
 LOCK_FILE = ".lock"
 SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
@@ -125,11 +127,17 @@ def latest_records(folder: Path, on_line: Callable[[str], None]) -> dict[str, di
     return latest
 
 
-def prepare(spec: GridSpec, out_root: Path, resume: Path | None) -> dict:
+def prepare(spec: GridSpec, out_root: Path, resume: Path | None, extend: bool = False) -> dict:
     """Checks the folders, the frameworks and every dataset; returns the prepared data.
 
     Every dataset is read and split before the first run, so that a missing one stops the
     grid before anything is written, not hours into it.
+
+    Args:
+        spec: the checked spec.
+        out_root: parent of a new grid folder (without `resume`).
+        resume: a grid folder to complete; its spec must be `spec` (`check_resumable`).
+        extend: allow `resume` to hold another spec: `spec`'s runs are added to it.
 
     Returns:
         dataset → fold → (prepared .npz path, data facts for the records).
@@ -138,16 +146,15 @@ def prepare(spec: GridSpec, out_root: Path, resume: Path | None) -> dict:
         ValueError, MissingFrameworkError, FileNotFoundError: bad input, before anything
             is written.
     """
-    firsts: dict[str, Grid] = {}  # each dataset's first Grid: its data settings
-    for grid in spec.grids:
-        firsts.setdefault(grid.dataset, grid)
+    # Each dataset's first Grid: its data settings, which every point shares.
+    first_point = next(spec.points())
+    firsts = {dataset: spec.grid_at(first_point, dataset) for dataset in spec.datasets}
     if resume is None:
         for grid in firsts.values():
             check_folders(grid, out_root)
-    elif not (resume / SPEC_FILE).is_file():
-        raise ValueError(f"--resume {resume} is not a grid folder (it holds no {SPEC_FILE}): "
-                         "pass the folder a `python -m benchmarks.grid` run made")
-    check_ready(spec.grids[0])
+    else:
+        check_resumable(spec, resume, extend)
+    check_ready(firsts[spec.datasets[0]])
     prepared = {dataset: load_grid_data(grid)[1] for dataset, grid in firsts.items()}
     for point, grid in spec.cells():
         try:
@@ -159,9 +166,40 @@ def prepare(spec: GridSpec, out_root: Path, resume: Path | None) -> dict:
     return prepared
 
 
+def check_resumable(spec: GridSpec, folder: Path, extend: bool) -> None:
+    """Raises ValueError unless `folder` is a grid folder that ran `spec` (changes in
+    `spec.RESUMABLE_CHANGES` aside), or `extend` allows another spec.
+
+    A resume with another spec would otherwise replace the study: grid.json and the
+    report would describe the new spec only.
+    """
+    kept = folder / SPEC_FILE
+    if not kept.is_file():
+        raise ValueError(f"--resume {folder} is not a grid folder (it holds no {SPEC_FILE}): "
+                         "pass the folder a `python -m benchmarks.grid` run made")
+    differences = spec_differences(read_toml_text(kept, "grid spec", f"restore {kept}"),
+                                   spec.text, f"grid spec {kept}")
+    if differences and not extend:
+        more = f"; {len(differences) - 2} more" if len(differences) > 2 else ""
+        raise ValueError(f"grid spec {spec.source} differs from {kept}, the spec grid folder "
+                         f"{folder} ran: {'; '.join(differences[:2])}{more}: resume with that "
+                         "spec, or pass --extend to add this spec's runs to the folder (both "
+                         "specs are kept)")
+
+
+def keep_spec(spec: GridSpec, folder: Path) -> None:
+    """Writes `spec`'s text into the folder as SPEC_FILE; another spec there before (a
+    resume with --extend, or another select_by) stays beside it, as grid-spec.<N>.toml."""
+    current = folder / SPEC_FILE
+    if current.is_file() and current.read_text(encoding="utf-8") != spec.text:
+        names = (current.with_suffix(f".{n}{current.suffix}") for n in itertools.count(1))
+        os.replace(current, next(name for name in names if not name.exists()))
+    _write_atomically(current, spec.text)
+
+
 def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
-              on_line: Callable[[str], None],
-              summary_only: bool = False) -> tuple[Path, dict[str, Any]]:
+              on_line: Callable[[str], None], summary_only: bool = False,
+              extend: bool = False) -> tuple[Path, dict[str, Any]]:
     """Runs `spec`'s missing runs with `executor` into a grid folder, then chooses.
 
     Args:
@@ -172,6 +210,8 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
         on_line: receives every progress line.
         summary_only: with `resume`, run nothing: choose again from the records there
             (after a change of `select_by`, which is no part of a run's id).
+        extend: `resume` may hold another spec's runs: this spec's missing runs are added,
+            and grid.json and the report describe this spec; the other's text is kept.
 
     Returns:
         The folder and its summary (what grid.json holds).
@@ -179,13 +219,15 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
     Raises:
         ValueError: bad input (nothing written), every run already done, or the folder
             locked by another driver.
-        RunInterrupted, KeyboardInterrupt: Ctrl-C; what finished is recorded.
+        RunInterrupted, KeyboardInterrupt: Ctrl-C (or SIGTERM, `interrupts.stoppable`);
+            what finished is recorded, and grid.json and the report describe it.
     """
     if summary_only and resume is None:
         raise ValueError("--summary-only needs --resume DIR: the grid folder to choose from")
-    with grid_folder(spec, out_root, resume) as (folder, prepared):
+    with grid_folder(spec, out_root, resume, extend) as (folder, prepared):
         planned = plan(spec, prepared)
         if summary_only:
+            keep_spec(spec, folder)
             return folder, summarise(spec, folder, planned, on_line)
         done = ok_run_ids(folder, on_line)
         pending = [(point, run) for point, run in planned if run.run_id not in done]
@@ -195,20 +237,26 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
         start_writing(spec, folder, on_line)
         on_line(f"grid folder {folder}: {len(planned)} runs, {len(planned) - len(pending)} "
                 f"already recorded ok, {len(pending)} to run ({executor.describe()})")
-        run_pending(folder, pending, executor, on_line, spec.select_by)
+        try:
+            run_pending(folder, pending, executor, on_line, spec.select_by)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: what finished is chosen from and reported, as
+            # benchmarks.run reports the runs before a stop; --resume completes the grid.
+            summarise(spec, folder, planned, on_line)
+            raise
         return folder, summarise(spec, folder, planned, on_line)
 
 
 @contextmanager
-def grid_folder(spec: GridSpec, out_root: Path,
-                resume: Path | None) -> Iterator[tuple[Path, dict]]:
+def grid_folder(spec: GridSpec, out_root: Path, resume: Path | None,
+                extend: bool = False) -> Iterator[tuple[Path, dict]]:
     """Checks the input (`prepare`), then holds the grid folder's lock for the block: the
     folder `resume`, or a new one under `out_root`, made only once the checks passed.
 
     Yields:
         The folder and the prepared data (`prepare`).
     """
-    prepared = prepare(spec, out_root, resume)
+    prepared = prepare(spec, out_root, resume, extend)
     folder = resume if resume is not None else new_report_dir(
         out_root, f"{'-'.join(spec.datasets)}-grid")
     with grid_lock(folder):
@@ -223,12 +271,12 @@ def ok_run_ids(folder: Path, on_line: Callable[[str], None]) -> set[str]:
 
 def start_writing(spec: GridSpec, folder: Path, on_line: Callable[[str], None]) -> None:
     """Before the first record of this driver: cuts a record a kill cut off mid-write, and
-    keeps the spec (verbatim) in the folder."""
+    keeps the spec (verbatim) in the folder (`keep_spec`)."""
     cut = cut_torn_tail(folder)
     if cut:
         on_line(f"warning: cut {cut} bytes of a record cut off mid-write from "
                 f"{folder / RESULTS_FILE}; its run runs again")
-    _write_atomically(folder / SPEC_FILE, spec.text)
+    keep_spec(spec, folder)
 
 
 def run_pending(folder: Path, pending: list[tuple[dict[str, Any], RunSpec]], executor,
@@ -319,7 +367,7 @@ def build_summary(spec: GridSpec, records: list[dict[str, Any]], planned: int,
         planned: how many runs the spec plans.
         points: the points to choose among and to study (default: the spec's).
     """
-    points = spec.points if points is None else points
+    points = list(spec.points()) if points is None else points
     scores = score_points(records, spec.select_by, points)
     chosen = choose(scores, SELECT_BY[spec.select_by])
     choices = []

@@ -43,6 +43,7 @@ from typing import Any
 
 from benchmarks.grid.driver import (
     grid_folder,
+    keep_spec,
     latest_records,
     plan_point,
     run_pending,
@@ -152,8 +153,8 @@ def replay(optuna, study, spec: GridSpec, dists: dict[str, Any],
 
 
 def run_search(spec: GridSpec, out_root: Path, resume: Path | None, executor,
-               on_line: Callable[[str], None],
-               summary_only: bool = False) -> tuple[Path, dict[str, Any]]:
+               on_line: Callable[[str], None], summary_only: bool = False,
+               extend: bool = False) -> tuple[Path, dict[str, Any]]:
     """Runs the search `spec` into a grid folder (a new one, or `resume`), then chooses.
 
     Args:
@@ -164,6 +165,7 @@ def run_search(spec: GridSpec, out_root: Path, resume: Path | None, executor,
         executor: a LocalExecutor or RayExecutor.
         on_line: receives every progress line.
         summary_only: with `resume`, run nothing: choose again from the folder.
+        extend: `resume` may hold another spec's search (`driver.run_study`).
 
     Returns:
         The folder and its summary (what grid.json holds).
@@ -171,14 +173,22 @@ def run_search(spec: GridSpec, out_root: Path, resume: Path | None, executor,
     Raises:
         ValueError: Optuna missing, bad input (nothing written), every trial already
             finished, the folder locked by another driver.
-        RunInterrupted, KeyboardInterrupt: Ctrl-C; what finished is recorded.
+        RunInterrupted, KeyboardInterrupt: Ctrl-C (or SIGTERM, `interrupts.stoppable`);
+            what finished is recorded, and grid.json and the report describe it.
     """
     optuna = import_optuna()
     if summary_only and resume is None:
         raise ValueError("--summary-only needs --resume DIR: the search folder to choose from")
-    with grid_folder(spec, out_root, resume) as (folder, prepared):
-        if not summary_only:
-            _search(optuna, spec, folder, prepared, executor, on_line)
+    with grid_folder(spec, out_root, resume, extend) as (folder, prepared):
+        if summary_only:
+            keep_spec(spec, folder)
+        else:
+            try:
+                _search(optuna, spec, folder, prepared, executor, on_line)
+            except KeyboardInterrupt:
+                # As a grid's: what finished is chosen from and reported, then the stop.
+                _summarise(spec, folder, prepared, on_line)
+                raise
         return folder, _summarise(spec, folder, prepared, on_line)
 
 

@@ -42,8 +42,9 @@ problem and the line it is on.
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name
 from backends.init import INIT_MODES
 from benchmarks.grid.selection import describe_point
+from benchmarks.messages import quoted
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.grid import Grid, check_int
 from benchmarks.runner.recipe import (
@@ -115,6 +117,19 @@ AUGMENT_LEVEL_SETTING = Setting(AUGMENT, str, choices=AUGMENT_SETTINGS[LEVEL].ch
                                 help="the augmentation level")
 TRAIN_KEYS = {**TRAIN_SETTINGS, AUGMENT: AUGMENT_LEVEL_SETTING}
 MEASURE_SETTINGS = settings(MeasureConfig, {})
+
+# What a resumed folder's spec may change without --extend, as neither is part of any
+# run's id: select_by chooses again among the same runs; a search's trials says how many
+# trials to finish, so raising it searches on.
+RESUMABLE_CHANGES = ((GRID, "select_by"), (SEARCH, "trials"))
+
+# The runs one spec may plan (points × datasets × models × backends × folds × seeds; a
+# search: trials × the rest). A run is a worker process, seconds at the very least, and
+# leaves a record of up to about 30 kB (per-image test predictions: FER2013 tests 3,589
+# images), which every summary and report reads into memory whole: 10,000 runs are
+# hundreds of MB of records and more than a day of one machine. A larger study is several
+# specs, or a search.
+MAX_RUNS = 10_000
 
 SAMPLERS = ("tpe", "random")  # Optuna's TPESampler and RandomSampler
 MAX_TRIALS = 10_000
@@ -181,7 +196,7 @@ Axis = tuple[Any, ...] | Range  # listed values (a grid's, or a search's choices
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A checked grid spec: its points, and the `Grid` of each.
+    """A checked grid spec: its points, and the `Grid` of each, made as they are needed.
 
     Attributes:
         source: the file's path as given.
@@ -191,13 +206,9 @@ class GridSpec:
             is made per dataset.
         axes: axis → its values, in the file's order; or, in a search, its Range.
         fixed: [fixed]'s settings, as `Grid.explicit` takes them.
-        points: every combination of the axes' values (axis → value), first axis slowest;
-            in a search, the two corners of its space (every range at its low end and
-            every choice at its first; then the high ends and last choices), checked
-            before any run: the trials' points come from the sampler.
-        grids: the `Grid` of each (dataset, point), dataset by dataset and within each in
-            `points`' order: [fixed] and the point on top of the dataset's recipe.
         options: dataset → what its `Grid`s take besides `explicit`, for `grid_at`.
+        grid_table: the [grid] table as written, for naming a Grid error's line.
+        runs: how many runs the spec plans (a search: its trials' runs), at most MAX_RUNS.
         search: the [search] table; None for a grid.
     """
 
@@ -207,14 +218,27 @@ class GridSpec:
     datasets: tuple[str, ...]
     axes: dict[str, Axis]
     fixed: dict[str, Any]
-    points: tuple[dict[str, Any], ...]
-    grids: tuple[Grid, ...]
     options: dict[str, dict[str, Any]]
+    grid_table: dict[str, Any]
+    runs: int
     search: SearchConfig | None = None
 
-    def cells(self) -> list[tuple[dict[str, Any], Grid]]:
-        """(point, Grid) of every (dataset, point), in `grids`' order."""
-        return list(zip(self.points * len(self.datasets), self.grids, strict=True))
+    def points(self) -> Iterator[dict[str, Any]]:
+        """Every combination of the axes' values (axis → value), first axis slowest, made
+        one at a time; in a search, the two corners of its space (`corners`), checked
+        before any run: the trials' points come from the sampler."""
+        if self.search is not None:
+            yield from corners(self.axes)
+            return
+        for values in itertools.product(*self.axes.values()):
+            yield dict(zip(self.axes, values, strict=True))
+
+    def cells(self) -> Iterator[tuple[dict[str, Any], Grid]]:
+        """(point, Grid) of every (dataset, point), dataset by dataset and within each in
+        `points`' order: [fixed] and the point on top of the dataset's recipe."""
+        for dataset in self.datasets:
+            for point in self.points():
+                yield point, self.grid_at(point, dataset)
 
     def recipe(self, dataset: str) -> Recipe:
         """The recipe the runs on `dataset` resolve from."""
@@ -236,12 +260,7 @@ class GridSpec:
         """
         options = self.options[dataset or self.datasets[0]]
         return _grid_at(self.text, f"grid spec {self.source}", options, self.fixed,
-                        point, self.raw_grid)
-
-    @property
-    def raw_grid(self) -> dict[str, Any]:
-        """The [grid] table as written, for naming a Grid error's line."""
-        return parse_toml(self.text, self.source).get(GRID, {})
+                        point, self.grid_table)
 
     def axes_json(self) -> dict[str, Any]:
         """The axes as grid.json writes them: listed values, or a range's ends."""
@@ -279,7 +298,7 @@ def _table(raw: dict[str, Any], name: str, where: str, text: str) -> dict[str, A
     value = raw.get(name, {})
     if not isinstance(value, dict):
         raise ValueError(f"{where}: {name} must be a table ([{name}])"
-                         f"{line_of(text, '', name)}. Received: {name}={value!r}")
+                         f"{line_of(text, '', name)}. Received: {name}={quoted(value)}")
     return value
 
 
@@ -296,7 +315,7 @@ def _check_axes(raw: dict[str, Any], fixed: dict[str, Any], where: str, text: st
                              "averaged over, never chosen)")
         if axis not in TRAIN_KEYS:
             valid = ", ".join(k for k in TRAIN_KEYS if k not in NOT_AXES)
-            raise ValueError(f"{where}: unknown axis {axis!r} in [{AXES}]{line}; valid "
+            raise ValueError(f"{where}: unknown axis {quoted(axis)} in [{AXES}]{line}; valid "
                              f"axes: {valid}")
         if axis in fixed:
             raise ValueError(f"{where}: {axis} is both in [{FIXED}]{_line(text, FIXED, axis)}"
@@ -308,7 +327,7 @@ def _check_axes(raw: dict[str, Any], fixed: dict[str, Any], where: str, text: st
             kind = "an array of values to try" + (" or a range ({ low = …, high = … })"
                                                    if search else "")
             raise ValueError(f"{where}: [{AXES}]{line}: {axis} must be {kind}. "
-                             f"Received: {axis}={values!r}")
+                             f"Received: {axis}={quoted(values)}")
         if not values:
             raise ValueError(f"{where}: [{AXES}]{line}: axis {axis} is empty: give it at "
                              "least one value")
@@ -346,7 +365,7 @@ def _check_range(axis: str, raw: dict[str, Any], where: str, search: bool) -> Ra
     unknown = [key for key in raw if key not in RANGE_KEYS]
     missing = [key for key in ("low", "high") if key not in raw]
     if unknown or missing:
-        problem = (f"has an unknown key {unknown[0]!r}" if unknown
+        problem = (f"has an unknown key {quoted(unknown[0])}" if unknown
                    else f"lacks {' and '.join(missing)}")
         raise ValueError(f"{where}: the range of {axis} {problem}; a range takes "
                          f"{', '.join(RANGE_KEYS)} (low and high required)")
@@ -471,16 +490,27 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
         common["data_dir"] = Path(common["data_dir"])
     options = {dataset: {**common, "dataset": dataset, "recipe": recipes[dataset]}
                for dataset in datasets}
-    if search is None:
-        points = tuple(dict(zip(axes, values, strict=True))
-                       for values in itertools.product(*axes.values()))
-    else:
-        points = corners(axes)
-    grids = tuple(_grid_at(text, where, options[dataset], fixed, point, grid_raw)
-                  for dataset in datasets for point in points)
-    return GridSpec(source=source, text=text, select_by=select_by, datasets=datasets,
-                    axes=axes, fixed=fixed, points=points, grids=grids, options=options,
+    # The first point's Grid checks the settings every point shares, and counts a point's
+    # runs; the size is known before any other point is made.
+    first = _grid_at(text, where, options[datasets[0]], fixed,
+                     next(iter(corners(axes))), grid_raw)
+    points = search.trials if search is not None else math.prod(map(len, axes.values()))
+    runs = points * len(datasets) * len(first.jobs())
+    if runs > MAX_RUNS:
+        what = (f"{search.trials} trials" if search is not None else
+                " × ".join(f"{len(values)} {axis}" for axis, values in axes.items())
+                + f" = {points:,} points")
+        raise ValueError(
+            f"{where}: {runs:,} runs ({what} × {len(datasets)} dataset(s) × "
+            f"{len(first.jobs())} runs a point: models × backends × folds × seeds), more "
+            f"than the {MAX_RUNS:,} one spec may plan: split it (by dataset, model or axis), "
+            f"or search the space ([{SEARCH}] with fewer trials)")
+    spec = GridSpec(source=source, text=text, select_by=select_by, datasets=datasets,
+                    axes=axes, fixed=fixed, options=options, grid_table=grid_raw, runs=runs,
                     search=search)
+    for _ in spec.cells():  # every point's settings checked before any run, none kept
+        pass
+    return spec
 
 
 def _check_datasets(names: list[str], where: str) -> tuple[str, ...]:
@@ -494,7 +524,7 @@ def _check_datasets(names: list[str], where: str) -> tuple[str, ...]:
     repeated = sorted({d for d in datasets if datasets.count(d) > 1})
     if repeated:
         raise ValueError(f"{where}: datasets must name each one once ({', '.join(repeated)} "
-                         f"repeated). Received: datasets={names!r}")
+                         f"repeated). Received: datasets={quoted(names)}")
     return datasets
 
 
@@ -522,6 +552,37 @@ def _grid_at(text: str, where: str, options: Mapping[str, Any], fixed: Mapping[s
         at = f" at {describe_point(point)}" if table == AXES else ""
         raise ValueError(f"{where}: [{table}]{_line(text, table, key)}{at}: "
                          f"{error}") from None
+
+
+def spec_differences(kept: str, given: str, where: str) -> list[str]:
+    """What spec text `given` sets otherwise than spec text `kept`, one phrase per setting
+    ("[axes] learning_rate: [0.001, 0.003] there, [0.01] here"), RESUMABLE_CHANGES left
+    out; [] when they describe the same runs.
+
+    Args:
+        kept: the spec a grid folder ran (its grid-spec.toml).
+        given: the spec given now.
+        where: names `kept` in a message when it is no TOML.
+    """
+    before, after = _settings(parse_toml(kept, where)), _settings(parse_toml(given, where))
+    differences = []
+    for key in dict.fromkeys([*before, *after]):
+        if key in RESUMABLE_CHANGES or before.get(key, _ABSENT) == after.get(key, _ABSENT):
+            continue
+        table, name = key
+        shown = [quoted(side[key]) if key in side else "not set" for side in (before, after)]
+        differences.append(f"[{table}] {name}: {shown[0]} there, {shown[1]} here")
+    return differences
+
+
+_ABSENT = object()
+
+
+def _settings(raw: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """(table, key) → value of every setting of a parsed spec."""
+    return {(table, key): value for table, content in raw.items()
+            for key, value in (content.items() if isinstance(content, dict)
+                               else [("", content)])}
 
 
 def load_spec(path: str | Path, deterministic: bool = False) -> GridSpec:

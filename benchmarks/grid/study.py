@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks.analysis.stats import Summary, summarize
 from benchmarks.grid.selection import describe_point, format_value, validation_view
+from benchmarks.messages import shortened
 from benchmarks.record import schema
 from benchmarks.record.store import ResultsFileError
 
@@ -86,16 +87,50 @@ def read_grid_summary(folder: Path) -> dict[str, Any] | None:
     """The folder's grid.json, or None when the folder is no grid's (a plain run's).
 
     Raises:
-        ResultsFileError: grid.json is there but not JSON (one line naming the fix).
+        ResultsFileError: grid.json is there but not JSON, or not of the shape this module
+            writes (one line naming the fix).
     """
     path = Path(folder) / SUMMARY_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ResultsFileError(f"{path} is unreadable ({error}): rebuild it with `python -m "
-                         "benchmarks.grid SPEC --resume FOLDER --summary-only`") from None
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        # An edited grid.json of another shape fails here, in one line, rather than
+        # anywhere in the report: every part the report reads is read once.
+        for read in (choice_note, choice_rows, agreement_lines, axis_rows, trial_rows,
+                     chart_panels):
+            read(summary)
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError,
+            IndexError) as error:  # ValueError: not UTF-8 or not JSON, or a bad value
+        raise ResultsFileError(f"{path} is unreadable or not what benchmarks.grid writes "
+                               f"({type(error).__name__}: {shortened(str(error), 200)}): "
+                               "rebuild it with `python -m benchmarks.grid SPEC --resume "
+                               "FOLDER --summary-only`") from None
+    return summary
+
+
+def choice_note(summary: Mapping[str, Any]) -> str:
+    """How the configurations were chosen, among how many, from how many runs: the study
+    section's opening note."""
+    select_by, runs = summary["select_by"], summary["runs"]
+    points = max((len(c["points"]) for c in summary["choices"]), default=0)
+    note = (f"Chosen on validation only: each (model, backend) takes the configuration with "
+            f"the {'lowest' if select_by == 'val_loss' else 'highest'} {select_by} averaged "
+            f"over its folds and seeds, among the {points} configurations tried "
+            f"({runs['ok']} of {runs['planned']} runs ok; spec {summary['spec']}). The rest of "
+            "this report holds the chosen configurations' runs only; their test figures were "
+            "read after the choice. Chosen configurations: mean ± half-width of the 95% "
+            "t-interval over their runs. Per axis: the mean over every run at that value, "
+            "± the 95% t-interval over the seeds and folds (n), the other axes averaged "
+            "within each.")
+    if "search" in summary:
+        search = summary["search"]
+        note += (f" A {search['sampler']} search of {search['trials']} trials"
+                 + (", a trial pruned after its first run where that run's per-epoch "
+                    "figure was worse than the median of the complete trials' first runs"
+                    if search["pruning"] else "")
+                 + ": the configurations tried are its complete trials.")
+    return note
 
 
 def interval_cell(validation: Mapping[str, Any], digits: int = 4) -> str:

@@ -195,16 +195,20 @@ def read_json_lines(path: Path, on_warning: Callable[[str], None], what: str,
             if not line.strip():
                 continue
             values.append((number, json.loads(line)))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             if torn:
                 kept = (f"the {len(values)} {what} before it is" if len(values) == 1
                         else f"the {len(values)} {what}s before it are")
                 on_warning(f"{path}, line {number}: skipped an incomplete last {what} "
                            f"({len(raw)} bytes, cut off while it was written); {kept} read")
                 continue
-            problem = (f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
-                       f"{error.start + 1})" if isinstance(error, UnicodeDecodeError)
-                       else f"not valid JSON ({error.msg})")
+            if isinstance(error, UnicodeDecodeError):
+                problem = (f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                           f"{error.start + 1})")
+            elif isinstance(error, RecursionError):  # json recurses on each level
+                problem = "JSON nested too deep to read (no record nests so)"
+            else:
+                problem = f"not valid JSON ({error.msg})"
             raise ResultsFileError(f"{path}, line {number}: {problem}; the file is damaged: "
                                    f"restore it or {fix}") from None
     return values

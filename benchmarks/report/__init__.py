@@ -13,7 +13,8 @@ Reads `results.jsonl` (never modifies it) and (re)writes the derived files next 
 In a grid's folder (`python -m benchmarks.grid`, grid.json present) the report is of the
 chosen configurations' runs, with a section of the hyper-parameter study read from
 grid.json. Nothing else in the folder is touched. Text that comes from the data (class
-names, paths, error messages) is escaped in the HTML and Markdown.
+names, paths, error messages) is escaped for each file it reaches: HTML, Markdown, and in
+the CSV files what a spreadsheet would run as a formula (`benchmarks.report.tables`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from benchmarks.report.data import (
 )
 from benchmarks.report.html import render_html
 from benchmarks.report.markdown import render_markdown
+from benchmarks.report.tables import csv_text
 
 
 def _write(path: Path, text: str) -> None:
@@ -48,7 +50,7 @@ def _write(path: Path, text: str) -> None:
     """
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        partial.write_text(text, encoding="utf-8")
+        partial.write_text(text, encoding="utf-8", newline="")  # as given: CSV ends in CRLF
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -85,8 +87,8 @@ def write_report(location: Path, records: list[dict[str, Any]] | None = None) ->
     data = analyse(records, source, grid)
     written = {folder / REPORT_HTML: render_html(data, charts(data)),
                folder / REPORT_MD: render_markdown(data),
-               folder / SUMMARY_CSV: summary_frame(data).to_csv(index=False),
-               folder / RUNS_CSV: runs_frame(records).to_csv(index=False)}
+               folder / SUMMARY_CSV: csv_text(summary_frame(data)),
+               folder / RUNS_CSV: csv_text(runs_frame(records))}
     for path, text in written.items():
         _write(path, text)
     return list(written)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from backends.weights import WeightsError
+from benchmarks.console import run_command
 from benchmarks.explain import explain_folder
 from benchmarks.record.store import ResultsFileError, results_path
 from benchmarks.report import write_report
@@ -50,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

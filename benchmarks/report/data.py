@@ -23,6 +23,7 @@ from benchmarks.analysis.load import (
 )
 from benchmarks.analysis.stats import PairedTest, Summary, paired_accuracy_test
 from benchmarks.grid import study
+from benchmarks.messages import shortened
 from benchmarks.record import schema
 from benchmarks.record.figures import (
     HEADLINE,
@@ -32,7 +33,6 @@ from benchmarks.record.figures import (
     runs_frame,
     summarize_figure,
 )
-from benchmarks.record.store import WEIGHTS_DIR
 from benchmarks.report import artifacts, gallery, plots
 
 # The files a report folder holds besides results.jsonl.
@@ -259,15 +259,17 @@ def mistake_figures(data: ReportData, count: int = 12) -> list[tuple[str, str, b
     for record in artifacts.explained_runs(data.records):
         run_id = record[schema.RUN_ID]
         try:
-            probabilities = read_test_probabilities(
-                folder / WEIGHTS_DIR / record[schema.ARTIFACTS]["weights_file"])
+            probabilities = read_test_probabilities(artifacts.weights_path(folder, record))
             images, labels = artifacts.test_images(folder, record)
-        except WeightsError as error:
+        except (WeightsError, artifacts.UnsafeName) as error:
             data.gallery_notes.append(f"{run_id}: no error gallery: {error}")
             continue
-        if probabilities is None or len(probabilities) != len(labels):
-            continue
         names = [str(n) for n in (record.get(schema.DATA) or {}).get("class_names") or []]
+        # Probabilities of another shape, or labels beyond the class names, would be drawn
+        # wrong or not at all: such a run (its files edited) gets no gallery.
+        if probabilities is None or probabilities.shape != (len(labels), len(names)) or (
+                len(labels) and not 0 <= labels.min() <= labels.max() < len(names)):
+            continue
         png = gallery.mistakes_figure(images, labels, probabilities, names,
                                       f"{run_id}: the most confident mistakes", count)
         if png is not None:
@@ -277,35 +279,62 @@ def mistake_figures(data: ReportData, count: int = 12) -> list[tuple[str, str, b
     return figures
 
 
+# explain.json's key of how far the frameworks' Grad-CAM maps lie apart.
+_GRADCAM_GAP = "gradcam_max_relative_difference"
+
+
 def explanation_figures(data: ReportData) -> list[tuple[str, str, bytes]]:
     """(anchor, caption, PNG) of the Grad-CAM and feature-map figures `benchmarks.explain`
-    wrote into the folder, in its summary's order; none when it has not run."""
-    folder = data.source.parent / artifacts.EXPLAIN_DIR
-    summary_path = folder / artifacts.SUMMARY_FILE
+    wrote into the folder, in its summary's order; none when it has not run.
+
+    A figure the summary names outside explain/ (or by a link leading out of the folder),
+    or that is no PNG, is left out with a note, as is an entry that is no object.
+    """
+    folder = data.source.parent
+    try:
+        summary_path = artifacts.artifact_path(folder, artifacts.EXPLAIN_DIR,
+                                               artifacts.SUMMARY_FILE)
+    except artifacts.UnsafeName as error:
+        data.gallery_notes.append(f"no explanations: {error}")
+        return []
     if not summary_path.is_file():
         return []
     try:
-        summary = json.loads(summary_path.read_text())
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
         entries = list(summary["runs"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        data.gallery_notes.append(f"{summary_path}: unreadable ({error}); rerun "
-                                  "`python -m benchmarks.explain`")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+        # ValueError: not JSON or not UTF-8; RecursionError: nested too deep to parse.
+        data.gallery_notes.append(f"{summary_path}: unreadable ({shortened(str(error), 200)}); "
+                                  "rerun `python -m benchmarks.explain`")
         return []
     figures = []
-    for entry in entries:
-        gap = entry.get("gradcam_max_relative_difference")
-        frameworks = " and ".join(entry.get("frameworks", []))
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            data.gallery_notes.append(f"{summary_path}: run {number} is no object: left out")
+            continue
+        run_id = str(entry.get("run_id"))
+        frameworks = entry.get("frameworks")
+        frameworks = " and ".join(map(str, frameworks)) if isinstance(frameworks, list) \
+            else str(frameworks)
+        gap = (artifacts.described_difference(entry[_GRADCAM_GAP]) if _GRADCAM_GAP in entry
+               else "not recorded")
         for kind, caption in (
-                ("gradcam", f"{entry.get('run_id')}: Grad-CAM of each image's true class, "
-                            f"computed in {frameworks} from the same saved weights (trained "
-                            f"by {entry.get('trained_by')}); largest difference between "
-                            f"the frameworks' maps {gap:.1e} of a map's range. Titles: "
-                            "✓/✗ and the class the run predicted."),
-                ("features", f"{entry.get('run_id')}: the first channels of every stage's "
-                             "feature maps for one test image.")):
-            path = folder / str(entry.get(kind))
-            if path.is_file():
-                figures.append((f"{kind}-{entry.get('run_id')}", caption, path.read_bytes()))
+                ("gradcam", f"{run_id}: Grad-CAM of each image's true class, computed in "
+                            f"{frameworks} from the same saved weights (trained by "
+                            f"{entry.get('trained_by')}); largest difference between the "
+                            f"frameworks' maps: {gap}. Titles: ✓/✗ and the class the run "
+                            "predicted."),
+                ("features", f"{run_id}: the first channels of every stage's feature maps "
+                             "for one test image.")):
+            if entry.get(kind) is None:  # explain drew no such figure
+                continue
+            try:
+                path = artifacts.artifact_path(folder, artifacts.EXPLAIN_DIR, entry[kind])
+                if path.is_file():
+                    figures.append((f"{kind}-{run_id}", caption, artifacts.read_figure(path)))
+            except (artifacts.UnsafeName, OSError) as error:
+                data.gallery_notes.append(f"{summary_path}: {run_id}'s {kind} figure left "
+                                          f"out: {error}")
     return figures
 
 
@@ -492,17 +521,7 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
     grid = data.grid
     if grid is None:
         return None
-    select_by, runs = grid["select_by"], grid["runs"]
-    points = max((len(c["points"]) for c in grid["choices"]), default=0)
-    note = (f"Chosen on validation only: each (model, backend) takes the configuration with "
-            f"the {'lowest' if select_by == 'val_loss' else 'highest'} {select_by} averaged "
-            f"over its folds and seeds, among the {points} configurations tried "
-            f"({runs['ok']} of {runs['planned']} runs ok; spec {grid['spec']}). The rest of "
-            "this report holds the chosen configurations' runs only; their test figures were "
-            "read after the choice. Chosen configurations: mean ± half-width of the 95% "
-            "t-interval over their runs. Per axis: the mean over every run at that value, "
-            "± the 95% t-interval over the seeds and folds (n), the other axes averaged "
-            "within each.")
+    select_by = grid["select_by"]
     figure = None
     if draw:
         png = plots.study_chart(study.chart_panels(grid), select_by)
@@ -512,14 +531,7 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
                       "its 95% t-interval over the seeds and folds); a ring marks the chosen "
                       "configuration's value.",
                       png)
-    if "search" in grid:
-        search = grid["search"]
-        note += (f" A {search['sampler']} search of {search['trials']} trials"
-                 + (", a trial pruned after its first run where that run's per-epoch "
-                    "figure was worse than the median of the complete trials' first runs"
-                    if search["pruning"] else "")
-                 + ": the configurations tried are its complete trials.")
-    return StudyView(note=note, choices=study.choice_rows(grid),
+    return StudyView(note=study.choice_note(grid), choices=study.choice_rows(grid),
                      agreement=study.agreement_lines(grid), axes=study.axis_rows(grid),
                      figure=figure, trials=study.trial_rows(grid))
 

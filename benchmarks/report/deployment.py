@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.analysis.load import LOADED_MARK
+from benchmarks.messages import shortened
 from benchmarks.record import schema
-from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE
+from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE, UnsafeName, artifact_path
 from benchmarks.report.data import ReportData
 
 FRAMEWORKS = ("tf", "torch")
@@ -64,28 +65,43 @@ class Deployment:
 
 def read_summary(data: ReportData) -> tuple[dict[str, Any] | None, str | None]:
     """`onnx/onnx.json` of the report's folder, or None and why it is missing or unreadable."""
-    path = data.source.parent / ONNX_DIR / ONNX_SUMMARY_FILE
+    try:
+        path = artifact_path(data.source.parent, ONNX_DIR, ONNX_SUMMARY_FILE)
+    except UnsafeName as error:
+        return None, f"ONNX: {error}"
     if not path.is_file():
         return None, NOT_MEASURED
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(summary.get("exports"), list):
             raise TypeError("no list of exports")
-    except (OSError, ValueError, TypeError, AttributeError) as error:
-        return None, (f"ONNX: {path} is unreadable ({error}); rerun "
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError) as error:
+        # ValueError: not UTF-8 or not JSON; RecursionError: nested too deep to parse.
+        return None, (f"ONNX: {path} is unreadable ({shortened(str(error), 200)}); rerun "
                       "`python -m benchmarks.export` on this folder")
     return summary, None
 
 
 def _mean(values: list[float | None]) -> float | None:
-    known = [v for v in values if isinstance(v, (int, float))]
+    known = [v for v in values if _number(v) is not None]
     return sum(known) / len(known) if known else None
 
 
+def _number(value: Any) -> float | None:
+    """`value` when it is a number; None for anything else onnx.json may hold (the file is
+    read as it is found, edited or not)."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _shown(value: Any, spec: str) -> str:
+    """A figure formatted by `spec`; "—" for what is no number."""
+    number = _number(value)
+    return "—" if number is None else format(number, spec)
+
+
 def _cell(value: float | None, digits: int, mark: bool = False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.{digits}f}" + (f" {LOADED_MARK}" if mark else "")
+    shown = _shown(value, f",.{digits}f")
+    return shown + (f" {LOADED_MARK}" if mark and shown != "—" else "")
 
 
 def deployment(data: ReportData) -> Deployment:
@@ -115,15 +131,16 @@ def deployment(data: ReportData) -> Deployment:
     tolerance = summary.get("tolerance")
     parity_rows = []
     for e in exports:
-        difference = e.get("parity_max_abs_logit_diff")
-        within = (isinstance(difference, (int, float)) and isinstance(tolerance, (int, float))
+        difference = _number(e.get("parity_max_abs_logit_diff"))
+        size = _number(e.get("onnx_bytes"))
+        within = (difference is not None and _number(tolerance) is not None
                   and difference <= tolerance)
         parity_rows.append([
             str(e.get("file")), str(e.get("model")), str(e.get("exported_by")),
-            "—" if difference is None else f"{difference:.1e}",
+            _shown(difference, ".1e"),
             "yes" if within else "NO", f"{e.get('parity_images', '—')} ({e.get('parity_on')})",
             str(e.get("provider") or e.get("error") or "not timed"),
-            "—" if not e.get("onnx_bytes") else f"{e['onnx_bytes'] / 1e6:.1f}"])
+            _shown(size / 1e6 if size else None, ".1f")])
     facts = [f"Parity: each export's logits against its own framework's on the same images; "
              f"tolerance {tolerance}.",
              "onnxruntime: inference only, each export timed in its own process by the "

@@ -5,8 +5,9 @@ is made (names, and bounds on every number that could exhaust the machine); `run
 checks the output and cache folders, loads the data once, checks the batch size against
 the training split, then runs each job in a fresh worker process, appends every record
 (failed, timed-out and interrupted runs included) to a new report folder's results.jsonl,
-made at the first record, and writes the report next to it. Ctrl-C stops the grid: the
-run it interrupted is recorded as such, and what finished is reported.
+made at the first record, and writes the report next to it. Ctrl-C (or SIGTERM, within
+`interrupts.stoppable`) stops the grid: the run it interrupted is recorded as such, and
+what finished is reported.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from backends.init import INIT_MODES
 from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import visible_gpu
 from benchmarks.ci.faults import InjectedFaults, injected_faults
+from benchmarks.messages import quoted
 from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
 from benchmarks.record.store import (
     RESULTS_FILE,
@@ -48,6 +47,7 @@ from benchmarks.report import write_report
 from benchmarks.runner.config import MeasureConfig, RunSpec
 from benchmarks.runner.env import SUITE_ROOT, available_cores
 from benchmarks.runner.harness import RunInterrupted, prepare_data, run_in_worker
+from benchmarks.runner.interrupts import deferred, stop_name
 from benchmarks.runner.recipe import NO_RECIPE, Recipe
 from benchmarks.runner.worker import TRAIN_FLOPS_MULTIPLIER
 from datasets import check_dataset_name, default_data_dir, load_dataset
@@ -61,6 +61,9 @@ from datasets.synthetic import generate as generate_synthetic
 # states them with the options.
 MAX_EPOCHS = 1000
 MAX_SEEDS = 100
+# Leave-one-subject-out on the largest subject set here (CK+, 123 people) is 123 folds; the
+# list of folds is made when the grid is, so a billion would exhaust memory first.
+MAX_FOLDS = 1000
 # 16 is the synthetic faces' smallest; at 256 the card models train on a GPU in minutes,
 # while at 5000 one synthetic subject took 396 s and 13 GB to draw.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
@@ -89,9 +92,9 @@ def check_int(name: str, value: Any, low: int, high: int, why: str) -> None:
     """Raises ValueError ("name must be an integer ≥ low. Received: name=…") unless
     `value` is an integer in [low, high]; `why` says what bounds it above."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer ≥ {low}. Received: {name}={value!r}")
+        raise ValueError(f"{name} must be an integer ≥ {low}. Received: {name}={quoted(value)}")
     if value > high:
-        raise ValueError(f"{name} must be ≤ {high} ({why}). Received: {name}={value!r}")
+        raise ValueError(f"{name} must be ≤ {high} ({why}). Received: {name}={quoted(value)}")
 
 
 def _model_fits(model: str, image_size: int) -> bool:
@@ -267,6 +270,7 @@ class Grid:
             return [None]
         if self.folds < 2:
             raise ValueError(f"folds must be ≥ 2. Received: folds={self.folds}")
+        check_int("folds", self.folds, 2, MAX_FOLDS, "more than any dataset here has people")
         if self.fold is None:
             return list(range(self.folds))
         if not 0 <= self.fold < self.folds:
@@ -435,7 +439,8 @@ class ResultsNotWritten(RuntimeError):
 
 
 class GridInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the grid; what finished, and the run it interrupted, are recorded.
+    """Ctrl-C or SIGTERM stopped the grid; what finished, and the run it interrupted, are
+    recorded.
 
     Attributes:
         report_dir: the report folder; None when no record was kept.
@@ -449,25 +454,6 @@ class GridInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted after {len(records)} of {planned} runs")
         self.report_dir, self.records = report_dir, records
         self.planned, self.reported = planned, reported
-
-
-@contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Holds a Ctrl-C back until the block is done, then delivers it.
-
-    So a record written to the results file is also among the records reported.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # Python runs signal handlers in the main thread only: none can strike here.
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            signal.raise_signal(signal.SIGINT)
 
 
 class _Results:
@@ -497,11 +483,11 @@ class _Results:
             ResultsNotWritten: the folder or the record could not be written; the records
                 kept before are intact, and a folder made for this record is removed.
         """
-        with _interrupts_deferred():
+        with deferred():
+            first = self.folder is None
             try:
-                if self.folder is None:
+                if first:
                     self.folder = new_report_dir(self.out_root, self.dataset)
-                    self.on_line(f"results → {self.folder / RESULTS_FILE}")
                 if weights is not None:
                     self._keep_weights(weights, test_split)
                 append_record(self.folder, record)
@@ -519,6 +505,9 @@ class _Results:
                 raise ResultsNotWritten(f"{reason}; nothing was recorded: free space, then "
                                         "rerun") from error
             self.records.append(record)
+        # Said once the record is written: output that fails can no longer cost it.
+        if first:
+            self.on_line(f"results → {self.folder / RESULTS_FILE}")
 
     def _keep_weights(self, weights: Path, test_split: tuple[Path, str] | None) -> None:
         """Moves a run's weights file into WEIGHTS_DIR, with its split's test images."""
@@ -591,7 +580,7 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
                 record, interrupted = stop.record, True
             except KeyboardInterrupt:
                 # The run was announced, but its worker was not running yet.
-                record = failed_record(spec, "interrupted (Ctrl-C)", "", INTERRUPTED)
+                record = failed_record(spec, f"interrupted ({stop_name()})", "", INTERRUPTED)
                 interrupted = True
             if record[STATUS] != OK:
                 on_line(f"   run {record[STATUS]}: {record[ERROR]}")

@@ -19,6 +19,7 @@ import numpy as np
 from benchmarks.record.schema import ERROR, INTERRUPTED, TIMEOUT, failed_record
 from benchmarks.runner.config import RunSpec
 from benchmarks.runner.env import SUITE_ROOT
+from benchmarks.runner.interrupts import STOP_SIGNALS, stop_name
 from datasets import FaceDataset, dataset_split
 
 # Skipped files listed in each run's record (all of them are counted).
@@ -209,13 +210,16 @@ def run_process(module: str, spec_json: str, timeout_s: float | None,
         spec_path, result_path = Path(work) / "spec.json", Path(work) / "result.json"
         stderr_path = Path(work) / "stderr.txt"
         spec_path.write_text(spec_json)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The worker's progress comes back through a pipe in UTF-8, whatever encoding
+        # this process's own output has (PYTHONIOENCODING=ascii would reach the worker).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
         expired = threading.Event()
         interrupted = False
         with open(stderr_path, "w") as stderr:
             process = subprocess.Popen(
                 [sys.executable, "-m", module, str(spec_path), str(result_path)],
-                cwd=SUITE_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                cwd=SUITE_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr,
+                encoding="utf-8", errors="replace",
             )
             watchdog = None
             if timeout_s is not None:
@@ -237,7 +241,7 @@ def run_process(module: str, spec_json: str, timeout_s: float | None,
                 returncode = process.wait()
         finished = returncode == 0 and result_path.exists()
         result = json.loads(result_path.read_text()) if finished else None
-        tail = stderr_path.read_text(errors="replace").splitlines()[-40:]
+        tail = stderr_path.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
     return ProcessExit(result, returncode, tail, interrupted, expired.is_set(), oom_kills)
 
 
@@ -272,13 +276,15 @@ def _unfinished_record(spec: RunSpec, ended: ProcessExit) -> dict[str, Any]:
     """The record of a worker that left no result, its status naming what stopped it."""
     stderr_tail = "\n".join(ended.stderr_tail)
     if ended.interrupted:
-        return failed_record(spec, "interrupted (Ctrl-C): worker stopped", stderr_tail,
+        return failed_record(spec, f"interrupted ({stop_name()}): worker stopped", stderr_tail,
                              INTERRUPTED)
     if ended.expired:
         return failed_record(
             spec, f"no result within the run time limit of {spec.timeout_s:g} s: worker "
                   "killed (hung, stopped or too slow); allow more with --run-timeout",
             stderr_tail, TIMEOUT)
-    if ended.returncode == -signal.SIGINT:
-        return failed_record(spec, "worker interrupted by SIGINT", stderr_tail, INTERRUPTED)
+    if -ended.returncode in STOP_SIGNALS:
+        # Stopped, not crashed: SIGINT or SIGTERM sent to the worker alone.
+        name = signal.Signals(-ended.returncode).name
+        return failed_record(spec, f"worker interrupted by {name}", stderr_tail, INTERRUPTED)
     return failed_record(spec, ended.failure_reason(), stderr_tail)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
+import stat
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from backends.augment import AUGMENT_LEVELS, AugmentConfig, augment_config
 from backends.base import FIELD_CHOICES, TrainConfig
 from backends.catalog import MODEL_NAMES
+from benchmarks.messages import quoted, shortened
 from datasets import DATASET_NAMES
 
 if sys.version_info >= (3, 11):
@@ -42,6 +45,14 @@ else:  # Python 3.10: the same parser, under its PyPI name
     import tomli as tomllib
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# A recipe or grid spec is written by hand (a shipped recipe takes under 2 kB), and every
+# run's record carries its recipe's text: 64 KiB is room for any, and keeps a file that is
+# no recipe from being read whole.
+MAX_TOML_BYTES = 64 * 2**10
+# Tables in tables and arrays in arrays: a recipe nests 4 deep ([models.vgg16.augment]
+# and its values), a spec's range 3. tomllib recurses on each level, into a RecursionError
+# near a thousand.
+MAX_TOML_DEPTH = 8
 AUTO, NONE = "auto", "none"  # the --recipe values that name no file
 TRAIN, AUGMENT, MODELS = "train", "augment", "models"  # the tables of a recipe file
 LEVEL = "level"  # the [augment] key naming a level
@@ -101,7 +112,8 @@ class Setting:
         return item
 
     def _wrong(self, value: Any) -> ValueError:
-        return ValueError(f"{self.name} must be {self.expected}. Received: {self.name}={value!r}")
+        return ValueError(f"{self.name} must be {self.expected}. "
+                          f"Received: {self.name}={quoted(value)}")
 
     def parse(self, text: str) -> Any:
         """Reads a command-line value (argparse's `type`; argparse checks the choices):
@@ -298,14 +310,14 @@ def checked_table(raw: Any, table: str, allowed: Mapping[str, Setting], where: s
     """
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: {table} must be a table ([{table}]){line_of(text, table)}"
-                         f". Received: {table}={raw!r}")
+                         f". Received: {table}={quoted(raw)}")
     checked = {}
     for key, value in raw.items():
         if key in subtables:
             continue
         line = line_of(text, table, key)
         if key not in allowed:
-            raise ValueError(f"{where}: unknown field {key!r} in [{table}]{line}; valid "
+            raise ValueError(f"{where}: unknown field {quoted(key)} in [{table}]{line}; valid "
                              f"fields: {', '.join(allowed)}")
         try:
             checked[key] = allowed[key].check(value)
@@ -324,11 +336,27 @@ def _naming(where: str, table: str, text: str) -> Iterator[None]:
 
 
 def parse_toml(text: str, where: str) -> dict[str, Any]:
-    """The tables of the TOML `text`; ValueError (one line, naming `where`) if it is not TOML."""
+    """The tables of the TOML `text`, nested at most MAX_TOML_DEPTH deep.
+
+    Raises:
+        ValueError: one line naming `where`: it is not TOML, or nests deeper.
+    """
+    too_deep = (f"{where} nests tables and arrays more than {MAX_TOML_DEPTH} deep; a recipe "
+                "or grid spec needs 4 at most: flatten it")
     try:
-        return tomllib.loads(text)
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{where} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib recurses per level: a 2 kB file can exhaust it
+        raise ValueError(too_deep) from None
+    levels = [(raw, 1)]
+    while levels:
+        value, depth = levels.pop()
+        if depth > MAX_TOML_DEPTH:
+            raise ValueError(too_deep)
+        inner = value.values() if isinstance(value, dict) else value
+        levels += [(item, depth + 1) for item in inner if isinstance(item, (dict, list))]
+    return raw
 
 
 def parse_recipe(text: str, source: str) -> Recipe:
@@ -356,7 +384,7 @@ def parse_recipe(text: str, source: str) -> Recipe:
     models_raw = raw.get(MODELS, {})
     if not isinstance(models_raw, dict):
         raise ValueError(f"{where}: {MODELS} must hold tables [{MODELS}.<model>]. "
-                         f"Received: {MODELS}={models_raw!r}")
+                         f"Received: {MODELS}={quoted(models_raw)}")
     models = {}
     for model, table in models_raw.items():
         name = f"{MODELS}.{model}"
@@ -382,7 +410,7 @@ def parse_recipe(text: str, source: str) -> Recipe:
 
 
 def read_toml_text(path: str | Path, what: str, fix: str) -> str:
-    """The text of the TOML file at `path`.
+    """The text of the TOML file at `path`: a regular file of at most MAX_TOML_BYTES.
 
     Args:
         path: the file.
@@ -390,13 +418,32 @@ def read_toml_text(path: str | Path, what: str, fix: str) -> str:
         fix: what to pass instead, for the message.
 
     Raises:
-        ValueError: one line, when the file is missing or unreadable.
+        ValueError: one line, when the file is missing, unreadable, not a regular file (a
+            FIFO would wait for a writer for ever, /dev/zero give bytes for ever), larger
+            than MAX_TOML_BYTES or not UTF-8.
     """
+    shown = shortened(str(path), 200)
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
-        raise ValueError(f"{what} {path} {reason}: {fix}") from None
+        # Without O_NONBLOCK, opening a FIFO waits for a writer; it is refused below.
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        reason = ("not found" if isinstance(error, FileNotFoundError)
+                  else f"unreadable ({error.strerror or type(error).__name__})")
+        raise ValueError(f"{what} {shown} {reason}: {fix}") from None
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        os.close(handle)
+        raise ValueError(f"{what} {shown} is not a regular file (a folder, a FIFO or a "
+                         f"device): {fix}")
+    with os.fdopen(handle, "rb") as stream:
+        data = stream.read(MAX_TOML_BYTES + 1)
+    if len(data) > MAX_TOML_BYTES:
+        raise ValueError(f"{what} {shown} is larger than {MAX_TOML_BYTES:,} bytes, far more "
+                         f"than any {what} holds: {fix}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} {shown} is not UTF-8 text (byte 0x{data[error.start]:02x} at "
+                         f"offset {error.start}): {fix}") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:
