@@ -27,7 +27,7 @@ from backends.base import (  # noqa: E402
 )
 from backends.init import shared_initial_weights  # noqa: E402
 from backends.schedule import epoch_batches  # noqa: E402
-from backends.tf.backend import _cross_entropy, _scale  # noqa: E402
+from backends.tf.backend import _cross_entropy, _scale, cpu_runs_bfloat16_convolutions  # noqa: E402
 from backends.tf.models import TorchBatchNormalization  # noqa: E402
 from backends.tf.optimizers import TorchOrderAdam, make_optimizer  # noqa: E402
 from backends.torch.models import _in_float32  # noqa: E402
@@ -84,18 +84,6 @@ def test_the_command_refuses_float16_on_a_cpu_with_one_line_and_exit_2(tmp_path)
     assert not any(tmp_path.iterdir())
 
 
-def _tf_runs_bfloat16_convolutions() -> bool:
-    """Whether TensorFlow's oneDNN path has a bfloat16 convolution on this CPU: it has none
-    under ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2-only CPU), where the training step aborts with
-    "could not create a primitive descriptor" (docs/design.md §10)."""
-    try:
-        tf.nn.conv2d(tf.zeros((1, 4, 4, 1), tf.bfloat16), tf.zeros((3, 3, 1, 1), tf.bfloat16),
-                     1, "SAME")
-    except tf.errors.AbortedError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("model", ["proposed_cnn",
                                    pytest.param("sanet", marks=pytest.mark.slow)])
 def test_bfloat16_trains_alike_in_both_frameworks(model):
@@ -116,7 +104,7 @@ def test_bfloat16_trains_alike_in_both_frameworks(model):
     The test also checks that bfloat16 is in effect: in each framework its losses differ
     from float32's.
     """
-    if not _tf_runs_bfloat16_convolutions():
+    if not cpu_runs_bfloat16_convolutions():
         pytest.skip("TensorFlow has no bfloat16 convolution on this CPU's oneDNN path "
                     "(an AVX2-only instruction set): nothing to compare")
     results = {(name, precision): _step_losses(name, model, precision, seed=0)
@@ -139,6 +127,11 @@ def test_bfloat16_trains_alike_in_both_frameworks(model):
 def test_inference_runs_at_the_training_precision():
     x, _ = _data(3)
     for name in ("tf", "torch"):
+        if name == "tf" and not cpu_runs_bfloat16_convolutions():
+            with pytest.raises(ValueError, match="^precision bfloat16 needs a CPU whose oneDNN"):
+                create_backend(name).build("proposed_cnn", (SIDE, SIDE, 1), 7,
+                                           precision="bfloat16")
+            continue
         probabilities = {}
         for precision in ("float32", "bfloat16"):
             backend = create_backend(name)
@@ -218,6 +211,9 @@ def _bare_torch_steps(backend, x, y, batches, config):
 
 
 def test_the_keras_policy_stays_with_its_model():
+    if not cpu_runs_bfloat16_convolutions():
+        pytest.skip("TensorFlow refuses bfloat16 on this CPU (an AVX2-only oneDNN path); "
+                    "test_inference_runs_at_the_training_precision checks the refusal")
     mixed, plain = create_backend("tf"), create_backend("tf")
     mixed.build("sanet", (SIDE, SIDE, 1), 7, precision="bfloat16")
     assert keras.config.dtype_policy().name == "float32"

@@ -6,6 +6,7 @@ Mirrors backends/torch/backend.py method for method. Weight conversion to the ca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +33,10 @@ _MB = 1024 * 1024
 # master weights) in float32 and computes layers in the 16-bit type.
 DTYPE_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
                   "float16": "mixed_float16"}
+BFLOAT16_NEEDS_ONEDNN = ("precision bfloat16 needs a CPU whose oneDNN path has a bfloat16 "
+                         "convolution (AVX-512 or newer); TensorFlow has none on this one "
+                         "(an AVX2-only instruction set, or ONEDNN_MAX_CPU_ISA=AVX2): use "
+                         "--precision float32 here")
 
 
 class TFBackend(Backend):
@@ -108,6 +113,9 @@ class TFBackend(Backend):
         precision: str,
         overrides: dict[str, Any],
     ) -> None:
+        on_cpu = self.runtime.gpu is None
+        if precision == "bfloat16" and on_cpu and not cpu_runs_bfloat16_convolutions():
+            raise ValueError(BFLOAT16_NEEDS_ONEDNN)
         with _dtype_policy(DTYPE_POLICIES[precision]):
             self.model = create_model(model_name, input_shape, num_classes, **overrides)
         self._step = None
@@ -302,3 +310,19 @@ def _from_canonical(layer, params: dict[str, np.ndarray]) -> list[np.ndarray]:
     if hasattr(layer, "from_canonical"):
         return layer.from_canonical(params)
     raise TypeError(f"no canonical weight conversion for layer {layer.name!r} ({type(layer)})")
+
+
+@functools.cache
+def cpu_runs_bfloat16_convolutions() -> bool:
+    """Whether TensorFlow's oneDNN path has a bfloat16 convolution on this CPU.
+
+    It has none on an AVX2-only instruction set (or under ONEDNN_MAX_CPU_ISA=AVX2): the
+    first bfloat16 convolution aborts with "could not create a primitive descriptor",
+    deep in a training step, so `build` asks first.
+    """
+    try:
+        tf.nn.conv2d(tf.zeros((1, 4, 4, 1), tf.bfloat16), tf.zeros((3, 3, 1, 1), tf.bfloat16),
+                     1, "SAME")
+    except tf.errors.AbortedError:
+        return False
+    return True

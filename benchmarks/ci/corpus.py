@@ -107,7 +107,14 @@ def collect(baseline_dir: Path, out_root: Path, corpus_path: Path, passes: int,
 
 def speed_pairs(corpus_path: Path) -> dict[str, list[tuple[float, float]]]:
     """The corpus's speed readings per figure ("model backend"): (reference, candidate)
-    pairs where both runs succeeded, in the order read."""
+    pairs where both runs succeeded, in the order read.
+
+    Raises:
+        FileNotFoundError: when there is no corpus at `corpus_path`.
+    """
+    if not corpus_path.is_file():
+        raise FileNotFoundError(f"no speed corpus at {corpus_path}: collect one with "
+                                "`python -m benchmarks.ci corpus` (docs/ci.md)")
     figures: dict[str, list[tuple[float, float]]] = {}
     for reading in _load(corpus_path)["readings"]:
         sides = (reading.get("reference"), reading.get("candidate"))
