@@ -15,7 +15,8 @@ the table gives, per case:
 
 * the *same-framework* gap under each perturbation (the larger of the two frameworks'),
   in the unit of the test's own assertion;
-* the *cross-framework* gap unperturbed and the largest under any perturbation;
+* the *cross-framework* gap unperturbed and the largest under any perturbation (for the
+  compile test, which compares one framework compiled and eager, that pair's gap);
 * the test's tolerance and its margin over the larger of the two.
 
 The rule (docs/design.md, "Tolerances from a noise floor"): a tolerance is at least 3×
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -87,6 +88,9 @@ class Case:
         gap: the assertion's measure of how far two results are apart.
         tolerance: what the test allows of `gap`; a callable, read when the table is made,
             so that the figure comes from the test module itself.
+        sides: the two results the test compares (the keys of `compute`'s answer): the two
+            frameworks, or one framework compiled and eager.
+        cannot_run: perturbation → why the case cannot run under it (left out there).
     """
 
     name: str
@@ -95,6 +99,8 @@ class Case:
     compute: Callable[[], dict[str, Arrays]]
     gap: Callable[[Arrays, Arrays], float]
     tolerance: Callable[[], float]
+    sides: tuple[str, str] = FRAMEWORKS
+    cannot_run: dict[str, str] = field(default_factory=dict)
 
 
 @cache
@@ -138,6 +144,14 @@ def _dense(optimizer: str) -> dict[str, Arrays]:
                       "bias": linear.bias.detach().numpy()}}
 
 
+def _compiled(framework: str) -> dict[str, Arrays]:
+    from tests.test_compile import fit_four_epochs
+
+    return {side: {"train_loss": np.array([log.train_loss for log in
+                                           fit_four_epochs(framework, side == "compiled")[1]])}
+            for side in ("compiled", "eager")}
+
+
 def _freeze() -> dict[str, Arrays]:
     from tests.test_optimizer import freeze_then_unfreeze
 
@@ -172,15 +186,24 @@ def _cases() -> list[Case]:
                  lambda name=name: {fw: v[1] for fw, v in _trajectory(name).items()},
                  cosine_gap, _tolerance("test_fairness", "UPDATE_COSINE_MIN", lambda c: 1 - c)),
         ]
+    no_bfloat16 = {"oneDNN AVX2": "TensorFlow has no bfloat16 convolution there"}
     for model in ("proposed_cnn", "sanet"):
         cases += [
             Case(f"bfloat16/{model}/first-step", bfloat16, "1 Adam step (forward only)",
                  lambda model=model: {fw: {"loss": v[:1]} for fw, v in _bfloat16(model).items()},
-                 relative_gap, _tolerance("test_precision", "BF16_FIRST_STEP_TOLERANCE")),
+                 relative_gap, _tolerance("test_precision", "BF16_FIRST_STEP_TOLERANCE"),
+                 cannot_run=no_bfloat16),
             Case(f"bfloat16/{model}/8-steps", bfloat16, "8 Adam steps",
                  lambda model=model: {fw: {"loss": v} for fw, v in _bfloat16(model).items()},
-                 relative_gap, _tolerance("test_precision", "BF16_STEPS_TOLERANCE")),
+                 relative_gap, _tolerance("test_precision", "BF16_STEPS_TOLERANCE"),
+                 cannot_run=no_bfloat16),
         ]
+    compile_test = "test_compile.py::test_compiled_training_compiles_in_the_first_epoch_only"
+    cases += [Case(f"compile/{fw}", compile_test, "4 epochs of 4 Adam steps, proposed_cnn",
+                   lambda fw=fw: _compiled(fw), relative_gap,
+                   _tolerance("test_compile", "COMPILED_TRAIN_LOSS_TOLERANCE"),
+                   sides=("compiled", "eager"))
+              for fw in FRAMEWORKS]
     from tests.test_optimizer import PARITY_CONFIGS
 
     cases += [Case(f"dense-20-steps/{name}", dense, "20 steps, one dense layer",
@@ -215,28 +238,39 @@ def _load(path: Path) -> dict[str, dict[str, Arrays]]:
 
 def _run_worker(names: list[str], env: dict[str, str], out: Path) -> dict[str, dict[str, Arrays]]:
     print(f"--- {' '.join(f'{k}={v}' for k, v in env.items()) or 'unperturbed'}", flush=True)
+    if not names:
+        return {}
     subprocess.run([sys.executable, "-m", "tests.noise_floor", "--work", ",".join(names),
                     "--npz", str(out)], env={**os.environ, **env}, check=True)
     return _load(out)
 
 
 def measure(names: list[str]) -> list[dict]:
-    """Runs the named cases unperturbed and under every perturbation; one row per case."""
+    """Runs the named cases unperturbed and under every perturbation; one row per case.
+
+    A case's figure under a perturbation it cannot run under (`Case.cannot_run`) is None.
+    """
+    cases = [case for case in _cases() if case.name in names]
     with tempfile.TemporaryDirectory() as folder:
         base = _run_worker(names, {}, Path(folder) / "base.npz")
-        perturbed = {label: _run_worker(names, env, Path(folder) / f"{i}.npz")
+        perturbed = {label: _run_worker([case.name for case in cases
+                                          if label not in case.cannot_run],
+                                         env, Path(folder) / f"{i}.npz")
                      for i, (label, env) in enumerate(PERTURBATIONS.items())}
     rows = []
-    for case in _cases():
-        if case.name not in names:
-            continue
-        same = {label: max(case.gap(result[case.name][fw], base[case.name][fw])
-                           for fw in FRAMEWORKS) for label, result in perturbed.items()}
-        cross = [case.gap(result[case.name]["tf"], result[case.name]["torch"])
-                 for result in (base, *perturbed.values())]
-        floor, tolerance = max(same.values()), case.tolerance()
+    for case in cases:
+        results = {label: result[case.name] for label, result in perturbed.items()
+                   if case.name in result}
+        same = {label: max(case.gap(results[label][side], base[case.name][side])
+                           for side in case.sides) if label in results else None
+                for label in PERTURBATIONS}
+        cross = [case.gap(result[case.sides[0]], result[case.sides[1]])
+                 for result in (base[case.name], *results.values())]
+        floor = max(value for value in same.values() if value is not None)
+        tolerance = case.tolerance()
         rows.append({"case": case.name, "test": case.test, "steps": case.steps,
-                     "same_framework": same, "floor": floor, "cross": cross[0],
+                     "sides": list(case.sides), "same_framework": same,
+                     "cannot_run": case.cannot_run, "floor": floor, "cross": cross[0],
                      "cross_max": max(cross), "tolerance": tolerance,
                      "margin": tolerance / max(floor, max(cross), 1e-300)})
     return rows
@@ -245,12 +279,13 @@ def measure(names: list[str]) -> list[dict]:
 def render(rows: list[dict]) -> str:
     """The rows as a Markdown table."""
     labels = list(PERTURBATIONS)
-    lines = ["| case | steps | " + " | ".join(labels) + " | floor | cross-framework "
+    lines = ["| case | steps | " + " | ".join(labels) + " | floor | compared pair "
              "(unperturbed; largest) | tolerance | margin |",
              "|" + "---|" * (len(labels) + 6)]
     for row in rows:
         lines.append(f"| {row['case']} | {row['steps']} | "
-                     + " | ".join(f"{row['same_framework'][label]:.1e}" for label in labels)
+                     + " | ".join("n/a" if row["same_framework"][label] is None
+                                  else f"{row['same_framework'][label]:.1e}" for label in labels)
                      + f" | {row['floor']:.1e} | {row['cross']:.1e}; {row['cross_max']:.1e} | "
                      f"{row['tolerance']:.1e} | {row['margin']:.1f}× |")
     return "\n".join(lines)

@@ -21,10 +21,20 @@ from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 
 SIDE = 16
+COMPILED_TRAIN_LOSS_TOLERANCE = 1e-3
 
 
-def _fit(name: str, compile: bool, count=None):
-    """Fits 4 epochs; `count(backend)`, if given, is recorded after each epoch."""
+def fit_four_epochs(name: str, compile: bool, count=None):
+    """Fits 4 epochs of proposed_cnn from the shared start.
+
+    Args:
+        name: the backend.
+        compile: TrainConfig.compile.
+        count: if given, `count(backend)` is recorded after each epoch.
+
+    Returns:
+        (backend, epoch logs, the counts).
+    """
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, SIDE, SIDE, 1), dtype=np.uint8)
     y = rng.integers(0, 7, len(x))
@@ -40,10 +50,10 @@ def _fit(name: str, compile: bool, count=None):
 
 @pytest.mark.slow  # torch.compile takes about a minute on a 2-core CPU
 def test_compiled_training_compiles_in_the_first_epoch_only():
-    torch_backend, torch_logs, graphs = _fit(
+    torch_backend, torch_logs, graphs = fit_four_epochs(
         "torch", True, lambda backend: counters["stats"]["unique_graphs"])
     assert graphs[0] >= 1 and graphs == graphs[:1] * len(graphs), graphs
-    tf_backend, tf_logs, traces = _fit(
+    tf_backend, tf_logs, traces = fit_four_epochs(
         "tf", True, lambda backend: backend._step.experimental_get_tracing_count())
     # The first call traces twice (once more after creating the optimizer's variables).
     assert traces[0] >= 1 and traces == traces[:1] * len(traces), traces
@@ -54,6 +64,7 @@ def test_compiled_training_compiles_in_the_first_epoch_only():
         assert logs[0].train_s > 3 * statistics.median(log.train_s for log in logs[1:])
     # Compiled, each framework still trains as it does uncompiled.
     for name, logs in (("tf", tf_logs), ("torch", torch_logs)):
-        _, eager, _ = _fit(name, False)
+        _, eager, _ = fit_four_epochs(name, False)
         np.testing.assert_allclose([e.train_loss for e in logs],
-                                   [e.train_loss for e in eager], rtol=1e-3)
+                                   [e.train_loss for e in eager],
+                                   rtol=COMPILED_TRAIN_LOSS_TOLERANCE)
