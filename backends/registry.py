@@ -39,6 +39,12 @@ _GPU_QUERIES = {
              "else ''); print('torch', torch.__version__)",
 }
 
+# What a framework answers, in a fresh interpreter, to "why can you not train in bfloat16
+# here?": one line, empty where it can. A framework not named here always can.
+_BFLOAT16_QUERIES = {
+    "tf": "from backends.tf.backend import bfloat16_refusal; print(bfloat16_refusal() or '')",
+}
+
 
 def _entry(name: str) -> _BackendEntry:
     if name not in _BACKENDS:
@@ -112,3 +118,28 @@ def visible_gpu(name: str) -> tuple[str | None, str]:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{name}: could not ask for a GPU: {last}")
     return (lines[-2].strip() or None), lines[-1].strip()
+
+
+def bfloat16_refusal(name: str) -> str | None:
+    """Why backend `name` cannot train in bfloat16 on this machine, asked in a fresh
+    interpreter (as `visible_gpu`, and for the same reason).
+
+    Args:
+        name: a backend name from BACKEND_NAMES.
+
+    Returns:
+        One line naming the problem and the fix; None where it can.
+
+    Raises:
+        MissingFrameworkError: the framework is not installed.
+        RuntimeError: the framework failed to start (its last line of stderr).
+    """
+    check_available(name)
+    if name not in _BFLOAT16_QUERIES:
+        return None
+    done = subprocess.run([sys.executable, "-c", _BFLOAT16_QUERIES[name]], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{name}: could not ask about bfloat16: {last}")
+    return (done.stdout.strip().splitlines() or [""])[-1] or None

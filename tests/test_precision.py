@@ -5,6 +5,7 @@ GPU (`check_precision`), and its one framework-specific part, the dynamic loss s
 tested on float32 gradients, where a CPU can run it.
 """
 
+import os
 import subprocess
 import sys
 
@@ -27,7 +28,12 @@ from backends.base import (  # noqa: E402
 )
 from backends.init import shared_initial_weights  # noqa: E402
 from backends.schedule import epoch_batches  # noqa: E402
-from backends.tf.backend import _cross_entropy, _scale, cpu_runs_bfloat16_convolutions  # noqa: E402
+from backends.tf.backend import (  # noqa: E402
+    BFLOAT16_NEEDS_ONEDNN,
+    _cross_entropy,
+    _scale,
+    cpu_runs_bfloat16_convolutions,
+)
 from backends.tf.models import TorchBatchNormalization  # noqa: E402
 from backends.tf.optimizers import TorchOrderAdam, make_optimizer  # noqa: E402
 from backends.torch.models import _in_float32  # noqa: E402
@@ -81,6 +87,18 @@ def test_the_command_refuses_float16_on_a_cpu_with_one_line_and_exit_2(tmp_path)
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith(FLOAT16_NEEDS_GPU)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(ON_GPU, reason="checks the refusal on a CPU's oneDNN path")
+def test_the_command_refuses_bfloat16_where_tensorflow_has_no_bfloat16_convolution(tmp_path):
+    """ONEDNN_MAX_CPU_ISA=AVX2 stands in for an AVX2-only CPU on any host."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--precision", "bfloat16",
+                           "--backend", "tf", "--models", "proposed_cnn", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(BFLOAT16_NEEDS_ONEDNN)
     assert not any(tmp_path.iterdir())
 
 

@@ -113,9 +113,8 @@ class TFBackend(Backend):
         precision: str,
         overrides: dict[str, Any],
     ) -> None:
-        on_cpu = self.runtime.gpu is None
-        if precision == "bfloat16" and on_cpu and not cpu_runs_bfloat16_convolutions():
-            raise ValueError(BFLOAT16_NEEDS_ONEDNN)
+        if precision == "bfloat16" and (refusal := bfloat16_refusal()):
+            raise ValueError(refusal)
         with _dtype_policy(DTYPE_POLICIES[precision]):
             self.model = create_model(model_name, input_shape, num_classes, **overrides)
         self._step = None
@@ -310,6 +309,13 @@ def _from_canonical(layer, params: dict[str, np.ndarray]) -> list[np.ndarray]:
     if hasattr(layer, "from_canonical"):
         return layer.from_canonical(params)
     raise TypeError(f"no canonical weight conversion for layer {layer.name!r} ({type(layer)})")
+
+
+def bfloat16_refusal() -> str | None:
+    """Why TensorFlow cannot train in bfloat16 here (one line), or None where it can."""
+    if tf.config.list_physical_devices("GPU") or cpu_runs_bfloat16_convolutions():
+        return None
+    return BFLOAT16_NEEDS_ONEDNN
 
 
 @functools.cache

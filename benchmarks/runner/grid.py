@@ -31,7 +31,7 @@ from backends.catalog import DEFAULT_NUM_CLASSES, check_model_name, model_option
 from backends.flops import model_cost
 from backends.init import INIT_MODES
 from backends.pretrained import Checkpoint, read_checkpoint
-from backends.registry import visible_gpu
+from backends.registry import bfloat16_refusal, visible_gpu
 from benchmarks.ci.faults import InjectedFaults, injected_faults
 from benchmarks.messages import quoted
 from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
@@ -364,15 +364,18 @@ def check_ready(grid: Grid) -> InjectedFaults | None:
     Raises:
         MissingFrameworkError: a backend's framework is not installed.
         ValueError: a test-only fault-injection switch is set but not armed, or malformed;
-            or float16 is asked for where a backend would compute on the CPU.
+            or float16 is asked for where a backend would compute on the CPU, or bfloat16
+            where a backend has no bfloat16 convolution.
     """
     for backend in grid.backends:
         check_available(backend)
-    # The workers would refuse it too, one failed record each; here it is bad input.
-    if any(train.precision == "float16" for train in grid.train.values()):
-        for backend in grid.backends:
-            if visible_gpu(backend)[0] is None:
-                raise ValueError(f"{backend}: {FLOAT16_NEEDS_GPU}")
+    # The workers would refuse these too, one failed record each; here they are bad input.
+    precisions = {train.precision for train in grid.train.values()}
+    for backend in grid.backends:
+        if "float16" in precisions and visible_gpu(backend)[0] is None:
+            raise ValueError(f"{backend}: {FLOAT16_NEEDS_GPU}")
+        if "bfloat16" in precisions and (refusal := bfloat16_refusal(backend)):
+            raise ValueError(f"{backend}: {refusal}")
     return injected_faults()
 
 
