@@ -161,7 +161,7 @@ def test_one_chart_shows_every_figures_tf_to_torch_ratio(built):
 def test_report_states_paired_tests_and_new_probes(built):
     folder, _, _ = built
     page = (folder / report.REPORT_HTML).read_text()
-    assert page.count("paired t-test, 3 seeds") == 2
+    assert page.count("paired by seed over 3 seeds") == 2
     # A probe only one backend reports is shown, the other side as "—".
     assert "latency b1 p50 (ms)" in page
     assert "train (J)" in page
