@@ -422,8 +422,8 @@ def _chaos_line(floor: dict[str, Disagreement], cross: Disagreement | None, name
     """The chaos floor against the frameworks' disagreement, in words; () without twins."""
     if not floor or cross is None:
         return ()
-    twins = "; ".join(f"{name} and its twin: {found.describe()} ({found.pairs} pairs)"
-                      for name, found in floor.items())
+    twins = "; ".join(f"{name} and its twin: {found.describe()} ({found.pairs} "
+                      f"pair{'s' if found.pairs != 1 else ''})" for name, found in floor.items())
     worst = max(found.size for found in floor.values())
     what = "prediction share" if cross.prediction_share is not None else "accuracy gap"
     exceeds = "exceeds" if cross.size > worst else "does not exceed"
