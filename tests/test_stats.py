@@ -156,10 +156,11 @@ def test_twins_give_the_chaos_floor_and_stay_out_of_the_pairs():
     torch = make_record("torch", "m", 0, accuracy=0.7)
     # Twins that agree with their run on all but a few images.
     tf_twin, torch_twin = twin_of(tf, changed=3), twin_of(torch, changed=6)
-    found = framework_verdict([tf, tf_twin], [torch, torch_twin], "tf", "torch")
+    found = framework_verdict([tf], [torch], "tf", "torch", twins_a=[(tf, tf_twin)],
+                              twins_b=[(torch, torch_twin)])
     assert found.chaos_floor["tf"].prediction_share == pytest.approx(3 / 120)
     assert found.chaos_floor["torch"].prediction_share == pytest.approx(6 / 120)
-    # The pairs are the runs, not the twins: the same McNemar as without them.
+    # The twins change no pair: the same McNemar as without them.
     alone = framework_verdict([tf], [torch], "tf", "torch")
     assert found.p_difference == alone.p_difference and found.verdict is None
     share = disagreement([(tf, torch)]).prediction_share
@@ -167,8 +168,8 @@ def test_twins_give_the_chaos_floor_and_stay_out_of_the_pairs():
     assert (f"which exceeds the chaos floor (prediction share {share:.1%} against 5.0%)"
             in found.statement)
     # The frameworks as close as a twin: within the floor.
-    near = framework_verdict([tf, tf_twin], [twin_of(tf, changed=2, backend="torch"),
-                                             torch_twin], "tf", "torch")
+    near = framework_verdict([tf], [twin_of(tf, changed=2, backend="torch")], "tf", "torch",
+                             twins_a=[(tf, tf_twin)], twins_b=[(torch, torch_twin)])
     assert "which does not exceed the chaos floor" in near.statement
 
 

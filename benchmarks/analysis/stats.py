@@ -29,8 +29,6 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from benchmarks.record import schema
-
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_ALPHA = 0.05
 # The equivalence margin, in accuracy (a fraction): ±2 accuracy points. Set per invocation
@@ -323,11 +321,13 @@ def framework_verdict(
     name_b: str,
     alpha: float = DEFAULT_ALPHA,
     margin: float = DEFAULT_EQUIVALENCE_MARGIN,
+    twins_a: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
+    twins_b: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
 ) -> FrameworkVerdict:
     """Says whether two backends' accuracies differ, are equivalent, or neither is shown.
 
-    Runs are paired by (seed, fold); twins (`schema.TWIN_OF`) are left out of the pairs
-    and give the chaos floor instead. With one seed no framework verdict is made: McNemar's
+    Runs are paired by (seed, fold); twins (`schema.TWIN_OF`) come apart, as (run, twin)
+    pairs, and give the chaos floor. With one seed no framework verdict is made: McNemar's
     exact test says whether the two trained models differ. With several, the per-seed
     accuracy differences (a − b, averaged over folds) get a paired t-test and a TOST
     against ±margin. A paired t-test rather than a sign or Wilcoxon test: with 5 seeds
@@ -335,12 +335,14 @@ def framework_verdict(
     a seed's accuracy averages over every test image, close to normal.
 
     Args:
-        runs_a: ok records of backend `name_a` for one (dataset, model), twins included.
+        runs_a: ok records of backend `name_a` for one (dataset, model), twins left out.
         runs_b: ok records of backend `name_b` for the same (dataset, model).
         name_a: the first backend's name, for the statement.
         name_b: the second backend's name.
         alpha: significance level, in (0, 1).
         margin: the equivalence margin, in accuracy (a fraction in (0, 1)).
+        twins_a: (run, its twin) of backend `name_a`, ok records both.
+        twins_b: the same of backend `name_b`.
 
     Returns:
         The verdict and its statement.
@@ -348,15 +350,15 @@ def framework_verdict(
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1). Received: alpha={alpha!r}")
     check_equivalence_margin(margin)
-    main_a = {_unit(r): r for r in runs_a if not schema.is_twin(r)}
-    main_b = {_unit(r): r for r in runs_b if not schema.is_twin(r)}
+    main_a = {_unit(r): r for r in runs_a}
+    main_b = {_unit(r): r for r in runs_b}
     units = sorted(set(main_a) & set(main_b), key=repr)
     if not units:
         return FrameworkVerdict(None, (f"not tested: no successful {name_a} and {name_b} runs "
                                        "with the same seed and fold.",))
     cross = disagreement([(main_a[u], main_b[u]) for u in units])
-    floor = {name: found for name, runs in ((name_a, runs_a), (name_b, runs_b))
-             if (found := _twin_disagreement(runs)) is not None}
+    floor = {name: found for name, pairs in ((name_a, twins_a), (name_b, twins_b))
+             if (found := disagreement(pairs)) is not None}
     chaos = _chaos_line(floor, cross, name_a, name_b)
     seeds = sorted({seed for seed, _ in units}, key=repr)
     if len(seeds) == 1:
@@ -408,13 +410,6 @@ def framework_verdict(
                 "interval.")
     return FrameworkVerdict(verdict, (line, *chaos, *advice), p_difference, p_equivalence,
                             effect, floor, cross)
-
-
-def _twin_disagreement(runs: Sequence[dict[str, Any]]) -> Disagreement | None:
-    """How far one backend's runs and their twins lie apart; None without twins."""
-    by_id = {r["run_id"]: r for r in runs if not schema.is_twin(r)}
-    return disagreement([(by_id[r[schema.TWIN_OF]], r) for r in runs
-                         if schema.is_twin(r) and r[schema.TWIN_OF] in by_id])
 
 
 def _chaos_line(floor: dict[str, Disagreement], cross: Disagreement | None, name_a: str,

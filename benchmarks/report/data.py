@@ -145,15 +145,25 @@ def analyse(records: list[dict[str, Any]], source: Path,
     for label, by_backend in data.groups.items():
         # The tests read each run's accuracy; an ok record without one (hand-made, or cut
         # down) is left out of them, as it is shown "—" in the tables.
-        twins = data.twins.get(label, {})
-        scored = {backend: [r for r in runs + twins.get(backend, []) if _has_accuracy(r)]
+        scored = {backend: [r for r in runs if _has_accuracy(r)]
                   for backend, runs in by_backend.items()}
+        twins = {backend: twin_pairs(scored[backend], runs)
+                 for backend, runs in data.twins.get(label, {}).items() if backend in scored}
         present = [b for b in data.backends if scored.get(b)]
-        data.tests[label] = [framework_verdict(scored[a], scored[b], a, b, margin=data.margin)
+        data.tests[label] = [framework_verdict(scored[a], scored[b], a, b, margin=data.margin,
+                                               twins_a=twins.get(a, []), twins_b=twins.get(b, []))
                              for a, b in combinations(present, 2)]
     data.keys = figure_keys(runs_frame(records).columns)
     data.loaded = {run.run_id for run in loaded_runs(records)}
     return data
+
+
+def twin_pairs(runs: list[dict[str, Any]],
+               twins: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(run, its twin) for every twin whose run is among `runs` (`schema.TWIN_OF`)."""
+    by_id = {run[schema.RUN_ID]: run for run in runs}
+    return [(by_id[twin[schema.TWIN_OF]], twin) for twin in twins
+            if twin[schema.TWIN_OF] in by_id and _has_accuracy(twin)]
 
 
 def equivalence_margin(records: list[dict[str, Any]]) -> float:
