@@ -22,6 +22,11 @@ weights. The rules (docs/design.md §2 and Models):
   `zero_init_residual`, Goyal et al. 2017), so that every block starts as the identity;
 * GroupNorm (shuffle attention's `gn`): γ = 1, β = 0; shuffle attention's gate
   constants keep SA-Net's values, which both frameworks define identically.
+
+A twin run (`benchmarks.run --twins`) starts from the same weights with every nonzero one
+moved one ulp away from zero (`twin=True`): a perturbation that changes no mathematics,
+loaded into either framework alike, whose trained outcome measures run-to-run chaos
+(docs/design.md §10, docs/reports.md Statistics).
 """
 
 from __future__ import annotations
@@ -40,17 +45,20 @@ _VGG_HEAD = re.compile(r"(.+\.)?classifier\.fc\d+")
 _RESIDUAL_BN = re.compile(r"(layer\d+\.\d+)\.bn(\d+)")
 
 
-def shared_initial_weights(template: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+def shared_initial_weights(template: dict[str, np.ndarray], seed: int,
+                           twin: bool = False) -> dict[str, np.ndarray]:
     """Returns initial weights for the model whose canonical layout is `template`.
 
     Args:
         template: a freshly built model's `get_weights()`, from either framework; only
             names, shapes and shuffle attention's gate constants are used.
         seed: the run's seed.
+        twin: move every nonzero weight one float32 ulp away from zero (`one_ulp_away`),
+            for a twin run.
 
     Returns:
         A new dict with the same keys and shapes, float32, drawn by the rules of the
-        module docstring; deterministic given `seed` and the names.
+        module docstring; deterministic given `seed`, the names and `twin`.
     """
     zero_gamma = _last_residual_norms(template)
     weights = {}
@@ -76,7 +84,25 @@ def shared_initial_weights(template: dict[str, np.ndarray], seed: int) -> dict[s
         else:
             drawn = value  # shuffle attention's gate constants
         weights[name] = np.broadcast_to(np.asarray(drawn, np.float32), value.shape).copy()
-    return weights
+    return {name: one_ulp_away(value) for name, value in weights.items()} if twin else weights
+
+
+def one_ulp_away(values: np.ndarray) -> np.ndarray:
+    """`values` (float32) with every nonzero element moved one ulp away from zero.
+
+    Zeros stay zero: their neighbour is a subnormal, which CPU kernels that flush
+    subnormals to zero would turn back into 0, so the perturbation would depend on the
+    kernel; a ResNet's zero-initialised BatchNorm scales keep their identity start too.
+
+    Args:
+        values: a float32 array.
+
+    Returns:
+        A new float32 array of the same shape.
+    """
+    values = np.asarray(values, np.float32)
+    away = np.nextafter(values, np.copysign(np.float32(np.inf), values))
+    return np.where(values == 0, values, away).astype(np.float32)
 
 
 def _last_residual_norms(template: dict[str, np.ndarray]) -> set[str]:

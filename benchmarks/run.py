@@ -39,8 +39,9 @@ from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
 from backends.init import INIT_MODES
 from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, cpu_wait_share, loaded_run
+from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN
 from benchmarks.console import run_command
-from benchmarks.record.schema import INTERRUPTED
+from benchmarks.record.schema import INTERRUPTED, is_twin
 from benchmarks.record.store import TEST_SPLIT_PREFIX, WEIGHTS_DIR
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import available_cores
@@ -157,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of seeds: runs seed, seed+1, … seed+N-1 for every "
                              "(backend, model), for means, intervals and paired tests; "
                              f"1 to {MAX_SEEDS} (default: 1)")
+    parser.add_argument("--twins", action="store_true",
+                        help="also run every (backend, model, seed) a second time from the "
+                             "shared initial weights moved one ulp away from zero: the chaos "
+                             "floor the report sets the frameworks' difference against "
+                             "(doubles the runs; needs --init shared)")
+    parser.add_argument("--equivalence-margin", type=float,
+                        default=DEFAULT_EQUIVALENCE_MARGIN, metavar="ACCURACY",
+                        help="the report calls the frameworks equivalent when a TOST over "
+                             "the seeds shows their mean accuracy difference within ± this "
+                             "(a fraction in (0, 1)), recorded with every run (default: "
+                             "%(default)s, ±2 points)")
     parser.add_argument("--image-size", type=int, default=48,
                         help="side of the square grayscale input in pixels, "
                              f"{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}{_model_size_limits()} "
@@ -390,14 +402,15 @@ def summary_table(records: list[dict[str, Any]]) -> str:
     Its last column is the run's CPU wait as a share of training, marked when the run's
     timings are not comparable; a footnote then says what the mark means.
     """
-    header = (f"{'model':<14}{'backend':<8}{'status':<12}{'acc':>7}{'mF1':>7}{'AUC':>7}"
+    header = (f"{'model':<14}{'backend':<12}{'status':<12}{'acc':>7}{'mF1':>7}{'AUC':>7}"
               f"{'train s':>9}{'img/s':>9}{'eval s':>8}{'peak MB':>9}{'CPU wait':>10}")
     lines = [header, "-" * len(header)]
     for rec in sorted(records, key=lambda r: (r["model"], r.get("fold") or 0, r["seed"],
-                                              r["backend"])):
+                                              is_twin(r), r["backend"])):
         m, t, mem = rec.get("metrics", {}), rec.get("timing", {}), rec.get("memory", {})
+        backend = f"{rec['backend']} twin" if is_twin(rec) else rec["backend"]
         lines.append(
-            f"{rec['model']:<14}{rec['backend']:<8}{rec['status']:<12}"
+            f"{rec['model']:<14}{backend:<12}{rec['status']:<12}"
             f"{_fmt(m.get('accuracy'), '.3f'):>7}{_fmt(m.get('macro_f1'), '.3f'):>7}"
             f"{_fmt(m.get('auc_macro_ovr'), '.3f'):>7}{_fmt(t.get('train_wall_s'), '.1f'):>9}"
             f"{_fmt(t.get('train_throughput_img_s'), '.0f'):>9}"
@@ -426,7 +439,8 @@ def grid_of(args: argparse.Namespace) -> Grid:
         deterministic=args.deterministic,
         measure=PRESETS[args.preset].measure if args.preset else MeasureConfig(),
         run_timeout_s=args.run_timeout, save_weights=args.save_weights,
-        pretrained=args.pretrained,
+        pretrained=args.pretrained, twins=args.twins,
+        equivalence_margin=args.equivalence_margin,
     )
 
 

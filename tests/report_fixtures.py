@@ -85,6 +85,24 @@ def header(backend: str, model: str, seed: int, fold: int | None = None) -> dict
     }
 
 
+def twin_of(record: dict[str, Any], changed: int, backend: str | None = None) -> dict[str, Any]:
+    """A twin of `record` (`schema.TWIN_OF`) that predicts its first `changed` test images
+    otherwise; `backend` makes it a run of another backend instead (no twin)."""
+    twin = copy.deepcopy(record)
+    predictions = twin["test_predictions"]
+    for index in range(changed):
+        predictions[index] = (predictions[index] + 1) % len(CLASS_NAMES)
+    labels = np.asarray(twin["test_labels"])
+    twin["metrics"]["accuracy"] = float(np.mean(np.asarray(predictions) == labels))
+    if backend is not None:
+        twin["backend"] = backend
+        twin["run_id"] = twin["run_id"].replace(record["backend"], backend, 1)
+    else:
+        twin["twin_of"] = record["run_id"]
+        twin["run_id"] = f"{record['run_id']}-twin"
+    return twin
+
+
 def failed_record(backend: str, model: str, seed: int) -> dict[str, Any]:
     return {**header(backend, model, seed), "status": "failed", "error": FAILED_ERROR,
             "stderr_tail": f"Traceback …\n{FAILED_ERROR}"}

@@ -20,7 +20,7 @@ pytest.importorskip("tensorflow")
 from backends import create_backend  # noqa: E402
 from backends.base import PIXEL_CENTER, PIXEL_SCALE  # noqa: E402
 from backends.catalog import CARD_MODELS, DEFAULT_INPUT_SHAPE, MODEL_NAMES  # noqa: E402
-from backends.init import VGG_HEAD_STD, shared_initial_weights  # noqa: E402
+from backends.init import VGG_HEAD_STD, one_ulp_away, shared_initial_weights  # noqa: E402
 from backends.schedule import epoch_batches  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 
@@ -159,3 +159,23 @@ def test_batch_norms_start_at_one_and_zero_and_residual_branches_at_zero(built, 
         np.testing.assert_array_equal(weights[f"{norm}.running_var"], 1.0, err_msg=norm)
     blocks = {"resnet18": 8, "resnet50": 16}.get(model, 0)
     assert len(zeroed) == blocks, f"{model}: zero-γ on {zeroed}"
+
+
+def test_a_twin_starts_one_ulp_away_from_every_nonzero_weight():
+    template = {"layer1.0.conv1.weight": np.zeros((8, 4, 3, 3), np.float32),
+                "layer1.0.bn2.weight": np.zeros(8, np.float32),
+                "fc.weight": np.zeros((7, 8), np.float32), "fc.bias": np.zeros(7, np.float32)}
+    plain = shared_initial_weights(template, SEED)
+    twin = shared_initial_weights(template, SEED, twin=True)
+    assert plain["layer1.0.bn2.weight"].sum() == 0  # a zero-initialised residual scale
+    for name, value in plain.items():
+        moved = twin[name]
+        assert moved.dtype == np.float32
+        nonzero = value != 0
+        # Exactly one ulp, away from zero: same sign, larger magnitude; zeros stay zero.
+        assert np.array_equal(np.abs(moved[nonzero]) - np.abs(value[nonzero]),
+                              np.spacing(np.abs(value[nonzero]))), name
+        assert np.array_equal(np.sign(moved), np.sign(value))
+        assert np.all(moved[~nonzero] == 0), name
+    assert one_ulp_away(np.float32([1.0, -2.0, 0.0])).tolist() == [
+        1.0 + 2.0**-23, -2.0 - 2.0**-22, 0.0]

@@ -24,6 +24,8 @@ from tests.report_fixtures import (
     INJECTION,
     failed_record,
     grid,
+    make_record,
+    twin_of,
     write_results,
 )
 
@@ -161,10 +163,51 @@ def test_one_chart_shows_every_figures_tf_to_torch_ratio(built):
 def test_report_states_paired_tests_and_new_probes(built):
     folder, _, _ = built
     page = (folder / report.REPORT_HTML).read_text()
-    assert page.count("paired t-test, 3 seeds") == 2
+    assert page.count("paired by seed over 3 seeds") == 2
     # A probe only one backend reports is shown, the other side as "—".
     assert "latency b1 p50 (ms)" in page
     assert "train (J)" in page
+
+
+def _framework_section(markdown: str) -> str:
+    return markdown.split("## Do the frameworks differ?")[1].split("\n## ")[0]
+
+
+def test_one_seed_report_states_no_framework_verdict(tmp_path):
+    # tf right on 90% of the images, torch on 30%: the two models plainly differ.
+    records = [make_record("tf", "proposed_cnn", 0, accuracy=0.9),
+               make_record("torch", "proposed_cnn", 0, accuracy=0.3)]
+    folder = write_results(tmp_path, records)
+    assert report_cli.main([str(folder)]) == 0
+    section = _framework_section((folder / report.REPORT_MD).read_text())
+    assert "- **proposed_cnn**: these two trained models differ (McNemar exact on the 120 " \
+           "test images of seed 0" in section
+    assert "no framework verdict; to answer the framework question, run with " \
+           "`--seeds 5 --twins`." in section
+    assert "more accurate" not in section and "equivalent" not in section.split("\n- ")[1]
+    page = (folder / report.REPORT_HTML).read_text()
+    assert '<li class="no-verdict"><b>proposed_cnn</b>: these two trained models differ' in page
+
+
+def test_twins_give_the_chaos_floor_and_stay_out_of_the_figures(tmp_path):
+    runs = grid(seeds=3)
+    twins = [twin_of(r, changed=2) for r in runs]
+    folder = write_results(tmp_path, runs + twins)
+    assert report_cli.main([str(folder)]) == 0
+    markdown = (folder / report.REPORT_MD).read_text()
+    section = _framework_section(markdown)
+    assert section.count("Chaos floor (each run repeated from initial weights one ulp away): "
+                         "tf and its twin: ") == 2
+    assert "(3 pairs)" in section and "Chaos floor not measured" not in section
+    # The headline counts the runs, not their twins, and its accuracy is theirs alone.
+    assert "| proposed_cnn | tf | 3/3 |" in markdown
+    data = report.analyse(runs + twins, folder / RESULTS_FILE)
+    alone = report.analyse(runs, folder / RESULTS_FILE)
+    assert data.summary("sanet", "tf", "metrics.accuracy") == \
+        alone.summary("sanet", "tf", "metrics.accuracy")
+    summary = pd.read_csv(folder / report.SUMMARY_CSV)
+    assert set(summary["runs"]) == {3}
+    assert len(pd.read_csv(folder / report.RUNS_CSV)) == 24  # twins listed with the runs
 
 
 def test_rebuild_keeps_results_and_other_files(built):

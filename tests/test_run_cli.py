@@ -1,5 +1,6 @@
 """benchmarks.run end to end: bad input, isolation, results that are never overwritten."""
 
+import dataclasses
 import json
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 import backends.registry
 from backends.base import TrainConfig
 from benchmarks import run
+from benchmarks.record.schema import record_header
 from benchmarks.record.store import new_report_dir, read_records
 from benchmarks.runner.config import RunSpec
 from benchmarks.runner.harness import run_in_worker
@@ -22,6 +24,10 @@ TINY = ["--epochs", "1", "--synthetic-subjects", "8", "--image-size", "32"]
         (["--dataset", "mnist"], "valid datasets: synthetic"),
         (["--epochs", "0"], "epochs must be an integer ≥ 1"),
         (["--recipe", "missing.toml"], "shipped recipes: benchmarks/recipes/synthetic.toml"),
+        (["--equivalence-margin", "-1"],
+         "equivalence_margin must be a number in (0, 1), in accuracy (0.02 is ±2 points). "
+         "Received: equivalence_margin=-1.0"),
+        (["--twins", "--init", "native"], "twins need init 'shared'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, listed, capsys, tmp_path):
@@ -37,6 +43,43 @@ def test_recipe_options_parse_to_what_the_grid_resolves():
     train = run.grid_of(args).train["proposed_cnn"]
     assert (train.learning_rate, train.selection_metric, train.compile) == (0.02, "last", True)
     assert run.parse_args(["--learning-rate", "0.02"]).learning_rate == 0.02
+
+
+def test_backends_take_turns_going_first_abba_over_seeds_and_folds():
+    args = run.parse_args(["--models", "proposed_cnn,sanet", "--seeds", "2", "--folds", "2",
+                           "--twins"])
+    jobs = run.grid_of(args).jobs()
+    units = {}
+    for job in jobs:
+        units.setdefault((job.fold, job.model, job.seed), []).append(job)
+    first = {unit: runs[0].backend for unit, runs in units.items()}
+    # Per model, replicates (fold 0 seed 0, fold 0 seed 1, fold 1 seed 0, fold 1 seed 1):
+    # A B, B A, B A, A B.
+    for model in ("proposed_cnn", "sanet"):
+        assert [first[(fold, model, seed)] for fold in (0, 1) for seed in (0, 1)] == [
+            "tf", "torch", "torch", "tf"]
+    for runs in units.values():
+        # The runs, then their twins in the same order, positions counted from 0.
+        assert [job.position for job in runs] == [0, 1, 2, 3]
+        assert [job.twin for job in runs] == [False, False, True, True]
+        assert [job.backend for job in runs[2:]] == [job.backend for job in runs[:2]]
+
+
+def test_twins_and_positions_reach_the_records_run_ids_and_digests(tmp_path):
+    args = run.parse_args(["--models", "proposed_cnn", "--twins", "--equivalence-margin",
+                           "0.03"])
+    grid = run.grid_of(args)
+    assert grid.twins and grid.equivalence_margin == 0.03
+    spec = RunSpec(backend="tf", model="proposed_cnn", dataset="synthetic",
+                   prepared_data="x.npz", run_position=1, equivalence_margin=0.03)
+    twin = dataclasses.replace(spec, twin_of=spec.run_id, run_position=3)
+    assert twin.run_id == f"{spec.run_id}-twin"
+    header = record_header(twin)
+    assert (header["twin_of"], header["run_position"], header["equivalence_margin"]) == (
+        spec.run_id, 3, 0.03)
+    # A twin is another run to a grid's resume; the order is no part of a run.
+    assert twin.spec_digest != spec.spec_digest
+    assert dataclasses.replace(spec, run_position=0).spec_digest == spec.spec_digest
 
 
 def test_missing_framework_names_the_extra(monkeypatch, capsys, tmp_path):
@@ -96,6 +139,31 @@ def test_both_backends_run_in_their_own_workers(tmp_path, capsys):
     assert not (second / "report.html").exists() and not (second / "explain").exists()
     assert "report: not written (--no-report)" in capsys.readouterr().out
     json.loads(saved.splitlines()[0])
+
+
+@pytest.mark.slow
+def test_twins_run_end_to_end_and_the_report_sets_them_against_the_frameworks(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    # 3 epochs: the ulp apart start must have grown into the losses' printed digits.
+    argv = ["--backend", "both", "--models", "proposed_cnn", *TINY, "--epochs", "3", "--twins",
+            "--save-weights", "none", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    (folder,) = tmp_path.iterdir()
+    records = read_records(folder)
+    assert [(r["backend"], r["run_position"], r["twin_of"]) for r in records] == [
+        ("tf", 0, None), ("torch", 1, None),
+        ("tf", 2, records[0]["run_id"]), ("torch", 3, records[1]["run_id"])]
+    assert all(r["status"] == "ok" and r["equivalence_margin"] == 0.02 for r in records)
+    # torch on a CPU repeats a run bit for bit: only the twin's start can move its losses
+    # (an epoch's mean loss can round alike in float32 while the weights already differ).
+    torch_run, torch_twin = records[1], records[3]
+    assert [e["train_loss"] for e in torch_twin["history"]] != \
+        [e["train_loss"] for e in torch_run["history"]]
+    section = (folder / "report.md").read_text().split("## Do the frameworks differ?")[1]
+    assert "Chaos floor (each run repeated from initial weights one ulp away): tf and its " \
+           "twin: " in section
+    assert "no framework verdict; to answer the framework question" in section
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """What changed between two sets of results: deltas of every figure, regressions marked.
 
-For every (dataset, model, backend) the figures of B's successful runs (mean over seeds)
-are set against A's. A figure is a regression when it got worse by more than the
+For every (dataset, model, backend) the figures of B's successful runs (mean over seeds;
+twins left out) are set against A's. A figure is a regression when it got worse by more than the
 threshold of its kind (THRESHOLD_RULES: quality drops in fraction points; time, normalised
 speed, memory, anonymous memory and energy as relative changes; throughputs count as time
 per image). A run that was ok in A and did not succeed in B (failed, timed out or
@@ -268,10 +268,12 @@ def best_of_readings(deltas: list[Delta]) -> Delta:
 
 
 def _ok_groups(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict]]:
+    """(dataset, model, backend) → its ok runs. Twins (`schema.TWIN_OF`) are left out, as
+    in the report's figures: they measure chaos and are no replicates."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for record in records:
         runs = groups.setdefault((record["dataset"], record["model"], record["backend"]), [])
-        if schema.succeeded(record):
+        if schema.succeeded(record) and not schema.is_twin(record):
             runs.append(record)
     return groups
 

@@ -1,22 +1,29 @@
-"""Statistics over repeated runs: summaries with intervals, and paired framework tests.
+"""Statistics over repeated runs: summaries with intervals, and the framework verdict.
 
 Replicates are seeds. With k-fold protocols a seed's figure is first averaged over its
 folds, because the folds of one seed share a training recipe and are not independent
 repetitions of the experiment; with a single seed the folds themselves are the replicates.
 
-Paired tests compare two backends on the *same* test images (docs/reports.md, Statistics):
+Two trained models always differ: float rounding, amplified over hundreds of chaotic
+steps, makes any two runs differ, two runs of one framework included. So the framework
+question is answered over seeds only (`framework_verdict`, docs/reports.md, Statistics):
 
 * one seed: McNemar's exact test (a binomial test on the discordant images, those right
-  with one framework and wrong with the other). With k folds each image is tested once,
-  so the folds' predictions are pooled into one paired sample.
-* several seeds: a paired t-test on the per-seed accuracies.
+  with one model and wrong with the other; with k folds the folds' predictions are
+  pooled) says whether *these two trained models* differ. It is no framework verdict.
+* several seeds: the framework effect is the mean paired (a − b) accuracy difference over
+  seeds with its t-interval; a paired t-test asks whether it differs from 0, and two
+  one-sided t-tests (TOST) whether it lies within ±margin (equivalence).
+* twins (each run repeated from initial weights one ulp away, `--twins`): the chaos floor,
+  how far one framework's run and its twin lie apart, set against how far the two
+  frameworks' runs of the same seed lie apart.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +31,29 @@ from scipy import stats as scipy_stats
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_ALPHA = 0.05
+# The equivalence margin, in accuracy (a fraction): ±2 accuracy points. Set per invocation
+# with `benchmarks.run --equivalence-margin` and recorded in every record, so that it is
+# chosen before the results are seen.
+DEFAULT_EQUIVALENCE_MARGIN = 0.02
+# How the report says to answer the framework question where a run cannot.
+SEEDS_ADVICE = "--seeds 5 --twins"
+# Verdicts of `framework_verdict`; None where the runs allow none (one seed).
+DIFFER, EQUIVALENT, UNDECIDED = "differ", "equivalent", "undecided"
+
+
+def check_equivalence_margin(margin: Any) -> None:
+    """Raises ValueError unless `margin` is an accuracy margin: a number in (0, 1).
+
+    Args:
+        margin: the equivalence margin, in accuracy (0.02 is ±2 points).
+    """
+    if not _is_real(margin) or not 0 < margin < 1:
+        raise ValueError("equivalence_margin must be a number in (0, 1), in accuracy (0.02 is "
+                         f"±2 points). Received: equivalence_margin={margin!r}")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -133,42 +163,12 @@ def seed_replicates(runs: Sequence[dict[str, Any]], value_of) -> list[float]:
     return [float(np.mean(values)) for values in by_seed.values()]
 
 
-@dataclass(frozen=True)
-class PairedTest:
-    """The outcome of a paired accuracy test of backend `b` against backend `a`.
-
-    Attributes:
-        test: "McNemar exact" or "paired t-test"; None when no test could be made.
-        p_value: two-sided p-value; None when no test could be made.
-        statement: the result in words, e.g. "no significant difference between tf and
-            torch (…; p = 0.41)", or why no test was made.
-        significant: whether p < alpha.
-    """
-
-    test: str | None
-    p_value: float | None
-    statement: str
-    significant: bool = False
-
-
 def format_p(p_value: float) -> str:
     """p-values as reviewers read them: "p = 0.41", "p = 0.043", "p < 0.001"."""
     if p_value < 0.001:
         return "p < 0.001"
     # Two significant digits; fixed-point above 0.1 so that 1 reads "1.00".
     return f"p = {p_value:.2f}" if p_value >= 0.1 else f"p = {p_value:.2g}"
-
-
-def _verdict(name_a: str, name_b: str, difference: float, p_value: float, alpha: float,
-             evidence: str, test: str) -> PairedTest:
-    significant = p_value < alpha
-    if significant:
-        better, worse = (name_b, name_a) if difference > 0 else (name_a, name_b)
-        head = f"{better} is significantly more accurate than {worse}"
-    else:
-        head = f"no significant difference between {name_a} and {name_b}"
-    return PairedTest(test=test, p_value=p_value, significant=significant,
-                      statement=f"{head} ({test}, {evidence}; {format_p(p_value)})")
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
@@ -198,76 +198,259 @@ def _unit(run: dict[str, Any]) -> tuple[Any, Any]:
     return run.get("seed"), run.get("fold")
 
 
-def paired_accuracy_test(
+def _points(fraction: float) -> str:
+    """An accuracy difference in points, signed: 0.0123 → "+1.2"."""
+    return f"{100 * fraction:+.1f}"
+
+
+def tost_p_value(differences: Sequence[float], margin: float) -> float:
+    """Two one-sided t-tests (TOST) that the mean of `differences` lies within ±margin.
+
+    The larger of the two one-sided p-values (H0: mean ≤ −margin, H0: mean ≥ +margin);
+    below α, the mean is shown to lie inside the margin (equivalently, the 1 − 2α
+    t-interval lies inside it).
+
+    Args:
+        differences: one paired difference per replicate, at least two, not all equal.
+        margin: the equivalence margin, > 0, in the differences' unit.
+
+    Returns:
+        The TOST p-value.
+    """
+    data = _finite(differences)
+    if len(data) < 2 or np.ptp(data) == 0:
+        raise ValueError("differences must hold at least two values that are not all equal. "
+                         f"Received: differences={list(differences)!r}")
+    check_equivalence_margin(margin)
+    standard_error = float(data.std(ddof=1)) / math.sqrt(len(data))
+    mean, df = float(data.mean()), len(data) - 1
+    p_above_lower = float(scipy_stats.t.sf((mean + margin) / standard_error, df))
+    p_below_upper = float(scipy_stats.t.cdf((mean - margin) / standard_error, df))
+    return max(p_above_lower, p_below_upper)
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """How far paired trained models lie apart, averaged over their pairs.
+
+    Attributes:
+        pairs: the pairs of runs compared.
+        accuracy_difference: the mean absolute test-accuracy difference (a fraction).
+        prediction_share: the mean share of test images the two predict differently;
+            None when a record lacks per-image predictions.
+    """
+
+    pairs: int
+    accuracy_difference: float
+    prediction_share: float | None
+
+    def describe(self) -> str:
+        """"1.2 points of accuracy apart, 6.3% of test images predicted differently"."""
+        text = f"{100 * self.accuracy_difference:.1f} points of accuracy apart"
+        if self.prediction_share is not None:
+            text += f", {self.prediction_share:.1%} of test images predicted differently"
+        return text
+
+    @property
+    def size(self) -> float:
+        """What the chaos floor compares: the prediction share, else the accuracy gap."""
+        return self.accuracy_difference if self.prediction_share is None \
+            else self.prediction_share
+
+
+def disagreement(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> Disagreement | None:
+    """How far each pair of runs lies apart, averaged over the pairs.
+
+    Args:
+        pairs: (record, record) of runs scored on the same test images.
+
+    Returns:
+        The Disagreement; None without pairs.
+    """
+    if not pairs:
+        return None
+    gaps, shares = [], []
+    for first, second in pairs:
+        gaps.append(abs(first["metrics"]["accuracy"] - second["metrics"]["accuracy"]))
+        predictions = first.get("test_predictions"), second.get("test_predictions")
+        if None in predictions or len(predictions[0]) != len(predictions[1]) \
+                or first.get("test_labels") != second.get("test_labels"):
+            shares.append(None)
+        else:
+            shares.append(float(np.mean(np.asarray(predictions[0]) != np.asarray(predictions[1]))))
+    share = None if None in shares else float(np.mean(shares))
+    return Disagreement(len(pairs), float(np.mean(gaps)), share)
+
+
+@dataclass(frozen=True)
+class FrameworkVerdict:
+    """What the runs of two backends say about the frameworks, for one (dataset, model).
+
+    Attributes:
+        verdict: DIFFER, EQUIVALENT or UNDECIDED over several seeds; None where the runs
+            allow no framework verdict (one seed, no paired runs).
+        lines: the result in words: the verdict (or what was tested instead), then the
+            chaos floor and what to run next, where they apply.
+        p_difference: the difference test's two-sided p-value (McNemar exact for one seed,
+            the paired t-test over seeds); None when none was made.
+        p_equivalence: the TOST p-value against ±margin; None when none was made.
+        effect: the per-seed (a − b) accuracy differences' Summary (mean and t-interval);
+            None with fewer than two seeds.
+        chaos_floor: backend → how far its runs and their twins lie apart.
+        cross: how far the two backends' runs of the same seed and fold lie apart.
+    """
+
+    verdict: str | None
+    lines: tuple[str, ...]
+    p_difference: float | None = None
+    p_equivalence: float | None = None
+    effect: Summary | None = None
+    chaos_floor: dict[str, Disagreement] = field(default_factory=dict)
+    cross: Disagreement | None = None
+
+    @property
+    def statement(self) -> str:
+        """The lines as one paragraph."""
+        return " ".join(self.lines)
+
+
+def framework_verdict(
     runs_a: Sequence[dict[str, Any]],
     runs_b: Sequence[dict[str, Any]],
     name_a: str,
     name_b: str,
     alpha: float = DEFAULT_ALPHA,
-) -> PairedTest:
-    """Tests whether two backends' accuracies on the same test images differ.
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN,
+    twins_a: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
+    twins_b: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
+) -> FrameworkVerdict:
+    """Says whether two backends' accuracies differ, are equivalent, or neither is shown.
 
-    Runs are paired by (seed, fold); unpaired runs are left out.
+    Runs are paired by (seed, fold); twins (`schema.TWIN_OF`) come apart, as (run, twin)
+    pairs, and give the chaos floor. With one seed no framework verdict is made: McNemar's
+    exact test says whether the two trained models differ. With several, the per-seed
+    accuracy differences (a − b, averaged over folds) get a paired t-test and a TOST
+    against ±margin. A paired t-test rather than a sign or Wilcoxon test: with 5 seeds
+    their smallest two-sided p-value is 2/32 = 0.0625, so they could never reject at 0.05;
+    a seed's accuracy averages over every test image, close to normal.
 
     Args:
-        runs_a: ok records of backend `name_a` for one (dataset, model).
+        runs_a: ok records of backend `name_a` for one (dataset, model), twins left out.
         runs_b: ok records of backend `name_b` for the same (dataset, model).
         name_a: the first backend's name, for the statement.
         name_b: the second backend's name.
-        alpha: significance level.
+        alpha: significance level, in (0, 1).
+        margin: the equivalence margin, in accuracy (a fraction in (0, 1)).
+        twins_a: (run, its twin) of backend `name_a`, ok records both.
+        twins_b: the same of backend `name_b`.
 
     Returns:
-        The test's outcome; with no paired runs, or records that lack per-image
-        predictions, a PairedTest without p-value that says why.
+        The verdict and its statement.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1). Received: alpha={alpha!r}")
-    by_unit_a = {_unit(r): r for r in runs_a}
-    by_unit_b = {_unit(r): r for r in runs_b}
-    units = sorted(set(by_unit_a) & set(by_unit_b), key=repr)
+    check_equivalence_margin(margin)
+    main_a = {_unit(r): r for r in runs_a}
+    main_b = {_unit(r): r for r in runs_b}
+    units = sorted(set(main_a) & set(main_b), key=repr)
     if not units:
-        return PairedTest(None, None, f"not tested: no successful {name_a} and {name_b} runs "
-                                      "with the same seed and fold")
+        return FrameworkVerdict(None, (f"not tested: no successful {name_a} and {name_b} runs "
+                                       "with the same seed and fold.",))
+    cross = disagreement([(main_a[u], main_b[u]) for u in units])
+    floor = {name: found for name, pairs in ((name_a, twins_a), (name_b, twins_b))
+             if (found := disagreement(pairs)) is not None}
+    chaos = _chaos_line(floor, cross, name_a, name_b)
     seeds = sorted({seed for seed, _ in units}, key=repr)
     if len(seeds) == 1:
-        return _mcnemar_over_folds([by_unit_a[u] for u in units], [by_unit_b[u] for u in units],
-                                   name_a, name_b, alpha)
-    accuracy_a, accuracy_b = [], []
-    for seed in seeds:
-        seed_units = [u for u in units if u[0] == seed]
-        accuracy_a.append(np.mean([by_unit_a[u]["metrics"]["accuracy"] for u in seed_units]))
-        accuracy_b.append(np.mean([by_unit_b[u]["metrics"]["accuracy"] for u in seed_units]))
-    differences = np.asarray(accuracy_b) - np.asarray(accuracy_a)
-    evidence = (f"{len(seeds)} seeds, mean accuracy difference {name_b} − {name_a} = "
-                f"{differences.mean():+.4f}")
-    # A t-test needs spread: identical differences in every seed leave it undefined.
+        found = _mcnemar_over_folds([main_a[u] for u in units], [main_b[u] for u in units],
+                                    name_a, name_b, alpha, seeds[0])
+        advice = (f"One seed cannot tell a framework effect from run-to-run chaos: no "
+                  f"framework verdict; to answer the framework question, run with "
+                  f"`{SEEDS_ADVICE}`.")
+        return FrameworkVerdict(None, (found[0], *chaos, advice), p_difference=found[1],
+                                chaos_floor=floor, cross=cross)
+    differences = np.asarray([
+        np.mean([main_a[u]["metrics"]["accuracy"] - main_b[u]["metrics"]["accuracy"]
+                 for u in units if u[0] == seed]) for seed in seeds])
+    folds = len(units) // len(seeds)
+    tested = (f"test accuracy, paired by seed over {len(seeds)} seeds"
+              + (f" (each the mean of {folds} folds)" if folds > 1 else ""))
+    advice = () if floor else ("Chaos floor not measured: `--twins` repeats every run from "
+                               "initial weights one ulp away.",)
     if np.ptp(differences) < 1e-12:
-        if abs(differences[0]) < 1e-12:
-            return PairedTest("paired t-test", 1.0, f"no difference between {name_a} and "
-                              f"{name_b}: equal accuracy with every one of {len(seeds)} seeds")
-        return PairedTest(None, None, f"not tested: {name_b} − {name_a} accuracy is "
-                          f"{differences[0]:+.4f} with every seed, so a t-test is undefined")
-    p_value = float(scipy_stats.ttest_rel(accuracy_b, accuracy_a).pvalue)
-    return _verdict(name_a, name_b, float(differences.mean()), p_value, alpha, evidence,
-                    "paired t-test")
+        # Neither test is defined without spread.
+        line = (f"undecided: {name_a} − {name_b} {tested} is {_points(differences[0])} points "
+                "with every seed, so neither a t-test nor TOST is defined.")
+        return FrameworkVerdict(UNDECIDED, (line, *chaos, *advice), chaos_floor=floor,
+                                cross=cross)
+    effect = summarize(differences)
+    p_difference = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
+    p_equivalence = tost_p_value(differences, margin)
+    evidence = (f"{name_a} − {name_b} {tested}: {_points(effect.mean)} points "
+                f"[95% CI {_points(effect.ci_low)}, {_points(effect.ci_high)}]")
+    within = f"±{100 * margin:g} points"
+    difference = f"paired t-test {format_p(p_difference)}"
+    equivalence = f"TOST against {within} {format_p(p_equivalence)}"
+    if p_equivalence < alpha:
+        verdict = EQUIVALENT
+        head = f"equivalent within {within} ({equivalence})"
+        tail = (f"; the difference, though inside the margin, is significant ({difference})"
+                if p_difference < alpha else f" ({difference})")
+        line = f"{head}: {evidence}{tail}."
+    elif p_difference < alpha:
+        verdict = DIFFER
+        better, worse = (name_a, name_b) if effect.mean > 0 else (name_b, name_a)
+        line = (f"the frameworks differ: {better} is more accurate than {worse} by "
+                f"{abs(100 * effect.mean):.1f} points ({difference}; {equivalence}): "
+                f"{evidence}.")
+    else:
+        verdict = UNDECIDED
+        line = (f"undecided: neither a difference ({difference}) nor equivalence within "
+                f"{within} ({equivalence}) is shown: {evidence}; more seeds narrow the "
+                "interval.")
+    return FrameworkVerdict(verdict, (line, *chaos, *advice), p_difference, p_equivalence,
+                            effect, floor, cross)
 
 
-def _mcnemar_over_folds(runs_a, runs_b, name_a, name_b, alpha) -> PairedTest:
+def _chaos_line(floor: dict[str, Disagreement], cross: Disagreement | None, name_a: str,
+                name_b: str) -> tuple[str, ...]:
+    """The chaos floor against the frameworks' disagreement, in words; () without twins."""
+    if not floor or cross is None:
+        return ()
+    twins = "; ".join(f"{name} and its twin: {found.describe()} ({found.pairs} "
+                      f"pair{'s' if found.pairs != 1 else ''})" for name, found in floor.items())
+    worst = max(found.size for found in floor.values())
+    what = "prediction share" if cross.prediction_share is not None else "accuracy gap"
+    exceeds = "exceeds" if cross.size > worst else "does not exceed"
+    return (f"Chaos floor (each run repeated from initial weights one ulp away): {twins}. "
+            f"{name_a} and {name_b} with the same seed: {cross.describe()}, which {exceeds} "
+            f"the chaos floor ({what} {_share(cross.size)} against {_share(worst)}).",)
+
+
+def _share(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def _mcnemar_over_folds(runs_a, runs_b, name_a, name_b, alpha, seed) -> tuple[str, float | None]:
+    """McNemar's exact test on the pooled folds of one seed, as (statement, p-value)."""
     correct_a, correct_b = [], []
     for run_a, run_b in zip(runs_a, runs_b, strict=True):
         labels_a, labels_b = run_a.get("test_labels"), run_b.get("test_labels")
         if labels_a is None or labels_b is None or run_a.get("test_predictions") is None \
                 or run_b.get("test_predictions") is None:
-            return PairedTest(None, None, "not tested: the records lack per-image test "
-                                          "predictions")
+            return "not tested: the records lack per-image test predictions.", None
         if labels_a != labels_b:
-            return PairedTest(None, None, f"not tested: {name_a} and {name_b} were scored on "
-                                          "different test images")
+            return (f"not tested: {name_a} and {name_b} were scored on different test "
+                    "images.", None)
         labels = np.asarray(labels_a)
         correct_a.append(np.asarray(run_a["test_predictions"]) == labels)
         correct_b.append(np.asarray(run_b["test_predictions"]) == labels)
     correct_a, correct_b = np.concatenate(correct_a), np.concatenate(correct_b)
     only_a, only_b, p_value = mcnemar_exact(correct_a, correct_b)
-    evidence = (f"{len(correct_a)} test images: {only_a} right only with {name_a}, "
-                f"{only_b} only with {name_b}")
-    return _verdict(name_a, name_b, only_b - only_a, p_value, alpha, evidence, "McNemar exact")
+    folds = f", {len(runs_a)} folds pooled" if len(runs_a) > 1 else ""
+    evidence = (f"McNemar exact on the {len(correct_a)} test images of seed {seed}{folds}: "
+                f"{only_a} right only with {name_a}, {only_b} only with {name_b}; "
+                f"{format_p(p_value)}")
+    head = ("these two trained models differ" if p_value < alpha
+            else "these two trained models do not differ detectably")
+    return f"{head} ({evidence}).", p_value

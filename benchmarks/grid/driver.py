@@ -103,15 +103,17 @@ def plan_point(grid: Grid, prepared: dict) -> list[RunSpec]:
         prepared: dataset → fold → (prepared .npz path, data facts), from `prepare`.
     """
     runs = []
-    for fold, model, seed, backend in grid.jobs():
-        path, data_info = prepared[grid.dataset][fold]
-        runs.append(RunSpec(
-            backend=backend, model=model, dataset=grid.dataset, prepared_data=str(path),
-            train=replace(grid.train[model], seed=seed), init=grid.init,
-            threads=grid.threads, deterministic=grid.deterministic, fold=fold,
+    for job in grid.jobs():
+        path, data_info = prepared[grid.dataset][job.fold]
+        run = RunSpec(
+            backend=job.backend, model=job.model, dataset=grid.dataset, prepared_data=str(path),
+            train=replace(grid.train[job.model], seed=job.seed), init=grid.init,
+            threads=grid.threads, deterministic=grid.deterministic, fold=job.fold,
             data_info=data_info, measure=grid.measure,
-            timeout_s=grid.run_timeout_s or default_run_timeout(grid, model, data_info),
-            recipe=grid.recipe.as_record(grid.explicit), id_from_spec=True))
+            timeout_s=grid.run_timeout_s or default_run_timeout(grid, job.model, data_info),
+            recipe=grid.recipe.as_record(grid.explicit), id_from_spec=True,
+            run_position=job.position, equivalence_margin=grid.equivalence_margin)
+        runs.append(replace(run, twin_of=run.run_id) if job.twin else run)
     return runs
 
 

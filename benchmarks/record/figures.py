@@ -38,7 +38,7 @@ ENERGY = "energy"  # relative growth
 
 # The columns every run table starts with.
 RUN_KEYS = (schema.RUN_ID, schema.STATUS, schema.DATASET, schema.MODEL, schema.BACKEND,
-            schema.FOLD, schema.SEED, schema.ERROR)
+            schema.FOLD, schema.SEED, schema.TWIN_OF, schema.RUN_POSITION, schema.ERROR)
 
 
 @dataclass(frozen=True)

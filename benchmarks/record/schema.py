@@ -9,11 +9,12 @@ then the run's facts and raw outputs; a failed one adds the tail of the worker's
 (`failed_record`).
 
 Schema 1 has grown without a new number: fields were added (deterministic,
-measure_config, test_injection, recipe, pretrained, the grid driver's grid_point and
-execution; the latency, energy, work and artifacts sections), none renamed or removed.
-Older schema-1 records, such as a committed baseline's, lack some of them, so readers
-require only READ_FIELDS; the worker checks its own record against everything this
-version writes (`check_record(record, complete=True)`).
+measure_config, test_injection, recipe, pretrained, twin_of, run_position,
+equivalence_margin, the grid driver's grid_point and execution; the latency, energy, work
+and artifacts sections), none renamed or removed. Older schema-1 records, such as a
+committed baseline's, lack some of them, so readers require only READ_FIELDS; the worker
+checks its own record against everything this version writes
+(`check_record(record, complete=True)`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ INIT = "init"
 # architecture) in every record of such a run, and, once the worker has fitted it to the
 # model, which canonical layers it loaded, adapted and re-initialised; None without.
 PRETRAINED = "pretrained"
+# A twin (`benchmarks.run --twins`): the run_id of the run it repeats from initial weights
+# one ulp away (`backends.init.one_ulp_away`), to measure run-to-run chaos; None for a run
+# that is no twin. Twins are left out of the figures and tests of the frameworks, and
+# make the chaos floor (`benchmarks.analysis.stats.chaos_floor`).
+TWIN_OF = "twin_of"
+# The run's place among the runs of its (fold, model, seed), 0 first: the invocation
+# balances which backend goes first (`benchmarks.runner.grid.Grid.jobs`); None where the
+# order was not recorded (older records).
+RUN_POSITION = "run_position"
+# The margin, in accuracy (a fraction), within which the report calls the frameworks
+# equivalent (`benchmarks.analysis.stats.DEFAULT_EQUIVALENCE_MARGIN`): set before the runs
+# (`benchmarks.run --equivalence-margin`), not chosen after seeing them.
+EQUIVALENCE_MARGIN = "equivalence_margin"
 THREADS = "threads"
 DETERMINISTIC = "deterministic"
 CONFIG = "config"  # the training recipe (TrainConfig), resolved
@@ -95,8 +109,9 @@ METRIC_STRUCTURES = (PER_CLASS, CONFUSION_MATRIX, AUC_CLASSES_SKIPPED)
 # The fields that say which run a record is; run_id is made of the others.
 IDENTITY_FIELDS = (RUN_ID, BACKEND, MODEL, DATASET, FOLD, SEED)
 # The fields every record carries, ok or failed, in `record_header`'s order.
-HEADER_FIELDS = (VERSION_FIELD, *IDENTITY_FIELDS, INIT, PRETRAINED, THREADS, DETERMINISTIC, CONFIG,
-                 RECIPE, MEASURE_CONFIG, DATA, TEST_INJECTION)
+HEADER_FIELDS = (VERSION_FIELD, *IDENTITY_FIELDS, TWIN_OF, RUN_POSITION, INIT, PRETRAINED,
+                 THREADS, DETERMINISTIC, CONFIG, RECIPE, MEASURE_CONFIG, DATA, TEST_INJECTION,
+                 EQUIVALENCE_MARGIN)
 OUTCOME_FIELDS = (STATUS, ERROR)
 MEASUREMENT_SECTIONS = (MODEL_INFO, METRICS, TIMING, LATENCY, MEMORY, ENERGY, WORK)
 # What an ok record carries besides the header and the outcome.
@@ -136,6 +151,8 @@ def record_header(spec: RunSpec) -> dict[str, Any]:
         DATASET: spec.dataset,
         FOLD: spec.fold,
         SEED: spec.train.seed,
+        TWIN_OF: spec.twin_of,
+        RUN_POSITION: spec.run_position,
         INIT: spec.init,
         PRETRAINED: spec.pretrained,
         THREADS: spec.threads,
@@ -145,6 +162,7 @@ def record_header(spec: RunSpec) -> dict[str, Any]:
         MEASURE_CONFIG: asdict(spec.measure),
         DATA: spec.data_info,
         TEST_INJECTION: spec.faults.as_record() if spec.faults else None,
+        EQUIVALENCE_MARGIN: spec.equivalence_margin,
     }
 
 
@@ -173,6 +191,11 @@ def failed_record(spec: RunSpec, error: str, stderr_tail: str,
 def succeeded(record: dict[str, Any]) -> bool:
     """Whether `record` is of a run that succeeded."""
     return record.get(STATUS) == OK
+
+
+def is_twin(record: dict[str, Any]) -> bool:
+    """Whether `record` is of a twin run (TWIN_OF), not one of the frameworks' replicates."""
+    return record.get(TWIN_OF) is not None
 
 
 def check_record(record: Any, complete: bool = False) -> None:
@@ -248,7 +271,10 @@ def _is_per_class(value: Any) -> bool:
 _HEADER_TYPES = {
     **dict.fromkeys((RUN_ID, STATUS, BACKEND, MODEL, DATASET), (_is_text, "text")),
     **dict.fromkeys((FOLD, SEED, THREADS), (_is_int, "an integer or null")),
-    **dict.fromkeys((INIT, ERROR, STDERR_TAIL), (_is_text, "text or null")),
+    **dict.fromkeys((INIT, ERROR, STDERR_TAIL, TWIN_OF), (_is_text, "text or null")),
+    RUN_POSITION: (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0 or null"),
+    EQUIVALENCE_MARGIN: (lambda v: _is_number(v) and 0 < v < 1,
+                         "a number in (0, 1) (an accuracy margin) or null"),
     **dict.fromkeys((*MEASUREMENT_SECTIONS, *FACT_SECTIONS),
                     (lambda v: isinstance(v, dict), "an object or null")),
     HISTORY: (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v),

@@ -21,7 +21,12 @@ from benchmarks.analysis.load import (
     loaded_runs,
     loaded_warning,
 )
-from benchmarks.analysis.stats import PairedTest, Summary, paired_accuracy_test
+from benchmarks.analysis.stats import (
+    DEFAULT_EQUIVALENCE_MARGIN,
+    FrameworkVerdict,
+    Summary,
+    framework_verdict,
+)
 from benchmarks.grid import study
 from benchmarks.messages import shortened
 from benchmarks.record import schema
@@ -60,10 +65,13 @@ class ReportData:
     Attributes:
         source: the results file.
         records: every record, in file order.
-        groups: label → backend → ok records (see `benchmarks.plots`); labels with only
-            failed runs are present with empty lists.
-        totals: label → backend → number of runs, ok or not.
-        tests: label → paired accuracy tests, one per pair of backends.
+        groups: label → backend → ok records (see `benchmarks.plots`), twins left out;
+            labels with only failed runs are present with empty lists.
+        twins: label → backend → ok records of twin runs (`schema.TWIN_OF`), which give
+            the chaos floor only.
+        totals: label → backend → number of runs, ok or not, twins left out.
+        tests: label → framework verdicts, one per pair of backends.
+        margin: the equivalence margin the verdicts use (`equivalence_margin`).
         keys: every figure key some record carries, catalog figures first.
         loaded: the run ids whose timings are not comparable (`analysis.load`).
         gallery_notes: why an image figure is missing (a damaged file), filled as the
@@ -75,8 +83,10 @@ class ReportData:
     source: Path
     records: list[dict[str, Any]]
     groups: plots.Groups = field(default_factory=dict)
+    twins: plots.Groups = field(default_factory=dict)
     totals: dict[str, dict[str, int]] = field(default_factory=dict)
-    tests: dict[str, list[PairedTest]] = field(default_factory=dict)
+    tests: dict[str, list[FrameworkVerdict]] = field(default_factory=dict)
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN
     keys: list[str] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
     gallery_notes: list[str] = field(default_factory=list)
@@ -114,7 +124,8 @@ def analyse(records: list[dict[str, Any]], source: Path,
         source: the results file they came from (named in the report).
         grid: the folder's grid.json, for a grid's report (its study section).
     """
-    data = ReportData(source=source, records=records, grid=grid)
+    data = ReportData(source=source, records=records, grid=grid,
+                      margin=equivalence_margin(records))
     several_datasets = len({r["dataset"] for r in records}) > 1
     for record in records:
         label = f"{record['dataset']} · {record['model']}" if several_datasets \
@@ -122,6 +133,11 @@ def analyse(records: list[dict[str, Any]], source: Path,
         data.groups.setdefault(label, {})
         data.totals.setdefault(label, {})
         backend = record["backend"]
+        if schema.is_twin(record):
+            # A twin repeats a run to measure chaos: no replicate of the frameworks.
+            if schema.succeeded(record):
+                data.twins.setdefault(label, {}).setdefault(backend, []).append(record)
+            continue
         data.totals[label][backend] = data.totals[label].get(backend, 0) + 1
         runs = data.groups[label].setdefault(backend, [])
         if schema.succeeded(record):
@@ -131,12 +147,34 @@ def analyse(records: list[dict[str, Any]], source: Path,
         # down) is left out of them, as it is shown "—" in the tables.
         scored = {backend: [r for r in runs if _has_accuracy(r)]
                   for backend, runs in by_backend.items()}
+        twins = {backend: twin_pairs(scored[backend], runs)
+                 for backend, runs in data.twins.get(label, {}).items() if backend in scored}
         present = [b for b in data.backends if scored.get(b)]
-        data.tests[label] = [paired_accuracy_test(scored[a], scored[b], a, b)
+        data.tests[label] = [framework_verdict(scored[a], scored[b], a, b, margin=data.margin,
+                                               twins_a=twins.get(a, []), twins_b=twins.get(b, []))
                              for a, b in combinations(present, 2)]
     data.keys = figure_keys(runs_frame(records).columns)
     data.loaded = {run.run_id for run in loaded_runs(records)}
     return data
+
+
+def twin_pairs(runs: list[dict[str, Any]],
+               twins: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(run, its twin) for every twin whose run is among `runs` (`schema.TWIN_OF`)."""
+    by_id = {run[schema.RUN_ID]: run for run in runs}
+    return [(by_id[twin[schema.TWIN_OF]], twin) for twin in twins
+            if twin[schema.TWIN_OF] in by_id and _has_accuracy(twin)]
+
+
+def equivalence_margin(records: list[dict[str, Any]]) -> float:
+    """The equivalence margin the records were run with (`schema.EQUIVALENCE_MARGIN`).
+
+    Records without one (older ones) take DEFAULT_EQUIVALENCE_MARGIN; where records of
+    one folder name several, the smallest, so that "equivalent" is never claimed on a
+    looser margin than any of the runs set.
+    """
+    recorded = [r.get(schema.EQUIVALENCE_MARGIN) for r in records]
+    return min((m for m in recorded if m is not None), default=DEFAULT_EQUIVALENCE_MARGIN)
 
 
 def _has_accuracy(record: dict[str, Any]) -> bool:
@@ -340,12 +378,16 @@ def explanation_figures(data: ReportData) -> list[tuple[str, str, bytes]]:
 
 def run_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     """Every run, ok or not, with its main figures."""
-    headers = ["run", "status", "seed", "fold"] + [measure_for(k).title for k in _RUN_TABLE_KEYS]
+    headers = ["run", "status", "seed", "fold", "order"] + [measure_for(k).title
+                                                           for k in _RUN_TABLE_KEYS]
     frame = runs_frame(data.records)
     rows = []
     for _, run in frame.iterrows():
+        # The run's place among its (fold, model, seed)'s runs, counted from 1.
+        position = run[schema.RUN_POSITION]
+        order = "—" if position is None or position != position else str(int(position) + 1)
         rows.append([str(run["run_id"]), str(run["status"]), _fact(run["seed"]),
-                     _fact(run["fold"])]
+                     _fact(run["fold"]), order]
                     + [_marked(k, measure_for(k).format(run.get(k)), run["run_id"] in data.loaded)
                        for k in _RUN_TABLE_KEYS])
     return headers, rows
@@ -536,9 +578,22 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
                      figure=figure, trials=study.trial_rows(grid))
 
 
-def test_lines(data: ReportData) -> list[tuple[str, str]]:
-    return [(label, test.statement) for label, tests in data.tests.items()
-            for test in tests]
+def test_lines(data: ReportData) -> list[tuple[str, FrameworkVerdict]]:
+    """(label, verdict) of every pair of backends the report tests."""
+    return [(label, test) for label, tests in data.tests.items() for test in tests]
+
+
+def tests_note(data: ReportData) -> str:
+    """What the framework section tested, and on what, in one paragraph."""
+    return ("Test accuracy of the two frameworks on the same test images, runs paired by "
+            "seed and fold, at α = 0.05; twins (runs repeated from initial weights one ulp "
+            "away, --twins) are left out of the pairs and measure the chaos floor. One "
+            "seed: McNemar's exact test says whether the two trained models differ, which "
+            "no framework verdict can rest on. Several seeds: the mean per-seed accuracy "
+            "difference with its 95% t-interval, a paired t-test against 0 and two "
+            "one-sided t-tests (TOST) against the equivalence margin of "
+            f"±{100 * data.margin:g} accuracy points (set by benchmarks.run "
+            "--equivalence-margin, recorded with the runs).")
 
 
 def injection_warning(data: ReportData) -> str | None:
@@ -577,8 +632,11 @@ def summary_frame(data: ReportData) -> pd.DataFrame:
 
 
 def _by_pair(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict]]:
+    """(dataset, model, backend) → its records, twins left out as in the tables."""
     grouped: dict[tuple[str, str, str], list[dict]] = {}
     for record in records:
+        if schema.is_twin(record):
+            continue
         grouped.setdefault((record["dataset"], record["model"], record["backend"]),
                            []).append(record)
     return grouped

@@ -27,6 +27,8 @@ from benchmarks.report.data import (
     setting_rows,
     skipped_count,
     skipped_file_rows,
+    test_lines,
+    tests_note,
 )
 from benchmarks.report.deployment import deployment
 from benchmarks.report.tables import html_table
@@ -48,7 +50,7 @@ figure { margin: 16px 0; } figure img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 13px; }
 .note { color: #555; }
 ul.tests li { margin: 4px 0; }
-.significant { font-weight: 600; }
+.differ { font-weight: 600; }
 .beside { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 .beside > figure { flex: 1 1 480px; }
 pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
@@ -81,12 +83,11 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
     if study is not None:
         sections.append(("study", "Hyper-parameter study", _study_html(study)))
     tests = "".join(
-        f'<li class="{"significant" if test.significant else ""}"><b>{esc(label)}</b>: '
-        f"{esc(test.statement)}</li>"
-        for label, pair_tests in data.tests.items() for test in pair_tests)
+        f'<li class="{esc(verdict.verdict or "no-verdict")}"><b>{esc(label)}</b>: '
+        + "<br>".join(esc(line) for line in verdict.lines) + "</li>"
+        for label, verdict in test_lines(data))
     sections.append(("tests", "Do the frameworks differ?", (
-        "<p class=\"note\">Paired tests on the same test images at α = 0.05: McNemar's "
-        "exact test for one seed (folds pooled), a paired t-test over seeds otherwise.</p>"
+        f'<p class="note">{esc(tests_note(data))}</p>'
         + (f'<ul class="tests">{tests}</ul>' if tests else "<p>No pair of backends to "
                                                            "test.</p>"))))
     accuracy = html_table(*per_class_accuracy_rows(data))

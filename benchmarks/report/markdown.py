@@ -20,6 +20,7 @@ from benchmarks.report.data import (
     setting_rows,
     skipped_file_rows,
     test_lines,
+    tests_note,
 )
 from benchmarks.report.deployment import deployment
 from benchmarks.report.tables import markdown_escape, markdown_table
@@ -40,9 +41,11 @@ def render_markdown(data: ReportData) -> str:
         "seeds ± half-width of its 95% t-interval.",
         "## Headline", markdown_table(*headline_rows(data)), *note,
         *_study_markdown(data),
-        "## Do the frameworks differ? (paired accuracy tests)",
-        "\n".join(f"- **{markdown_escape(label)}**: {markdown_escape(statement)}"
-                  for label, statement in test_lines(data)) or "No pair of backends to test.",
+        "## Do the frameworks differ? (test accuracy, paired by seed)",
+        markdown_escape(tests_note(data)),
+        "\n".join(f"- **{markdown_escape(label)}**: "
+                  + "\n  ".join(markdown_escape(line) for line in verdict.lines)
+                  for label, verdict in test_lines(data)) or "No pair of backends to test.",
     ]
     headers, rows = per_class_accuracy_rows(data)
     if rows:

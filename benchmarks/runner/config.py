@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import TrainConfig
+from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
 from benchmarks.ci.faults import InjectedFaults
 from benchmarks.runner.env import available_cores
 from benchmarks.runner.recipe import NO_RECIPE
@@ -94,6 +95,16 @@ class RunSpec:
         pretrained_file: where the harness staged that checkpoint's canonical arrays for
             the workers (`Checkpoint.stage`), so that no worker needs PyTorch to read a
             torchvision file; None without `pretrained`. Not part of the record.
+        twin_of: the run_id of the run this one repeats from initial weights one ulp away
+            (`backends.init.one_ulp_away`; `--twins`), to measure run-to-run chaos; None
+            for a run that is no twin.
+        run_position: the run's place among the runs of its (fold, model, seed), 0 first
+            (`Grid.jobs`); None where no order was planned. Not part of `spec_digest`:
+            the order changes no figure's mathematics.
+        equivalence_margin: the accuracy margin (a fraction) within which the report calls
+            the frameworks equivalent, recorded so that it is fixed before the results
+            are seen (`benchmarks.analysis.stats.framework_verdict`). Not part of
+            `spec_digest`: it changes no run.
     """
 
     backend: str
@@ -114,8 +125,12 @@ class RunSpec:
     id_from_spec: bool = False
     pretrained: dict[str, Any] | None = None
     pretrained_file: str | None = None
+    twin_of: str | None = None
+    run_position: int | None = None
+    equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
 
     def __post_init__(self) -> None:
+        check_equivalence_margin(self.equivalence_margin)
         if not isinstance(self.threads, int) or self.threads < 1:
             raise ValueError(f"threads must be an integer ≥ 1. Received: threads={self.threads!r}")
         # `not > 0` also rejects NaN, which would never expire.
@@ -125,10 +140,13 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """backend-model-dataset[-foldF]-seedS, then `-<spec_digest>` with `id_from_spec`."""
+        """backend-model-dataset[-foldF]-seedS[-twin], then `-<spec_digest>` with
+        `id_from_spec`."""
         fold = "" if self.fold is None else f"-fold{self.fold}"
+        twin = "-twin" if self.twin_of is not None else ""
         digest = f"-{self.spec_digest}" if self.id_from_spec else ""
-        return f"{self.backend}-{self.model}-{self.dataset}{fold}-seed{self.train.seed}{digest}"
+        return (f"{self.backend}-{self.model}-{self.dataset}{fold}-seed{self.train.seed}"
+                f"{twin}{digest}")
 
     @property
     def spec_digest(self) -> str:
@@ -138,7 +156,7 @@ class RunSpec:
         time limit, where weights go and the recipe's file name are left out (they change
         no figure); the data enter by their fingerprint and split, not their path, and a
         pretrained checkpoint by its sha256. What was added after grids were first
-        resumed (freeze_epochs, pretrained) enters only when set, so that the digests of
+        resumed (freeze_epochs, pretrained, twin) enters only when set, so that the digests of
         the runs without it, and the grids that hold them, stay as they were.
         """
         data = {key: self.data_info.get(key) for key in _DATA_IDENTITY}
@@ -152,6 +170,8 @@ class RunSpec:
                     "faults": asdict(self.faults) if self.faults else None}
         if self.pretrained is not None:
             identity["pretrained"] = self.pretrained["sha256"]
+        if self.twin_of is not None:
+            identity["twin"] = True
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 

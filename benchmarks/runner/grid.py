@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from backends.flops import model_cost
 from backends.init import INIT_MODES
 from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import bfloat16_refusal, visible_gpu
+from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
 from benchmarks.ci.faults import InjectedFaults, injected_faults
 from benchmarks.messages import quoted
 from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
@@ -127,6 +128,47 @@ def _check_image_size(model: str, image_size: int) -> None:
                          f"(16 bytes each to train with Adam). Received: image_size={image_size}")
 
 
+class Job(NamedTuple):
+    """One run of a grid, as `Grid.jobs` plans it.
+
+    Attributes:
+        fold: the fold, or None for a holdout.
+        model: catalog model name.
+        seed: the train seed.
+        backend: backend name.
+        position: the run's place among the runs of its (fold, model, seed), 0 first.
+        twin: whether the run is the twin of the same (fold, model, seed, backend)
+            (`Grid.twins`).
+    """
+
+    fold: int | None
+    model: str
+    seed: int
+    backend: str
+    position: int
+    twin: bool = False
+
+
+def balanced_order(backends: tuple[str, ...], replicate: int) -> tuple[str, ...]:
+    """The backends in the order replicate number `replicate` runs them: ABBA.
+
+    Replicates 0, 1, 2, 3 run A B, B A, B A, A B, and so on. Over every four replicates
+    each backend runs first twice, so a first-position effect cancels, and each
+    backend's slots in time have the same sum and the same sum of squares, so that a
+    linear or quadratic drift over the invocation (page cache, heat, a load trend)
+    falls on both frameworks alike; plain alternation (A B, B A, A B, …) balances the
+    first two only.
+
+    Args:
+        backends: the backends in their listed order.
+        replicate: the replicate's number, 0-based, over (fold, seed) within a model.
+
+    Returns:
+        `backends`, reversed for the replicates where B goes first.
+    """
+    return tuple(reversed(backends)) if replicate % 4 in (1, 2) else tuple(backends)
+
+
 def max_batch_size(image_size: int) -> int:
     """The largest batch of `image_size`² images within MAX_BATCH_PIXELS."""
     return MAX_BATCH_PIXELS // image_size**2
@@ -138,7 +180,8 @@ class Grid:
 
     Attributes:
         dataset: dataset name (`datasets.DATASET_NAMES`).
-        backends: backend names, each once, in run order within each (fold, model, seed).
+        backends: backend names, each once; the first (fold, model, seed) runs them in
+            this order, the others in `balanced_order`.
         models: catalog model names, each once (replicates are seeds).
         recipe: the training recipe the models' TrainConfigs resolve from.
         explicit: TrainConfig settings given explicitly (command line, preset), above the
@@ -166,6 +209,11 @@ class Grid:
             model must be its architecture (checked by `read_pretrained`, before
             anything is written); needs init "shared", whose weights the layers it does
             not provide take. None: start from `init`'s weights.
+        twins: also run every (fold, model, seed, backend) a second time from initial
+            weights one ulp away (`backends.init.one_ulp_away`), for the chaos floor the
+            report sets the framework difference against; needs init "shared".
+        equivalence_margin: the accuracy margin (a fraction, in (0, 1)) within which the
+            report calls the frameworks equivalent; recorded in every record.
         train: model → its TrainConfig, resolved from `recipe` and `explicit` when the
             grid is made; its seed is the model's first seed. Each has at most MAX_EPOCHS
             epochs and a batch of at most `max_batch_size(image_size)` images (and,
@@ -191,6 +239,8 @@ class Grid:
     run_timeout_s: float | None = None
     save_weights: str = "best"
     pretrained: Path | None = None
+    twins: bool = False
+    equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
     train: Mapping[str, TrainConfig] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -254,6 +304,12 @@ class Grid:
                 raise ValueError(f"freeze_epochs {train.freeze_epochs} (of {model}) needs "
                                  "--pretrained: it trains a checkpoint's re-initialised layers "
                                  "alone; without one, use --freeze-epochs 0")
+        if self.twins and self.init != "shared":
+            raise ValueError("twins need init 'shared': a twin starts from the shared initial "
+                             "weights moved by one ulp, which native initialisers do not "
+                             f"draw. Received: init={self.init!r}; drop --init {self.init} "
+                             "(or --twins)")
+        check_equivalence_margin(self.equivalence_margin)
         if self.save_weights not in SAVE_WEIGHTS:
             raise ValueError(f"save_weights must be one of {', '.join(SAVE_WEIGHTS)}. "
                              f"Received: save_weights={self.save_weights!r}")
@@ -277,16 +333,26 @@ class Grid:
             raise ValueError(f"fold must be in [0, {self.folds - 1}]. Received: fold={self.fold}")
         return [self.fold]
 
-    def jobs(self) -> list[tuple[int | None, str, int, str]]:
-        """(fold, model, seed, backend) of every run, in run order.
+    def jobs(self) -> list[Job]:
+        """Every run, in run order.
 
-        The backends of one (fold, model, seed) run back to back: the runs a paired test
-        compares then see the same machine conditions.
+        The runs of one (fold, model, seed) run back to back, so that the runs a paired
+        test compares see the same machine conditions: its backends in `balanced_order`
+        (which goes first alternates ABBA over the model's (fold, seed) replicates), then,
+        with `twins`, their twins in the same order.
         """
-        return [(fold, model, seed, backend) for fold in self.fold_indices()
-                for model in self.models
-                for seed in range(self.train[model].seed, self.train[model].seed + self.seeds)
-                for backend in self.backends]
+        jobs = []
+        for fold_number, fold in enumerate(self.fold_indices()):
+            for model in self.models:
+                first = self.train[model].seed
+                for seed in range(first, first + self.seeds):
+                    replicate = fold_number * self.seeds + seed - first
+                    order = balanced_order(self.backends, replicate)
+                    runs = [(backend, False) for backend in order]
+                    runs += [(backend, True) for backend in order] if self.twins else []
+                    jobs += [Job(fold, model, seed, backend, position, twin)
+                             for position, (backend, twin) in enumerate(runs)]
+        return jobs
 
     def dataset_folder(self) -> Path | None:
         """The folder the dataset is read from; None for the generated synthetic set."""
@@ -558,9 +624,9 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
         pretrained = {"pretrained": checkpoint.describe(), "pretrained_file": str(staged)}
     jobs = grid.jobs()
     try:
-        for number, (fold, model, seed, backend) in enumerate(jobs, 1):
+        for number, (fold, model, seed, backend, position, twin) in enumerate(jobs, 1):
             path, data_info = prepared[fold]
-            if number == 1 or fold != jobs[number - 2][0]:
+            if number == 1 or fold != jobs[number - 2].fold:
                 on_line(f"{data_info['protocol']}: {data_info['num_train']} train / "
                         f"{data_info['num_val']} val / {data_info['num_test']} test images")
             timeout = grid.run_timeout_s or default_run_timeout(grid, model, data_info)
@@ -570,13 +636,17 @@ def _run_jobs(grid: Grid, prepared: dict, faults: InjectedFaults | None, results
                            threads=grid.threads, deterministic=grid.deterministic, fold=fold,
                            data_info=data_info, measure=grid.measure, faults=faults,
                            timeout_s=timeout,
-                           recipe=grid.recipe.as_record(grid.explicit), **pretrained)
+                           recipe=grid.recipe.as_record(grid.explicit), run_position=position,
+                           equivalence_margin=grid.equivalence_margin, **pretrained)
+            if twin:
+                spec = replace(spec, twin_of=spec.run_id)
             weights = None
             if grid.save_weights == "best":
                 weights = staging / weights_file_name(spec.run_id)
                 spec = replace(spec, weights_path=str(weights))
             try:
-                on_line(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}")
+                on_line(f"== run {number}/{len(jobs)}: {backend} {model} seed {seed}"
+                        + (" (twin: initial weights one ulp away)" if twin else ""))
                 record = run_in_worker(spec, on_line)
                 interrupted = record[STATUS] == INTERRUPTED
             except RunInterrupted as stop:

@@ -220,7 +220,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             backend.build(spec.model, x_train.shape[1:], len(class_names),
                           precision=spec.train.precision, dropout=spec.train.dropout)
             if spec.init == "shared":
-                backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed))
+                backend.set_weights(shared_initial_weights(backend.get_weights(), spec.train.seed,
+                                                           twin=spec.twin_of is not None))
         _say(spec, f"built in {build.seconds:.1f}s, {backend.num_trainable_params():,} params")
         pretrained = load_pretrained(spec, backend) if spec.pretrained_file else None
         if calibration is not None:
