@@ -21,7 +21,12 @@ from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 
 SIDE = 16
-COMPILED_TRAIN_LOSS_TOLERANCE = 1e-3
+# Compiled against eager, relative, per epoch's mean loss. Noise floor (tests/noise_floor.py,
+# AMD EPYC with AVX-512, 2026-12-05): one framework against itself under another CPU path
+# parts by up to 9.7e-4 (TF, oneDNN held to AVX2; torch 8.0e-4 at 1 thread), compiled and
+# eager by 5.9e-4: 3e-3 is 3.1× the floor. A compiled step that kept a stale learning rate
+# would train another trajectory: the rate changes at every step of the warm-up epoch.
+COMPILED_TRAIN_LOSS_TOLERANCE = 3e-3
 
 
 def fit_four_epochs(name: str, compile: bool, count=None):
