@@ -114,7 +114,7 @@ def _pixels_each_step_receives(name: str, data, config: TrainConfig) -> list[np.
 
     backend._step = recording_step
     for epoch in range(config.epochs):
-        batches = backend._fit_epoch(data[0], data[1], config, epoch, 1.0, None)
+        batches = backend._fit_epoch(data[0], data[1], config, epoch, 1.0, {})
         assert batches.steps == len(seen) // (epoch + 1)
     return seen
 
