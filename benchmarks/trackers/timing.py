@@ -220,7 +220,8 @@ class CpuWaitClock:
     both ends of a block; the difference is the block's wait. Reads Linux's per-thread
     scheduler statistics (`/proc/self/task/*/schedstat`, run-queue delay); the trackers'
     sampler threads are left out. A thread that ends keeps its last reading, so waits are
-    never lost or counted twice. Calling it returns None where the kernel does not keep the statistics.
+    never lost or counted twice. Calling it returns None where the kernel does not keep the
+    statistics.
     """
 
     _TASKS = "/proc/self/task"
