@@ -20,7 +20,6 @@ from backends.init import shared_initial_weights  # noqa: E402
 from backends.schedule import class_weight_table  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 
-
 # Images kept per class of the 12 each the 4 subjects give: imbalanced, so that "balanced"
 # class weights (n / (C · count)) run from 0.57 to 2.3 and weighting changes the loss.
 TRAJECTORY_CLASS_COUNTS = (12, 10, 8, 6, 5, 4, 3)
