@@ -372,7 +372,8 @@ def busy_machine_warning() -> str | None:
         return None
     return (f"warning: the machine is already busy (1-minute load average {load:.2f} > "
             f"{limit:.1f} on the {cores} cores this run may use): its timings will suffer "
-            "and runs that wait for a CPU are marked as not comparable")
+            "and runs during which other processes take the CPU are marked as not "
+            "comparable")
 
 
 def _others_cell(record: dict[str, Any]) -> str:
