@@ -606,9 +606,10 @@ class Backend(ABC):
         """Predicts once at every batch shape `predict_proba(x, batch_size)` will meet.
 
         TF traces its predict step for each batch shape it has not seen (a test set's
-        last partial batch, a size validation never had), and torch's oneDNN creates its
-        kernels for each new shape; called before a timed prediction, this leaves the
-        stopwatch only the prediction itself. The same code for every backend, so both
+        last partial batch, a size validation never had), and a CPU kernel library
+        (oneDNN) may set up its kernels afresh for a new shape in either framework; called
+        before a timed prediction, this leaves the stopwatch only the prediction itself.
+        The same code for every backend, so both
         frameworks are warmed alike. Test-time augmentation's views keep `x`'s shape, so
         this covers `predict_proba_tta` too.
 
@@ -796,13 +797,13 @@ class Backend(ABC):
         # Synchronised at both ends so each epoch is billed exactly its own device work.
         self.synchronize()
         start = time.perf_counter()
-        started = {field: clock() if clock else None for field, clock in clocks.items()}
+        started = {name: clock() if clock else None for name, clock in clocks.items()}
         loss = self._train_epoch(stream, learning_rates)
         self.synchronize()
-        read = {field: clock() if started[field] is not None else None
-                for field, clock in clocks.items()}
-        spent = {field: None if read[field] is None else read[field] - started[field]
-                 for field in clocks}
+        read = {name: clock() if started[name] is not None else None
+                for name, clock in clocks.items()}
+        spent = {name: None if read[name] is None else read[name] - started[name]
+                 for name in clocks}
         return EpochLog(
             epoch=epoch + 1,
             train_loss=loss,
