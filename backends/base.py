@@ -609,9 +609,8 @@ class Backend(ABC):
         last partial batch, a size validation never had), and a CPU kernel library
         (oneDNN) may set up its kernels afresh for a new shape in either framework; called
         before a timed prediction, this leaves the stopwatch only the prediction itself.
-        The same code for every backend, so both
-        frameworks are warmed alike. Test-time augmentation's views keep `x`'s shape, so
-        this covers `predict_proba_tta` too.
+        The same code for every backend, so both frameworks are warmed alike. Test-time
+        augmentation's views keep `x`'s shape, so this covers `predict_proba_tta` too.
 
         Args:
             x: uint8 NHWC images, the ones to be predicted (only their count and image
