@@ -65,6 +65,9 @@ def test_compiled_training_compiles_in_the_first_epoch_only():
                                    [e.train_loss for e in eager], rtol=1e-3)
 
 
+# The tiny untrained model's float32 softmax, summed in float64, misses 1 by more than
+# scikit-learn's check allows; the metrics are not what this test is about.
+@pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
 def test_tf_traces_no_prediction_inside_the_evaluation_stopwatch(monkeypatch, tmp_path):
     """A test set of another size than validation's (CK+, KDEF) gives TF's predict step a
     batch shape it has not traced; the worker traces it before the stopwatch starts."""
