@@ -319,8 +319,10 @@ class EpochLog:
         input_wait_s: of `train_s`, the seconds the training loop waited for its next
             batch: how long the host input path held training up.
         cpu_wait_s: of `train_s`, the time this process's threads were ready to run but
-            waited for a CPU (other processes' load), from `fit`'s `cpu_wait_clock`; None
-            without one.
+            waited for a CPU (behind other processes or behind each other), from `fit`'s
+            `cpu_wait_clock`; None without one.
+        others_cpu_s: during `train_s`, the CPU seconds other processes used on this
+            process's CPUs, from `fit`'s `others_cpu_clock`; None without one.
     """
 
     epoch: int
@@ -335,6 +337,7 @@ class EpochLog:
     augment_s: float | None = None
     input_wait_s: float | None = None
     cpu_wait_s: float | None = None
+    others_cpu_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -599,6 +602,25 @@ class Backend(ABC):
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Returns class probabilities (N, C) float64 for uint8 NHWC images, in order."""
 
+    def warm_up_prediction(self, x: np.ndarray, batch_size: int = 256) -> None:
+        """Predicts once at every batch shape `predict_proba(x, batch_size)` will meet.
+
+        TF traces its predict step for each batch shape it has not seen (a test set's
+        last partial batch, a size validation never had), and a CPU kernel library
+        (oneDNN) may set up its kernels afresh for a new shape in either framework; called
+        before a timed prediction, this leaves the stopwatch only the prediction itself.
+        The same code for every backend, so both frameworks are warmed alike. Test-time
+        augmentation's views keep `x`'s shape, so this covers `predict_proba_tta` too.
+
+        Args:
+            x: uint8 NHWC images, the ones to be predicted (only their count and image
+                shape matter).
+            batch_size: images per prediction batch, as the timed call will use.
+        """
+        _check_images(x, np.zeros(len(x)))
+        for size in sorted({min(batch_size, len(x)), len(x) % batch_size} - {0}):
+            self.predict_proba(x[:size], batch_size)
+
     def predict_proba_tta(self, x: np.ndarray, mode: str, batch_size: int = 256) -> np.ndarray:
         """Class probabilities averaged over the test-time views of `x`.
 
@@ -667,6 +689,7 @@ class Backend(ABC):
         on_epoch_end: Callable[[EpochLog], None] | None = None,
         cpu_wait_clock: Callable[[], float | None] | None = None,
         head_layers: frozenset[str] | None = None,
+        others_cpu_clock: Callable[[], float | None] | None = None,
     ) -> list[EpochLog]:
         """Trains the built model on uint8 NHWC images with the shared batch schedule.
 
@@ -693,6 +716,8 @@ class Backend(ABC):
                 train alone (a pretrained model's re-initialised ones); needed, and only
                 read, when freeze_epochs > 0. The unfreeze starts a fresh optimizer over
                 every parameter; the learning-rate schedule runs on undisturbed.
+            others_cpu_clock: cumulative CPU seconds other processes used (None where
+                unknown); read like `cpu_wait_clock`, for `EpochLog.others_cpu_s`.
 
         Returns:
             One EpochLog per epoch trained.
@@ -712,7 +737,8 @@ class Backend(ABC):
         for epoch in range(config.epochs):
             if frozen and epoch == config.freeze_epochs:
                 self._prepare_training(config, self._class_weights_table, None)
-            log = self._fit_epoch(x, y, config, epoch, plateau.factor, cpu_wait_clock)
+            log = self._fit_epoch(x, y, config, epoch, plateau.factor,
+                                  {"cpu_wait_s": cpu_wait_clock, "others_cpu_s": others_cpu_clock})
             if validation is not None:
                 start = time.perf_counter()
                 probs = self.predict_proba(validation[0], config.eval_batch_size)
@@ -750,20 +776,33 @@ class Backend(ABC):
         config: TrainConfig,
         epoch: int,
         plateau_factor: float,
-        cpu_wait_clock: Callable[[], float | None] | None,
+        clocks: dict[str, Callable[[], float | None] | None],
     ) -> EpochLog:
-        """Trains one epoch (0-based `epoch`) of `fit`; returns its log, validation unset."""
+        """Trains one epoch (0-based `epoch`) of `fit`; returns its log, validation unset.
+
+        Args:
+            x, y, config: as for `fit`.
+            epoch: the 0-based epoch.
+            plateau_factor: the plateau schedule's factor on the learning rate.
+            clocks: EpochLog field → a cumulative clock (or None), read at both ends of
+                the epoch's training; the field gets the difference (None if unknown).
+
+        Returns:
+            The epoch's log, validation unset.
+        """
         batches = epoch_batches(len(x), config.batch_size, config.seed, epoch)
         learning_rates = step_learning_rates(config, epoch, len(batches), plateau_factor)
         stream = EpochStream(x, y, batches, config.augment, config.seed, epoch)
         # Synchronised at both ends so each epoch is billed exactly its own device work.
         self.synchronize()
         start = time.perf_counter()
-        wait_start = cpu_wait_clock() if cpu_wait_clock else None
+        started = {name: clock() if clock else None for name, clock in clocks.items()}
         loss = self._train_epoch(stream, learning_rates)
         self.synchronize()
-        wait_end = cpu_wait_clock() if wait_start is not None else None
-        waited = None if wait_end is None else wait_end - wait_start
+        read = {name: clock() if started[name] is not None else None
+                for name, clock in clocks.items()}
+        spent = {name: None if read[name] is None else read[name] - started[name]
+                 for name in clocks}
         return EpochLog(
             epoch=epoch + 1,
             train_loss=loss,
@@ -773,7 +812,7 @@ class Backend(ABC):
             learning_rate=float(learning_rates[0]),
             augment_s=stream.timing.augment_s,
             input_wait_s=stream.timing.wait_s,
-            cpu_wait_s=waited,
+            **spent,
         )
 
 

@@ -19,8 +19,8 @@ regression when it got worse by more than the threshold of its kind:
   allocated): a relative growth above `--max-anon-memory-growth` (default 0.10);
 * energy: a relative growth above `--max-energy-growth` (default 0.10).
 
-A time figure whose A or B side holds a run that waited for a CPU (other processes' load)
-for more than 10% of its steady training time (`analysis.load`, docs/measurement.md) is
+A time figure whose A or B side holds a run during whose steady training epochs other
+processes used more than 10% of its CPU capacity (`analysis.load`, docs/measurement.md) is
 not judged: it is marked †, its verdict says why, and such runs are listed under "Timings
 taken under load". Normalised speed, memory and quality figures are judged as usual.
 

@@ -38,7 +38,7 @@ from backends.augment import AUGMENT_LEVELS
 from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name, describe_models
 from backends.init import INIT_MODES
-from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, cpu_wait_share, loaded_run
+from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, loaded_run, others_cpu_share
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN
 from benchmarks.console import run_command
 from benchmarks.record.schema import INTERRUPTED, is_twin
@@ -384,14 +384,15 @@ def busy_machine_warning() -> str | None:
         return None
     return (f"warning: the machine is already busy (1-minute load average {load:.2f} > "
             f"{limit:.1f} on the {cores} cores this run may use): its timings will suffer "
-            "and runs that wait for a CPU are marked as not comparable")
+            "and runs during which other processes take the CPU are marked as not "
+            "comparable")
 
 
-def _wait_cell(record: dict[str, Any]) -> str:
-    """The run's CPU-wait share, marked when its timings are not comparable (that wait,
-    or a device shared with other runs: `analysis.load.loaded_run`)."""
-    share = cpu_wait_share(record)
-    # A run that shared its device is marked even without a CPU-wait figure.
+def _others_cell(record: dict[str, Any]) -> str:
+    """The share of the run's CPU other processes took, marked when its timings are not
+    comparable (that share, or a device shared with other runs: `analysis.load.loaded_run`)."""
+    share = others_cpu_share(record)
+    # A run that shared its device is marked even without the figure.
     mark = f" {LOADED_MARK}" if loaded_run(record) else ""
     return ("-" if share is None else f"{share:.0%}") + mark
 
@@ -399,11 +400,12 @@ def _wait_cell(record: dict[str, Any]) -> str:
 def summary_table(records: list[dict[str, Any]]) -> str:
     """A plain-text side-by-side table: one row per run, backends of a model adjacent.
 
-    Its last column is the run's CPU wait as a share of training, marked when the run's
-    timings are not comparable; a footnote then says what the mark means.
+    Its last column is the share of the run's CPU capacity other processes used while it
+    trained, marked when the run's timings are not comparable; a footnote then says what
+    the mark means.
     """
     header = (f"{'model':<14}{'backend':<12}{'status':<12}{'acc':>7}{'mF1':>7}{'AUC':>7}"
-              f"{'train s':>9}{'img/s':>9}{'eval s':>8}{'peak MB':>9}{'CPU wait':>10}")
+              f"{'train s':>9}{'img/s':>9}{'eval s':>8}{'peak MB':>9}{'others':>10}")
     lines = [header, "-" * len(header)]
     for rec in sorted(records, key=lambda r: (r["model"], r.get("fold") or 0, r["seed"],
                                               is_twin(r), r["backend"])):
@@ -415,7 +417,7 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             f"{_fmt(m.get('auc_macro_ovr'), '.3f'):>7}{_fmt(t.get('train_wall_s'), '.1f'):>9}"
             f"{_fmt(t.get('train_throughput_img_s'), '.0f'):>9}"
             f"{_fmt(t.get('eval_wall_s'), '.2f'):>8}"
-            f"{_fmt(mem.get('peak_host_rss_mb'), '.0f'):>9}{_wait_cell(rec):>10}"
+            f"{_fmt(mem.get('peak_host_rss_mb'), '.0f'):>9}{_others_cell(rec):>10}"
         )
     if any(map(loaded_run, records)):
         lines.append(LOADED_NOTE)

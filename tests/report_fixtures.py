@@ -51,7 +51,7 @@ def make_record(backend: str, model: str, seed: int, accuracy: float = 0.7,
                    # A probe the catalog does not list, shown where present (the
                    # worker's own latency figures are in schema.LATENCY).
                    "latency_b1_p50_ms": 3.0 if backend == "torch" else None,
-                   "train_cpu_wait_s": 0.0},
+                   "train_cpu_wait_s": 0.0, "train_others_cpu_share": 0.0},
         "memory": {"rss_after_import_mb": 400.0, "peak_host_rss_mb": 1000.0 + seed,
                    "peak_anon_rss_mb": 600.0 + seed},
         "energy": {"train_j": 50.0 * train_s},

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from backends.base import EpochLog, TrainConfig
@@ -35,7 +36,7 @@ from benchmarks.runner.config import RunSpec
 from benchmarks.runner.grid import Grid, check_ready
 from benchmarks.runner.worker import timing_summary
 from benchmarks.trackers.memory import current_rss_mb
-from benchmarks.trackers.timing import CpuWaitClock
+from benchmarks.trackers.timing import CpuWaitClock, OthersCpuClock
 from tests.measurement_jobs import SleepingBackend
 from tests.report_fixtures import grid, slower, write_results
 
@@ -158,6 +159,60 @@ def test_cpu_wait_is_the_time_others_took_and_excludes_sleep():
     assert wall_s - cpu_wait_s == pytest.approx(busy_s + sleep_s, rel=0.15)
 
 
+def _spinners(count: int, own: bool) -> list[int]:
+    """Starts `count` CPU-bound processes; returns their pids.
+
+    Args:
+        count: processes.
+        own: start them as this process's children; otherwise as orphans (a shell that
+            exits at once starts them), i.e. other processes, as a stranger's would be.
+    """
+    spin = f"{sys.executable} -c 'while True: pass'"
+    if own:
+        return [subprocess.Popen(["sh", "-c", f"exec {spin}"]).pid for _ in range(count)]
+    loop = f"for i in $(seq {count}); do {spin} >/dev/null 2>&1 & echo $!; done"
+    out = subprocess.run(["sh", "-c", loop],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def _others_cpu_s_while(pids: list[int], seconds: float) -> tuple[float, float]:
+    """Sleeps `seconds` beside the processes `pids`, then kills them.
+
+    Returns:
+        (other processes' CPU seconds by `OthersCpuClock`, the CPU seconds `pids` used).
+    """
+    clock, spinners = OthersCpuClock(), [psutil.Process(pid) for pid in pids]
+    try:
+        time.sleep(0.2)  # the spinners are spinning
+        start, spun_from = clock(), sum(sum(p.cpu_times()[:2]) for p in spinners)
+        time.sleep(seconds)
+        spun_s = sum(sum(p.cpu_times()[:2]) for p in spinners) - spun_from
+        return clock() - start, spun_s
+    finally:
+        for pid in pids:
+            os.kill(pid, 9)
+        for pid in pids:  # reap our own children; strangers are init's to reap
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(not OthersCpuClock().available, reason="needs Linux's /proc/stat")
+def test_others_cpu_counts_other_processes_and_not_this_process_tree():
+    capacity_s = len(OthersCpuClock().cpus) * 1.0
+    strangers_s, _ = _others_cpu_s_while(_spinners(len(OthersCpuClock().cpus), own=False), 1.0)
+    children_s, spun_s = _others_cpu_s_while(_spinners(len(OthersCpuClock().cpus), own=True),
+                                             1.0)
+    # Strangers spinning on every CPU leave others (nearly) the whole capacity, whatever
+    # else runs on the machine.
+    assert strangers_s >= 0.8 * capacity_s
+    # This process's own children, spinning alike, are not others: others and they add up
+    # to at most the capacity (counted as others, they would pass it by their share), on a
+    # busy machine too, where the background takes what they leave.
+    assert spun_s >= 0.2 * capacity_s, "the children were starved: nothing to tell apart"
+    assert children_s + spun_s <= 1.05 * capacity_s + 0.05, (children_s, spun_s)
+
+
 def _epoch(number: int, train_s: float, wait_s: float | None) -> EpochLog:
     return EpochLog(number, 1.0, train_s, steps=5, images=100, learning_rate=1e-3,
                     cpu_wait_s=wait_s)
@@ -176,6 +231,34 @@ def test_corrected_throughput_is_the_median_of_epochs_without_their_cpu_wait():
     assert two["train_throughput_corrected_img_s"] == pytest.approx(100 / 1.25)
     unknown = timing_summary([_epoch(1, 9.0, None), _epoch(2, 1.0, None)], 0.1, 10.0, 1.0, 10)
     assert unknown["train_throughput_corrected_img_s"] is unknown["train_cpu_wait_s"] is None
+
+
+def test_the_unfreeze_epoch_is_reported_apart_from_the_steady_epochs():
+    # Epoch 3 of a --freeze-epochs 2 run starts a fresh optimizer: TF retraces its step.
+    history = [_epoch(1, 9, 0), _epoch(2, 1, 0), _epoch(3, 7, 0), _epoch(4, 1, 0)]
+    timing = timing_summary(history, 0.1, 20.0, 1.0, 10, freeze_epochs=2)
+    assert timing["first_epoch_s"] == 9 and timing["unfreeze_epoch_s"] == 7
+    assert timing["steady_epoch_s_mean"] == pytest.approx(1.0)
+    assert timing["train_throughput_img_s"] == pytest.approx(100.0)
+    plain = timing_summary(history, 0.1, 20.0, 1.0, 10)
+    assert plain["unfreeze_epoch_s"] is None and plain["steady_epoch_s_mean"] == 3.0
+    # A run that ends before the unfreeze has no unfreeze epoch.
+    short = timing_summary(history[:2], 0.1, 20.0, 1.0, 10, freeze_epochs=2)
+    assert short["unfreeze_epoch_s"] is None and short["steady_epoch_s_mean"] == 1.0
+
+
+def test_others_cpu_share_is_of_the_steady_epochs_capacity():
+    history = [replace(_epoch(n, 2.0, 0.5), others_cpu_s=others)
+               for n, others in ((1, 3.0), (2, 0.4), (3, 0.6))]
+    timing = timing_summary(history, 0.1, 8.0, 1.0, 10, cpus=2)
+    # Epoch 1 is not steady: (0.4 + 0.6) s of 2 CPUs × 4 s.
+    assert timing["train_others_cpu_s"] == pytest.approx(1.0)
+    assert timing["train_others_cpu_share"] == pytest.approx(1.0 / 8)
+    # Tick sampling leaves an idle machine a little below zero: no one else ran.
+    idle = [replace(e, others_cpu_s=-0.01) for e in history]
+    assert timing_summary(idle, 0.1, 8.0, 1.0, 10, cpus=2)["train_others_cpu_share"] == 0.0
+    unknown = [replace(e, others_cpu_s=None) for e in history]
+    assert timing_summary(unknown, 0.1, 8.0, 1.0, 10, cpus=2)["train_others_cpu_share"] is None
 
 
 def test_normalised_speed_scales_each_epoch_by_the_calibrations_around_it():

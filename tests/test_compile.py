@@ -1,9 +1,12 @@
-"""`TrainConfig.compile` (`--compile`): XLA for TF, torch.compile for torch, compiled once.
+"""`TrainConfig.compile` (`--compile`): XLA for TF, torch.compile for torch, compiled once;
+and no timed region but the first epoch traces.
 
 Compilation belongs to the first epoch, which the record's timing reports apart
 (`timing.first_epoch_s`; throughput and `steady_epoch_s_mean` come from the later epochs
 only, benchmarks/runner/worker.py). So no later epoch may compile again, though the
-learning rate changes every step of a warm-up and every epoch of a cosine schedule.
+learning rate changes every step of a warm-up and every epoch of a cosine schedule. The
+evaluation stopwatch holds prediction alone: the test set's batch shapes are traced
+before it starts.
 """
 
 import statistics
@@ -19,6 +22,9 @@ from torch._dynamo.utils import counters  # noqa: E402
 from backends import create_backend  # noqa: E402
 from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
+from backends.tf.backend import _predict_step  # noqa: E402
+from benchmarks.runner import worker  # noqa: E402
+from benchmarks.runner.config import MeasureConfig, RunSpec  # noqa: E402
 
 SIDE = 16
 # Compiled against eager, relative, per epoch's mean loss. Noise floor (tests/noise_floor.py,
@@ -73,3 +79,46 @@ def test_compiled_training_compiles_in_the_first_epoch_only():
         np.testing.assert_allclose([e.train_loss for e in logs],
                                    [e.train_loss for e in eager],
                                    rtol=COMPILED_TRAIN_LOSS_TOLERANCE)
+
+
+# The tiny untrained model's float32 softmax, summed in float64, misses 1 by more than
+# scikit-learn's check allows; the metrics are not what this test is about.
+@pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
+def test_tf_traces_no_prediction_inside_the_evaluation_stopwatch(monkeypatch, tmp_path):
+    """A test set of another size than validation's (CK+, KDEF) gives TF's predict step a
+    batch shape it has not traced; the worker traces it before the stopwatch starts."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.npz"
+    # Validation's one batch has 5 images, the test set's 9: a shape fit never traced.
+    np.savez(path, class_names=np.array(["a", "b", "c"]),
+             x_train=rng.integers(0, 256, (16, SIDE, SIDE, 1), dtype=np.uint8),
+             y_train=np.arange(16) % 3,
+             x_val=rng.integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8),
+             y_val=np.arange(5) % 3,
+             x_test=rng.integers(0, 256, (9, SIDE, SIDE, 1), dtype=np.uint8),
+             y_test=np.arange(9) % 3)
+    traced_inside = []  # per stopwatch of the worker, in order: traces while it ran
+
+    class TracingStopwatch(worker.Stopwatch):
+        def __enter__(self):
+            self._traces_from = _predict_step.experimental_get_tracing_count()
+            return super().__enter__()
+
+        def __exit__(self, *exc):
+            super().__exit__(*exc)
+            traced_inside.append(_predict_step.experimental_get_tracing_count()
+                                 - self._traces_from)
+
+    monkeypatch.setattr(worker, "Stopwatch", TracingStopwatch)
+    spec = RunSpec(backend="tf", model="proposed_cnn", dataset="synthetic",
+                   prepared_data=str(path), train=TrainConfig(epochs=1, batch_size=8),
+                   threads=1, measure=MeasureConfig(latency_warmup=1, latency_repeats=1,
+                                                    latency_budget_s=0.01,
+                                                    calibration_size=8))
+    traces_from = _predict_step.experimental_get_tracing_count()
+    record = worker.execute(spec)
+    build, fit, evaluation = traced_inside
+    assert fit >= 1  # validation's shape: traced in the first epoch, which is reported apart
+    assert _predict_step.experimental_get_tracing_count() - traces_from > fit  # the test's
+    assert evaluation == 0, "TF traced its predict step inside the evaluation stopwatch"
+    assert record["timing"]["eval_wall_s"] > 0

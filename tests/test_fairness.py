@@ -17,13 +17,21 @@ pytest.importorskip("tensorflow")
 from backends import create_backend  # noqa: E402
 from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
+from backends.schedule import class_weight_table  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
+
+# Images kept per class of the 12 each the 4 subjects give: imbalanced, so that "balanced"
+# class weights (n / (C · count)) run from 0.57 to 2.3 and weighting changes the loss.
+TRAJECTORY_CLASS_COUNTS = (12, 10, 8, 6, 5, 4, 3)
 
 
 def trajectory_data():
-    """84 synthetic 32×32 faces of 4 subjects and their labels."""
+    """48 synthetic 32×32 faces of 4 subjects, TRAJECTORY_CLASS_COUNTS of each class, and
+    their labels."""
     faces = generate(num_subjects=4, per_expression=3, seed=5, image_size=32)
-    return faces.images, faces.labels
+    keep = np.sort(np.concatenate([np.flatnonzero(faces.labels == label)[:count]
+                                   for label, count in enumerate(TRAJECTORY_CLASS_COUNTS)]))
+    return faces.images[keep], faces.labels[keep]
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +84,9 @@ def update_cosines(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[s
 @pytest.mark.parametrize("config", list(TRAJECTORY_CONFIGS.values()),
                          ids=list(TRAJECTORY_CONFIGS))
 def test_both_frameworks_follow_the_same_trajectory(data, config):
+    if config.class_weighting == "balanced":  # weights of 1 would prove nothing
+        weights = class_weight_table(data[1], 7, "balanced")
+        assert weights.min() < 0.6 and weights.max() > 2.0, weights
     tf_backend, tf_history = _train("tf", data, config)
     torch_backend, torch_history = _train("torch", data, config)
     for tf_log, torch_log in zip(tf_history, torch_history, strict=True):
@@ -114,7 +125,7 @@ def _pixels_each_step_receives(name: str, data, config: TrainConfig) -> list[np.
 
     backend._step = recording_step
     for epoch in range(config.epochs):
-        batches = backend._fit_epoch(data[0], data[1], config, epoch, 1.0, None)
+        batches = backend._fit_epoch(data[0], data[1], config, epoch, 1.0, {})
         assert batches.steps == len(seen) // (epoch + 1)
     return seen
 
@@ -160,3 +171,43 @@ def test_test_time_augmentation_is_the_same_in_both_frameworks(data):
     # Ten crops see other pixels than the plain images: the mean moves.
     assert np.abs(torch_backend.predict_proba_tta(images, "tencrop")
                   - torch_backend.predict_proba(images)).max() > 1e-4
+
+
+# --- the loss itself, both frameworks on the same numbers -----------------------------------
+def _reference_loss(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                    smoothing: float) -> float:
+    """The class-weighted, label-smoothed cross-entropy in float64 numpy (docs/design.md §4)."""
+    shifted = logits.astype(np.float64) - logits.max(1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    num_classes = logits.shape[1]
+    target = np.eye(num_classes)[labels] * (1 - smoothing) + smoothing / num_classes
+    per_sample = -(target * log_probs).sum(1)
+    sample_weights = weights[labels].astype(np.float64)
+    return float((per_sample * sample_weights).sum() / sample_weights.sum())
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_both_frameworks_losses_agree_with_imbalanced_labels_and_class_weights(smoothing):
+    import tensorflow as tf
+    import torch
+
+    from backends.tf.backend import training_loss as tf_loss
+    from backends.torch.backend import training_loss as torch_loss
+
+    rng = np.random.default_rng(11)
+    # 96 images, from 46 of one class to 1 of another: "balanced" weights from 0.3 to 13.7.
+    labels = rng.choice(7, 96, p=[0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.02])
+    logits = rng.normal(0.0, 3.0, (96, 7)).astype(np.float32)
+    weights = class_weight_table(labels, 7, "balanced")
+    assert weights.min() < 0.5 and weights.max() > 2.0, weights
+    expected = _reference_loss(logits, labels, weights, smoothing)
+    # Both the weights and the smoothing move the loss far beyond the tolerance.
+    assert abs(_reference_loss(logits, labels, np.ones(7), smoothing) - expected) > 1e-2
+    assert abs(_reference_loss(logits, labels, weights, 0.1 - smoothing) - expected) > 1e-2
+    tf_value = float(tf_loss(tf.constant(logits), tf.constant(labels), tf.constant(weights),
+                             smoothing))
+    torch_value = float(torch_loss(torch.from_numpy(logits), torch.from_numpy(labels),
+                                   torch.from_numpy(weights), smoothing))
+    assert tf_value == pytest.approx(expected, rel=1e-6)
+    assert torch_value == pytest.approx(expected, rel=1e-6)
+    assert tf_value == pytest.approx(torch_value, rel=1e-6)

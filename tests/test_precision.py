@@ -62,6 +62,49 @@ def _step_losses(name: str, model: str, precision: str, seed: int):
     return np.array(losses), backend
 
 
+# The ops that carry a network's arithmetic, forward and backward: mixed precision must run
+# every one of them in the 16-bit type.
+TF_HEAVY_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "DepthwiseConv2dNative",
+                "MatMul", "BatchMatMulV2", "BatchMatMulV3")
+
+
+def _step_compute_dtypes(name: str, backend, seed: int) -> dict[str, set[str]]:
+    """What one training step computes its convolutions and matmuls in, by op or layer type.
+
+    TF: the dtype of every heavy op (TF_HEAVY_OPS) in the traced step's graph. torch: the
+    output dtype of every Conv2d and Linear module during a step, seen by forward hooks.
+
+    Args:
+        name: "tf" or "torch".
+        backend: a backend `_step_losses` trained (its step already traced).
+        seed: the seed of its data.
+
+    Returns:
+        op or module type → the dtype names seen.
+    """
+    x, y = _data(seed)
+    seen: dict[str, set[str]] = {}
+    if name == "tf":
+        step = backend._step.get_concrete_function(tf.constant(x[:BATCH]), tf.constant(y[:BATCH]),
+                                                   tf.constant(1e-3, tf.float32))
+        for op in step.graph.get_operations():
+            if op.type in TF_HEAVY_OPS:
+                seen.setdefault(op.type, set()).add(op.get_attr("T").name)
+        return seen
+
+    def record(module, _inputs, output):
+        seen.setdefault(type(module).__name__, set()).add(str(output.dtype).split(".")[-1])
+
+    hooks = [module.register_forward_hook(record) for module in backend.model.modules()
+             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        backend.train_step(np.arange(BATCH))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
 def test_precision_is_checked_at_the_door():
     assert FIELD_CHOICES["precision"] == PRECISIONS == ("float32", "bfloat16", "float16")
     with pytest.raises(ValueError, match=r"^precision must be one of float32, bfloat16, "
@@ -120,7 +163,11 @@ def test_bfloat16_trains_alike_in_both_frameworks(model):
     step (one bfloat16 rounding; measured 5× below), 2.5e-2 for the rest (3× the worst
     measured, and still 4× below the 0.1-or-more an epoch of training moves the loss).
     The test also checks that bfloat16 is in effect: in each framework its losses differ
-    from float32's.
+    from float32's, and every convolution and matmul of the training step (TF: the traced
+    graph's ops, forward and backward; torch: each Conv2d's and Linear's output) computes
+    in bfloat16, where float32's compute in float32. A framework that fell back to float32
+    for any of them, wholly or layer by layer, fails here even where its losses stay within
+    the tolerance.
     """
     if not cpu_runs_bfloat16_convolutions():
         pytest.skip("TensorFlow has no bfloat16 convolution on this CPU's oneDNN path "
@@ -134,6 +181,10 @@ def test_bfloat16_trains_alike_in_both_frameworks(model):
     assert gap.max() <= BF16_STEPS_TOLERANCE, gap
     for name in ("tf", "torch"):
         assert not np.array_equal(results[name, "bfloat16"][0], results[name, "float32"][0])
+        for precision in ("float32", "bfloat16"):
+            dtypes = _step_compute_dtypes(name, results[name, precision][1], seed=0)
+            assert dtypes and all(seen == {precision} for seen in dtypes.values()), \
+                (name, precision, dtypes)
     assert tf_backend.flags()["dtype_policy"] == "mixed_bfloat16"
     assert torch_backend.flags()["autocast_dtype"] == "bfloat16"
     assert tf_backend.flags()["precision"] == torch_backend.flags()["precision"] == "bfloat16"

@@ -181,7 +181,7 @@ class TFBackend(Backend):
                           layers: frozenset[str] | None = None) -> None:
         table = tf.constant(class_weights)
         optimizer = make_optimizer(config)
-        model, num_classes, smoothing = self.model, self.num_classes, config.label_smoothing
+        model, smoothing = self.model, config.label_smoothing
         # The tape differentiates, and the optimizer updates, these alone; the layers stay
         # trainable, so BatchNorm keeps its training-mode behaviour in frozen layers too.
         variables = model.trainable_variables if layers is None else [
@@ -205,9 +205,7 @@ class TFBackend(Backend):
                 # The loss in float32 whatever the precision (tf.cast is the identity on
                 # float32 logits).
                 logits = tf.cast(model(_scale(images), training=True), tf.float32)
-                per_sample = _cross_entropy(logits, labels, num_classes, smoothing)
-                weights = tf.gather(table, labels)
-                loss = tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
+                loss = training_loss(logits, labels, table, smoothing)
                 scaled = optimizer.scale_loss(loss) if scaling else loss
             optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables,
                                           strict=True))
@@ -263,6 +261,24 @@ def _cross_entropy(logits, labels, num_classes: int, smoothing: float):
     """Per-sample cross-entropy with torch's label smoothing: (1-s)·onehot + s/C."""
     target = tf.one_hot(labels, num_classes) * (1.0 - smoothing) + smoothing / num_classes
     return -tf.reduce_sum(target * tf.nn.log_softmax(logits, axis=-1), axis=-1)
+
+
+def training_loss(logits, labels, class_weights, smoothing: float):
+    """The training step's loss, torch's `training_loss` in TensorFlow.
+
+    Args:
+        logits: (N, C) float32 logits.
+        labels: (N,) integer labels.
+        class_weights: (C,) float32 per-class loss weights.
+        smoothing: label smoothing in [0, 1).
+
+    Returns:
+        The class-weighted mean of the per-sample cross-entropies: Σ wᵢ·ℓᵢ / Σ wᵢ, wᵢ the
+        weight of sample i's class (torch's `cross_entropy(weight=…)` mean reduction).
+    """
+    per_sample = _cross_entropy(logits, labels, logits.shape[-1], smoothing)
+    weights = tf.gather(class_weights, labels)
+    return tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
 
 
 # --- canonical weight conversion ---------------------------------------------------------

@@ -208,11 +208,7 @@ class TorchBackend(Backend):
             with self._autocast():
                 logits = self.model(self._to_input(images))
             # The loss in float32 whatever the precision (a no-op on float32 logits).
-            per_sample = F.cross_entropy(
-                logits.float(), labels, reduction="none", label_smoothing=smoothing
-            )
-            weights = self._class_weights[labels]
-            return (per_sample * weights).sum() / weights.sum()
+            return training_loss(logits.float(), labels, self._class_weights, smoothing)
 
         if config.compile:
             # Forward, loss and, through AOTAutograd, their backward; the optimizer step
@@ -262,6 +258,27 @@ class TorchBackend(Backend):
                 out.append(torch.softmax(self.model(self._to_input(batch)).float(), dim=1))
             probs = torch.cat(out).cpu().numpy()
         return probs.astype(np.float64)
+
+
+def training_loss(logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
+                  smoothing: float) -> torch.Tensor:
+    """The training step's loss, TF's `training_loss` in PyTorch.
+
+    Args:
+        logits: (N, C) float32 logits.
+        labels: (N,) int64 labels.
+        class_weights: (C,) float32 per-class loss weights.
+        smoothing: label smoothing in [0, 1).
+
+    Returns:
+        The class-weighted mean of the per-sample cross-entropies: Σ wᵢ·ℓᵢ / Σ wᵢ, wᵢ the
+        weight of sample i's class. Weighted by hand rather than through
+        `cross_entropy(weight=…)`, which with label smoothing also weights the smoothed
+        targets' other classes.
+    """
+    per_sample = F.cross_entropy(logits, labels, reduction="none", label_smoothing=smoothing)
+    weights = class_weights[labels]
+    return (per_sample * weights).sum() / weights.sum()
 
 
 def _nhwc(tensor: torch.Tensor) -> np.ndarray:

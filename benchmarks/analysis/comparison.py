@@ -6,10 +6,11 @@ threshold of its kind (THRESHOLD_RULES: quality drops in fraction points; time, 
 speed, memory, anonymous memory and energy as relative changes; throughputs count as time
 per image). A run that was ok in A and did not succeed in B (failed, timed out or
 interrupted) is a regression too; a run present in only one of them is listed, not
-judged. A time figure whose A or B side holds a run whose timings are not comparable (it
-waited for a CPU beyond `analysis.load.MAX_CPU_WAIT_SHARE`, or shared its device with
-other runs) is shown, marked, and not judged; those runs are listed. Which figures exist,
-and their directions and kinds, come from the figure catalogue (`benchmarks.record.figures`).
+judged. A time figure whose A or B side holds a run whose timings are not comparable
+(other processes took more than `analysis.load.MAX_OTHERS_CPU_SHARE` of its CPU
+capacity, or it shared its device with other runs) is shown, marked, and not judged;
+those runs are listed. Which figures exist, and their directions and kinds, come from the
+figure catalogue (`benchmarks.record.figures`).
 `benchmarks.compare` is the command line; the CI check calls `compare_records` directly.
 """
 

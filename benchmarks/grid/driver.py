@@ -417,6 +417,6 @@ def summary_table(summary: dict[str, Any]) -> str:
                                             dict.fromkeys(states)))
     if runs.get("timing_not_comparable"):
         lines.append(f"{LOADED_MARK} the timings of {runs['timing_not_comparable']} run(s) are "
-                     "not comparable (they shared their device, or waited for a CPU): "
-                     "report.html marks them")
+                     "not comparable (they shared their device, or other processes took "
+                     "their CPU): report.html marks them")
     return "\n".join(lines)

@@ -103,8 +103,16 @@ CATALOG = {
                 "train throughput, CPU wait out", "img/s", HIGHER, TIME, 0),
         Measure(f"{schema.TIMING}.train_img_per_calibration", "train speed, load-normalised",
                 "img/cal", HIGHER, NORMALISED, 2),
-        # How much the machine's other load delayed the run: context, not performance.
-        Measure(f"{schema.TIMING}.train_cpu_wait_s", "CPU wait (others' load)", "s", digits=2),
+        # The run-queue delay of the run's threads, behind other processes or behind each
+        # other (TF's threads on 2 cores): context, not performance, and not the load rule.
+        Measure(f"{schema.TIMING}.train_cpu_wait_s", "CPU wait (run queue)", "s", digits=2),
+        # Other processes' CPU time while the run trained (`analysis.load`'s rule): context.
+        Measure(f"{schema.TIMING}.train_others_cpu_s", "others' CPU time", "s", digits=2),
+        Measure(f"{schema.TIMING}.train_others_cpu_share", "others' CPU share", digits=3),
+        # Epoch F + 1 of a --freeze-epochs F run starts a fresh optimizer (TF retraces its
+        # step): reported apart from the steady epochs, as the first epoch is.
+        Measure(f"{schema.TIMING}.unfreeze_epoch_s", "unfreeze epoch (incl. retracing)", "s",
+                LOWER, TIME, 2),
         # The input path's own cost, overlapped with training: shown, not judged; what
         # training waited for it is in the epoch times already.
         Measure(f"{schema.TIMING}.augment_s_per_epoch", "augmentation per epoch", "s",

@@ -11,10 +11,13 @@ then the run's facts and raw outputs; a failed one adds the tail of the worker's
 Schema 1 has grown without a new number: fields were added (deterministic,
 measure_config, test_injection, recipe, pretrained, twin_of, run_position,
 equivalence_margin, the grid driver's grid_point and execution; the latency, energy, work
-and artifacts sections), none renamed or removed. Older schema-1 records, such as a
-committed baseline's, lack some of them, so readers require only READ_FIELDS; the worker
-checks its own record against everything this version writes
-(`check_record(record, complete=True)`).
+and artifacts sections; timing's train_others_cpu_s, train_others_cpu_share and
+unfreeze_epoch_s with history's others_cpu_s, which the load rule reads:
+`benchmarks.analysis.load`), none renamed or removed. The timing figures' meaning did not
+change but for the steady epochs, which now leave out a --freeze-epochs run's unfreeze
+epoch as they do the first. Older schema-1 records, such as a committed baseline's, lack
+some of them, so readers require only READ_FIELDS; the worker checks its own record
+against everything this version writes (`check_record(record, complete=True)`).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from benchmarks.trackers.memory import (
 )
 from benchmarks.trackers.timing import (
     CpuWaitClock,
+    OthersCpuClock,
     SpeedCalibration,
     Stopwatch,
     inference_latency,
@@ -59,6 +60,25 @@ def _say(spec: RunSpec, message: str) -> None:
     print(f"[{spec.backend} {spec.model}] {message}", flush=True)
 
 
+def steady_epochs(history: list[EpochLog], freeze_epochs: int = 0) -> list[EpochLog]:
+    """The epochs whose training time is the step's own: all but those that traced.
+
+    Epoch 1 traces and compiles the step (and warms up caches and thread pools); with
+    `freeze_epochs` F > 0, epoch F + 1 starts a fresh optimizer over every parameter,
+    which retraces TF's step (a new variable list) and warms up torch's new optimizer
+    state. Both are reported apart (`first_epoch_s`, `unfreeze_epoch_s`), alike in both
+    frameworks; the other epochs are the steady ones every throughput is taken over.
+
+    Args:
+        history: `Backend.fit`'s epoch logs.
+        freeze_epochs: `TrainConfig.freeze_epochs` of the run.
+
+    Returns:
+        The steady epochs, in order (empty with a single epoch).
+    """
+    return [e for e in history[1:] if freeze_epochs == 0 or e.epoch != freeze_epochs + 1]
+
+
 def timing_summary(
     history: list[EpochLog],
     build_s: float,
@@ -67,16 +87,19 @@ def timing_summary(
     num_eval: int,
     threads: int = 1,
     calibration_s: list[float | None] | None = None,
+    freeze_epochs: int = 0,
+    cpus: int = 1,
 ) -> dict[str, float | None]:
     """The run's time figures (docs/measurement.md, docs/ci.md).
 
-    Epoch 1 includes tracing/compilation, so throughput comes from the later epochs only
-    (None with a single epoch). Each of those epochs also gives:
+    Epoch 1 includes tracing/compilation, and with `freeze_epochs` the unfreeze epoch
+    retraces, so throughput comes from the other, steady epochs only (`steady_epochs`;
+    None without any). Each of those epochs also gives:
 
     * its load-corrected throughput, images / (train_s − cpu_wait_s / threads): the epoch
-      without the time other processes' load kept it waiting for a CPU (exact when one
-      thread computes at a time, as with `threads` = 1; with more, the wait is taken as
-      spread evenly over the threads);
+      without the time its threads waited for a CPU (exact when one thread computes at a
+      time, as with `threads` = 1; with more, the wait is taken as spread evenly over the
+      threads);
     * with `calibration_s`, its normalised speed: the load-corrected throughput times the
       mean duration of the reference workload timed just before and just after it, i.e.
       the images trained in the time the machine, as loaded then, ran the reference.
@@ -93,10 +116,18 @@ def timing_summary(
         threads: intra-op threads the run computed with.
         calibration_s: `trackers.timing.SpeedCalibration` durations: one before the first epoch,
             then one after each epoch.
+        freeze_epochs: `TrainConfig.freeze_epochs` of the run (0: no unfreeze epoch).
+        cpus: the CPUs the run could use (`OthersCpuClock.cpus`): the capacity other
+            processes' CPU time is a share of.
+
+    Returns:
+        The record's `timing` section: seconds (`_s`), images per second (`_img_s`),
+        images per calibration and shares of capacity (`_share`, a fraction).
     """
-    steady = history[1:]
+    steady = steady_epochs(history, freeze_epochs)
     steady_s = sum(e.train_s for e in steady)
     waits = [e.cpu_wait_s for e in steady if e.cpu_wait_s is not None]
+    others = [e.others_cpu_s for e in steady if e.others_cpu_s is not None]
     corrected = {e.epoch: e.images / (e.train_s - e.cpu_wait_s / threads) for e in steady
                  if e.cpu_wait_s is not None and e.train_s > e.cpu_wait_s / threads}
     normalised = []
@@ -105,9 +136,14 @@ def timing_summary(
         normalised = [speed * (calibration_s[n - 1] + calibration_s[n]) / 2
                       for n, speed in corrected.items()
                       if calibration_s[n - 1] is not None and calibration_s[n] is not None]
+    # Busy time is sampled per clock tick, own time accounted exactly, so on an idle
+    # machine their difference can come out a few ticks below zero: no one else ran.
+    others_s = max(0.0, sum(others)) if steady and len(others) == len(steady) else None
+    unfreeze = freeze_epochs + 1 if 0 < freeze_epochs < len(history) else None
     return {
         "build_s": build_s,
         "first_epoch_s": history[0].train_s,
+        "unfreeze_epoch_s": history[unfreeze - 1].train_s if unfreeze else None,
         "steady_epoch_s_mean": steady_s / len(steady) if steady else None,
         "train_wall_s": fit_s,
         "train_throughput_img_s": sum(e.images for e in steady) / steady_s if steady else None,
@@ -115,6 +151,8 @@ def timing_summary(
             statistics.median(corrected.values()) if corrected else None,
         "train_img_per_calibration": statistics.median(normalised) if normalised else None,
         "train_cpu_wait_s": sum(waits) if steady and len(waits) == len(steady) else None,
+        "train_others_cpu_s": others_s,
+        "train_others_cpu_share": None if others_s is None else others_s / (cpus * steady_s),
         # The host input path (backends/pipeline.py), over every epoch: the augmentation's
         # own cost, overlapped with training, and the share of it training waited for.
         "augment_s_per_epoch": _mean_known([e.augment_s for e in history]),
@@ -199,7 +237,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     ballast = hold_resident_memory(faults.alloc_mb) if faults and faults.alloc_mb else None
     sync = backend.synchronize
 
-    clock = CpuWaitClock()
+    clock, others_clock = CpuWaitClock(), OthersCpuClock()
     calibration = None
     if spec.measure.epoch_calibration:
         calibration = SpeedCalibration(backend.matmul_op(EPOCH_CALIBRATION_MATMUL_SIZE), sync,
@@ -232,13 +270,15 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             Stopwatch(sync) as fit,
         ):
             history = backend.fit(x_train, y_train, spec.train, (x_val, y_val), after_epoch,
-                                  cpu_wait_clock=clock,
+                                  cpu_wait_clock=clock, others_cpu_clock=others_clock,
                                   head_layers=pretrained and frozenset(pretrained.reinitialised))
         selection = selection_summary(backend.selection, history)
         _say(spec, f"testing epoch {selection['best_epoch']} of {selection['last_epoch']} "
                    f"(by {selection['metric']})")
         # The test set is scored once, here, with the kept epoch's weights; fit never saw
-        # it (the latency probe below only times inference on its images).
+        # it (the latency probe below only times inference on its images). Its batch
+        # shapes are traced first, untimed: the stopwatch bills prediction alone.
+        backend.warm_up_prediction(x_test, spec.train.eval_batch_size)
         with (
             HostMemoryTracker() as eval_rss,
             EnergyTracker() as eval_energy,
@@ -267,7 +307,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         "nvml_peak_mb": gpu_memory.peak_mb,
     }
     timing = timing_summary(history, build.seconds, fit.seconds, evaluation.seconds, len(x_test),
-                            spec.threads, calibration_s)
+                            spec.threads, calibration_s, spec.train.freeze_epochs,
+                            len(others_clock.cpus) or 1)
     forward_flops = model_cost(spec.model, x_train.shape[1:], len(class_names)).flops
     work = _work(spec, backend, timing, forward_flops)
     metrics = classification_metrics(y_test, probabilities, class_names)

@@ -4,7 +4,9 @@
 * `LatencyTracker`: latency percentiles of repeated calls, warm-up calls kept apart;
   `inference_latency`: the record's batch-1 and training-batch latencies of a predictor.
 * `peak_matmul_flops`: the machine's demonstrated float32 FLOP/s (calibration).
-* `CpuWaitClock`: how long this process's threads waited for a CPU (others' load).
+* `CpuWaitClock`: how long this process's threads waited for a CPU (run-queue delay, which
+  its own threads cause too when they outnumber the cores).
+* `OthersCpuClock`: how much CPU time other processes used on this process's CPUs.
 * `SpeedCalibration`: the momentary speed of the machine for a fixed reference workload.
 
 None of them knows a framework: device synchronisation and the calibration matmul come
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import psutil
 
 from benchmarks.trackers.sampling import SAMPLER_THREADS
 
@@ -209,13 +212,16 @@ def peak_matmul_flops(
 class CpuWaitClock:
     """Cumulative seconds this process's threads were ready to run but waited for a CPU.
 
-    On a machine shared with other work, that is the time the others' load took from this
-    process: a compute thread that waits 2 s in the run queue finishes its work 2 s later,
-    whereas sleeping or blocking on I/O is not counted. Read it at both ends of a block;
-    the difference is the block's wait. Reads Linux's per-thread scheduler statistics
-    (`/proc/self/task/*/schedstat`, run-queue delay); the trackers' sampler threads are
-    left out. A thread that ends keeps its last reading, so waits are never lost or
-    counted twice. Calling it returns None where the kernel does not keep the statistics.
+    A compute thread that waits 2 s in the run queue finishes its work 2 s later, whereas
+    sleeping or blocking on I/O is not counted. The queue does not say whom a thread
+    waited behind: on 2 cores TensorFlow's own intra- and inter-op threads queue behind
+    each other on a quiet machine (8–23% of its training), so this is information about
+    the run, not a measure of other processes' load (`OthersCpuClock` is). Read it at
+    both ends of a block; the difference is the block's wait. Reads Linux's per-thread
+    scheduler statistics (`/proc/self/task/*/schedstat`, run-queue delay); the trackers'
+    sampler threads are left out. A thread that ends keeps its last reading, so waits are
+    never lost or counted twice. Calling it returns None where the kernel does not keep the
+    statistics.
     """
 
     _TASKS = "/proc/self/task"
@@ -250,6 +256,63 @@ def _schedstat(path: str) -> tuple[int, int] | None:
         return int(fields[0]), int(fields[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+# /proc/stat's per-CPU columns: user nice system idle iowait irq softirq steal (guest and
+# guest_nice follow, already counted in user and nice). Busy is every column but idle and
+# iowait; steal is time the hypervisor gave to other virtual machines: others' load too.
+_PROC_STAT_BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
+
+
+class OthersCpuClock:
+    """Cumulative CPU seconds other processes used on the CPUs this process may run on.
+
+    The machine's busy time on those CPUs (`/proc/stat`, including the time a hypervisor
+    gave to other virtual machines) minus this process tree's own CPU time (psutil: every
+    thread of this process, its children, reaped or alive, and theirs). The run's own
+    threads never count, however much they queue behind each other; what remains is the
+    capacity someone else took. Read it at both ends of a block; the difference is the
+    block's. Both sides are kept in clock ticks (10 ms), so a block's figure is exact to a
+    few ticks. Calling it returns None where there is no `/proc/stat` (non-Linux).
+    """
+
+    _STAT = "/proc/stat"
+
+    def __init__(self) -> None:
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+        self._process = psutil.Process()
+        self.available = bool(self.cpus) and self._busy_s() is not None
+
+    def __call__(self) -> float | None:
+        if not self.available:
+            return None
+        own_s = self._tree_cpu_s()
+        busy_s = self._busy_s()
+        return None if busy_s is None else busy_s - own_s
+
+    def _busy_s(self) -> float | None:
+        """Seconds the CPUs in `self.cpus` were busy since boot; None if unreadable."""
+        wanted = {f"cpu{n}" for n in self.cpus}
+        try:
+            with open(self._STAT) as handle:
+                rows = [line.split() for line in handle if line.startswith("cpu")]
+            ticks = sum(int(row[1 + column]) for row in rows if row[0] in wanted
+                        for column in _PROC_STAT_BUSY_COLUMNS)
+        except (OSError, IndexError, ValueError):
+            return None
+        return ticks * self._tick_s
+
+    def _tree_cpu_s(self) -> float:
+        """CPU seconds of this process and its descendants, reaped children included."""
+        total = 0.0
+        for process in (self._process, *self._process.children(recursive=True)):
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue  # ended between listing and reading; its reaper's figures hold it
+            total += times.user + times.system + times.children_user + times.children_system
+        return total
 
 
 class SpeedCalibration:
