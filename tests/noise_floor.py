@@ -176,12 +176,13 @@ def _cases() -> list[Case]:
                   lambda opt=opt: _selection(opt), relative_gap,
                   _tolerance("test_selection", "VAL_LOSS_TOLERANCE"))
              for opt in ("adam", "sgd")]
-    for name, steps in (("adam", "10 Adam steps"), ("sgd-smoothing-classweights", "5 SGD steps"),
-                        ("adamw-warmup", "10 AdamW steps")):
+    for name, steps in (("adam", "6 Adam steps"), ("sgd-smoothing-classweights", "3 SGD steps"),
+                        ("adamw-warmup", "6 AdamW steps")):
         cases += [
             Case(f"trajectory/{name}/train_loss", trajectory, steps + ", proposed_cnn",
                  lambda name=name: {fw: v[0] for fw, v in _trajectory(name).items()},
-                 relative_gap, _tolerance("test_fairness", "TRAIN_LOSS_TOLERANCE")),
+                 relative_gap, _tolerance("test_fairness", "TRAIN_LOSS_TOLERANCE",
+                                           lambda by_name, name=name: by_name[name])),
             Case(f"trajectory/{name}/1-cosine", trajectory, steps + ", proposed_cnn",
                  lambda name=name: {fw: v[1] for fw, v in _trajectory(name).items()},
                  cosine_gap, _tolerance("test_fairness", "UPDATE_COSINE_MIN", lambda c: 1 - c)),

@@ -55,11 +55,18 @@ TRAJECTORY_CONFIGS = {
     "adamw-warmup": TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, optimizer="adamw",
                                 weight_decay=0.01, warmup_epochs=1, seed=4),
 }
-# From the noise floor (tests/noise_floor.py, AMD EPYC, docs/design.md §10), ≥ 3× the
-# larger of the same-framework gap under a perturbation and the cross-framework gap:
-# train loss, floor 1.0e-3 and cross 9.8e-4 (AdamW), 7.7e-4 (Adam); 1 − update cosine,
-# floor 5.3e-2 (AdamW at 1 thread) and cross 5.5e-2.
-TRAIN_LOSS_TOLERANCE = 4e-3  # relative
+# From the noise floor (tests/noise_floor.py, AMD EPYC, docs/design.md §10, measured on this
+# imbalanced set), ≥ 3× the larger of the same-framework gap under a perturbation and the
+# cross-framework gap. Train loss: Adam floor 2.9e-3 (one thread instead of two), cross
+# 2.5e-3; AdamW floor 2.1e-3, cross 2.1e-3; SGD floor and cross 3.2e-5. Adam's first steps
+# move near-zero gradients by about ±lr whatever their size, so rounding changes the
+# trajectory far more than under SGD, which keeps a tolerance 10× tighter. 1 − update
+# cosine: floor 2.9e-2 (AdamW, one thread), cross 3.5e-2.
+TRAIN_LOSS_TOLERANCE = {  # relative
+    "adam": 1e-2,
+    "sgd-smoothing-classweights": 1e-3,
+    "adamw-warmup": 1e-2,
+}
 UPDATE_COSINE_MIN = 0.8
 
 
@@ -81,17 +88,18 @@ def update_cosines(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[s
             for name in a}
 
 
-@pytest.mark.parametrize("config", list(TRAJECTORY_CONFIGS.values()),
-                         ids=list(TRAJECTORY_CONFIGS))
-def test_both_frameworks_follow_the_same_trajectory(data, config):
+@pytest.mark.parametrize("name", list(TRAJECTORY_CONFIGS))
+def test_both_frameworks_follow_the_same_trajectory(data, name):
+    config = TRAJECTORY_CONFIGS[name]
     if config.class_weighting == "balanced":  # weights of 1 would prove nothing
         weights = class_weight_table(data[1], 7, "balanced")
         assert weights.min() < 0.6 and weights.max() > 2.0, weights
     tf_backend, tf_history = _train("tf", data, config)
     torch_backend, torch_history = _train("torch", data, config)
+    tolerance = TRAIN_LOSS_TOLERANCE[name]
     for tf_log, torch_log in zip(tf_history, torch_history, strict=True):
         assert tf_log.steps == torch_log.steps == len(data[0]) // 16
-        assert tf_log.train_loss == pytest.approx(torch_log.train_loss, rel=TRAIN_LOSS_TOLERANCE)
+        assert tf_log.train_loss == pytest.approx(torch_log.train_loss, rel=tolerance)
     last_rate = torch_history[-1].learning_rate
     assert float(np.asarray(tf_backend._optimizer.learning_rate)) == pytest.approx(last_rate)
     assert torch_backend._optimizer.param_groups[0]["lr"] == pytest.approx(last_rate)
