@@ -23,16 +23,16 @@ from backends.base import EpochLog, TrainConfig
 from benchmarks import compare
 from benchmarks.analysis import comparison
 from benchmarks.ci import __main__ as ci_cli
-from benchmarks.ci import faults as fault_injection
 from benchmarks.ci import regression_check as ci
 from benchmarks.ci.thresholds import CI_THRESHOLDS
 from benchmarks.record.figures import ANON_MEMORY, NORMALISED, TIME, figures_of, measure_for
-from benchmarks.record.schema import record_header
+from benchmarks.report.comparison import render
 from benchmarks.report.data import analyse
 from benchmarks.report.html import render_html
 from benchmarks.report.markdown import render_markdown
 from benchmarks.run import PRESETS, parse_args
-from benchmarks.runner.config import RunSpec
+from benchmarks.runner import faults as fault_injection
+from benchmarks.runner.config import RunSpec, record_header
 from benchmarks.runner.grid import Grid, check_ready
 from benchmarks.runner.worker import timing_summary
 from benchmarks.trackers.memory import current_rss_mb
@@ -333,8 +333,8 @@ def test_compare_and_report_flag_runs_measured_with_injected_faults(tmp_path):
     injected[0]["test_injection"] = fault_injection.InjectedFaults(alloc_mb=100).as_record()
     compared = comparison.compare_records(baseline, injected)
     assert compared.injected == [("B", injected[0]["run_id"], "100 MB held")]
-    assert "not real measurements" in comparison.render(compared, "a", "b")
-    assert "not real measurements" not in comparison.render(
+    assert "not real measurements" in render(compared, "a", "b")
+    assert "not real measurements" not in render(
         comparison.compare_records(baseline, baseline), "a", "a")
     data = analyse(injected, tmp_path / "results.jsonl")
     for text in (render_markdown(data), render_html(data, figures=[])):

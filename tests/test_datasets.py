@@ -14,9 +14,9 @@ import pytest
 
 import datasets.preprocess
 from benchmarks import run as run_cli
-from benchmarks.record.schema import record_header
 from benchmarks.record.store import read_records
 from benchmarks.runner import grid
+from benchmarks.runner.config import record_header
 from benchmarks.runner.harness import prepare_data
 from datasets import (
     DatasetFormatError,

@@ -3,9 +3,9 @@ run's report has none. No training: the records are the report fixtures'."""
 
 import json
 
+from benchmarks.analysis.grid_study import SUMMARY_FILE
 from benchmarks.grid.driver import build_summary
 from benchmarks.grid.spec import parse_spec
-from benchmarks.grid.study import SUMMARY_FILE
 from benchmarks.record.store import read_records
 from benchmarks.report import write_report
 from benchmarks.report.data import REPORT_HTML, REPORT_MD, analyse, grid_study

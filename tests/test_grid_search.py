@@ -14,9 +14,9 @@ from collections import Counter
 import pytest
 
 from backends.augment import augment_config
+from benchmarks.analysis.grid_study import SUMMARY_FILE
 from benchmarks.grid import __main__ as grid_cli
 from benchmarks.grid.spec import load_spec
-from benchmarks.grid.study import SUMMARY_FILE
 from benchmarks.record.store import read_records
 from tests.grid_specs import SEARCH_SPEC, kill_after_first_record, start_driver, write_spec
 from tests.report_fixtures import make_record

@@ -25,17 +25,16 @@ import pytest
 
 from backends.base import TrainConfig
 from benchmarks import compare, console, run
+from benchmarks.analysis.grid_study import SUMMARY_FILE
 from benchmarks.explain import _relative_difference
 from benchmarks.grid import __main__ as grid_cli
 from benchmarks.grid.driver import SPEC_FILE
 from benchmarks.grid.spec import MAX_RUNS, load_spec, parse_spec
-from benchmarks.grid.study import SUMMARY_FILE
 from benchmarks.record import schema
-from benchmarks.record.schema import record_header
 from benchmarks.record.store import read_records
 from benchmarks.report.artifacts import described_difference
 from benchmarks.runner import grid, harness
-from benchmarks.runner.config import RunSpec
+from benchmarks.runner.config import RunSpec, record_header
 from benchmarks.runner.recipe import MAX_TOML_BYTES, load_recipe
 from tests.grid_specs import TINY_SPEC, write_spec
 from tests.report_fixtures import make_record, write_results

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import compare, explain, export
-from benchmarks.analysis.comparison import compare_records, render
+from benchmarks.analysis.comparison import compare_records
 from benchmarks.record.store import RESULTS_FILE, WEIGHTS_DIR
 from benchmarks.report import __main__ as report_cli
 from benchmarks.report.artifacts import (
@@ -25,6 +25,7 @@ from benchmarks.report.artifacts import (
     UnsafeName,
     artifact_path,
 )
+from benchmarks.report.comparison import render
 from tests.report_fixtures import failed_record, make_record, write_results
 
 SECRET = b"the contents of a private file outside the report folder"

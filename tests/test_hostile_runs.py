@@ -23,10 +23,10 @@ import pytest
 
 from benchmarks import compare, run
 from benchmarks.record import schema, store
-from benchmarks.record.schema import record_header
 from benchmarks.record.store import RESULTS_FILE, append_record, read_records
 from benchmarks.report import __main__ as report_cli
 from benchmarks.runner import grid, harness
+from benchmarks.runner.config import record_header
 from tests.report_fixtures import make_record, write_results
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import run
-from benchmarks.analysis.comparison import compare_records, render
+from benchmarks.analysis.comparison import compare_records
 from benchmarks.analysis.load import (
     LOADED_MARK,
     MAX_OTHERS_CPU_SHARE,
@@ -20,6 +20,7 @@ from benchmarks.analysis.load import (
     others_cpu_share,
 )
 from benchmarks.record.store import read_records
+from benchmarks.report.comparison import render
 from benchmarks.report.data import analyse, headline_rows
 from benchmarks.report.html import render_html
 from benchmarks.report.markdown import render_markdown

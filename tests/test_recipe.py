@@ -13,7 +13,7 @@ from backends.catalog import MODEL_NAMES
 from benchmarks import run
 from benchmarks.record import schema
 from benchmarks.runner import recipe as recipes
-from benchmarks.runner.config import RunSpec
+from benchmarks.runner.config import RunSpec, record_header
 from benchmarks.runner.recipe import NO_RECIPE, TRAIN_SETTINGS, load_recipe, parse_recipe
 from datasets import DATASET_NAMES
 
@@ -202,7 +202,7 @@ def test_the_record_header_carries_the_recipe_verbatim(tmp_path):
     spec = RunSpec(backend="torch", model="vgg16", dataset="synthetic", prepared_data="x.npz",
                    train=loaded.train_config("vgg16", {"seed": 3}),
                    recipe=loaded.as_record({"seed": 3}))
-    header = schema.record_header(spec)
+    header = record_header(spec)
     assert header[schema.RECIPE] == {"source": str(tmp_path / "r.toml"), "text": RECIPE,
                                      "explicit": {"seed": 3}}
     assert header[schema.CONFIG]["learning_rate"] == 1e-4

@@ -15,7 +15,7 @@ from benchmarks.record import schema
 from benchmarks.record.figures import CATALOG, HEADLINE
 from benchmarks.record.store import append_record, read_records
 from benchmarks.runner import harness, worker
-from benchmarks.runner.config import MeasureConfig, RunSpec
+from benchmarks.runner.config import MeasureConfig, RunSpec, failed_record, record_header
 from datasets import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def test_a_worker_record_carries_every_catalog_figure(tiny_spec):
     if record[schema.ENV]["device"] == "cpu":
         # Null, not left out: a figure the hardware cannot give (docs/measurement.md).
         assert {key: _leaf(record, key) for key in GPU_FIGURES} == dict.fromkeys(GPU_FIGURES)
-    assert _header(record) == _header(schema.failed_record(tiny_spec, "", ""))
+    assert _header(record) == _header(failed_record(tiny_spec, "", ""))
 
 
 def test_ok_and_failed_records_share_exactly_the_header_and_both_are_read(
@@ -76,9 +76,9 @@ def test_ok_and_failed_records_share_exactly_the_header_and_both_are_read(
     spec_path.write_text(tiny_spec.to_json())
     assert worker.main([str(spec_path), str(result_path)]) == 0
     ok = json.loads(result_path.read_text())
-    failed = schema.failed_record(tiny_spec, "worker killed by SIGKILL", "Traceback …")
+    failed = failed_record(tiny_spec, "worker killed by SIGKILL", "Traceback …")
 
-    assert tuple(schema.record_header(tiny_spec)) == schema.HEADER_FIELDS
+    assert tuple(record_header(tiny_spec)) == schema.HEADER_FIELDS
     assert set(ok) & set(failed) == {*schema.HEADER_FIELDS, *schema.OUTCOME_FIELDS}
     assert _header(ok) == _header(failed)
     schema.check_record(failed, complete=True)
@@ -90,7 +90,7 @@ def test_ok_and_failed_records_share_exactly_the_header_and_both_are_read(
 
 
 def test_a_complete_record_lacks_no_field_and_has_a_known_status(tiny_spec):
-    failed = schema.failed_record(tiny_spec, "boom", "")
+    failed = failed_record(tiny_spec, "boom", "")
     schema.check_record({**failed, schema.STATUS: "skipped"})  # readers stay lenient
     with pytest.raises(schema.RecordError, match="status 'skipped'"):
         schema.check_record({**failed, schema.STATUS: "skipped"}, complete=True)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmarks.record.figures import replicate_values
+from benchmarks.analysis.stats import replicate_values
 from benchmarks.record.store import RESULTS_FILE
 from benchmarks.report import __main__ as report_cli
 from benchmarks.report import data as report

@@ -8,9 +8,8 @@ import pytest
 import backends.registry
 from backends.base import TrainConfig
 from benchmarks import run
-from benchmarks.record.schema import record_header
 from benchmarks.record.store import new_report_dir, read_records
-from benchmarks.runner.config import RunSpec
+from benchmarks.runner.config import RunSpec, record_header
 from benchmarks.runner.harness import run_in_worker
 
 TINY = ["--epochs", "1", "--synthetic-subjects", "8", "--image-size", "32"]

@@ -70,15 +70,15 @@ from benchmarks.analysis.comparison import (
     Delta,
     best_of_readings,
     compare_records,
-    render,
 )
-from benchmarks.ci import faults as fault_injection
 from benchmarks.ci.speed_rule import RULE as SPEED_RULE
 from benchmarks.ci.speed_rule import Decision, slowdown
 from benchmarks.ci.thresholds import BASELINE_THRESHOLDS, SPEED_THRESHOLDS
 from benchmarks.record import schema
 from benchmarks.record.figures import ANON_MEMORY, NORMALISED
 from benchmarks.record.store import RESULTS_FILE, append_record, read_records
+from benchmarks.report.comparison import render
+from benchmarks.runner import faults as fault_injection
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import SUITE_ROOT, cpu_model, git_commit
 

@@ -18,8 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.analysis.load import LOADED_MARK, loaded_runs
-from benchmarks.grid.selection import (
+from benchmarks.analysis.grid_selection import (
     choose,
     chosen_runs,
     chosen_test_summary,
@@ -28,8 +27,9 @@ from benchmarks.grid.selection import (
     same_choice,
     score_points,
 )
+from benchmarks.analysis.grid_study import SUMMARY_FILE, agreement_lines, choice_rows, study_entries
+from benchmarks.analysis.load import LOADED_MARK, loaded_runs
 from benchmarks.grid.spec import SELECT_BY, GridSpec, spec_differences
-from benchmarks.grid.study import SUMMARY_FILE, agreement_lines, choice_rows, study_entries
 from benchmarks.record import schema
 from benchmarks.record.store import (
     RESULTS_FILE,

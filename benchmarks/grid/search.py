@@ -41,6 +41,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.analysis.grid_selection import SELECTION_SECTION, describe_point, point_key
 from benchmarks.grid.driver import (
     grid_folder,
     keep_spec,
@@ -50,7 +51,6 @@ from benchmarks.grid.driver import (
     start_writing,
     summarise,
 )
-from benchmarks.grid.selection import SELECTION_SECTION, describe_point, point_key
 from benchmarks.grid.spec import SELECT_BY, TRAIN_KEYS, GridSpec, Range
 from benchmarks.record import schema
 from benchmarks.record.store import append_json_line, cut_torn_tail, read_json_lines

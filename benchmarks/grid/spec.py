@@ -54,7 +54,7 @@ from backends.augment import augment_config
 from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name
 from backends.init import INIT_MODES
-from benchmarks.grid.selection import describe_point
+from benchmarks.analysis.grid_selection import describe_point
 from benchmarks.messages import quoted
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.grid import Grid, check_int
@@ -187,7 +187,8 @@ class Range:
     step: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The range as grid.json describes an axis (`benchmarks.grid.study.axis_scale`)."""
+        """The range as grid.json describes an axis
+        (`benchmarks.analysis.grid_study.axis_scale`)."""
         return {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
 
 

@@ -23,8 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmarks.grid.selection import chosen_runs
-from benchmarks.grid.study import read_grid_summary
+from benchmarks.analysis.grid_selection import chosen_runs
+from benchmarks.analysis.grid_study import read_grid_summary
 from benchmarks.record.figures import runs_frame
 from benchmarks.record.store import ResultsFileError, read_records, results_path
 from benchmarks.report.data import (

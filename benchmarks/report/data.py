@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from backends.weights import WeightsError, read_test_probabilities
+from benchmarks.analysis import grid_study as study
 from benchmarks.analysis.load import (
     LOADED_MARK,
     LOADED_NOTE,
@@ -26,17 +27,16 @@ from benchmarks.analysis.stats import (
     FrameworkVerdict,
     Summary,
     framework_verdict,
+    replicate_values,
+    summarize_figure,
 )
-from benchmarks.grid import study
 from benchmarks.messages import shortened
 from benchmarks.record import schema
 from benchmarks.record.figures import (
     HEADLINE,
     figure_keys,
     measure_for,
-    replicate_values,
     runs_frame,
-    summarize_figure,
 )
 from benchmarks.report import artifacts, gallery, plots
 

@@ -21,9 +21,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
-from benchmarks.analysis.stats import bootstrap_interval, summarize
-from benchmarks.grid.selection import format_value
-from benchmarks.record.figures import measure_for, replicate_values, summarize_figure
+from benchmarks.analysis.grid_selection import format_value
+from benchmarks.analysis.stats import (
+    bootstrap_interval,
+    replicate_values,
+    summarize,
+    summarize_figure,
+)
+from benchmarks.record.figures import measure_for
 
 Groups = dict[str, dict[str, list[dict[str, Any]]]]
 
@@ -355,7 +360,7 @@ def study_chart(panels: list[dict[str, Any]], select_by: str) -> bytes | None:
     order; a search's ranges are drawn to scale (a log range on a log axis).
 
     Args:
-        panels: `benchmarks.grid.study.chart_panels` of grid.json.
+        panels: `benchmarks.analysis.grid_study.chart_panels` of grid.json.
         select_by: the validation figure, for the y axis.
     """
     panels = [p for p in panels if any(p["lines"].values())]

@@ -33,9 +33,8 @@ from backends.init import INIT_MODES
 from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import bfloat16_refusal, visible_gpu
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
-from benchmarks.ci.faults import InjectedFaults, injected_faults
 from benchmarks.messages import quoted
-from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS, failed_record
+from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS
 from benchmarks.record.store import (
     RESULTS_FILE,
     WEIGHTS_DIR,
@@ -45,8 +44,9 @@ from benchmarks.record.store import (
     weights_file_name,
 )
 from benchmarks.report import write_report
-from benchmarks.runner.config import MeasureConfig, RunSpec
+from benchmarks.runner.config import MeasureConfig, RunSpec, failed_record
 from benchmarks.runner.env import SUITE_ROOT, available_cores
+from benchmarks.runner.faults import InjectedFaults, injected_faults
 from benchmarks.runner.harness import RunInterrupted, prepare_data, run_in_worker
 from benchmarks.runner.interrupts import deferred, stop_name
 from benchmarks.runner.recipe import NO_RECIPE, Recipe
@@ -424,7 +424,7 @@ def check_ready(grid: Grid) -> InjectedFaults | None:
     """Raises before anything runs if a framework is missing or a test switch is stray.
 
     Returns:
-        The test-only faults the environment arms (benchmarks.ci.faults), read here once
+        The test-only faults the environment arms (benchmarks.runner.faults), read here once
         for every run of the grid; None for real measurements.
 
     Raises:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.record.schema import ERROR, INTERRUPTED, TIMEOUT, failed_record
-from benchmarks.runner.config import RunSpec
+from benchmarks.record.schema import ERROR, INTERRUPTED, TIMEOUT
+from benchmarks.runner.config import RunSpec, failed_record
 from benchmarks.runner.env import SUITE_ROOT
 from benchmarks.runner.interrupts import STOP_SIGNALS, stop_name
 from datasets import FaceDataset, dataset_split

@@ -22,11 +22,11 @@ import numpy as np
 
 from backends.base import EpochLog, Selection
 from benchmarks.analysis.metrics import classification_metrics
-from benchmarks.ci.faults import hold_resident_memory, slow_down
 from benchmarks.record import schema
-from benchmarks.record.schema import check_record, record_header
-from benchmarks.runner.config import RunSpec
+from benchmarks.record.schema import check_record
+from benchmarks.runner.config import RunSpec, record_header
 from benchmarks.runner.env import host_environment
+from benchmarks.runner.faults import hold_resident_memory, slow_down
 from benchmarks.trackers.energy import EnergyTracker
 from benchmarks.trackers.memory import (
     GpuMemoryTracker,

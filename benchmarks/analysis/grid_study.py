@@ -18,8 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.analysis.grid_selection import describe_point, format_value, validation_view
 from benchmarks.analysis.stats import Summary, summarize
-from benchmarks.grid.selection import describe_point, format_value, validation_view
 from benchmarks.messages import shortened
 from benchmarks.record import schema
 from benchmarks.record.store import ResultsFileError
