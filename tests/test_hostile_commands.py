@@ -33,14 +33,15 @@ from benchmarks.grid.spec import MAX_RUNS, load_spec, parse_spec
 from benchmarks.record import schema
 from benchmarks.record.store import read_records
 from benchmarks.report.artifacts import described_difference
-from benchmarks.runner import grid, harness
+from benchmarks.runner import harness, launch
 from benchmarks.runner.config import RunSpec, record_header
-from benchmarks.runner.recipe import MAX_TOML_BYTES, load_recipe
+from benchmarks.runner.recipe import load_recipe
+from benchmarks.runner.toml_files import MAX_TOML_BYTES
 from tests.grid_specs import TINY_SPEC, write_spec
 from tests.report_fixtures import make_record, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-# benchmarks.run's smallest grid (tests/test_hostile_runs.py): its runs are stand-ins here.
+# benchmarks.run's smallest invocation (tests/test_hostile_runs.py): its runs are stand-ins here.
 TINY = ["--preset", "ci", "--backend", "torch", "--models", "proposed_cnn", "--epochs", "1",
         "--save-weights", "none"]
 
@@ -109,7 +110,7 @@ def test_a_finished_run_is_recorded_before_anything_is_printed_about_it(tmp_path
     def unprintable(line: str) -> None:
         raise UnicodeEncodeError("ascii", line, 0, 1, "ordinal not in range(128)")
 
-    results = grid._Results(tmp_path, "synthetic", unprintable)
+    results = launch._Results(tmp_path, "synthetic", unprintable)
     with pytest.raises(UnicodeEncodeError):
         results.keep(record, "run 1/1")
     (folder,) = tmp_path.iterdir()
@@ -118,7 +119,7 @@ def test_a_finished_run_is_recorded_before_anything_is_printed_about_it(tmp_path
 
 def test_a_run_under_an_ascii_stdout_is_kept_and_said(tmp_path, private_temp, monkeypatch):
     pytest.importorskip("torch")
-    monkeypatch.setattr(grid, "run_in_worker", _stub_worker)
+    monkeypatch.setattr(launch, "run_in_worker", _stub_worker)
     raw = io.BytesIO()
     # PYTHONIOENCODING=ascii: a strict ASCII stdout, as the interpreter would make it.
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="ascii"))
@@ -146,7 +147,7 @@ def _terminated_in_the_second_run(spec, on_line):
 def test_sigterm_records_the_interrupted_run_reports_the_rest_and_exits_143(
         tmp_path, private_temp, monkeypatch, capsys):
     pytest.importorskip("torch")
-    monkeypatch.setattr(grid, "run_in_worker", _terminated_in_the_second_run)
+    monkeypatch.setattr(launch, "run_in_worker", _terminated_in_the_second_run)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "reports"
     assert run.main([*TINY, "--seeds", "2", "--out", str(out)]) == 143

@@ -110,9 +110,9 @@ def test_precision_is_checked_at_the_door():
     with pytest.raises(ValueError, match=r"^precision must be one of float32, bfloat16, "
                                          r"float16\. Received: precision='half'$"):
         TrainConfig(precision="half")
-    from benchmarks import run
+    from benchmarks.runner.command_line import parse_args
 
-    assert run.parse_args(["--precision", "bfloat16"]).precision == "bfloat16"
+    assert parse_args(["--precision", "bfloat16"]).precision == "bfloat16"
 
 
 @pytest.mark.skipif(ON_GPU, reason="float16 runs on a GPU; this checks the CPU's refusal")

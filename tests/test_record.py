@@ -14,7 +14,7 @@ from backends.base import TrainConfig
 from benchmarks.record import schema
 from benchmarks.record.figures import CATALOG, HEADLINE
 from benchmarks.record.store import append_record, read_records
-from benchmarks.runner import harness, worker
+from benchmarks.runner import data, harness, worker
 from benchmarks.runner.config import MeasureConfig, RunSpec, failed_record, record_header
 from datasets import synthetic
 
@@ -29,7 +29,7 @@ GPU_FIGURES = (f"{schema.MEMORY}.nvml_peak_mb", f"{schema.MEMORY}.gpu_allocator_
 def tiny_spec(tmp_path_factory) -> RunSpec:
     """A torch run of one short epoch on a small synthetic dataset, prepared on disk."""
     dataset = synthetic.generate(num_subjects=4, image_size=32)
-    prepared, info = harness.prepare_data(dataset, split_seed=0,
+    prepared, info = data.prepare_data(dataset, split_seed=0,
                                           cache_dir=tmp_path_factory.mktemp("cache"))
     return RunSpec(
         backend="torch", model="proposed_cnn", dataset=dataset.name,

@@ -170,7 +170,7 @@ def test_save_weights_none_writes_nothing(monkeypatch, tmp_path):
 
 
 def test_the_ci_preset_saves_no_weights():
-    from benchmarks import run
+    from benchmarks.runner.command_line import invocation_of, parse_args
 
-    assert run.grid_of(run.parse_args(["--preset", "ci"])).save_weights == "none"
-    assert run.grid_of(run.parse_args([])).save_weights == "best"
+    assert invocation_of(parse_args(["--preset", "ci"])).save_weights == "none"
+    assert invocation_of(parse_args([])).save_weights == "best"

@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +41,11 @@ from benchmarks.record.store import (
 from benchmarks.report import write_report
 from benchmarks.report.tables import text_table
 from benchmarks.runner.config import RunSpec
-from benchmarks.runner.grid import (
-    Grid,
-    check_batch_size,
-    check_folders,
-    check_ready,
-    default_run_timeout,
-    load_grid_data,
-)
+from benchmarks.runner.data import check_batch_size, load_invocation_data
 from benchmarks.runner.harness import RunInterrupted
-from benchmarks.runner.recipe import read_toml_text
+from benchmarks.runner.invocation import Invocation
+from benchmarks.runner.launch import check_folders, check_ready
+from benchmarks.runner.toml_files import read_toml_text
 
 LOCK_FILE = ".lock"
 SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
@@ -90,31 +85,22 @@ def grid_lock(folder: Path) -> Iterator[None]:
 
 def plan(spec: GridSpec, prepared: dict) -> list[tuple[dict[str, Any], RunSpec]]:
     """(point, RunSpec) of every run of `spec`, in run order: dataset by dataset, point by
-    point, and within a point `Grid.jobs`' order (the backends of one fold, model and seed
-    back to back)."""
-    return [(point, run) for point, grid in spec.cells() for run in plan_point(grid, prepared)]
+    point, and within a point `Invocation.jobs`' order (the backends of one fold, model and
+    seed back to back)."""
+    return [(point, run) for point, invocation in spec.cells()
+            for run in plan_point(invocation, prepared)]
 
 
-def plan_point(grid: Grid, prepared: dict) -> list[RunSpec]:
-    """The RunSpec of each of one point's runs (its `Grid`), in `Grid.jobs`' order.
+def plan_point(invocation: Invocation, prepared: dict) -> list[RunSpec]:
+    """The RunSpec of each of one point's runs (its `Invocation`), in `Invocation.jobs`'
+    order; each run's id ends in its spec's digest, so a resumed grid knows it.
 
     Args:
-        grid: the point's Grid on one dataset.
+        invocation: the point's Invocation on one dataset.
         prepared: dataset → fold → (prepared .npz path, data facts), from `prepare`.
     """
-    runs = []
-    for job in grid.jobs():
-        path, data_info = prepared[grid.dataset][job.fold]
-        run = RunSpec(
-            backend=job.backend, model=job.model, dataset=grid.dataset, prepared_data=str(path),
-            train=replace(grid.train[job.model], seed=job.seed), init=grid.init,
-            threads=grid.threads, deterministic=grid.deterministic, fold=job.fold,
-            data_info=data_info, measure=grid.measure,
-            timeout_s=grid.run_timeout_s or default_run_timeout(grid, job.model, data_info),
-            recipe=grid.recipe.as_record(grid.explicit), id_from_spec=True,
-            run_position=job.position, equivalence_margin=grid.equivalence_margin)
-        runs.append(replace(run, twin_of=run.run_id) if job.twin else run)
-    return runs
+    return [invocation.run_spec(job, *prepared[invocation.dataset][job.fold], id_from_spec=True)
+            for job in invocation.jobs()]
 
 
 def latest_records(folder: Path, on_line: Callable[[str], None]) -> dict[str, dict[str, Any]]:
@@ -148,21 +134,22 @@ def prepare(spec: GridSpec, out_root: Path, resume: Path | None, extend: bool = 
         ValueError, MissingFrameworkError, FileNotFoundError: bad input, before anything
             is written.
     """
-    # Each dataset's first Grid: its data settings, which every point shares.
+    # Each dataset's first Invocation: its data settings, which every point shares.
     first_point = next(spec.points())
-    firsts = {dataset: spec.grid_at(first_point, dataset) for dataset in spec.datasets}
+    firsts = {dataset: spec.invocation_at(first_point, dataset) for dataset in spec.datasets}
     if resume is None:
-        for grid in firsts.values():
-            check_folders(grid, out_root)
+        for invocation in firsts.values():
+            check_folders(invocation, out_root)
     else:
         check_resumable(spec, resume, extend)
     check_ready(firsts[spec.datasets[0]])
-    prepared = {dataset: load_grid_data(grid)[1] for dataset, grid in firsts.items()}
-    for point, grid in spec.cells():
+    prepared = {dataset: load_invocation_data(invocation)[1]
+                for dataset, invocation in firsts.items()}
+    for point, invocation in spec.cells():
         try:
-            check_batch_size(grid, prepared[grid.dataset])
+            check_batch_size(invocation, prepared[invocation.dataset])
         except ValueError as error:
-            on = f" on {grid.dataset}" if len(spec.datasets) > 1 else ""
+            on = f" on {invocation.dataset}" if len(spec.datasets) > 1 else ""
             raise ValueError(f"grid spec {spec.source}{spec.line_of('batch_size')} at "
                              f"{describe_point(point)}{on}: {error}") from None
     return prepared

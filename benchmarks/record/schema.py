@@ -47,7 +47,7 @@ PRETRAINED = "pretrained"
 # make the chaos floor (`benchmarks.analysis.stats.chaos_floor`).
 TWIN_OF = "twin_of"
 # The run's place among the runs of its (fold, model, seed), 0 first: the invocation
-# balances which backend goes first (`benchmarks.runner.grid.Grid.jobs`); None where the
+# balances which backend goes first (`benchmarks.runner.invocation.Invocation.jobs`); None where the
 # order was not recorded (older records).
 RUN_POSITION = "run_position"
 # The margin, in accuracy (a fraction), within which the report calls the frameworks
@@ -59,7 +59,7 @@ DETERMINISTIC = "deterministic"
 CONFIG = "config"  # the training recipe (TrainConfig), resolved
 RECIPE = "recipe"  # where CONFIG came from: the recipe file's source and text, explicit overrides
 MEASURE_CONFIG = "measure_config"  # how the worker measures (MeasureConfig)
-DATA = "data"  # facts about the prepared data (harness.prepare_data)
+DATA = "data"  # facts about the prepared data (runner.data.prepare_data)
 TEST_INJECTION = "test_injection"  # test-only faults (benchmarks.runner.faults), None without
 
 # --- the outcome ------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class MeasureConfig:
             )
 
 
-# The prepared data's facts (`harness.prepare_data`) that say which images a run sees.
+# The prepared data's facts (`data.prepare_data`) that say which images a run sees.
 _DATA_IDENTITY = ("fingerprint", "split", "split_seed", "image_shape")
 
 
@@ -102,7 +102,7 @@ class RunSpec:
             (`backends.init.one_ulp_away`; `--twins`), to measure run-to-run chaos; None
             for a run that is no twin.
         run_position: the run's place among the runs of its (fold, model, seed), 0 first
-            (`Grid.jobs`); None where no order was planned. Not part of `spec_digest`:
+            (`Invocation.jobs`); None where no order was planned. Not part of `spec_digest`:
             the order changes no figure's mathematics.
         equivalence_margin: the accuracy margin (a fraction) within which the report calls
             the frameworks equivalent, recorded so that it is fixed before the results

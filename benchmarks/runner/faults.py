@@ -1,6 +1,6 @@
 """Test-only fault injection: proves that the CI regression check can fail (docs/ci.md).
 
-Two switches, read from the environment once, where a run starts (`runner.grid.run_grid`),
+Two switches, read from the environment once, where a run starts (`runner.launch.run_invocation`),
 carried to the worker in its RunSpec and applied from outside the backend:
 
 * ``FERBENCH_TEST_INJECT_SLOWDOWN="BACKEND:FRACTION"`` (e.g. ``"torch:0.30"``): every
