@@ -37,8 +37,13 @@ from backends import MissingFrameworkError
 from backends.catalog import describe_models
 from benchmarks.analysis.load import LOADED_MARK, LOADED_NOTE, loaded_run, others_cpu_share
 from benchmarks.console import run_command
+from benchmarks.record.layout import (
+    REPORT_HTML,
+    RESULTS_FILE,
+    TEST_SPLIT_PREFIX,
+    WEIGHTS_DIR,
+)
 from benchmarks.record.schema import INTERRUPTED, is_twin
-from benchmarks.record.store import TEST_SPLIT_PREFIX, WEIGHTS_DIR
 from benchmarks.report import write_report
 from benchmarks.runner.command_line import invocation_of, parse_args
 from benchmarks.runner.env import available_cores
@@ -167,9 +172,9 @@ def _interrupted(stop: InvocationInterrupted, invocation: Invocation) -> int:
     _print_results(stop.records, invocation)
     finished = sum(r["status"] != INTERRUPTED for r in stop.records)
     print(f"\ninterrupted ({stop_name()}): {finished} of {stop.planned} runs finished; results: "
-          f"{stop.report_dir / 'results.jsonl'}")
+          f"{stop.report_dir / RESULTS_FILE}")
     if stop.reported:
-        print(f"report: {stop.report_dir / 'report.html'}")
+        print(f"report: {stop.report_dir / REPORT_HTML}")
     else:
         print(f"no report: rebuild it with `python -m benchmarks.report {stop.report_dir}`")
     return exit_status()
@@ -211,7 +216,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     _print_results(records, invocation)
     print(f"\n{len(records)} runs in {time.perf_counter() - started:.0f}s; "
-          f"results: {report_dir / 'results.jsonl'}")
+          f"results: {report_dir / RESULTS_FILE}")
     disk = weights_disk_line(report_dir)
     if disk:
         print(disk)
@@ -219,7 +224,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"report: not written (--no-report); `python -m benchmarks.report {report_dir}` "
               f"writes it")
     else:
-        print(f"report: {report_dir / 'report.html'}")
+        print(f"report: {report_dir / REPORT_HTML}")
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

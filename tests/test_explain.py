@@ -127,7 +127,7 @@ def test_grad_cam_weights_each_channel_by_its_mean_gradient():
 def saved_folder(tmp_path_factory):
     """A report folder with one ok torch run of proposed_cnn whose weights were saved."""
     from backends.weights import WeightsMeta, save_weights
-    from benchmarks.record.store import test_split_file_name
+    from benchmarks.record.layout import test_split_file_name
     from tests.report_fixtures import make_record, write_results
 
     record = make_record("torch", "proposed_cnn", seed=0)

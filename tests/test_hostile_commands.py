@@ -25,12 +25,11 @@ import pytest
 
 from backends.base import TrainConfig
 from benchmarks import compare, console, run
-from benchmarks.analysis.grid_study import SUMMARY_FILE
 from benchmarks.explain import _relative_difference
 from benchmarks.grid import __main__ as grid_cli
-from benchmarks.grid.driver import SPEC_FILE
 from benchmarks.grid.spec import MAX_RUNS, load_spec, parse_spec
 from benchmarks.record import schema
+from benchmarks.record.layout import GRID_SPEC_FILE, GRID_SUMMARY_FILE
 from benchmarks.record.store import read_records
 from benchmarks.report.artifacts import described_difference
 from benchmarks.runner import harness, launch
@@ -201,7 +200,7 @@ def test_sigterm_stops_a_grid_whose_finished_runs_are_chosen_from_and_reported(
                                                          "finished is recorded and reported")
     (folder,) = out.iterdir()
     assert len(read_records(folder)) == 1
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
     assert summary["runs"] == {"planned": 2, "ok": 1, "not_ok": 0, "missing": 1,
                                "timing_not_comparable": 0}
     assert (folder / "report.html").is_file()
@@ -266,11 +265,11 @@ def test_extend_runs_the_new_spec_into_the_folder_and_keeps_both_specs(tmp_path,
     folder = _grid_folder(tmp_path)
     other = write_spec(tmp_path, OTHER_SPEC, "other.toml")
     assert grid_cli.main([str(other), "--resume", str(folder), "--extend"]) == 0
-    assert (folder / SPEC_FILE).read_text() == OTHER_SPEC
+    assert (folder / GRID_SPEC_FILE).read_text() == OTHER_SPEC
     assert (folder / "grid-spec.1.toml").read_text() == TINY_SPEC
     rates = [r["grid_point"]["learning_rate"] for r in read_records(folder)]
     assert sorted(rates) == [1e-3, 3e-3, 1e-2]  # the earlier runs kept, the new one added
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
     assert summary["runs"]["planned"] == 1 and summary["axes"] == {"learning_rate": [1e-2]}
 
 

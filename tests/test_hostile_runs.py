@@ -23,7 +23,8 @@ import pytest
 
 from benchmarks import compare, run
 from benchmarks.record import schema, store
-from benchmarks.record.store import RESULTS_FILE, append_record, read_records
+from benchmarks.record.layout import RESULTS_FILE
+from benchmarks.record.store import append_record, read_records
 from benchmarks.report import __main__ as report_cli
 from benchmarks.runner import command_line, harness, launch
 from benchmarks.runner.config import record_header

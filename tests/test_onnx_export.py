@@ -28,8 +28,8 @@ from backends.deploy import (  # noqa: E402
 )
 from backends.weights import WeightsMeta, save_weights  # noqa: E402
 from benchmarks import export  # noqa: E402
-from benchmarks.record import store  # noqa: E402
-from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE  # noqa: E402
+from benchmarks.record import layout  # noqa: E402
+from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE  # noqa: E402
 from benchmarks.runner.config import MeasureConfig  # noqa: E402
 from tests.report_fixtures import CLASS_NAMES, NUM_TEST, make_record, write_results  # noqa: E402
 from tests.test_models import same_weights_pair  # noqa: E402
@@ -115,16 +115,16 @@ def _report_folder(tmp_path):
         record["threads"] = 1
         record["artifacts"] = {"weights_file": f"{record['run_id']}.npz", "weights_bytes": 1}
     folder = write_results(tmp_path, records)
-    (folder / store.WEIGHTS_DIR).mkdir()
+    (folder / layout.WEIGHTS_DIR).mkdir()
     labels = np.asarray(records[0]["test_labels"])
-    np.savez(folder / store.WEIGHTS_DIR / store.test_split_file_name("holdout-seed0"),
+    np.savez(folder / layout.WEIGHTS_DIR / layout.test_split_file_name("holdout-seed0"),
              x_test=np.random.default_rng(0).integers(0, 256, (NUM_TEST, *shape), np.uint8),
              y_test=labels)
     for record in records:
         meta = WeightsMeta(model="proposed_cnn", input_shape=shape,
                            num_classes=len(CLASS_NAMES), class_names=tuple(CLASS_NAMES),
                            backend=record["backend"], run_id=record["run_id"])
-        path = folder / store.WEIGHTS_DIR / record["artifacts"]["weights_file"]
+        path = folder / layout.WEIGHTS_DIR / record["artifacts"]["weights_file"]
         save_weights(path, weights, meta)
     return folder
 

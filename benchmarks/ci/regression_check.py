@@ -75,7 +75,8 @@ from benchmarks.ci.speed_rule import Decision, slowdown
 from benchmarks.ci.thresholds import BASELINE_THRESHOLDS, SPEED_THRESHOLDS
 from benchmarks.record import schema
 from benchmarks.record.figures import ANON_MEMORY, NORMALISED
-from benchmarks.record.store import RESULTS_FILE, append_record, read_records
+from benchmarks.record.layout import RESULTS_FILE
+from benchmarks.record.store import append_record, read_records
 from benchmarks.report.comparison import render
 from benchmarks.runner import command_line
 from benchmarks.runner import faults as fault_injection

@@ -27,17 +27,12 @@ from benchmarks.analysis.grid_selection import (
     same_choice,
     score_points,
 )
-from benchmarks.analysis.grid_study import SUMMARY_FILE, agreement_lines, choice_rows, study_entries
+from benchmarks.analysis.grid_study import agreement_lines, choice_rows, study_entries
 from benchmarks.analysis.load import LOADED_MARK, loaded_runs
 from benchmarks.grid.spec import SELECT_BY, GridSpec, spec_differences
 from benchmarks.record import schema
-from benchmarks.record.store import (
-    RESULTS_FILE,
-    append_record,
-    cut_torn_tail,
-    new_report_dir,
-    read_records,
-)
+from benchmarks.record.layout import GRID_LOCK_FILE, GRID_SPEC_FILE, GRID_SUMMARY_FILE, RESULTS_FILE
+from benchmarks.record.store import append_record, cut_torn_tail, new_report_dir, read_records
 from benchmarks.report import write_report
 from benchmarks.report.tables import text_table
 from benchmarks.runner.config import RunSpec
@@ -46,9 +41,6 @@ from benchmarks.runner.harness import RunInterrupted
 from benchmarks.runner.invocation import Invocation
 from benchmarks.runner.launch import check_folders, check_ready
 from benchmarks.runner.toml_files import read_toml_text
-
-LOCK_FILE = ".lock"
-SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
 
 
 class GridBusy(ValueError):
@@ -65,7 +57,7 @@ def grid_lock(folder: Path) -> Iterator[None]:
     Raises:
         GridBusy: another process holds it; the message names its pid.
     """
-    handle = open(folder / LOCK_FILE, "a+")
+    handle = open(folder / GRID_LOCK_FILE, "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,9 +154,9 @@ def check_resumable(spec: GridSpec, folder: Path, extend: bool) -> None:
     A resume with another spec would otherwise replace the study: grid.json and the
     report would describe the new spec only.
     """
-    kept = folder / SPEC_FILE
+    kept = folder / GRID_SPEC_FILE
     if not kept.is_file():
-        raise ValueError(f"--resume {folder} is not a grid folder (it holds no {SPEC_FILE}): "
+        raise ValueError(f"--resume {folder} is not a grid folder (it holds no {GRID_SPEC_FILE}): "
                          "pass the folder a `python -m benchmarks.grid` run made")
     differences = spec_differences(read_toml_text(kept, "grid spec", f"restore {kept}"),
                                    spec.text, f"grid spec {kept}")
@@ -177,9 +169,9 @@ def check_resumable(spec: GridSpec, folder: Path, extend: bool) -> None:
 
 
 def keep_spec(spec: GridSpec, folder: Path) -> None:
-    """Writes `spec`'s text into the folder as SPEC_FILE; another spec there before (a
+    """Writes `spec`'s text into the folder as GRID_SPEC_FILE; another spec there before (a
     resume with --extend, or another select_by) stays beside it, as grid-spec.<N>.toml."""
-    current = folder / SPEC_FILE
+    current = folder / GRID_SPEC_FILE
     if current.is_file() and current.read_text(encoding="utf-8") != spec.text:
         names = (current.with_suffix(f".{n}{current.suffix}") for n in itertools.count(1))
         os.replace(current, next(name for name in names if not name.exists()))
@@ -338,7 +330,7 @@ def summarise(spec: GridSpec, folder: Path, planned: list, on_line: Callable[[st
     summary = {**build_summary(spec, records, len(planned), points), **(extra or {})}
     # In insertion order (deterministic): a point's axes stay in the spec's order, which
     # the report shows them in.
-    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
+    _write_atomically(folder / GRID_SUMMARY_FILE, json.dumps(summary, indent=2))
     chosen_records = chosen_runs(records, summary["choices"])
     if chosen_records:
         write_report(folder, chosen_records)

@@ -53,10 +53,10 @@ from benchmarks.grid.driver import (
 )
 from benchmarks.grid.spec import SELECT_BY, TRAIN_KEYS, GridSpec, Range
 from benchmarks.record import schema
+from benchmarks.record.layout import TRIALS_FILE
 from benchmarks.record.store import append_json_line, cut_torn_tail, read_json_lines
 from benchmarks.runner.data import check_batch_size
 
-TRIALS_FILE = "trials.jsonl"
 COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
 FINISHED = (COMPLETE, PRUNED)  # the states that count towards `trials`
 OPTUNA_MISSING = "optuna is not installed: pip install -e '.[optuna]'"

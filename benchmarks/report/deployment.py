@@ -18,7 +18,8 @@ from typing import Any
 from benchmarks.analysis.load import LOADED_MARK
 from benchmarks.messages import shortened
 from benchmarks.record import schema
-from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE, UnsafeName, artifact_path
+from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE
+from benchmarks.report.artifacts import UnsafeName, artifact_path
 from benchmarks.report.data import ReportData
 
 FRAMEWORKS = ("tf", "torch")

@@ -29,15 +29,15 @@ from backends import check_available
 from backends.base import FLOAT16_NEEDS_GPU
 from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import bfloat16_refusal, visible_gpu
-from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS
-from benchmarks.record.store import (
+from benchmarks.record.layout import (
+    EXPLAIN_DIR,
     RESULTS_FILE,
     WEIGHTS_DIR,
-    append_record,
-    new_report_dir,
     test_split_file_name,
     weights_file_name,
 )
+from benchmarks.record.schema import ERROR, INTERRUPTED, OK, RUN_ID, STATUS
+from benchmarks.record.store import append_record, new_report_dir
 from benchmarks.runner.config import failed_record
 from benchmarks.runner.data import check_batch_size, load_invocation_data
 from benchmarks.runner.env import SUITE_ROOT
@@ -371,7 +371,7 @@ def _explain(folder: Path, on_line: Callable[[str], None]) -> None:
     done = subprocess.run([sys.executable, "-m", "benchmarks.explain", str(folder)],
                           cwd=SUITE_ROOT, capture_output=True, text=True)
     if done.returncode == 0:
-        on_line(f"explanations (Grad-CAM, feature maps) → {folder / 'explain'}")
+        on_line(f"explanations (Grad-CAM, feature maps) → {folder / EXPLAIN_DIR}")
     else:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
         on_line(f"no explanations: {reason}; retry with `python -m benchmarks.explain "
