@@ -1,7 +1,7 @@
 """ONNX export from both frameworks and the onnxruntime runtime (the `onnx` extra).
 
-Each model is built in both frameworks with the same weights (tests/test_models.py's
-`_test_weights`), exported by each, and run in onnxruntime: its logits must be its
+Each model is built in both frameworks with the same weights (`calibrated_weights`,
+tests/conftest.py), exported by each, and run in onnxruntime: its logits must be its
 framework's (≤ 1e-4, `backends.deploy.PARITY_TOLERANCE`). Skipped where the extra is not
 installed (CI's environment): `pip install -e '.[onnx]'`.
 """
@@ -31,8 +31,8 @@ from benchmarks import export  # noqa: E402
 from benchmarks.record import layout  # noqa: E402
 from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE  # noqa: E402
 from benchmarks.runner.config import MeasureConfig  # noqa: E402
+from tests.conftest import same_weights_pair  # noqa: E402
 from tests.report_fixtures import CLASS_NAMES, NUM_TEST, make_record, write_results  # noqa: E402
-from tests.test_models import same_weights_pair  # noqa: E402
 
 NUM_CLASSES = 7
 # The smallest square grey input each model takes (vgg16 needs 32).
