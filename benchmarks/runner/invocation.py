@@ -17,8 +17,7 @@ from typing import Any, NamedTuple
 
 from backends import BACKEND_NAMES
 from backends.base import MAX_SEED, TrainConfig
-from backends.catalog import check_model_name, model_options
-from backends.flops import model_cost
+from backends.catalog import check_model_name, model_cost, model_options
 from backends.init import INIT_MODES
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
 from benchmarks.runner.config import MeasureConfig, RunSpec

@@ -219,7 +219,7 @@ def _max_known(*values: float | None) -> float | None:
 def execute(spec: RunSpec) -> dict[str, Any]:
     """Runs `spec` in this process and returns its result record."""
     from backends import create_backend
-    from backends.flops import model_cost
+    from backends.catalog import model_cost
     from backends.init import shared_initial_weights
 
     data = np.load(spec.prepared_data)
