@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from backends import BACKEND_NAMES
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
 from benchmarks.console import run_command
 from benchmarks.record import schema
@@ -49,7 +50,6 @@ from benchmarks.report.artifacts import (
 
 SAMPLES_PER_CLASS = 2
 SAMPLE_SEED = 0
-FRAMEWORKS = ("tf", "torch")
 
 
 def sample_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -198,7 +198,7 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
     for record in runs:
         figure_paths(folder, record[schema.RUN_ID])
         weights_path(folder, record)
-    backends = {name: create_backend(name) for name in FRAMEWORKS}
+    backends = {name: create_backend(name) for name in BACKEND_NAMES}
     entries = []
     for record in runs:
         entry = explain_run(folder, record, backends, per_class, seed)

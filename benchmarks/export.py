@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from backends import BACKEND_NAMES
 from backends.base import MissingFrameworkError, TrainConfig
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
 from benchmarks.console import run_command
@@ -55,7 +56,6 @@ from benchmarks.report.tables import text_table
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import available_cores
 
-FRAMEWORKS = ("tf", "torch")
 # A weights file alone has no test images: a fixed batch of random pixels, this many,
 # drawn from this seed, is what its exports are checked and timed on.
 SEEDED_IMAGES, SEEDED_SEED = 32, 0
@@ -163,7 +163,7 @@ def weights_jobs(path: Path, out: Path | None, work: Path) -> list[Job]:
                 out_path=target / onnx_model_name(stem, framework), images_path=images_path,
                 images_key=SEEDED_KEY, train_batch_size=TrainConfig().batch_size,
                 threads=available_cores(), measure=MeasureConfig())
-            for framework in FRAMEWORKS]
+            for framework in BACKEND_NAMES]
 
 
 def export_job(job: Job, backends: dict[str, Any]) -> dict[str, Any]:
