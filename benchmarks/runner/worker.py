@@ -357,7 +357,7 @@ def load_pretrained(spec: RunSpec, backend):
     """
     from backends.pretrained import map_checkpoint, staged_checkpoint
 
-    # With init "shared" (which a pretrained grid requires) the model already holds the
+    # With init "shared" (which a pretrained invocation requires) the model already holds the
     # shared initial weights of the run's seed: they are both the template and what the
     # re-initialised layers take, drawn once.
     if spec.init != "shared":
