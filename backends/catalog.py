@@ -1,9 +1,12 @@
-"""The model catalog shared by both frameworks: names, descriptions, reference counts.
+"""The model catalog shared by both frameworks: every fact of a model but its framework code.
 
 Each backend's `models.py` registers one builder per catalog name with its own
 `ModelRegistry`; a test checks that both registries cover exactly this catalog. What is
-shared by both frameworks' definitions lives here: names, default dropout rates, the
-argument checks, and (through backends/flops.py) parameter and FLOP counts.
+shared by both frameworks' definitions lives here: names, descriptions, reference
+counts, default dropout rates, stages, the argument checks, and each model's
+framework-neutral architecture, which gives its parameter and FLOP counts
+(`model_cost`, on backends/flops.py's `Trace`). A new model is one `ModelInfo` here and
+one builder in each framework's `models.py` (docs/design.md, "Add a model").
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backends.flops import model_cost
+from backends.flops import ModelCost, Trace
 
 DEFAULT_INPUT_SHAPE = (48, 48, 1)  # (height, width, channels)
 DEFAULT_NUM_CLASSES = 7
@@ -35,6 +38,9 @@ class ModelInfo:
             what `Backend.feature_maps` returns; Grad-CAM (`Backend.grad_cam`) explains
             the last one, the last convolutional stage. Both frameworks' definitions tap
             exactly these (docs/design.md §9).
+        architecture: the model once more, framework-neutral: walks a `Trace` from the
+            input shape to `num_classes` outputs, which counts its parameters and FLOPs
+            (`model_cost`).
     """
 
     name: str
@@ -43,6 +49,117 @@ class ModelInfo:
     reference_params: int
     dropout: float | None
     stages: tuple[str, ...]
+    architecture: Callable[[Trace, int], None]
+
+
+# --- each architecture on shapes alone (backends/flops.py says what counts) ---------------
+def _conv_stage(
+    t: Trace,
+    out: int,
+    convs: int,
+    batch_norm: bool = True,
+    attention_groups: int | None = None,
+) -> None:
+    for _ in range(convs):
+        t.conv(out, 3)
+        if batch_norm:
+            t.batch_norm()
+        t.relu()
+    if attention_groups is not None:
+        t.shuffle_attention(attention_groups)
+
+
+def _classifier(t: Trace, num_classes: int, hidden: int = 4096) -> None:
+    t.flatten()
+    for _ in range(2):
+        t.dense(hidden)
+        t.relu()
+    t.dense(num_classes)
+
+
+def _proposed_cnn(t: Trace, num_classes: int, attention_groups: int | None = None) -> None:
+    for width in (32, 64, 128):
+        _conv_stage(t, width, 2, attention_groups=attention_groups)
+        t.max_pool(2, 2)
+    _conv_stage(t, 256, 1, attention_groups=attention_groups)
+    t.global_avg_pool()
+    t.dense(num_classes)
+
+
+def _sanet(t: Trace, num_classes: int) -> None:
+    _proposed_cnn(t, num_classes, attention_groups=8)
+
+
+def _vgg16(t: Trace, num_classes: int) -> None:
+    for width, convs in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
+        _conv_stage(t, width, convs, batch_norm=False)
+        t.max_pool(2, 2)
+    _classifier(t, num_classes)
+
+
+def _alexnet(t: Trace, num_classes: int) -> None:
+    layers = ((64, 3, True), (192, 5, True), (384, 3, False), (256, 3, False), (256, 3, True))
+    for width, kernel, pool in layers:
+        t.conv(width, kernel)
+        t.relu()
+        if pool:
+            t.max_pool(3, 2)
+    _classifier(t, num_classes)
+
+
+def _basic_block(t: Trace, width: int, stride: int) -> None:
+    shortcut = _downsample(t, width, stride)
+    t.conv(width, 3, stride, bias=False)
+    t.batch_norm()
+    t.relu()
+    t.conv(width, 3, bias=False)
+    t.batch_norm()
+    t.add(shortcut)
+    t.relu()
+
+
+def _bottleneck(t: Trace, width: int, stride: int) -> None:
+    shortcut = _downsample(t, 4 * width, stride)
+    t.conv(width, 1, bias=False)
+    t.batch_norm()
+    t.relu()
+    t.conv(width, 3, stride, bias=False)
+    t.batch_norm()
+    t.relu()
+    t.conv(4 * width, 1, bias=False)
+    t.batch_norm()
+    t.add(shortcut)
+    t.relu()
+
+
+def _downsample(t: Trace, out: int, stride: int) -> Trace:
+    shortcut = t.branch()
+    if stride != 1 or t.c != out:
+        shortcut.conv(out, 1, stride, bias=False)
+        shortcut.batch_norm()
+    return shortcut
+
+
+def _resnet(
+    t: Trace, num_classes: int, block: Callable[[Trace, int, int], None], layers: tuple
+) -> None:
+    t.conv(64, 7, 2, bias=False)
+    t.batch_norm()
+    t.relu()
+    t.max_pool(3, 2, pad=1)
+    for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+        for i in range(blocks):
+            block(t, width, 2 if stage > 0 and i == 0 else 1)
+    t.global_avg_pool()
+    t.dense(num_classes)
+
+
+def _resnet18(t: Trace, num_classes: int) -> None:
+    _resnet(t, num_classes, _basic_block, (2, 2, 2, 2))
+
+
+def _resnet50(t: Trace, num_classes: int) -> None:
+    _resnet(t, num_classes, _bottleneck, (3, 4, 6, 3))
 
 
 CATALOG: dict[str, ModelInfo] = {
@@ -55,6 +172,7 @@ CATALOG: dict[str, ModelInfo] = {
             584_807,
             0.5,
             ("block1", "block2", "block3", "block4"),
+            _proposed_cnn,
         ),
         ModelInfo(
             "vgg16",
@@ -63,6 +181,7 @@ CATALOG: dict[str, ModelInfo] = {
             33_624_775,
             0.5,
             ("block1", "block2", "block3", "block4", "block5"),
+            _vgg16,
         ),
         ModelInfo(
             "resnet50",
@@ -71,6 +190,7 @@ CATALOG: dict[str, ModelInfo] = {
             23_516_103,
             None,
             ("layer1", "layer2", "layer3", "layer4"),
+            _resnet50,
         ),
         ModelInfo(
             "sanet",
@@ -79,6 +199,7 @@ CATALOG: dict[str, ModelInfo] = {
             584_987,
             0.5,
             ("block1", "block2", "block3", "block4"),
+            _sanet,
         ),
         ModelInfo(
             "resnet18",
@@ -87,6 +208,7 @@ CATALOG: dict[str, ModelInfo] = {
             11_173_831,
             None,
             ("layer1", "layer2", "layer3", "layer4"),
+            _resnet18,
         ),
         ModelInfo(
             "alexnet",
@@ -95,12 +217,33 @@ CATALOG: dict[str, ModelInfo] = {
             45_475_527,
             0.5,
             ("conv1", "conv2", "conv3", "conv4", "conv5"),
+            _alexnet,
         ),
     )
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(CATALOG)
 CARD_MODELS: tuple[str, ...] = tuple(n for n, i in CATALOG.items() if i.card)
+
+
+def model_cost(name: str, input_shape: tuple[int, int, int], num_classes: int) -> ModelCost:
+    """Returns the trainable parameters and forward FLOPs of a model at one input shape.
+
+    Args:
+        name: a catalog model name.
+        input_shape: (height, width, channels).
+        num_classes: output classes.
+
+    Returns:
+        The ModelCost (FLOPs per image; backends/flops.py says what counts).
+
+    Raises:
+        ValueError: unknown model, or an input too small for the model's down-sampling.
+    """
+    check_model_name(name)
+    trace = Trace(name, tuple(input_shape))
+    CATALOG[name].architecture(trace, num_classes)
+    return trace.cost()
 
 
 def model_stages(name: str) -> tuple[str, ...]:

@@ -1,9 +1,10 @@
-"""Framework-neutral cost of each model: trainable parameters and forward FLOPs.
+"""Framework-neutral cost of a model: trainable parameters and forward FLOPs.
 
-Every architecture of the zoo is traced here a third time, on shapes alone, so these
-numbers need neither framework and are by construction the same for both backends.
+Each catalog model has, besides its two framework definitions, a framework-neutral one
+(`ModelInfo.architecture`, backends/catalog.py) that walks a `Trace` on shapes alone, so
+these numbers need neither framework and are by construction the same for both backends.
 Tests check the parameter counts against both frameworks and the conv/dense FLOPs
-against torch's FLOP counter, so this trace cannot drift from the models.
+against torch's FLOP counter, so the trace cannot drift from the models.
 
 FLOPs are counted for one forward pass of one image in inference mode:
 
@@ -23,7 +24,6 @@ FLOPs are counted for one forward pass of one image in inference mode:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -42,7 +42,7 @@ class ModelCost:
     matmul_flops: int
 
 
-class _Trace:
+class Trace:
     """Follows a feature map's (H, W, C) shape through a model, summing costs."""
 
     def __init__(self, model: str, shape: tuple[int, int, int]) -> None:
@@ -56,9 +56,14 @@ class _Trace:
     def elements(self) -> int:
         return self.h * self.w * self.c
 
-    def branch(self) -> _Trace:
+    def cost(self) -> ModelCost:
+        """What the trace has summed so far: the whole model's cost once it has walked it."""
+        return ModelCost(params=self.params, flops=self.matmul + self.other,
+                         matmul_flops=self.matmul)
+
+    def branch(self) -> Trace:
         """Returns a trace of a side path (a shortcut) that starts from this shape."""
-        return _Trace(self.model, (self.h, self.w, self.c))
+        return Trace(self.model, (self.h, self.w, self.c))
 
     def _resize(self, op: str, kernel: int, stride: int, pad: int) -> None:
         h = (self.h + 2 * pad - kernel) // stride + 1
@@ -105,7 +110,7 @@ class _Trace:
     def flatten(self) -> None:
         self.h, self.w, self.c = 1, 1, self.elements
 
-    def add(self, shortcut: _Trace) -> None:
+    def add(self, shortcut: Trace) -> None:
         """Merges a side path of the same output shape, plus the elementwise sum."""
         if (shortcut.h, shortcut.w, shortcut.c) != (self.h, self.w, self.c):
             raise RuntimeError(f"{self.model}: residual shapes differ")
@@ -120,145 +125,3 @@ class _Trace:
         self.other += 2 * half_map + 3 * (self.c // 2)
         # Spatial half, per element: GroupNorm 6, affine 2, sigmoid 1, gate 1.
         self.other += 10 * half_map
-
-
-def _conv_stage(
-    t: _Trace,
-    out: int,
-    convs: int,
-    batch_norm: bool = True,
-    attention_groups: int | None = None,
-) -> None:
-    for _ in range(convs):
-        t.conv(out, 3)
-        if batch_norm:
-            t.batch_norm()
-        t.relu()
-    if attention_groups is not None:
-        t.shuffle_attention(attention_groups)
-
-
-def _classifier(t: _Trace, num_classes: int, hidden: int = 4096) -> None:
-    t.flatten()
-    for _ in range(2):
-        t.dense(hidden)
-        t.relu()
-    t.dense(num_classes)
-
-
-def _proposed_cnn(t: _Trace, num_classes: int, attention_groups: int | None = None) -> None:
-    for width in (32, 64, 128):
-        _conv_stage(t, width, 2, attention_groups=attention_groups)
-        t.max_pool(2, 2)
-    _conv_stage(t, 256, 1, attention_groups=attention_groups)
-    t.global_avg_pool()
-    t.dense(num_classes)
-
-
-def _sanet(t: _Trace, num_classes: int) -> None:
-    _proposed_cnn(t, num_classes, attention_groups=8)
-
-
-def _vgg16(t: _Trace, num_classes: int) -> None:
-    for width, convs in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
-        _conv_stage(t, width, convs, batch_norm=False)
-        t.max_pool(2, 2)
-    _classifier(t, num_classes)
-
-
-def _alexnet(t: _Trace, num_classes: int) -> None:
-    layers = ((64, 3, True), (192, 5, True), (384, 3, False), (256, 3, False), (256, 3, True))
-    for width, kernel, pool in layers:
-        t.conv(width, kernel)
-        t.relu()
-        if pool:
-            t.max_pool(3, 2)
-    _classifier(t, num_classes)
-
-
-def _basic_block(t: _Trace, width: int, stride: int) -> None:
-    shortcut = _downsample(t, width, stride)
-    t.conv(width, 3, stride, bias=False)
-    t.batch_norm()
-    t.relu()
-    t.conv(width, 3, bias=False)
-    t.batch_norm()
-    t.add(shortcut)
-    t.relu()
-
-
-def _bottleneck(t: _Trace, width: int, stride: int) -> None:
-    shortcut = _downsample(t, 4 * width, stride)
-    t.conv(width, 1, bias=False)
-    t.batch_norm()
-    t.relu()
-    t.conv(width, 3, stride, bias=False)
-    t.batch_norm()
-    t.relu()
-    t.conv(4 * width, 1, bias=False)
-    t.batch_norm()
-    t.add(shortcut)
-    t.relu()
-
-
-def _downsample(t: _Trace, out: int, stride: int) -> _Trace:
-    shortcut = t.branch()
-    if stride != 1 or t.c != out:
-        shortcut.conv(out, 1, stride, bias=False)
-        shortcut.batch_norm()
-    return shortcut
-
-
-def _resnet(
-    t: _Trace, num_classes: int, block: Callable[[_Trace, int, int], None], layers: tuple
-) -> None:
-    t.conv(64, 7, 2, bias=False)
-    t.batch_norm()
-    t.relu()
-    t.max_pool(3, 2, pad=1)
-    for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-        for i in range(blocks):
-            block(t, width, 2 if stage > 0 and i == 0 else 1)
-    t.global_avg_pool()
-    t.dense(num_classes)
-
-
-def _resnet18(t: _Trace, num_classes: int) -> None:
-    _resnet(t, num_classes, _basic_block, (2, 2, 2, 2))
-
-
-def _resnet50(t: _Trace, num_classes: int) -> None:
-    _resnet(t, num_classes, _bottleneck, (3, 4, 6, 3))
-
-
-_TRACES: dict[str, Callable[[_Trace, int], None]] = {
-    "proposed_cnn": _proposed_cnn,
-    "sanet": _sanet,
-    "vgg16": _vgg16,
-    "resnet50": _resnet50,
-    "resnet18": _resnet18,
-    "alexnet": _alexnet,
-}
-
-TRACED_MODELS: tuple[str, ...] = tuple(_TRACES)
-
-
-def model_cost(name: str, input_shape: tuple[int, int, int], num_classes: int) -> ModelCost:
-    """Returns the trainable parameters and forward FLOPs of a model at one input shape.
-
-    Args:
-        name: a catalog model name.
-        input_shape: (height, width, channels).
-        num_classes: output classes.
-
-    Returns:
-        The ModelCost (FLOPs per image; see the module docstring for what counts).
-
-    Raises:
-        ValueError: unknown model, or an input too small for the model's down-sampling.
-    """
-    if name not in _TRACES:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(TRACED_MODELS)}")
-    t = _Trace(name, tuple(input_shape))
-    _TRACES[name](t, num_classes)
-    return ModelCost(params=t.params, flops=t.matmul + t.other, matmul_flops=t.matmul)

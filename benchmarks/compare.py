@@ -47,11 +47,11 @@ from benchmarks.analysis.comparison import (
     THRESHOLD_RULES,
     check_thresholds,
     compare_records,
-    render,
 )
 from benchmarks.ci.thresholds import CI_THRESHOLDS
 from benchmarks.console import run_command
 from benchmarks.record.store import read_records
+from benchmarks.report.comparison import render
 
 PROFILES = {"default": DEFAULT_THRESHOLDS, "ci": CI_THRESHOLDS}
 

@@ -28,14 +28,19 @@ from typing import Any
 
 import numpy as np
 
+from backends import BACKEND_NAMES
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
 from benchmarks.console import run_command
 from benchmarks.record import schema
-from benchmarks.record.store import WEIGHTS_DIR, ResultsFileError, read_records, results_path
+from benchmarks.record.layout import (
+    EXPLAIN_DIR,
+    EXPLAIN_SUMMARY_FILE,
+    WEIGHTS_DIR,
+    explain_figure_name,
+)
+from benchmarks.record.store import ResultsFileError, read_records, results_path
 from benchmarks.report import gallery
 from benchmarks.report.artifacts import (
-    EXPLAIN_DIR,
-    SUMMARY_FILE,
     artifact_path,
     described_difference,
     explained_runs,
@@ -45,7 +50,6 @@ from benchmarks.report.artifacts import (
 
 SAMPLES_PER_CLASS = 2
 SAMPLE_SEED = 0
-FRAMEWORKS = ("tf", "torch")
 
 
 def sample_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -146,7 +150,7 @@ def figure_paths(folder: Path, run_id: str) -> dict[str, Path]:
         UnsafeName: the run id would lead out of explain/ (a record edited to say
             "../../x"), or explain/ is a link out of the folder.
     """
-    return {kind: artifact_path(folder, EXPLAIN_DIR, f"{run_id}-{kind}.png")
+    return {kind: artifact_path(folder, EXPLAIN_DIR, explain_figure_name(run_id, kind))
             for kind in ("gradcam", "features")}
 
 
@@ -190,11 +194,11 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
     if not runs:
         raise WeightsError(f"{folder / WEIGHTS_DIR}: no run saved its weights (made with "
                            "--save-weights none, or every run failed)")
-    summary_path = artifact_path(folder, EXPLAIN_DIR, SUMMARY_FILE)
+    summary_path = artifact_path(folder, EXPLAIN_DIR, EXPLAIN_SUMMARY_FILE)
     for record in runs:
         figure_paths(folder, record[schema.RUN_ID])
         weights_path(folder, record)
-    backends = {name: create_backend(name) for name in FRAMEWORKS}
+    backends = {name: create_backend(name) for name in BACKEND_NAMES}
     entries = []
     for record in runs:
         entry = explain_run(folder, record, backends, per_class, seed)

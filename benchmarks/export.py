@@ -38,24 +38,24 @@ from typing import Any
 
 import numpy as np
 
+from backends import BACKEND_NAMES
 from backends.base import MissingFrameworkError, TrainConfig
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
 from benchmarks.console import run_command
 from benchmarks.record import schema
-from benchmarks.record.store import WEIGHTS_DIR, ResultsFileError, read_records, results_path
-from benchmarks.report.artifacts import (
+from benchmarks.record.layout import (
     ONNX_DIR,
     ONNX_SUMMARY_FILE,
-    artifact_path,
-    test_images,
-    test_images_path,
-    weights_path,
+    RESULTS_FILE,
+    WEIGHTS_DIR,
+    onnx_model_name,
 )
+from benchmarks.record.store import ResultsFileError, read_records, results_path
+from benchmarks.report.artifacts import artifact_path, test_images, test_images_path, weights_path
 from benchmarks.report.tables import text_table
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import available_cores
 
-FRAMEWORKS = ("tf", "torch")
 # A weights file alone has no test images: a fixed batch of random pixels, this many,
 # drawn from this seed, is what its exports are checked and timed on.
 SEEDED_IMAGES, SEEDED_SEED = 32, 0
@@ -123,7 +123,7 @@ def report_jobs(location: Path, out: Path | None) -> tuple[Path, list[Job]]:
     for record in runs:
         backend = record[schema.BACKEND]
         # The name comes from the record: it must not lead out of the folder it goes to.
-        name = f"{record[schema.RUN_ID]}.{backend}.onnx"
+        name = onnx_model_name(record[schema.RUN_ID], backend)
         out_path = artifact_path(out, name) if out else artifact_path(folder, ONNX_DIR, name)
         weights = weights_path(folder, record)
         _check_weights(weights, record)
@@ -160,10 +160,10 @@ def weights_jobs(path: Path, out: Path | None, work: Path) -> list[Job]:
     target = out or path.parent
     stem = path.name.removesuffix(".npz")
     return [Job(name=stem, weights_path=path, framework=framework,
-                out_path=target / f"{stem}.{framework}.onnx", images_path=images_path,
+                out_path=target / onnx_model_name(stem, framework), images_path=images_path,
                 images_key=SEEDED_KEY, train_batch_size=TrainConfig().batch_size,
                 threads=available_cores(), measure=MeasureConfig())
-            for framework in FRAMEWORKS]
+            for framework in BACKEND_NAMES]
 
 
 def export_job(job: Job, backends: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +230,7 @@ def _jobs(args: argparse.Namespace, work: Path) -> tuple[Path | None, list[Job]]
     location = args.location
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file: pass a folder (made if missing)")
-    if location.is_dir() or location.name == "results.jsonl":
+    if location.is_dir() or location.name == RESULTS_FILE:
         return report_jobs(location, args.out)
     if location.is_file() and location.suffix == ".npz":
         return None, weights_jobs(location, args.out, work)

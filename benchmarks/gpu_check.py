@@ -4,7 +4,7 @@
 
 Sized to finish within 8 minutes on one GPU: the card models in both frameworks, in
 float32 and bfloat16, on the synthetic set at 48×48, then `resnet50` at 224×224 in both
-precisions. Every run goes through the suite's own runner (`run_grid`: one worker
+precisions. Every run goes through the suite's own runner (`run_invocation`: one worker
 process per run, as `benchmarks.run` runs them) and every figure shown is one the
 records already carry (docs/measurement.md): training throughput, NVML's per-process
 peak, both allocators' peaks, energy per epoch and images per joule, achieved TFLOP/s
@@ -40,8 +40,10 @@ from backends.catalog import CARD_MODELS
 from backends.registry import visible_gpu
 from benchmarks.record import schema
 from benchmarks.record.store import new_report_dir
+from benchmarks.report import write_report
 from benchmarks.runner.config import MeasureConfig
-from benchmarks.runner.grid import Grid, run_grid
+from benchmarks.runner.invocation import Invocation
+from benchmarks.runner.launch import run_invocation
 from benchmarks.runner.recipe import NO_RECIPE
 
 # Short latency and calibration probes: the check proves the figures exist and hold
@@ -51,7 +53,7 @@ MEASURE = MeasureConfig(latency_warmup=3, latency_repeats=20, latency_budget_s=1
 
 @dataclass(frozen=True)
 class CheckConfig:
-    """One grid of the check.
+    """One invocation of the check.
 
     Attributes:
         image_size: side of the synthetic faces.
@@ -197,25 +199,25 @@ def invariant_failures(records: list[dict[str, Any]]) -> list[str]:
 
 def run_configs(folder: Path, configs: Iterable[CheckConfig],
                 measure: MeasureConfig = MEASURE) -> list[dict[str, Any]]:
-    """Runs each configuration as one grid of the suite's runner, both backends, seed 0,
+    """Runs each configuration as one invocation of the suite's runner, both backends, seed 0,
     no recipe, into `folder/<label>/`; returns every record, in run order.
 
     Raises:
-        As `run_grid`: bad input before anything runs, a record that cannot be written,
+        As `run_invocation`: bad input before anything runs, a record that cannot be written,
         Ctrl-C.
     """
     records: list[dict[str, Any]] = []
     for config in configs:
         extra = {} if config.threads is None else {"threads": config.threads}
-        grid = Grid(dataset="synthetic", backends=BACKEND_NAMES, models=config.models,
-                    recipe=NO_RECIPE,
-                    explicit={"precision": config.precision, "epochs": config.epochs,
-                              "batch_size": config.batch_size, "compile": config.compile,
-                              "seed": 0},
-                    image_size=config.image_size, synthetic_subjects=config.subjects,
-                    measure=measure, save_weights="none", **extra)
+        invocation = Invocation(
+            dataset="synthetic", backends=BACKEND_NAMES, models=config.models,
+            recipe=NO_RECIPE,
+            explicit={"precision": config.precision, "epochs": config.epochs,
+                      "batch_size": config.batch_size, "compile": config.compile, "seed": 0},
+            image_size=config.image_size, synthetic_subjects=config.subjects,
+            measure=measure, save_weights="none", **extra)
         print(f"== {config.label}: {', '.join(config.models)}", flush=True)
-        _, found = run_grid(grid, folder / config.label)
+        _, found = run_invocation(invocation, folder / config.label, report=write_report)
         records.extend(found)
     return records
 

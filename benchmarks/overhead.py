@@ -1,8 +1,348 @@
-"""`python -m benchmarks.overhead`: runs benchmarks.studies.overhead."""
+"""How much the suite's machinery costs: suite training throughput vs a bare loop.
 
+    python -m benchmarks.overhead [--backend both] [--repeats 3]
+
+For each backend this trains `proposed_cnn` on the same synthetic images, with the same
+batch size and batch order, two ways, each in its own fresh process:
+
+* bare: a minimal hand-written loop (model definition, optimizer, loss, step; TF's step
+  in a `tf.function`; torch's model and batches on the backend's device, channels-last),
+  each epoch timed up to the loss read at its end;
+* suite: `Backend.fit` as a worker runs it, with the host-memory, GPU-memory and energy
+  trackers running; each epoch's `train_s` is the suite's own measurement.
+
+Both processes start together and then take turns, one epoch at a time, on the parent's
+signal (the order alternates), so that each suite epoch has a bare epoch seconds away:
+other processes' load, which comes and goes over seconds to minutes, then hits both
+sides of a pair alike. The first epoch of each process (tracing, warm-up) is not counted.
+The script prints each mode's median images/s and the median over epoch pairs of the
+suite's fraction of the bare loop's, the figure to hold against the target of 0.95.
+
+Both apply the framework's runtime settings through the same call, `configure_runtime`
+of backends/<framework>/runtime.py (threads, determinism off, IEEE float32, cuDNN
+autotuning in torch, one GPU with memory growth in TF), so the ratio measures the
+machinery alone. See docs/measurement.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
 
-from benchmarks.studies.overhead import main
+import numpy as np
+
+from backends import BACKEND_NAMES, check_available
+from backends.schedule import epoch_batches
+from benchmarks.runner.env import SUITE_ROOT, available_cores, cpu_model
+from datasets import generate_synthetic
+
+MODEL = "proposed_cnn"
+MODES = ("bare", "suite")
+# Marks the child's protocol lines on stdout, which frameworks may also print to.
+_PROTOCOL = "@overhead"
+# A bare loop's model and its training step (batch indices → loss tensor, not awaited).
+BareTraining = tuple[Any, Callable[[np.ndarray], Any]]
+
+
+class Turns:
+    """A child's side of the turn-taking: wait for the parent's go, report an epoch."""
+
+    def __init__(self) -> None:
+        self._say("ready")
+
+    @staticmethod
+    def _say(message: str) -> None:
+        print(f"{_PROTOCOL} {message}", flush=True)
+
+    def wait(self) -> None:
+        """Blocks until the parent lets this process run its next epoch."""
+        if sys.stdin.readline().strip() != "go":
+            raise SystemExit("parent went away")
+
+    def report(self, epoch_s: float) -> None:
+        self._say(repr(epoch_s))
+
+    def linger(self) -> None:
+        """Blocks until the parent is done, so that tearing this process down cannot slow
+        the other child's last epoch."""
+        sys.stdin.read()
+
+
+def build_bare_torch(x: np.ndarray, y: np.ndarray, threads: int) -> BareTraining:
+    """Builds the bare PyTorch loop: its model and its training step.
+
+    The runtime settings, device and memory format (channels-last) are the backend's,
+    from the same `configure_runtime`.
+
+    Args:
+        x: training images, uint8 (N, H, W, C).
+        y: integer labels (N,).
+        threads: intra- and inter-op thread pool sizes.
+
+    Returns:
+        (model, step): `step(batch)` trains on the samples `batch` (int64 indices into
+        `x`) and returns the loss without waiting for the device.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from backends.torch.models import create_model
+    from backends.torch.runtime import configure_runtime
+
+    runtime = configure_runtime(threads, deterministic=False)
+    torch.manual_seed(0)
+    model = runtime.place_model(create_model(MODEL, x.shape[1:], int(y.max()) + 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8)
+    images = torch.from_numpy(x).to(runtime.device)
+    labels = torch.from_numpy(y).to(runtime.device)
+    model.train()
+
+    def step(batch: np.ndarray):
+        index = torch.from_numpy(batch).to(runtime.device)
+        inputs = (images[index].permute(0, 3, 1, 2).float() - 127.5) / 127.5
+        loss = F.cross_entropy(model(runtime.format_batch(inputs)), labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return model, step
+
+
+def build_bare_tf(x: np.ndarray, y: np.ndarray, threads: int) -> BareTraining:
+    """Builds the bare TensorFlow/Keras loop: its model and its training step.
+
+    The runtime settings and device are the backend's, from the same `configure_runtime`.
+
+    Args:
+        x: training images, uint8 (N, H, W, C).
+        y: integer labels (N,).
+        threads: intra- and inter-op thread pool sizes.
+
+    Returns:
+        (model, step): `step(batch)` trains on the samples `batch` (int64 indices into
+        `x`) and returns the loss without waiting for the device.
+    """
+    import keras
+    import tensorflow as tf
+
+    from backends.tf.models import create_model
+    from backends.tf.runtime import configure_runtime
+
+    configure_runtime(threads, deterministic=False)
+    keras.utils.set_random_seed(0)
+    model = create_model(MODEL, x.shape[1:], int(y.max()) + 1)
+    optimizer = keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-8)
+    images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
+    variables = model.trainable_variables
+
+    @tf.function
+    def traced_step(index):
+        with tf.GradientTape() as tape:
+            inputs = (tf.cast(tf.gather(images, index), tf.float32) - 127.5) / 127.5
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                tf.gather(labels, index), model(inputs, training=True)))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    def step(batch: np.ndarray):
+        return traced_step(tf.constant(batch.astype(np.int32)))
+
+    return model, step
+
+
+def bare_loop(build: Callable[..., BareTraining], x: np.ndarray, y: np.ndarray,
+              batch_size: int, epochs: int, threads: int, turns: Turns) -> None:
+    """The bare loop of `build` (build_bare_torch, build_bare_tf), one epoch per turn."""
+    _, step = build(x, y, threads)
+    for epoch in range(epochs):
+        turns.wait()
+        start = time.perf_counter()
+        for batch in epoch_batches(len(x), batch_size, 0, epoch):
+            loss = step(batch)
+        float(loss)  # waits for the device
+        turns.report(time.perf_counter() - start)
+
+
+def suite(backend_name: str, x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
+          threads: int, turns: Turns) -> None:
+    """`Backend.fit` with the worker's trackers running, one epoch per turn."""
+    from backends import create_backend
+    from backends.base import TrainConfig
+    from benchmarks.trackers.energy import EnergyTracker
+    from benchmarks.trackers.memory import GpuMemoryTracker, HostMemoryTracker
+
+    def next_turn(log) -> None:  # runs after the epoch's clock has stopped
+        turns.report(log.train_s)
+        if log.epoch < epochs:
+            turns.wait()
+
+    backend = create_backend(backend_name, threads=threads)
+    backend.seed(0)
+    with GpuMemoryTracker():
+        backend.build(MODEL, x.shape[1:], int(y.max()) + 1)
+        with HostMemoryTracker(), EnergyTracker():
+            turns.wait()
+            backend.fit(x, y, TrainConfig(epochs=epochs, batch_size=batch_size),
+                        on_epoch_end=next_turn)
+
+
+BARE = {"torch": partial(bare_loop, build_bare_torch), "tf": partial(bare_loop, build_bare_tf)}
+
+
+class _Child:
+    """The parent's handle on one child process."""
+
+    def __init__(self, mode: str, backend: str, data: Path, args: argparse.Namespace) -> None:
+        self.name = f"{backend} {mode}"
+        command = [sys.executable, "-m", "benchmarks.overhead", "--child", mode,
+                   "--backend", backend, "--data", str(data), "--epochs", str(args.epochs),
+                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+        # The same TF log level as the backend sets, whichever module imports TF first.
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+        self.process = subprocess.Popen(command, cwd=SUITE_ROOT, env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def _read(self) -> str:
+        for line in self.process.stdout:
+            if line.startswith(_PROTOCOL):
+                return line.split(maxsplit=1)[1].strip()
+        raise RuntimeError(f"{self.name} exited with status {self.process.wait()} "
+                           "(its error is above)")
+
+    def ready(self) -> None:
+        self._read()
+
+    def epoch(self) -> float:
+        """Lets the child run one epoch; returns its wall time in seconds."""
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        return float(self._read())
+
+    def close(self) -> None:
+        self.process.stdin.close()  # lets a lingering child exit
+        if self.process.wait() != 0:
+            raise RuntimeError(f"{self.name} exited with status {self.process.returncode}")
+
+
+def _load() -> str:
+    """The 1-minute load average: above the core count, other work competes for the CPU."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+
+
+def _paired_repeat(backend: str, data: Path, args: argparse.Namespace,
+                   images: int) -> dict[str, list[float]]:
+    """One bare and one suite process taking turns; returns their steady epochs' img/s."""
+    children = {mode: _Child(mode, backend, data, args) for mode in MODES}
+    try:
+        for child in children.values():
+            child.ready()
+        img_s = {mode: [] for mode in MODES}
+        for epoch in range(args.epochs):
+            for mode in MODES if epoch % 2 == 0 else MODES[::-1]:
+                seconds = children[mode].epoch()
+                if epoch > 0:  # the first epoch traces and warms up
+                    img_s[mode].append(images / seconds)
+        for child in children.values():
+            child.close()
+    finally:
+        for child in children.values():
+            if child.process.poll() is None:
+                child.process.kill()
+    return img_s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overhead",
+        description="Suite training throughput as a fraction of a bare training loop's.",
+    )
+    parser.add_argument("--backend", default="both",
+                        help=f"one of {', '.join(BACKEND_NAMES)}, both (default: both)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="pairs of fresh processes per backend (default: 3)")
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="epochs per process; the first is not counted (default: 6)")
+    parser.add_argument("--images", type=int, default=640,
+                        help="training images (default: 640)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=available_cores(),
+                        help="threads for both frameworks (default: all %(default)s cores)")
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> list[str]:
+    backends = list(BACKEND_NAMES) if args.backend == "both" else [args.backend]
+    for backend in backends:
+        check_available(backend)
+    for name in ("repeats", "threads", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1. "
+                             f"Received: {getattr(args, name)}")
+    if args.epochs < 2:
+        raise ValueError(f"--epochs must be ≥ 2 (the first is warm-up). Received: {args.epochs}")
+    if args.images < 2 * args.batch_size:
+        raise ValueError(f"--images must hold at least 2 batches. Received: {args.images}")
+    return backends
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.child:
+        data = np.load(args.data)
+        runner = BARE[args.backend] if args.child == "bare" else partial(suite, args.backend)
+        turns = Turns()
+        runner(data["x"], data["y"], args.batch_size, args.epochs, args.threads, turns)
+        turns.linger()
+        return 0
+    try:
+        backends = _validate(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # 7 expressions × 3 images per synthetic subject: enough subjects to reach --images.
+    dataset = generate_synthetic(num_subjects=-(-args.images // 21), per_expression=3,
+                                 image_size=args.image_size)
+    images = len(epoch_batches(args.images, args.batch_size, 0, 0)) * args.batch_size
+    print(f"{MODEL}, {args.images} synthetic {args.image_size}×{args.image_size} images, "
+          f"batch {args.batch_size}, {args.epochs} epochs (first not counted), {args.threads} "
+          f"threads, {args.repeats} repeats; {cpu_model()}, {os.cpu_count()} cores, "
+          f"load average {_load()}", flush=True)
+    lines = [f"{'backend':<8}{'bare img/s':>12}{'suite img/s':>13}{'suite/bare':>12}"
+             f"{'pairs':>7}{'ratio IQR':>16}"]
+    with tempfile.TemporaryDirectory(prefix="ferbench-overhead-") as work:
+        data = Path(work) / "data.npz"
+        np.savez(data, x=dataset.images[: args.images], y=dataset.labels[: args.images])
+        for backend in backends:
+            img_s = {mode: [] for mode in MODES}
+            for repeat in range(args.repeats):
+                result = _paired_repeat(backend, data, args, images)
+                for mode in MODES:
+                    img_s[mode] += result[mode]
+                    print(f"  {backend} {mode:<5} repeat {repeat + 1}: "
+                          f"{' '.join(f'{v:.1f}' for v in result[mode])} img/s", flush=True)
+            ratios = [s / b for b, s in zip(img_s["bare"], img_s["suite"], strict=True)]
+            q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+            lines.append(f"{backend:<8}{statistics.median(img_s['bare']):>12.1f}"
+                         f"{statistics.median(img_s['suite']):>13.1f}"
+                         f"{statistics.median(ratios):>12.3f}{len(ratios):>7}"
+                         f"{f'{q1:.3f}–{q3:.3f}':>16}")
+    print(f"\nload average {_load()}")
+    print("\n".join(lines))
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

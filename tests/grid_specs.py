@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.record.store import RESULTS_FILE
+from benchmarks.record.layout import RESULTS_FILE
 from benchmarks.runner.env import SUITE_ROOT
 
 TINY_SPEC = """\

@@ -130,9 +130,9 @@ def _trajectory(config_name: str) -> dict[str, tuple[Arrays, Arrays]]:
 
 @cache
 def _bfloat16(model: str) -> dict[str, np.ndarray]:
-    from tests.test_precision import _step_losses
+    from tests.conftest import step_losses
 
-    return {fw: _step_losses(fw, model, "bfloat16", seed=0)[0] for fw in FRAMEWORKS}
+    return {fw: step_losses(fw, model, "bfloat16", seed=0)[0] for fw in FRAMEWORKS}
 
 
 def _dense(optimizer: str) -> dict[str, Arrays]:

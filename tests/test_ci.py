@@ -23,17 +23,19 @@ from backends.base import EpochLog, TrainConfig
 from benchmarks import compare
 from benchmarks.analysis import comparison
 from benchmarks.ci import __main__ as ci_cli
-from benchmarks.ci import faults as fault_injection
 from benchmarks.ci import regression_check as ci
 from benchmarks.ci.thresholds import CI_THRESHOLDS
 from benchmarks.record.figures import ANON_MEMORY, NORMALISED, TIME, figures_of, measure_for
-from benchmarks.record.schema import record_header
+from benchmarks.report.comparison import render
 from benchmarks.report.data import analyse
 from benchmarks.report.html import render_html
 from benchmarks.report.markdown import render_markdown
-from benchmarks.run import PRESETS, parse_args
-from benchmarks.runner.config import RunSpec
-from benchmarks.runner.grid import Grid, check_ready
+from benchmarks.runner import faults as fault_injection
+from benchmarks.runner.command_line import parse_args
+from benchmarks.runner.config import RunSpec, record_header
+from benchmarks.runner.invocation import Invocation
+from benchmarks.runner.launch import check_ready
+from benchmarks.runner.recipe import PRESETS
 from benchmarks.runner.worker import timing_summary
 from benchmarks.trackers.memory import current_rss_mb
 from benchmarks.trackers.timing import CpuWaitClock, OthersCpuClock
@@ -124,8 +126,8 @@ def test_faults_are_read_once_where_the_run_starts_and_reach_the_record(monkeypa
     assert record_header(spec)["test_injection"] is None
     _arm(monkeypatch, fault_injection.ALLOC_VARIABLE, "100")
     assert record_header(spec)["test_injection"] is None  # the worker reads no environment
-    grid = Grid(dataset="synthetic", backends=("torch",), models=("proposed_cnn",))
-    faults = check_ready(grid)
+    invocation = Invocation(dataset="synthetic", backends=("torch",), models=("proposed_cnn",))
+    faults = check_ready(invocation)
     carried = RunSpec.from_json(replace(spec, faults=faults).to_json())
     assert record_header(carried)["test_injection"]["alloc_mb"] == 100
 
@@ -333,8 +335,8 @@ def test_compare_and_report_flag_runs_measured_with_injected_faults(tmp_path):
     injected[0]["test_injection"] = fault_injection.InjectedFaults(alloc_mb=100).as_record()
     compared = comparison.compare_records(baseline, injected)
     assert compared.injected == [("B", injected[0]["run_id"], "100 MB held")]
-    assert "not real measurements" in comparison.render(compared, "a", "b")
-    assert "not real measurements" not in comparison.render(
+    assert "not real measurements" in render(compared, "a", "b")
+    assert "not real measurements" not in render(
         comparison.compare_records(baseline, baseline), "a", "a")
     data = analyse(injected, tmp_path / "results.jsonl")
     for text in (render_markdown(data), render_html(data, figures=[])):
@@ -348,7 +350,7 @@ def test_the_ci_preset_sets_defaults_that_explicit_options_override():
     assert (args.threads, args.models, args.backend, args.seeds) == (1, "card", "both", 1)
     assert parse_args(["--preset", "ci", "--epochs", "2"]).epochs == 2
     assert parse_args(["--epochs", "2"]).threads != 1 or os.cpu_count() == 1
-    assert PRESETS["ci"].measure.latency_budget_s <= 1.0
+    assert PRESETS["ci"].measure["latency_budget_s"] <= 1.0
 
 
 def _ci_records() -> list[dict]:

@@ -14,10 +14,10 @@ import pytest
 
 import datasets.preprocess
 from benchmarks import run as run_cli
-from benchmarks.record.schema import record_header
 from benchmarks.record.store import read_records
-from benchmarks.runner import grid
-from benchmarks.runner.harness import prepare_data
+from benchmarks.runner import launch
+from benchmarks.runner.config import record_header
+from benchmarks.runner.data import prepare_data
 from datasets import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -355,7 +355,7 @@ def test_run_cli_runs_each_fold_in_its_own_worker_and_summarises(written, tmp_pa
         return {**record_header(spec), "status": "ok", "error": None,
                 "metrics": {"accuracy": accuracy}}
 
-    monkeypatch.setattr(grid, "run_in_worker", fake_worker)
+    monkeypatch.setattr(launch, "run_in_worker", fake_worker)
     monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["--dataset", "ck+", "--data-dir", str(truth.root), "--backend", "both",
             "--models", "proposed_cnn", "--folds", "3", "--batch-size", "8",

@@ -1,7 +1,7 @@
 """Feature maps and Grad-CAM are the same in both frameworks (docs/design.md §9).
 
-Each model is built in both frameworks with the same weights (tests/test_models.py's
-`_test_weights`: random enough that every stage and every map is far from zero), on the
+Each model is built in both frameworks with the same weights (`calibrated_weights`,
+tests/conftest.py: random enough that every stage and every map is far from zero), on the
 smallest input that leaves its last stage at least 2×2, so that a Grad-CAM map has shape.
 """
 
@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from backends import create_backend  # noqa: E402
 from backends.catalog import MODEL_NAMES, model_stages  # noqa: E402
 from backends.explain import grad_cam_maps, resize_bilinear  # noqa: E402
-from tests.test_models import _test_weights, same_weights_pair  # noqa: E402
+from tests.conftest import calibrated_weights, same_weights_pair  # noqa: E402
 
 NUM_CLASSES = 7
 # docs/design.md §9: max |Δmap| as a share of the map's range (max − min), image by image.
@@ -127,7 +127,7 @@ def test_grad_cam_weights_each_channel_by_its_mean_gradient():
 def saved_folder(tmp_path_factory):
     """A report folder with one ok torch run of proposed_cnn whose weights were saved."""
     from backends.weights import WeightsMeta, save_weights
-    from benchmarks.record.store import test_split_file_name
+    from benchmarks.record.layout import test_split_file_name
     from tests.report_fixtures import make_record, write_results
 
     record = make_record("torch", "proposed_cnn", seed=0)
@@ -141,7 +141,7 @@ def saved_folder(tmp_path_factory):
     (folder / "weights").mkdir()
     backend = create_backend("torch")
     backend.build("proposed_cnn", (16, 16, 1), len(names), dropout=0.0)
-    weights = _test_weights(backend, (16, 16, 1), seed=4)
+    weights = calibrated_weights(backend, (16, 16, 1), seed=4)
     probabilities = np.full((len(labels), len(names)), 0.1, np.float32)
     probabilities[np.arange(len(labels)), record["test_predictions"]] = 0.7
     meta = WeightsMeta(model="proposed_cnn", input_shape=(16, 16, 1), num_classes=len(names),

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("tensorflow")
 
 from benchmarks import gpu_check  # noqa: E402
-from tests.test_precision import _step_losses  # noqa: E402
+from tests.conftest import step_losses  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
@@ -25,8 +25,8 @@ pytestmark = [
 def test_mixed_precision_trains_alike_on_the_gpu(precision):
     """Both frameworks lose alike on the GPU, with the CPU test's tolerances
     (tests/test_precision.py): float16 keeps 11 significant bits, more than bfloat16's 8."""
-    tf_losses, tf_backend = _step_losses("tf", "proposed_cnn", precision, seed=0)
-    torch_losses, torch_backend = _step_losses("torch", "proposed_cnn", precision, seed=0)
+    tf_losses, tf_backend = step_losses("tf", "proposed_cnn", precision, seed=0)
+    torch_losses, torch_backend = step_losses("torch", "proposed_cnn", precision, seed=0)
     gap = np.abs(tf_losses - torch_losses) / torch_losses
     assert gap[0] <= 2e-3 and gap.max() <= 2.5e-2, gap
     assert tf_backend.flags()["loss_scaling"] == torch_backend.flags()["loss_scaling"] == (

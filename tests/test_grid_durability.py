@@ -7,8 +7,9 @@ import pytest
 
 from backends.base import TrainConfig
 from benchmarks.grid import __main__ as grid_cli
-from benchmarks.grid.driver import SPEC_FILE, GridBusy, grid_lock
-from benchmarks.record.store import RESULTS_FILE, append_record, cut_torn_tail, read_records
+from benchmarks.grid.driver import GridBusy, grid_lock
+from benchmarks.record.layout import GRID_SPEC_FILE, RESULTS_FILE
+from benchmarks.record.store import append_record, cut_torn_tail, read_records
 from benchmarks.runner.config import RunSpec
 from tests.grid_specs import write_spec
 
@@ -50,7 +51,7 @@ def test_a_second_driver_on_a_folder_is_refused(tmp_path, capsys):
     folder = tmp_path / "grid"
     folder.mkdir()
     spec = write_spec(tmp_path)
-    (folder / SPEC_FILE).write_text(spec.read_text())
+    (folder / GRID_SPEC_FILE).write_text(spec.read_text())
     with grid_lock(folder):
         with pytest.raises(GridBusy, match="another benchmarks.grid driver"), grid_lock(folder):
             pass

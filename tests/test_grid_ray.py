@@ -5,7 +5,7 @@ import json
 import pytest
 
 from benchmarks.grid import __main__ as grid_cli
-from benchmarks.grid.driver import SUMMARY_FILE
+from benchmarks.record.layout import GRID_SUMMARY_FILE
 from benchmarks.record.store import read_records
 from tests.grid_specs import write_spec
 
@@ -43,6 +43,6 @@ def test_ray_runs_the_same_grid_to_the_same_choice_and_figures(tmp_path, local_r
         assert record["execution"]["executor"] == "ray" and record["execution"]["node"]
         assert record["selection"] == local[run_id]["selection"]
         assert record["metrics"]["accuracy"] == local[run_id]["metrics"]["accuracy"]
-    choices = [json.loads((f / SUMMARY_FILE).read_text())["choices"]
+    choices = [json.loads((f / GRID_SUMMARY_FILE).read_text())["choices"]
                for f in (local_folder, ray_folder)]
     assert choices[0] == choices[1]

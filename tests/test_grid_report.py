@@ -5,10 +5,10 @@ import json
 
 from benchmarks.grid.driver import build_summary
 from benchmarks.grid.spec import parse_spec
-from benchmarks.grid.study import SUMMARY_FILE
+from benchmarks.record.layout import GRID_SUMMARY_FILE, REPORT_HTML, REPORT_MD
 from benchmarks.record.store import read_records
 from benchmarks.report import write_report
-from benchmarks.report.data import REPORT_HTML, REPORT_MD, analyse, grid_study
+from benchmarks.report.data import analyse, grid_study
 from benchmarks.report.html import render_html
 from benchmarks.report.markdown import render_markdown
 from tests.grid_specs import TINY_SPEC
@@ -45,7 +45,7 @@ def test_a_grid_folders_report_holds_the_study_and_a_plain_runs_does_not(tmp_pat
     records = _grid_records(spec)
     folder = write_results(tmp_path, records)
     summary = build_summary(spec, records, len(records))
-    (folder / SUMMARY_FILE).write_text(json.dumps(summary))
+    (folder / GRID_SUMMARY_FILE).write_text(json.dumps(summary))
     write_report(folder)  # as `python -m benchmarks.report FOLDER` rebuilds it
     page, markdown = (folder / REPORT_HTML).read_text(), (folder / REPORT_MD).read_text()
     for text in (page, markdown):

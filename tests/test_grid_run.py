@@ -6,8 +6,9 @@ from collections import Counter
 import pytest
 
 from benchmarks.grid import __main__ as grid_cli
-from benchmarks.grid.driver import SUMMARY_FILE, summary_table
-from benchmarks.record.store import RESULTS_FILE, read_records
+from benchmarks.grid.driver import summary_table
+from benchmarks.record.layout import GRID_SUMMARY_FILE, RESULTS_FILE
+from benchmarks.record.store import read_records
 from datasets import fixtures
 from tests.grid_specs import TINY_SPEC, kill_after_first_record, start_driver, write_spec
 
@@ -26,7 +27,7 @@ def test_a_grid_runs_chooses_and_refuses_to_rerun(tmp_path, capsys):
     assert len({r["run_id"] for r in records}) == 2
     assert all(r["execution"]["exclusive_timing"] and r["execution"]["jobs"] == 1
                for r in records)
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
     (choice,) = summary["choices"]
     best = max(records, key=lambda r: r["selection"]["best_val_accuracy"])  # first of ties
     assert choice["point"] == best["grid_point"] and choice["validation"]["n"] == 1
@@ -56,7 +57,7 @@ def test_a_grid_over_two_datasets_chooses_on_each(tmp_path, monkeypatch):
     assert [(r["dataset"], r["grid_point"]["learning_rate"]) for r in records] == [
         ("synthetic", 1e-3), ("synthetic", 3e-3), ("ck+", 1e-3), ("ck+", 3e-3)]
     assert records[2]["data"]["fingerprint"] != records[0]["data"]["fingerprint"]
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
     assert summary["runs"]["planned"] == summary["runs"]["ok"] == 4
     for dataset in ("synthetic", "ck+"):
         (choice,) = [c for c in summary["choices"] if c["dataset"] == dataset]
@@ -84,7 +85,7 @@ def test_sigkill_of_the_driver_then_resume_loses_and_duplicates_nothing(tmp_path
     ids = Counter(r["run_id"] for r in records if r["status"] == "ok")
     assert len(ids) == 4 and set(ids.values()) == {1}  # none lost, none duplicated
     assert {r["run_id"] for r in kept} <= set(ids)
-    assert json.loads((folder / SUMMARY_FILE).read_text())["runs"]["ok"] == 4
+    assert json.loads((folder / GRID_SUMMARY_FILE).read_text())["runs"]["ok"] == 4
 
 
 @pytest.mark.slow
@@ -98,7 +99,8 @@ def test_jobs_2_marks_timings_shared_and_summary_only_chooses_again(tmp_path):
     folder = _folder(out)
     # The report marks the chosen run's timings as not comparable, the summary counts both.
     assert "shared its device with other runs" in (folder / "report.html").read_text()
-    assert json.loads((folder / SUMMARY_FILE).read_text())["runs"]["timing_not_comparable"] == 2
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
+    assert summary["runs"]["timing_not_comparable"] == 2
     before = (folder / RESULTS_FILE).read_bytes()
     # Choosing by another figure (no part of a run's id) runs nothing, chooses again.
     by_loss = write_spec(tmp_path, TINY_SPEC.replace('recipe = "none"',
@@ -106,7 +108,7 @@ def test_jobs_2_marks_timings_shared_and_summary_only_chooses_again(tmp_path):
                          "by_loss.toml")
     assert grid_cli.main([str(by_loss), "--resume", str(folder), "--summary-only"]) == 0
     assert (folder / RESULTS_FILE).read_bytes() == before
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
     best = min(records, key=lambda r: r["selection"]["best_val_loss"])
     assert summary["select_by"] == "val_loss"
     assert summary["choices"][0]["point"] == best["grid_point"]

@@ -16,7 +16,7 @@ import pytest
 from backends.augment import augment_config
 from benchmarks.grid import __main__ as grid_cli
 from benchmarks.grid.spec import load_spec
-from benchmarks.grid.study import SUMMARY_FILE
+from benchmarks.record.layout import GRID_SUMMARY_FILE
 from benchmarks.record.store import read_records
 from tests.grid_specs import SEARCH_SPEC, kill_after_first_record, start_driver, write_spec
 from tests.report_fixtures import make_record
@@ -81,7 +81,8 @@ class CurveExecutor:
 
 def test_the_search_prunes_chooses_on_validation_and_resumes_without_duplicates(tmp_path):
     _optuna()
-    from benchmarks.grid.search import TRIALS_FILE, read_trials, run_search
+    from benchmarks.grid.search import read_trials, run_search
+    from benchmarks.record.layout import TRIALS_FILE
 
     text = SEARCH_SPEC.replace("trials = 4", "trials = 6")
     spec, out = load_spec(write_spec(tmp_path, text)), tmp_path / "out"
@@ -141,7 +142,8 @@ def test_the_search_prunes_chooses_on_validation_and_resumes_without_duplicates(
 @pytest.mark.slow
 def test_a_real_search_survives_a_sigkill_of_its_driver_and_resumes(tmp_path):
     _optuna()
-    from benchmarks.grid.search import TRIALS_FILE, read_trials
+    from benchmarks.grid.search import read_trials
+    from benchmarks.record.layout import TRIALS_FILE
 
     text = SEARCH_SPEC.replace("trials = 4", "trials = 3")
     spec, out = write_spec(tmp_path, text), tmp_path / "out"
@@ -159,7 +161,7 @@ def test_a_real_search_survives_a_sigkill_of_its_driver_and_resumes(tmp_path):
         assert len(runs) == (1 if trial["state"] == "pruned" else 2), trial
         assert all(r["config"]["learning_rate"] == trial["point"]["learning_rate"]
                    for r in runs)
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
     complete = [t for t in trials if t["state"] == "complete"]
     assert summary["choices"][0]["point"] == max(complete, key=lambda t: t["value"])["point"]
     report = (folder / "report.html").read_text()

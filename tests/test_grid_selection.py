@@ -2,7 +2,12 @@
 
 import copy
 
-from benchmarks.grid.selection import choose, chosen_test_summary, same_choice, score_points
+from benchmarks.analysis.grid_selection import (
+    choose,
+    chosen_test_summary,
+    same_choice,
+    score_points,
+)
 
 SLOW, FAST = {"learning_rate": 1e-4}, {"learning_rate": 1e-2}
 
@@ -57,7 +62,7 @@ def test_ties_go_to_the_first_point_and_backends_are_compared():
 
 
 def test_the_study_averages_each_axis_value_over_the_rest():
-    from benchmarks.grid.study import marginals, study_entries
+    from benchmarks.analysis.grid_study import marginals, study_entries
 
     records = _records()
     study = marginals(records, "val_accuracy", {"learning_rate": [1e-4, 1e-2]})

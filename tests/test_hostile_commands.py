@@ -27,21 +27,20 @@ from backends.base import TrainConfig
 from benchmarks import compare, console, run
 from benchmarks.explain import _relative_difference
 from benchmarks.grid import __main__ as grid_cli
-from benchmarks.grid.driver import SPEC_FILE
 from benchmarks.grid.spec import MAX_RUNS, load_spec, parse_spec
-from benchmarks.grid.study import SUMMARY_FILE
 from benchmarks.record import schema
-from benchmarks.record.schema import record_header
+from benchmarks.record.layout import GRID_SPEC_FILE, GRID_SUMMARY_FILE
 from benchmarks.record.store import read_records
 from benchmarks.report.artifacts import described_difference
-from benchmarks.runner import grid, harness
-from benchmarks.runner.config import RunSpec
-from benchmarks.runner.recipe import MAX_TOML_BYTES, load_recipe
+from benchmarks.runner import harness, launch
+from benchmarks.runner.config import RunSpec, record_header
+from benchmarks.runner.recipe import load_recipe
+from benchmarks.runner.toml_files import MAX_TOML_BYTES
 from tests.grid_specs import TINY_SPEC, write_spec
 from tests.report_fixtures import make_record, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-# benchmarks.run's smallest grid (tests/test_hostile_runs.py): its runs are stand-ins here.
+# benchmarks.run's smallest invocation (tests/test_hostile_runs.py): its runs are stand-ins here.
 TINY = ["--preset", "ci", "--backend", "torch", "--models", "proposed_cnn", "--epochs", "1",
         "--save-weights", "none"]
 
@@ -110,7 +109,7 @@ def test_a_finished_run_is_recorded_before_anything_is_printed_about_it(tmp_path
     def unprintable(line: str) -> None:
         raise UnicodeEncodeError("ascii", line, 0, 1, "ordinal not in range(128)")
 
-    results = grid._Results(tmp_path, "synthetic", unprintable)
+    results = launch._Results(tmp_path, "synthetic", unprintable)
     with pytest.raises(UnicodeEncodeError):
         results.keep(record, "run 1/1")
     (folder,) = tmp_path.iterdir()
@@ -119,7 +118,7 @@ def test_a_finished_run_is_recorded_before_anything_is_printed_about_it(tmp_path
 
 def test_a_run_under_an_ascii_stdout_is_kept_and_said(tmp_path, private_temp, monkeypatch):
     pytest.importorskip("torch")
-    monkeypatch.setattr(grid, "run_in_worker", _stub_worker)
+    monkeypatch.setattr(launch, "run_in_worker", _stub_worker)
     raw = io.BytesIO()
     # PYTHONIOENCODING=ascii: a strict ASCII stdout, as the interpreter would make it.
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="ascii"))
@@ -147,7 +146,7 @@ def _terminated_in_the_second_run(spec, on_line):
 def test_sigterm_records_the_interrupted_run_reports_the_rest_and_exits_143(
         tmp_path, private_temp, monkeypatch, capsys):
     pytest.importorskip("torch")
-    monkeypatch.setattr(grid, "run_in_worker", _terminated_in_the_second_run)
+    monkeypatch.setattr(launch, "run_in_worker", _terminated_in_the_second_run)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "reports"
     assert run.main([*TINY, "--seeds", "2", "--out", str(out)]) == 143
@@ -201,7 +200,7 @@ def test_sigterm_stops_a_grid_whose_finished_runs_are_chosen_from_and_reported(
                                                          "finished is recorded and reported")
     (folder,) = out.iterdir()
     assert len(read_records(folder)) == 1
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
     assert summary["runs"] == {"planned": 2, "ok": 1, "not_ok": 0, "missing": 1,
                                "timing_not_comparable": 0}
     assert (folder / "report.html").is_file()
@@ -266,11 +265,11 @@ def test_extend_runs_the_new_spec_into_the_folder_and_keeps_both_specs(tmp_path,
     folder = _grid_folder(tmp_path)
     other = write_spec(tmp_path, OTHER_SPEC, "other.toml")
     assert grid_cli.main([str(other), "--resume", str(folder), "--extend"]) == 0
-    assert (folder / SPEC_FILE).read_text() == OTHER_SPEC
+    assert (folder / GRID_SPEC_FILE).read_text() == OTHER_SPEC
     assert (folder / "grid-spec.1.toml").read_text() == TINY_SPEC
     rates = [r["grid_point"]["learning_rate"] for r in read_records(folder)]
     assert sorted(rates) == [1e-3, 3e-3, 1e-2]  # the earlier runs kept, the new one added
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary = json.loads((folder / GRID_SUMMARY_FILE).read_text())
     assert summary["runs"]["planned"] == 1 and summary["axes"] == {"learning_rate": [1e-2]}
 
 

@@ -20,7 +20,7 @@ import pytest
 import datasets.folders
 import datasets.preprocess
 from benchmarks import run as run_cli
-from benchmarks.runner.harness import prepare_data
+from benchmarks.runner.data import prepare_data
 from datasets import (
     DATASET_NAMES,
     WrongDatasetError,

@@ -15,16 +15,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks import compare, explain, export
-from benchmarks.analysis.comparison import compare_records, render
-from benchmarks.record.store import RESULTS_FILE, WEIGHTS_DIR
+from benchmarks.analysis.comparison import compare_records
+from benchmarks.record.layout import EXPLAIN_DIR, EXPLAIN_SUMMARY_FILE, RESULTS_FILE, WEIGHTS_DIR
 from benchmarks.report import __main__ as report_cli
-from benchmarks.report.artifacts import (
-    EXPLAIN_DIR,
-    PNG_SIGNATURE,
-    SUMMARY_FILE,
-    UnsafeName,
-    artifact_path,
-)
+from benchmarks.report.artifacts import PNG_SIGNATURE, UnsafeName, artifact_path
+from benchmarks.report.comparison import render
 from tests.report_fixtures import failed_record, make_record, write_results
 
 SECRET = b"the contents of a private file outside the report folder"
@@ -91,7 +86,7 @@ def hostile(tmp_path_factory):
         {"run_id": "nan", "gradcam": "honest.png", "gradcam_max_relative_difference": None},
         "not an object",
     ]
-    (figures / SUMMARY_FILE).write_text(json.dumps({"runs": entries}))
+    (figures / EXPLAIN_SUMMARY_FILE).write_text(json.dumps({"runs": entries}))
     status = report_cli.main([str(folder)])
     return folder, status
 

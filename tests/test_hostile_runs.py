@@ -23,14 +23,15 @@ import pytest
 
 from benchmarks import compare, run
 from benchmarks.record import schema, store
-from benchmarks.record.schema import record_header
-from benchmarks.record.store import RESULTS_FILE, append_record, read_records
+from benchmarks.record.layout import RESULTS_FILE
+from benchmarks.record.store import append_record, read_records
 from benchmarks.report import __main__ as report_cli
-from benchmarks.runner import grid, harness
+from benchmarks.runner import command_line, harness, launch
+from benchmarks.runner.config import record_header
 from tests.report_fixtures import make_record, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-# The smallest real grid: one torch run of proposed_cnn on 6 synthetic people at 32×32,
+# The smallest real invocation: one torch run of proposed_cnn on 6 synthetic people at 32×32,
 # one epoch, one thread, with the CI preset's short latency probe and calibration.
 TINY = ["--preset", "ci", "--backend", "torch", "--models", "proposed_cnn", "--epochs", "1"]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -88,7 +89,7 @@ def test_bad_numbers_stop_at_the_door(argv, expected, tmp_path, cache, capsys):
 
 
 def test_help_states_every_bound():
-    text = " ".join(run.build_parser().format_help().split())
+    text = " ".join(command_line.build_parser().format_help().split())
     for bound in ("1 to 1000", "16 to 256; vgg16 ≥ 32, alexnet ≤ 118", "4,194,304 pixels",
                   "0 to 4294967295", "1 to 100", "1 to 500", "finite number > 0",
                   "--run-timeout SECONDS", "outside the dataset folder", "each once"):
@@ -190,7 +191,7 @@ def _stub_worker(spec, on_line):
 def test_a_full_disk_mid_grid_is_one_line_and_keeps_earlier_records(tmp_path, cache,
                                                                     monkeypatch, capsys):
     pytest.importorskip("torch")
-    monkeypatch.setattr(grid, "run_in_worker", _stub_worker)
+    monkeypatch.setattr(launch, "run_in_worker", _stub_worker)
     monkeypatch.setattr(store, "os", _FullDisk(writes=1))
     out = tmp_path / "reports"
     assert run.main([*TINY, "--seeds", "3", "--out", str(out)]) == 1
@@ -206,7 +207,7 @@ def test_a_full_disk_mid_grid_is_one_line_and_keeps_earlier_records(tmp_path, ca
 def test_a_full_disk_on_the_first_record_leaves_no_folder(tmp_path, cache, monkeypatch,
                                                           capsys):
     pytest.importorskip("torch")
-    monkeypatch.setattr(grid, "run_in_worker", _stub_worker)
+    monkeypatch.setattr(launch, "run_in_worker", _stub_worker)
     monkeypatch.setattr(store, "os", _FullDisk())
     out = tmp_path / "reports"
     assert run.main([*TINY, "--out", str(out)]) == 1

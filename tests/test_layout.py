@@ -1,5 +1,8 @@
 """The house rules of the layout (docs/design.md, "Module map"), read from the source.
 
+Imports run down the layers (LAYERS): data flows one way, from the runs through the records
+to the reports, and a lower layer never reaches up for a name.
+
 Imports inside functions count too: a circle hidden behind a function-level import (as
 `backends.base` → fault injection → `backends.registry` → `backends.base` once was) is
 still a circle in the design, only one that fails later.
@@ -16,6 +19,26 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("backends", "benchmarks", "datasets")
 FRAMEWORKS = ("torch", "tensorflow", "keras")
+# The layers, bottom first (docs/design.md, "Module map"). A module imports from its own
+# unit (a package, or a module named here) and from the units of lower layers only: the
+# units of one layer are peers that import nothing from each other (the runner writes
+# records, the report reads them). Every module in no unit is a command: a top-level module
+# of `benchmarks` (`python -m benchmarks.X`) or a package's `__main__`.
+LAYERS = (
+    ("backends", "datasets", "benchmarks.console", "benchmarks.messages", "benchmarks.trackers"),
+    ("benchmarks.record",),
+    ("benchmarks.analysis",),
+    ("benchmarks.runner", "benchmarks.report"),
+    ("benchmarks.grid", "benchmarks.ci"),
+)
+COMMANDS = "commands"
+# The only imports between two commands; docs/design.md's module map says why each stays.
+COMMAND_IMPORTS = {
+    # `benchmarks.report --explain` runs what `benchmarks.explain` does, then the report.
+    ("benchmarks.report.__main__", "benchmarks.explain"),
+    # The precision study runs its configurations through the GPU check's `run_configs`.
+    ("benchmarks.precision", "benchmarks.gpu_check"),
+}
 
 
 def _module_name(path: Path) -> str:
@@ -61,6 +84,32 @@ def _graph() -> dict[str, set[str]]:
             for name, path in modules.items()}
 
 
+def _unit(module: str) -> tuple[str, int]:
+    """The unit `module` belongs to and its layer (len(LAYERS) for a command)."""
+    if module.endswith(".__main__"):
+        return COMMANDS, len(LAYERS)
+    for layer, units in enumerate(LAYERS):
+        for unit in units:
+            if module == unit or module.startswith(f"{unit}."):
+                return unit, layer
+    return COMMANDS, len(LAYERS)
+
+
+def _imports_not_down(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) of every import into another unit of the same layer or of a
+    higher one; `benchmarks` itself (the package that puts the checkout on sys.path) is
+    every module's and counts as none."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        unit, layer = _unit(module)
+        for target in sorted(targets - {"benchmarks"}):
+            target_unit, target_layer = _unit(target)
+            if target_layer > layer or (target_layer == layer and (
+                    target_unit != unit or unit == COMMANDS)):
+                found.append((module, target))
+    return found
+
+
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import circle of `graph`, as a path that ends where it starts; None if none."""
     state: dict[str, int] = {}  # 1: on the current path, 2: finished
@@ -93,6 +142,28 @@ def test_no_module_imports_in_a_circle():
     graph = _graph()
     assert len(graph) > 40  # every module of the three packages was read
     assert _cycle(graph) is None
+
+
+def test_the_layer_rule_finds_an_import_up_or_across():
+    graph = {"benchmarks.record.schema": {"benchmarks.runner.config"},
+             "benchmarks.runner.launch": {"benchmarks.report", "benchmarks.record.store"},
+             "benchmarks.grid.driver": {"benchmarks.report", "benchmarks.runner.data"},
+             "benchmarks.run": {"benchmarks.compare", "benchmarks.runner.launch"},
+             "benchmarks.grid.__main__": {"benchmarks.grid.driver", "benchmarks.run"}}
+    assert _imports_not_down(graph) == [
+        ("benchmarks.grid.__main__", "benchmarks.run"),
+        ("benchmarks.record.schema", "benchmarks.runner.config"),
+        ("benchmarks.run", "benchmarks.compare"),
+        ("benchmarks.runner.launch", "benchmarks.report")]
+
+
+def test_imports_run_down_the_layers():
+    graph = _graph()
+    assert {module for module in graph if _unit(module)[0] != COMMANDS} >= {
+        "benchmarks.record.schema", "benchmarks.runner.launch", "backends.base"}
+    found = set(_imports_not_down(graph))
+    # A stale exception fails too: the module map would explain an import that is gone.
+    assert found == COMMAND_IMPORTS
 
 
 @pytest.mark.parametrize("package", ["backends", "datasets"])

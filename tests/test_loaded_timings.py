@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import run
-from benchmarks.analysis.comparison import compare_records, render
+from benchmarks.analysis.comparison import compare_records
 from benchmarks.analysis.load import (
     LOADED_MARK,
     MAX_OTHERS_CPU_SHARE,
@@ -20,6 +20,7 @@ from benchmarks.analysis.load import (
     others_cpu_share,
 )
 from benchmarks.record.store import read_records
+from benchmarks.report.comparison import render
 from benchmarks.report.data import analyse, headline_rows
 from benchmarks.report.html import render_html
 from benchmarks.report.markdown import render_markdown
@@ -116,15 +117,15 @@ def test_start_warning_when_the_machine_is_busy(monkeypatch, capsys, load, warne
     # Bad input keeps its one line: the warning comes once every check has passed.
     assert run.main(["--epochs", "0"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    monkeypatch.setattr(run, "run_grid", _grid_that_starts)
+    monkeypatch.setattr(run, "run_invocation", _invocation_that_starts)
     assert run.main(["--models", "proposed_cnn", "--backend", "torch"]) == 2
     err = capsys.readouterr().err
     assert ("machine is already busy" in err) == warned
 
 
-def _grid_that_starts(*_args, on_start, **_kwargs):
+def _invocation_that_starts(*_args, on_start, **_kwargs):
     on_start()
-    raise ValueError("no grid in this test")
+    raise ValueError("no invocation in this test")
 
 
 def shared(records: list[dict], run_id: str = LOADED_ID) -> list[dict]:

@@ -20,9 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from backends import create_backend  # noqa: E402
 from backends.base import Backend, TrainConfig  # noqa: E402
-from backends.catalog import CATALOG, DEFAULT_INPUT_SHAPE, MODEL_NAMES  # noqa: E402
-from backends.flops import model_cost  # noqa: E402
-from backends.init import shared_initial_weights  # noqa: E402
+from backends.catalog import CATALOG, DEFAULT_INPUT_SHAPE, MODEL_NAMES, model_cost  # noqa: E402
+from tests.conftest import calibrated_weights  # noqa: E402
 
 NUM_CLASSES = 7
 TOLERANCE = 1e-4  # docs/design.md §1: max |Δlogits| in float32
@@ -55,55 +54,8 @@ class Pair:
     x: np.ndarray  # a float32 NHWC test batch, already scaled
 
 
-def _test_weights(backend: Backend, shape: tuple[int, int, int], seed: int) -> dict:
-    """Random canonical weights under which every model's logits stay of order 1.
-
-    Kernels are the shared initialisation's (backends/init.py), biases and attention
-    parameters random, BN/GN scales in [0.2, 0.5], and each BN's running statistics those
-    of a calibration batch (so that eval mode normalises as in a trained net). Scales
-    below 1, as in trained residual nets, keep a random ResNet-50 from amplifying float32
-    rounding: with scales near 1, torch alone drifts 2e-4 from a float64 run, more than
-    the tolerance.
-
-    Args:
-        backend: a torch backend with the model built; it is left holding the weights.
-        shape: the model's input shape.
-        seed: seeds everything random here.
-    """
-    rng = np.random.default_rng(seed)
-    weights = shared_initial_weights(backend.get_weights(), seed)
-    for name, value in weights.items():
-        if value.ndim != 1 or name.endswith(("running_mean", "running_var")):
-            continue
-        if name.endswith(".weight"):
-            weights[name] = rng.uniform(0.2, 0.5, value.shape).astype(np.float32)
-        else:
-            weights[name] = rng.normal(0.0, 0.3, value.shape).astype(np.float32)
-    backend.set_weights(weights)
-    norms = [m for m in backend.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in norms:
-        # momentum None averages all batches seen since the reset: here exactly one.
-        bn.reset_running_stats()
-        bn.momentum = None
-    backend.logits(rng.uniform(-1, 1, (8, *shape)).astype(np.float32), training=True)
-    for bn in norms:
-        bn.momentum = 0.1
-    return backend.get_weights()
 
 
-def same_weights_pair(name: str, shape: tuple[int, int, int], num_classes: int,
-                      seed: int = 1) -> dict[str, Backend]:
-    """`name` built in torch and TF (dropout off where it has any) with `_test_weights`.
-
-    Returns:
-        backend name → Backend, both holding the same weights.
-    """
-    backends = {b: create_backend(b) for b in ("torch", "tf")}
-    overrides = {} if CATALOG[name].dropout is None else {"dropout": 0.0}
-    for backend in backends.values():
-        backend.build(name, shape, num_classes, **overrides)
-    backends["tf"].set_weights(_test_weights(backends["torch"], shape, seed=seed))
-    return backends
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -113,7 +65,7 @@ def pair(request) -> Pair:
     backends = {b: create_backend(b) for b in ("torch", "tf")}
     for backend in backends.values():
         backend.build(name, shape, NUM_CLASSES, dropout=0.0)
-    weights = _test_weights(backends["torch"], shape, seed=1)
+    weights = calibrated_weights(backends["torch"], shape, seed=1)
     x = np.random.default_rng(2).uniform(-1, 1, (4, *shape)).astype(np.float32)
     return Pair(name, shape, backends, weights, x)
 
@@ -235,7 +187,7 @@ def bn_statistics() -> dict[str, dict[str, np.ndarray]]:
     backends = {b: create_backend(b) for b in ("torch", "tf")}
     for backend in backends.values():
         backend.build("proposed_cnn", DEFAULT_INPUT_SHAPE, NUM_CLASSES, dropout=0.0)
-    weights = _test_weights(backends["torch"], DEFAULT_INPUT_SHAPE, seed=3)
+    weights = calibrated_weights(backends["torch"], DEFAULT_INPUT_SHAPE, seed=3)
     x = np.random.default_rng(4).uniform(-1, 1, (4, *DEFAULT_INPUT_SHAPE)).astype(np.float32)
     stats = {}
     for name, backend in backends.items():

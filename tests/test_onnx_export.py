@@ -1,7 +1,7 @@
 """ONNX export from both frameworks and the onnxruntime runtime (the `onnx` extra).
 
-Each model is built in both frameworks with the same weights (tests/test_models.py's
-`_test_weights`), exported by each, and run in onnxruntime: its logits must be its
+Each model is built in both frameworks with the same weights (`calibrated_weights`,
+tests/conftest.py), exported by each, and run in onnxruntime: its logits must be its
 framework's (≤ 1e-4, `backends.deploy.PARITY_TOLERANCE`). Skipped where the extra is not
 installed (CI's environment): `pip install -e '.[onnx]'`.
 """
@@ -28,11 +28,11 @@ from backends.deploy import (  # noqa: E402
 )
 from backends.weights import WeightsMeta, save_weights  # noqa: E402
 from benchmarks import export  # noqa: E402
-from benchmarks.record import store  # noqa: E402
-from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE  # noqa: E402
+from benchmarks.record import layout  # noqa: E402
+from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE  # noqa: E402
 from benchmarks.runner.config import MeasureConfig  # noqa: E402
+from tests.conftest import same_weights_pair  # noqa: E402
 from tests.report_fixtures import CLASS_NAMES, NUM_TEST, make_record, write_results  # noqa: E402
-from tests.test_models import same_weights_pair  # noqa: E402
 
 NUM_CLASSES = 7
 # The smallest square grey input each model takes (vgg16 needs 32).
@@ -115,16 +115,16 @@ def _report_folder(tmp_path):
         record["threads"] = 1
         record["artifacts"] = {"weights_file": f"{record['run_id']}.npz", "weights_bytes": 1}
     folder = write_results(tmp_path, records)
-    (folder / store.WEIGHTS_DIR).mkdir()
+    (folder / layout.WEIGHTS_DIR).mkdir()
     labels = np.asarray(records[0]["test_labels"])
-    np.savez(folder / store.WEIGHTS_DIR / store.test_split_file_name("holdout-seed0"),
+    np.savez(folder / layout.WEIGHTS_DIR / layout.test_split_file_name("holdout-seed0"),
              x_test=np.random.default_rng(0).integers(0, 256, (NUM_TEST, *shape), np.uint8),
              y_test=labels)
     for record in records:
         meta = WeightsMeta(model="proposed_cnn", input_shape=shape,
                            num_classes=len(CLASS_NAMES), class_names=tuple(CLASS_NAMES),
                            backend=record["backend"], run_id=record["run_id"])
-        path = folder / store.WEIGHTS_DIR / record["artifacts"]["weights_file"]
+        path = folder / layout.WEIGHTS_DIR / record["artifacts"]["weights_file"]
         save_weights(path, weights, meta)
     return folder
 

@@ -16,8 +16,8 @@ import pytest
 from backends import deploy
 from backends.base import MissingFrameworkError
 from benchmarks import export
-from benchmarks.record.store import RESULTS_FILE, read_records
-from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE
+from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE, RESULTS_FILE
+from benchmarks.record.store import read_records
 from benchmarks.report.data import analyse
 from benchmarks.report.deployment import NOT_MEASURED
 from benchmarks.report.html import render_html

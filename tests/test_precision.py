@@ -37,29 +37,16 @@ from backends.tf.backend import (  # noqa: E402
 from backends.tf.models import TorchBatchNormalization  # noqa: E402
 from backends.tf.optimizers import TorchOrderAdam, make_optimizer  # noqa: E402
 from backends.torch.models import _in_float32  # noqa: E402
+from tests.conftest import BATCH, SIDE, step_data, step_losses  # noqa: E402
 
-SIDE, BATCH, STEPS = 16, 16, 8
 # Relative tf/torch loss gaps in bfloat16 (test_bfloat16_trains_alike_in_both_frameworks).
 BF16_FIRST_STEP_TOLERANCE = 2e-3
 BF16_STEPS_TOLERANCE = 2.5e-2
 ON_GPU = torch.cuda.is_available()
 
 
-def _data(seed: int):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (BATCH * STEPS, SIDE, SIDE, 1), dtype=np.uint8)
-    return images, rng.integers(0, 7, len(images))
 
 
-def _step_losses(name: str, model: str, precision: str, seed: int):
-    """Per-step losses of STEPS Adam steps from the shared start, on the shared batches."""
-    x, y = _data(seed)
-    backend = create_backend(name)
-    backend.build(model, (SIDE, SIDE, 1), 7, precision=precision, dropout=0.0)
-    backend.set_weights(shared_initial_weights(backend.get_weights(), seed))
-    backend.start_training(x, y, TrainConfig(precision=precision))
-    losses = [backend.train_step(b) for b in epoch_batches(len(x), BATCH, seed, 0)]
-    return np.array(losses), backend
 
 
 # The ops that carry a network's arithmetic, forward and backward: mixed precision must run
@@ -76,13 +63,13 @@ def _step_compute_dtypes(name: str, backend, seed: int) -> dict[str, set[str]]:
 
     Args:
         name: "tf" or "torch".
-        backend: a backend `_step_losses` trained (its step already traced).
+        backend: a backend `step_losses` trained (its step already traced).
         seed: the seed of its data.
 
     Returns:
         op or module type → the dtype names seen.
     """
-    x, y = _data(seed)
+    x, y = step_data(seed)
     seen: dict[str, set[str]] = {}
     if name == "tf":
         step = backend._step.get_concrete_function(tf.constant(x[:BATCH]), tf.constant(y[:BATCH]),
@@ -110,9 +97,9 @@ def test_precision_is_checked_at_the_door():
     with pytest.raises(ValueError, match=r"^precision must be one of float32, bfloat16, "
                                          r"float16\. Received: precision='half'$"):
         TrainConfig(precision="half")
-    from benchmarks import run
+    from benchmarks.runner.command_line import parse_args
 
-    assert run.parse_args(["--precision", "bfloat16"]).precision == "bfloat16"
+    assert parse_args(["--precision", "bfloat16"]).precision == "bfloat16"
 
 
 @pytest.mark.skipif(ON_GPU, reason="float16 runs on a GPU; this checks the CPU's refusal")
@@ -172,7 +159,7 @@ def test_bfloat16_trains_alike_in_both_frameworks(model):
     if not cpu_runs_bfloat16_convolutions():
         pytest.skip("TensorFlow has no bfloat16 convolution on this CPU's oneDNN path "
                     "(an AVX2-only instruction set): nothing to compare")
-    results = {(name, precision): _step_losses(name, model, precision, seed=0)
+    results = {(name, precision): step_losses(name, model, precision, seed=0)
                for name in ("tf", "torch") for precision in ("float32", "bfloat16")}
     tf_losses, tf_backend = results["tf", "bfloat16"]
     torch_losses, torch_backend = results["torch", "bfloat16"]
@@ -194,7 +181,7 @@ def test_bfloat16_trains_alike_in_both_frameworks(model):
 
 
 def test_inference_runs_at_the_training_precision():
-    x, _ = _data(3)
+    x, _ = step_data(3)
     for name in ("tf", "torch"):
         if name == "tf" and not cpu_runs_bfloat16_convolutions():
             with pytest.raises(ValueError, match="^precision bfloat16 needs a CPU whose oneDNN"):
@@ -218,11 +205,11 @@ def test_float32_takes_the_plain_path_bit_for_bit():
     a bare step of the framework (forward, the suite's loss, backward, optimizer step),
     and nothing of mixed precision is in effect (policy, autocast, loss scaling).
     """
-    x, y = _data(4)
+    x, y = step_data(4)
     batches = epoch_batches(len(x), BATCH, 4, 0)
     config = TrainConfig()
     for name in ("tf", "torch"):
-        losses, backend = _step_losses(name, "proposed_cnn", "float32", seed=4)
+        losses, backend = step_losses(name, "proposed_cnn", "float32", seed=4)
         trained = backend.get_weights()
         backend.set_weights(shared_initial_weights(backend.get_weights(), 4))
         bare = _bare_tf_steps if name == "tf" else _bare_torch_steps

@@ -33,12 +33,11 @@ from backends.pretrained import (  # noqa: E402
 from backends.torch.models import create_model  # noqa: E402
 from backends.weights import WeightsMeta, save_weights  # noqa: E402
 from benchmarks import run  # noqa: E402
-from benchmarks.record.schema import record_header  # noqa: E402
 from benchmarks.record.store import read_records  # noqa: E402
 from benchmarks.report.data import analyse, pretrained_rows  # noqa: E402
 from benchmarks.report.html import render_html  # noqa: E402
 from benchmarks.report.markdown import render_markdown  # noqa: E402
-from benchmarks.runner.config import RunSpec  # noqa: E402
+from benchmarks.runner.config import RunSpec, record_header  # noqa: E402
 from benchmarks.runner.worker import load_pretrained  # noqa: E402
 
 SIDE, CLASSES = 32, 7

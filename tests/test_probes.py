@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 
 from backends.base import TrainConfig
-from benchmarks.run import build_parser
+from benchmarks.runner.command_line import build_parser
 from benchmarks.runner.config import MeasureConfig, RunSpec
+from benchmarks.runner.data import prepare_data
 from benchmarks.runner.env import available_cores
-from benchmarks.runner.harness import prepare_data, run_in_worker
+from benchmarks.runner.harness import run_in_worker
 from benchmarks.trackers import energy, memory, nvml, timing
 from datasets import generate_synthetic
 

@@ -12,8 +12,9 @@ from backends.base import TrainConfig
 from backends.catalog import MODEL_NAMES
 from benchmarks import run
 from benchmarks.record import schema
+from benchmarks.runner import command_line
 from benchmarks.runner import recipe as recipes
-from benchmarks.runner.config import RunSpec
+from benchmarks.runner.config import RunSpec, record_header
 from benchmarks.runner.recipe import NO_RECIPE, TRAIN_SETTINGS, load_recipe, parse_recipe
 from datasets import DATASET_NAMES
 
@@ -64,8 +65,8 @@ def test_augment_takes_the_most_specific_level_then_every_op_override():
 
 def test_no_recipe_gives_trainconfig_defaults():
     assert NO_RECIPE.train_config("vgg16") == TrainConfig()
-    args = run.parse_args(["--recipe", "none", "--models", "vgg16"])
-    assert run.grid_of(args).train["vgg16"] == TrainConfig()
+    args = command_line.parse_args(["--recipe", "none", "--models", "vgg16"])
+    assert command_line.invocation_of(args).train["vgg16"] == TrainConfig()
 
 
 @pytest.mark.parametrize("dataset", DATASET_NAMES)
@@ -138,7 +139,7 @@ def test_the_cli_refuses_a_bad_recipe_with_one_line_and_writes_nothing(tmp_path,
 
 
 def test_every_trainconfig_field_of_a_plain_type_has_a_described_option():
-    parser = run.build_parser()
+    parser = command_line.build_parser()
     dests = {action.dest: action for action in parser._actions}
     plain = [f.name for f in fields(TrainConfig) if f.name in TRAIN_SETTINGS]
     # The nested augmentation has a table, and --augment, of its own.
@@ -153,47 +154,48 @@ def test_every_trainconfig_field_of_a_plain_type_has_a_described_option():
 
 
 def test_options_given_are_explicit_and_typed_by_the_field():
-    args = run.parse_args(["--lr", "3e-4", "--label-smoothing", "0.1", "--no-compile",
-                           "--patience", "none", "--optimizer", "sgd", "--augment", "light"])
-    assert run.explicit_settings(args) == {
+    args = command_line.parse_args(["--lr", "3e-4", "--label-smoothing", "0.1",
+                                    "--no-compile", "--patience", "none", "--optimizer", "sgd",
+                                    "--augment", "light"])
+    assert command_line.explicit_settings(args) == {
         "learning_rate": 3e-4, "label_smoothing": 0.1, "compile": False, "patience": None,
         "optimizer": "sgd", "augment": {"level": "light"}}
-    assert run.explicit_settings(run.parse_args([])) == {}
+    assert command_line.explicit_settings(command_line.parse_args([])) == {}
 
 
 def test_every_augmentation_op_has_an_option_applied_over_the_level():
     from backends.augment import augment_config
 
     ops = [f.name for f in fields(type(augment_config("none")))]
-    flags = run.build_parser().format_help()
+    flags = command_line.build_parser().format_help()
     assert all(f"--augment-{op.replace('_', '-')}" in flags for op in ops)
-    args = run.parse_args(["--recipe", "none", "--augment", "light", "--augment-rotate-deg", "7",
-                           "--models", "proposed_cnn"])
-    assert run.explicit_settings(args)["augment"] == {"level": "light", "rotate_deg": 7.0}
-    resolved = run.grid_of(args).train["proposed_cnn"].augment
+    args = command_line.parse_args(["--recipe", "none", "--augment", "light",
+                                    "--augment-rotate-deg", "7", "--models", "proposed_cnn"])
+    assert command_line.explicit_settings(args)["augment"] == {"level": "light", "rotate_deg": 7.0}
+    resolved = command_line.invocation_of(args).train["proposed_cnn"].augment
     assert resolved.rotate_deg == 7.0 and resolved.flip_prob == augment_config("light").flip_prob
 
 
 def test_an_explicit_lr_beats_the_model_table(tmp_path):
     path = _write(tmp_path, RECIPE)
-    args = run.parse_args(["--recipe", str(path), "--models", "vgg16,proposed_cnn",
-                           "--lr", "0.5"])
-    grid = run.grid_of(args)
-    assert grid.train["vgg16"].learning_rate == 0.5 == grid.train["proposed_cnn"].learning_rate
-    assert grid.train["vgg16"].batch_size == 16 and grid.train["proposed_cnn"].epochs == 4
+    args = command_line.parse_args(["--recipe", str(path), "--models", "vgg16,proposed_cnn",
+                                    "--lr", "0.5"])
+    train = command_line.invocation_of(args).train
+    assert train["vgg16"].learning_rate == 0.5 == train["proposed_cnn"].learning_rate
+    assert train["vgg16"].batch_size == 16 and train["proposed_cnn"].epochs == 4
 
 
-def test_the_grid_checks_each_models_config(tmp_path):
+def test_the_invocation_checks_each_models_config(tmp_path):
     path = _write(tmp_path, "[models.vgg16]\nepochs = 2000\n")
-    args = run.parse_args(["--recipe", str(path), "--models", "proposed_cnn,vgg16"])
+    args = command_line.parse_args(["--recipe", str(path), "--models", "proposed_cnn,vgg16"])
     with pytest.raises(ValueError, match=r"epochs must be ≤ 1000 \(.* of vgg16\)"):
-        run.grid_of(args)
+        command_line.invocation_of(args)
 
 
 def test_the_ci_preset_takes_no_recipe_and_its_values_are_explicit():
-    args = run.parse_args(["--preset", "ci"])
+    args = command_line.parse_args(["--preset", "ci"])
     assert args.recipe == "none"
-    explicit = run.explicit_settings(args)
+    explicit = command_line.explicit_settings(args)
     assert (explicit["epochs"], explicit["batch_size"], explicit["seed"]) == (5, 16, 0)
 
 
@@ -202,7 +204,7 @@ def test_the_record_header_carries_the_recipe_verbatim(tmp_path):
     spec = RunSpec(backend="torch", model="vgg16", dataset="synthetic", prepared_data="x.npz",
                    train=loaded.train_config("vgg16", {"seed": 3}),
                    recipe=loaded.as_record({"seed": 3}))
-    header = schema.record_header(spec)
+    header = record_header(spec)
     assert header[schema.RECIPE] == {"source": str(tmp_path / "r.toml"), "text": RECIPE,
                                      "explicit": {"seed": 3}}
     assert header[schema.CONFIG]["learning_rate"] == 1e-4
@@ -213,14 +215,15 @@ def test_the_record_header_carries_the_recipe_verbatim(tmp_path):
                                                      "explicit": {}}
 
 
-def test_dropout_is_a_model_setting_the_grid_checks_per_model(tmp_path):
+def test_dropout_is_a_model_setting_the_invocation_checks_per_model(tmp_path):
     path = _write(tmp_path, "[train]\ndropout = 0.3\n[models.vgg16]\ndropout = 0.0\n")
-    grid = run.grid_of(run.parse_args(["--recipe", str(path), "--models", "proposed_cnn,vgg16"]))
-    assert (grid.train["proposed_cnn"].dropout, grid.train["vgg16"].dropout) == (0.3, 0.0)
+    args = command_line.parse_args(["--recipe", str(path), "--models", "proposed_cnn,vgg16"])
+    train = command_line.invocation_of(args).train
+    assert (train["proposed_cnn"].dropout, train["vgg16"].dropout) == (0.3, 0.0)
     assert TrainConfig().dropout is None  # the model's own rate
-    args = run.parse_args(["--recipe", str(path), "--models", "vgg16,resnet18"])
+    args = command_line.parse_args(["--recipe", str(path), "--models", "vgg16,resnet18"])
     with pytest.raises(ValueError, match="resnet18 has no dropout layers"):
-        run.grid_of(args)
+        command_line.invocation_of(args)
     with pytest.raises(ValueError, match=r"dropout must be None or in \[0, 1\)"):
         TrainConfig(dropout=1.0)
 

@@ -14,8 +14,8 @@ from backends.base import TrainConfig
 from benchmarks.record import schema
 from benchmarks.record.figures import CATALOG, HEADLINE
 from benchmarks.record.store import append_record, read_records
-from benchmarks.runner import harness, worker
-from benchmarks.runner.config import MeasureConfig, RunSpec
+from benchmarks.runner import data, harness, worker
+from benchmarks.runner.config import MeasureConfig, RunSpec, failed_record, record_header
 from datasets import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ GPU_FIGURES = (f"{schema.MEMORY}.nvml_peak_mb", f"{schema.MEMORY}.gpu_allocator_
 def tiny_spec(tmp_path_factory) -> RunSpec:
     """A torch run of one short epoch on a small synthetic dataset, prepared on disk."""
     dataset = synthetic.generate(num_subjects=4, image_size=32)
-    prepared, info = harness.prepare_data(dataset, split_seed=0,
+    prepared, info = data.prepare_data(dataset, split_seed=0,
                                           cache_dir=tmp_path_factory.mktemp("cache"))
     return RunSpec(
         backend="torch", model="proposed_cnn", dataset=dataset.name,
@@ -65,7 +65,7 @@ def test_a_worker_record_carries_every_catalog_figure(tiny_spec):
     if record[schema.ENV]["device"] == "cpu":
         # Null, not left out: a figure the hardware cannot give (docs/measurement.md).
         assert {key: _leaf(record, key) for key in GPU_FIGURES} == dict.fromkeys(GPU_FIGURES)
-    assert _header(record) == _header(schema.failed_record(tiny_spec, "", ""))
+    assert _header(record) == _header(failed_record(tiny_spec, "", ""))
 
 
 def test_ok_and_failed_records_share_exactly_the_header_and_both_are_read(
@@ -76,9 +76,9 @@ def test_ok_and_failed_records_share_exactly_the_header_and_both_are_read(
     spec_path.write_text(tiny_spec.to_json())
     assert worker.main([str(spec_path), str(result_path)]) == 0
     ok = json.loads(result_path.read_text())
-    failed = schema.failed_record(tiny_spec, "worker killed by SIGKILL", "Traceback …")
+    failed = failed_record(tiny_spec, "worker killed by SIGKILL", "Traceback …")
 
-    assert tuple(schema.record_header(tiny_spec)) == schema.HEADER_FIELDS
+    assert tuple(record_header(tiny_spec)) == schema.HEADER_FIELDS
     assert set(ok) & set(failed) == {*schema.HEADER_FIELDS, *schema.OUTCOME_FIELDS}
     assert _header(ok) == _header(failed)
     schema.check_record(failed, complete=True)
@@ -90,7 +90,7 @@ def test_ok_and_failed_records_share_exactly_the_header_and_both_are_read(
 
 
 def test_a_complete_record_lacks_no_field_and_has_a_known_status(tiny_spec):
-    failed = schema.failed_record(tiny_spec, "boom", "")
+    failed = failed_record(tiny_spec, "boom", "")
     schema.check_record({**failed, schema.STATUS: "skipped"})  # readers stay lenient
     with pytest.raises(schema.RecordError, match="status 'skipped'"):
         schema.check_record({**failed, schema.STATUS: "skipped"}, complete=True)

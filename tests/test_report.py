@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmarks.record.figures import replicate_values
-from benchmarks.record.store import RESULTS_FILE
+from benchmarks.analysis.stats import replicate_values
+from benchmarks.record import layout
+from benchmarks.record.layout import RESULTS_FILE
 from benchmarks.report import __main__ as report_cli
 from benchmarks.report import data as report
 from benchmarks.report import plots
@@ -46,7 +47,7 @@ def built(tmp_path_factory):
 
 def test_html_embeds_every_figure_as_a_decodable_png(built):
     folder, _, _ = built
-    page = (folder / report.REPORT_HTML).read_text()
+    page = (folder / layout.REPORT_HTML).read_text()
     encoded = _DATA_URI.findall(page)
     # Metrics, time, latency, memory, energy, work, the tf ÷ torch ratios, confusion
     # matrices, per-class F1, training curves (model_info holds no measured figure).
@@ -64,7 +65,7 @@ def test_html_embeds_every_figure_as_a_decodable_png(built):
 
 def test_html_is_self_contained(built):
     folder, _, _ = built
-    page = (folder / report.REPORT_HTML).read_text()
+    page = (folder / layout.REPORT_HTML).read_text()
     assert "<script" not in page
     assert "<link" not in page
     assert not re.search(r'(src|href)="(?!data:|#)', page)
@@ -72,14 +73,14 @@ def test_html_is_self_contained(built):
 
 def test_every_run_appears_in_html_and_markdown(built):
     folder, records, _ = built
-    page = (folder / report.REPORT_HTML).read_text()
-    markdown = (folder / report.REPORT_MD).read_text()
+    page = (folder / layout.REPORT_HTML).read_text()
+    markdown = (folder / layout.REPORT_MD).read_text()
     for record in records:
         assert html.escape(record["run_id"]) in page
         assert record["run_id"] in markdown
-    runs = pd.read_csv(folder / report.RUNS_CSV)
+    runs = pd.read_csv(folder / layout.RUNS_CSV)
     assert sorted(runs["run_id"]) == sorted(r["run_id"] for r in records)
-    summary = pd.read_csv(folder / report.SUMMARY_CSV)
+    summary = pd.read_csv(folder / layout.SUMMARY_CSV)
     assert len(summary) == 4
     tf_cnn = summary[(summary.model == "proposed_cnn") & (summary.backend == "tf")].iloc[0]
     assert (tf_cnn["runs"], tf_cnn["runs_ok"], tf_cnn["metrics.accuracy.n"]) == (4, 3, 3)
@@ -88,8 +89,8 @@ def test_every_run_appears_in_html_and_markdown(built):
 
 def test_data_text_is_escaped(built):
     folder, _, _ = built
-    page = (folder / report.REPORT_HTML).read_text()
-    markdown = (folder / report.REPORT_MD).read_text()
+    page = (folder / layout.REPORT_HTML).read_text()
+    markdown = (folder / layout.REPORT_MD).read_text()
     for text in (page, markdown):
         assert INJECTION not in text
         assert "<img src=x" not in text
@@ -101,7 +102,7 @@ def test_data_text_is_escaped(built):
 
 def test_markdown_holds_no_html_quote_escapes(built):
     folder, _, _ = built
-    markdown = (folder / report.REPORT_MD).read_text()
+    markdown = (folder / layout.REPORT_MD).read_text()
     assert "&#x27;" not in markdown and "&quot;" not in markdown
     assert "the kernel's OOM killer" in markdown and 'alert("x")' in markdown
 
@@ -120,8 +121,8 @@ def test_settings_and_counts_are_tabled_not_plotted(built):
                                         "train FLOPs multiplier", "forward FLOPs per image"}
     assert headers[1:] == ["proposed_cnn · tf", "proposed_cnn · torch", "sanet · tf",
                            "sanet · torch"]
-    for text in ((folder / report.REPORT_HTML).read_text(),
-                 (folder / report.REPORT_MD).read_text()):
+    for text in ((folder / layout.REPORT_HTML).read_text(),
+                 (folder / layout.REPORT_MD).read_text()):
         assert "Settings and counts (not plotted)" in text and "2,048" in text
     # Nor are they in the per-model figure tables.
     for label in data.groups:
@@ -157,12 +158,12 @@ def test_one_chart_shows_every_figures_tf_to_torch_ratio(built):
     torch_mean = data.summary("sanet", "torch", "work.peak_matmul_tflops").mean
     assert ratios["sanet"]["work.peak_matmul_tflops"] == pytest.approx(tf_mean / torch_mean)
     assert "model_info.trainable_params" not in ratios["sanet"]
-    assert 'id="chart-ratio"' in (folder / report.REPORT_HTML).read_text()
+    assert 'id="chart-ratio"' in (folder / layout.REPORT_HTML).read_text()
 
 
 def test_report_states_paired_tests_and_new_probes(built):
     folder, _, _ = built
-    page = (folder / report.REPORT_HTML).read_text()
+    page = (folder / layout.REPORT_HTML).read_text()
     assert page.count("paired by seed over 3 seeds") == 2
     # A probe only one backend reports is shown, the other side as "—".
     assert "latency b1 p50 (ms)" in page
@@ -179,13 +180,13 @@ def test_one_seed_report_states_no_framework_verdict(tmp_path):
                make_record("torch", "proposed_cnn", 0, accuracy=0.3)]
     folder = write_results(tmp_path, records)
     assert report_cli.main([str(folder)]) == 0
-    section = _framework_section((folder / report.REPORT_MD).read_text())
+    section = _framework_section((folder / layout.REPORT_MD).read_text())
     assert "- **proposed_cnn**: these two trained models differ (McNemar exact on the 120 " \
            "test images of seed 0" in section
     assert "no framework verdict; to answer the framework question, run with " \
            "`--seeds 5 --twins`." in section
     assert "more accurate" not in section and "equivalent" not in section.split("\n- ")[1]
-    page = (folder / report.REPORT_HTML).read_text()
+    page = (folder / layout.REPORT_HTML).read_text()
     assert '<li class="no-verdict"><b>proposed_cnn</b>: these two trained models differ' in page
 
 
@@ -194,7 +195,7 @@ def test_twins_give_the_chaos_floor_and_stay_out_of_the_figures(tmp_path):
     twins = [twin_of(r, changed=2) for r in runs]
     folder = write_results(tmp_path, runs + twins)
     assert report_cli.main([str(folder)]) == 0
-    markdown = (folder / report.REPORT_MD).read_text()
+    markdown = (folder / layout.REPORT_MD).read_text()
     section = _framework_section(markdown)
     assert section.count("Chaos floor (each run repeated from initial weights one ulp away): "
                          "tf and its twin: ") == 2
@@ -205,9 +206,9 @@ def test_twins_give_the_chaos_floor_and_stay_out_of_the_figures(tmp_path):
     alone = report.analyse(runs, folder / RESULTS_FILE)
     assert data.summary("sanet", "tf", "metrics.accuracy") == \
         alone.summary("sanet", "tf", "metrics.accuracy")
-    summary = pd.read_csv(folder / report.SUMMARY_CSV)
+    summary = pd.read_csv(folder / layout.SUMMARY_CSV)
     assert set(summary["runs"]) == {3}
-    assert len(pd.read_csv(folder / report.RUNS_CSV)) == 24  # twins listed with the runs
+    assert len(pd.read_csv(folder / layout.RUNS_CSV)) == 24  # twins listed with the runs
 
 
 def test_rebuild_keeps_results_and_other_files(built):
@@ -216,14 +217,14 @@ def test_rebuild_keeps_results_and_other_files(built):
     assert (folder / RESULTS_FILE).read_bytes() == results_before
     assert (folder / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [RESULTS_FILE, "notes.txt", report.REPORT_HTML, report.REPORT_MD,
-         report.SUMMARY_CSV, report.RUNS_CSV])
+        [RESULTS_FILE, "notes.txt", layout.REPORT_HTML, layout.REPORT_MD,
+         layout.SUMMARY_CSV, layout.RUNS_CSV])
 
 
 def test_report_of_only_failed_runs(tmp_path):
     folder = write_results(tmp_path, [failed_record("tf", "vgg16", 0)])
     assert report_cli.main([str(folder)]) == 0
-    page = (folder / report.REPORT_HTML).read_text()
+    page = (folder / layout.REPORT_HTML).read_text()
     assert "No successful runs to draw" in page
     assert html.escape(FAILED_ERROR) in page
 
@@ -252,7 +253,7 @@ def test_html_renders_in_headless_chromium_without_console_errors(built, tmp_pat
              "document.images) { if (!img.complete || img.naturalWidth === 0) "
              "console.error('broken image: ' + img.alt); } "
              "console.log('images decoded: ' + document.images.length); });</script>")
-    page = (folder / report.REPORT_HTML).read_text().replace("</body>", probe + "</body>")
+    page = (folder / layout.REPORT_HTML).read_text().replace("</body>", probe + "</body>")
     probed = tmp_path / "probed.html"
     probed.write_text(page)
     with tempfile.TemporaryDirectory() as profile:

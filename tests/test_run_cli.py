@@ -8,9 +8,9 @@ import pytest
 import backends.registry
 from backends.base import TrainConfig
 from benchmarks import run
-from benchmarks.record.schema import record_header
 from benchmarks.record.store import new_report_dir, read_records
-from benchmarks.runner.config import RunSpec
+from benchmarks.runner import command_line
+from benchmarks.runner.config import RunSpec, record_header
 from benchmarks.runner.harness import run_in_worker
 
 TINY = ["--epochs", "1", "--synthetic-subjects", "8", "--image-size", "32"]
@@ -37,18 +37,18 @@ def test_bad_input_is_one_line_and_exit_2(argv, listed, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_recipe_options_parse_to_what_the_grid_resolves():
-    args = run.parse_args(["--lr", "0.02", "--selection-metric", "last", "--compile"])
+def test_recipe_options_parse_to_what_the_invocation_resolves():
+    args = command_line.parse_args(["--lr", "0.02", "--selection-metric", "last", "--compile"])
     assert args.recipe == "auto" and not hasattr(args, "epochs")  # not given: the recipe's
-    train = run.grid_of(args).train["proposed_cnn"]
+    train = command_line.invocation_of(args).train["proposed_cnn"]
     assert (train.learning_rate, train.selection_metric, train.compile) == (0.02, "last", True)
-    assert run.parse_args(["--learning-rate", "0.02"]).learning_rate == 0.02
+    assert command_line.parse_args(["--learning-rate", "0.02"]).learning_rate == 0.02
 
 
 def test_backends_take_turns_going_first_abba_over_seeds_and_folds():
-    args = run.parse_args(["--models", "proposed_cnn,sanet", "--seeds", "2", "--folds", "2",
-                           "--twins"])
-    jobs = run.grid_of(args).jobs()
+    args = command_line.parse_args(["--models", "proposed_cnn,sanet", "--seeds", "2",
+                                    "--folds", "2", "--twins"])
+    jobs = command_line.invocation_of(args).jobs()
     units = {}
     for job in jobs:
         units.setdefault((job.fold, job.model, job.seed), []).append(job)
@@ -66,10 +66,10 @@ def test_backends_take_turns_going_first_abba_over_seeds_and_folds():
 
 
 def test_twins_and_positions_reach_the_records_run_ids_and_digests(tmp_path):
-    args = run.parse_args(["--models", "proposed_cnn", "--twins", "--equivalence-margin",
-                           "0.03"])
-    grid = run.grid_of(args)
-    assert grid.twins and grid.equivalence_margin == 0.03
+    args = command_line.parse_args(["--models", "proposed_cnn", "--twins", "--equivalence-margin",
+                                    "0.03"])
+    invocation = command_line.invocation_of(args)
+    assert invocation.twins and invocation.equivalence_margin == 0.03
     spec = RunSpec(backend="tf", model="proposed_cnn", dataset="synthetic",
                    prepared_data="x.npz", run_position=1, equivalence_margin=0.03)
     twin = dataclasses.replace(spec, twin_of=spec.run_id, run_position=3)

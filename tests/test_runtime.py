@@ -95,7 +95,7 @@ def test_bare_torch_loop_trains_like_the_suite():
     found = _run(f"""
         {TINY_DATA}
         import json, torch
-        from benchmarks.studies.overhead import build_bare_torch
+        from benchmarks.overhead import build_bare_torch
         model, step = build_bare_torch(x, y, {THREADS})
         inputs = []
         model.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
@@ -177,7 +177,7 @@ def test_bare_tf_loop_trains_like_the_suite():
     found = _run(f"""
         {TINY_DATA}
         import json
-        from benchmarks.studies.overhead import build_bare_tf
+        from benchmarks.overhead import build_bare_tf
         import tensorflow as tf
         _, step = build_bare_tf(x, y, {THREADS})
         loss = float(step(np.arange(4)))

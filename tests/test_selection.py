@@ -15,90 +15,11 @@ import numpy as np
 import pytest
 
 import backends
-from backends.base import Backend, Selection, TrainConfig
+from backends.base import Selection, TrainConfig
 from backends.schedule import step_learning_rates
 from benchmarks.runner import worker
 from benchmarks.runner.config import MeasureConfig, RunSpec
-
-
-class ScriptedBackend(Backend):
-    """A backend whose model is one bias per class and whose epochs are scripted.
-
-    Every image gets softmax(bias); training epoch k (1-based) sets the bias to
-    `script[k - 1]`. Predictions come from whatever weights the model holds, so after
-    `fit` they show which epoch's weights were restored.
-
-    Args:
-        script: one bias vector per epoch, float32.
-    """
-
-    name = "scripted"
-    framework = "none"
-
-    def __init__(self, script, threads: int | None = None,
-                 deterministic: bool = False) -> None:
-        super().__init__(threads, deterministic)
-        self.script = script
-        self.snapshots = 0  # get_weights calls
-        self.learning_rates: list[np.ndarray] = []  # each epoch's, per step
-
-    def versions(self):
-        return {}
-
-    def device_name(self):
-        return "cpu"
-
-    def flags(self):
-        return {}
-
-    def seed(self, seed):
-        pass
-
-    def synchronize(self):
-        pass
-
-    def gpu_allocator_peak_mb(self):
-        return None
-
-    def matmul_op(self, size):
-        a = np.ones((size, size), np.float32)
-        return lambda: a @ a
-
-    def _build(self, model_name, input_shape, num_classes, precision, overrides):
-        self.bias = np.zeros(num_classes, np.float32)
-
-    def num_trainable_params(self):
-        return self.num_classes
-
-    def get_weights(self):
-        self.snapshots += 1
-        return {"bias": self.bias.copy()}
-
-    def set_weights(self, weights):
-        self.bias = np.array(weights["bias"], np.float32)
-
-    def logits(self, x, training=False):
-        return np.tile(self.bias, (len(x), 1))
-
-    def _prepare_training(self, config, class_weights, layers=None):
-        self.epochs_trained = 0
-
-    def _train_epoch(self, batches, learning_rates):
-        self.learning_rates.append(learning_rates)
-        self.bias = np.array(self.script[self.epochs_trained], np.float32)
-        self.epochs_trained += 1
-        return 1.0
-
-    def _stage_outputs(self, x, stages):
-        raise NotImplementedError("a model of biases alone has no stages")
-
-    _stage_gradients = _stage_outputs
-
-    def predict_proba(self, x, batch_size=256):
-        logits = self.logits(x).astype(np.float64)
-        exp = np.exp(logits - logits.max(1, keepdims=True))
-        return exp / exp.sum(1, keepdims=True)
-
+from tests.conftest import WORKER_SCRIPT, ScriptedBackend, prepared_file
 
 IMAGES = np.zeros((8, 4, 4, 1), np.uint8)
 LABELS = np.arange(8) % 2
@@ -200,22 +121,11 @@ def test_invalid_selection_settings_are_refused(options, message):
 
 
 # --- the worker: the test set is read once, after selection --------------------------------
-# Three classes. Validation is mostly class 0, so epoch 2 (which favours class 0) is best;
-# epochs 1 and 3 favour class 1, so a selection that peeked at a test set of class-1
-# images would keep epoch 3.
-WORKER_SCRIPT = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
+# WORKER_SCRIPT (tests/conftest.py): three classes. Validation is mostly class 0, so epoch 2
+# (which favours class 0) is best; epochs 1 and 3 favour class 1, so a selection that
+# peeked at a test set of class-1 images would keep epoch 3.
 
 
-def _prepared(tmp_path, name: str, x_test: np.ndarray, y_test: np.ndarray):
-    rng = np.random.default_rng(0)
-    path = tmp_path / f"{name}.npz"
-    np.savez(path, class_names=np.array(["a", "b", "c"]),
-             x_train=rng.integers(0, 256, (12, 16, 16, 1), dtype=np.uint8),
-             y_train=np.arange(12) % 3,
-             x_val=rng.integers(0, 256, (5, 16, 16, 1), dtype=np.uint8),
-             y_val=np.array([0, 0, 0, 1, 2]),
-             x_test=x_test, y_test=y_test)
-    return path
 
 
 def _run_worker(monkeypatch, path):
@@ -237,10 +147,10 @@ def test_the_test_set_cannot_influence_selection_and_is_scored_with_the_kept_wei
     rng = np.random.default_rng(1)
     faces = rng.integers(0, 256, (9, 16, 16, 1), dtype=np.uint8)
     records = {
-        "balanced": _run_worker(monkeypatch, _prepared(tmp_path, "balanced", faces,
+        "balanced": _run_worker(monkeypatch, prepared_file(tmp_path, "balanced", faces,
                                                        np.arange(9) % 3)),
         # Other images, and labels the last epoch would score best on.
-        "ones": _run_worker(monkeypatch, _prepared(tmp_path, "ones", faces[::-1].copy(),
+        "ones": _run_worker(monkeypatch, prepared_file(tmp_path, "ones", faces[::-1].copy(),
                                                    np.ones(9, np.int64))),
     }
     selection = worker.SELECTION

@@ -18,7 +18,7 @@ from backends.weights import (
 )
 from benchmarks.runner import worker
 from benchmarks.runner.config import MeasureConfig, RunSpec
-from tests.test_selection import WORKER_SCRIPT, ScriptedBackend, _prepared
+from tests.conftest import WORKER_SCRIPT, ScriptedBackend, prepared_file
 
 SHAPE = (16, 16, 1)
 CLASSES = ("angry", "happy", "sad")
@@ -140,7 +140,7 @@ def test_the_worker_saves_the_kept_weights_after_every_measurement(monkeypatch, 
     monkeypatch.setattr(worker, "save_run_weights",
                         lambda *a: order.append("save") or real_save(*a))
     rng = np.random.default_rng(1)
-    data = _prepared(tmp_path, "data", rng.integers(0, 256, (9, 16, 16, 1), dtype=np.uint8),
+    data = prepared_file(tmp_path, "data", rng.integers(0, 256, (9, 16, 16, 1), dtype=np.uint8),
                      np.arange(9) % 3)
     record = worker.execute(_spec(data, str(tmp_path / "run.npz")))
     assert order == ["work", "save"]
@@ -162,7 +162,7 @@ def test_save_weights_none_writes_nothing(monkeypatch, tmp_path):
     monkeypatch.setattr(backends, "create_backend",
                         lambda *args, **kwargs: ScriptedBackend(WORKER_SCRIPT))
     rng = np.random.default_rng(1)
-    data = _prepared(tmp_path, "data", rng.integers(0, 256, (9, 16, 16, 1), dtype=np.uint8),
+    data = prepared_file(tmp_path, "data", rng.integers(0, 256, (9, 16, 16, 1), dtype=np.uint8),
                      np.arange(9) % 3)
     record = worker.execute(_spec(data, None))
     assert record["artifacts"] == {"weights_file": None, "weights_bytes": None}
@@ -170,7 +170,7 @@ def test_save_weights_none_writes_nothing(monkeypatch, tmp_path):
 
 
 def test_the_ci_preset_saves_no_weights():
-    from benchmarks import run
+    from benchmarks.runner.command_line import invocation_of, parse_args
 
-    assert run.grid_of(run.parse_args(["--preset", "ci"])).save_weights == "none"
-    assert run.grid_of(run.parse_args([])).save_weights == "best"
+    assert invocation_of(parse_args(["--preset", "ci"])).save_weights == "none"
+    assert invocation_of(parse_args([])).save_weights == "best"

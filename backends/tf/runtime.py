@@ -1,7 +1,7 @@
 """TensorFlow's runtime settings, the ones that must precede its first op, in one place.
 
 Mirrors backends/torch/runtime.py. The backend and the overhead study's bare loop
-(benchmarks/studies/overhead.py) both call `configure_runtime`, so both train with the
+(benchmarks/overhead.py) both call `configure_runtime`, so both train with the
 same threads, determinism switches, float32 precision, device and GPU memory growth.
 Unlike torch's, the settings need no helpers for models and batches: TF places ops on
 its device itself, and Keras convolutions take NHWC as they come.

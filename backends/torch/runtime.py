@@ -1,7 +1,7 @@
 """PyTorch's runtime settings, the ones that must precede its first op, in one place.
 
 Mirrors backends/tf/runtime.py. The backend and the overhead study's bare loop
-(benchmarks/studies/overhead.py) both call `configure_runtime`, so both train with the
+(benchmarks/overhead.py) both call `configure_runtime`, so both train with the
 same threads, determinism switches, float32 precision, device and memory format.
 """
 

@@ -11,7 +11,8 @@ judged. A time figure whose A or B side holds a run whose timings are not compar
 capacity, or it shared its device with other runs) is shown, marked, and not judged;
 those runs are listed. Which figures exist, and their directions and kinds, come from the
 figure catalogue (`benchmarks.record.figures`).
-`benchmarks.compare` is the command line; the CI check calls `compare_records` directly.
+`benchmarks.compare` is the command line; the CI check calls `compare_records` directly;
+`benchmarks.report.comparison.render` writes a comparison as text or Markdown.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from benchmarks.analysis.load import LOADED_MARK, LoadedRun, affected_by_load, loaded_runs
-from benchmarks.ci.faults import InjectedFaults
+from benchmarks.analysis.stats import replicate_values, summarize_figure
 from benchmarks.record import schema
 from benchmarks.record.figures import (
     ANON_MEMORY,
@@ -34,11 +35,8 @@ from benchmarks.record.figures import (
     Measure,
     figure_keys,
     measure_for,
-    replicate_values,
     runs_frame,
-    summarize_figure,
 )
-from benchmarks.report.tables import markdown_escape, markdown_table, terminal_escape, text_table
 
 
 @dataclass(frozen=True)
@@ -198,7 +196,7 @@ class Comparison:
         context: (scope, field, A's values, B's values) for facts that differ (versions,
             data fingerprint, recipe, flags): what may explain the deltas.
         injected: ("A" or "B", run_id, faults) for every run measured with test-only fault
-            injection (benchmarks.ci.faults): not real measurements.
+            injection (`schema.describe_injection`): not real measurements.
         loaded: ("A" or "B", run) for every ok run whose timings are not comparable.
         shared_runs: how many run ids both sides hold.
     """
@@ -294,15 +292,6 @@ def _context_values(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]
     return {key: "; ".join(sorted(seen)) for key, seen in values.items()}
 
 
-def _describe_injection(faults: dict[str, Any]) -> str:
-    """The faults a record was measured with, in words, or as recorded when unknown."""
-    try:
-        return InjectedFaults(**faults).describe()
-    except (TypeError, ValueError):
-        # Written by another version of the fault switches, or edited: shown as recorded.
-        return ", ".join(f"{name}={value!r}" for name, value in sorted(faults.items()))
-
-
 def _least_favourable(measure: Measure, values: list[float]) -> float | None:
     if not values:
         return None
@@ -361,63 +350,12 @@ def compare_records(
             error = (b or {}).get(schema.ERROR) or (a or {}).get(schema.ERROR)
             comparison.run_changes.append(RunChange(run_id, a_status, b_status, error))
     for side, records in (("A", records_a), ("B", records_b)):
-        comparison.injected += [(side, r["run_id"], _describe_injection(r[schema.TEST_INJECTION]))
-                                for r in records if r.get(schema.TEST_INJECTION)]
+        comparison.injected += [
+            (side, r["run_id"], schema.describe_injection(r[schema.TEST_INJECTION]))
+            for r in records if r.get(schema.TEST_INJECTION)]
     context_a, context_b = _context_values(records_a), _context_values(records_b)
     for scope_key in sorted(set(context_a) & set(context_b)):
         if context_a[scope_key] != context_b[scope_key]:
             comparison.context.append((*scope_key, context_a[scope_key],
                                        context_b[scope_key]))
     return comparison
-
-
-# --- rendering ------------------------------------------------------------------------
-
-_DELTA_HEADERS = ["dataset", "model", "backend", "runs A/B", "figure", "A", "B", "change",
-                  "verdict"]
-
-
-def _delta_rows(comparison: Comparison) -> list[list[str]]:
-    return [[d.dataset, d.model, d.backend, f"{d.runs_a}/{d.runs_b}", d.measure.title,
-             d.measure.format(d.a), d.measure.format(d.b), d.change, d.verdict]
-            for d in comparison.deltas]
-
-
-def _run_rows(comparison: Comparison) -> list[list[str]]:
-    return [[c.run_id, c.a_status or "—", c.b_status or "—", c.verdict, c.error or ""]
-            for c in comparison.run_changes]
-
-
-def render(comparison: Comparison, name_a: str, name_b: str, markdown: bool = False) -> str:
-    """The comparison as a text or Markdown report.
-
-    Every text from the records (run ids, errors, names) and the two names passes its
-    format's escaper (`terminal_escape`, `markdown_escape`), in the tables and out of them.
-    """
-    table = markdown_table if markdown else text_table
-    escape = markdown_escape if markdown else terminal_escape
-
-    def heading(title: str) -> str:
-        shown = escape(title)
-        return f"## {shown}" if markdown else f"{shown}\n{'=' * len(shown)}"
-
-    parts = [heading(f"Comparison: A = {name_a}, B = {name_b}"),
-             table(_DELTA_HEADERS, _delta_rows(comparison))]
-    if comparison.run_changes:
-        parts += [heading("Runs whose status changed"),
-                  table(["run", "A", "B", "verdict", "error"], _run_rows(comparison))]
-    if comparison.context:
-        parts += [heading("What else differs"),
-                  table(["scope", "field", "A", "B"], [list(c) for c in comparison.context])]
-    if comparison.loaded:
-        parts += [heading(f"Timings taken under load: {LOADED_MARK} time figures not judged"),
-                  table(["side", "run", "why"],
-                        [[side, run.run_id, run.reason] for side, run in comparison.loaded])]
-    if comparison.injected:
-        parts += [heading("Test fault injection: these runs are not real measurements"),
-                  table(["side", "run", "injected"], [list(i) for i in comparison.injected])]
-    regressions = comparison.regressions
-    summary = (f"{len(regressions)} regression{'s' if len(regressions) != 1 else ''}"
-               + (":\n" + "\n".join(f"- {escape(line)}" for line in regressions)
-                  if regressions else "."))
-    return "\n\n".join(parts + [summary]) + "\n"

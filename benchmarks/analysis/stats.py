@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from benchmarks.record.figures import figures_of
+
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_ALPHA = 0.05
 # The equivalence margin, in accuracy (a fraction): ±2 accuracy points. Set per invocation
@@ -454,3 +456,13 @@ def _mcnemar_over_folds(runs_a, runs_b, name_a, name_b, alpha, seed) -> tuple[st
     head = ("these two trained models differ" if p_value < alpha
             else "these two trained models do not differ detectably")
     return f"{head} ({evidence}).", p_value
+
+
+def replicate_values(runs: list[dict[str, Any]], key: str) -> list[float]:
+    """The replicate values of figure `key` over `runs` (see `seed_replicates`)."""
+    return seed_replicates(runs, lambda run: figures_of(run).get(key))
+
+
+def summarize_figure(runs: list[dict[str, Any]], key: str) -> Summary:
+    """Mean, std and 95% interval of figure `key` over the replicates among `runs`."""
+    return summarize(replicate_values(runs, key))

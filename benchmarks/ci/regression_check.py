@@ -64,21 +64,22 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import TrainConfig
-from benchmarks import run
 from benchmarks.analysis.comparison import (
     Comparison,
     Delta,
     best_of_readings,
     compare_records,
-    render,
 )
-from benchmarks.ci import faults as fault_injection
 from benchmarks.ci.speed_rule import RULE as SPEED_RULE
 from benchmarks.ci.speed_rule import Decision, slowdown
 from benchmarks.ci.thresholds import BASELINE_THRESHOLDS, SPEED_THRESHOLDS
 from benchmarks.record import schema
 from benchmarks.record.figures import ANON_MEMORY, NORMALISED
-from benchmarks.record.store import RESULTS_FILE, append_record, read_records
+from benchmarks.record.layout import RESULTS_FILE
+from benchmarks.record.store import append_record, read_records
+from benchmarks.report.comparison import render
+from benchmarks.runner import command_line
+from benchmarks.runner import faults as fault_injection
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import SUITE_ROOT, cpu_model, git_commit
 
@@ -189,9 +190,9 @@ def preset_pairs(run_options: list[str]) -> list[Pair]:
     Raises:
         ValueError: an unknown model or backend.
     """
-    args = run.parse_args(["--preset", "ci", *run_options])
-    return [(model, backend) for model in run.model_names(args.models)
-            for backend in run.backend_names(args.backend)]
+    args = command_line.parse_args(["--preset", "ci", *run_options])
+    return [(model, backend) for model in command_line.model_names(args.models)
+            for backend in command_line.backend_names(args.backend)]
 
 
 def _ok_commits(records: list[dict[str, Any]]) -> set[str | None]:

@@ -14,12 +14,11 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.analysis.load import LOADED_MARK, loaded_runs
-from benchmarks.grid.selection import (
+from benchmarks.analysis.grid_selection import (
     choose,
     chosen_runs,
     chosen_test_summary,
@@ -28,32 +27,20 @@ from benchmarks.grid.selection import (
     same_choice,
     score_points,
 )
+from benchmarks.analysis.grid_study import agreement_lines, choice_rows, study_entries
+from benchmarks.analysis.load import LOADED_MARK, loaded_runs
 from benchmarks.grid.spec import SELECT_BY, GridSpec, spec_differences
-from benchmarks.grid.study import SUMMARY_FILE, agreement_lines, choice_rows, study_entries
 from benchmarks.record import schema
-from benchmarks.record.store import (
-    RESULTS_FILE,
-    append_record,
-    cut_torn_tail,
-    new_report_dir,
-    read_records,
-)
+from benchmarks.record.layout import GRID_LOCK_FILE, GRID_SPEC_FILE, GRID_SUMMARY_FILE, RESULTS_FILE
+from benchmarks.record.store import append_record, cut_torn_tail, new_report_dir, read_records
 from benchmarks.report import write_report
 from benchmarks.report.tables import text_table
 from benchmarks.runner.config import RunSpec
-from benchmarks.runner.grid import (
-    Grid,
-    check_batch_size,
-    check_folders,
-    check_ready,
-    default_run_timeout,
-    load_grid_data,
-)
+from benchmarks.runner.data import check_batch_size, load_invocation_data
 from benchmarks.runner.harness import RunInterrupted
-from benchmarks.runner.recipe import read_toml_text
-
-LOCK_FILE = ".lock"
-SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
+from benchmarks.runner.invocation import Invocation
+from benchmarks.runner.launch import check_folders, check_ready
+from benchmarks.runner.toml_files import read_toml_text
 
 
 class GridBusy(ValueError):
@@ -70,7 +57,7 @@ def grid_lock(folder: Path) -> Iterator[None]:
     Raises:
         GridBusy: another process holds it; the message names its pid.
     """
-    handle = open(folder / LOCK_FILE, "a+")
+    handle = open(folder / GRID_LOCK_FILE, "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -90,31 +77,22 @@ def grid_lock(folder: Path) -> Iterator[None]:
 
 def plan(spec: GridSpec, prepared: dict) -> list[tuple[dict[str, Any], RunSpec]]:
     """(point, RunSpec) of every run of `spec`, in run order: dataset by dataset, point by
-    point, and within a point `Grid.jobs`' order (the backends of one fold, model and seed
-    back to back)."""
-    return [(point, run) for point, grid in spec.cells() for run in plan_point(grid, prepared)]
+    point, and within a point `Invocation.jobs`' order (the backends of one fold, model and
+    seed back to back)."""
+    return [(point, run) for point, invocation in spec.cells()
+            for run in plan_point(invocation, prepared)]
 
 
-def plan_point(grid: Grid, prepared: dict) -> list[RunSpec]:
-    """The RunSpec of each of one point's runs (its `Grid`), in `Grid.jobs`' order.
+def plan_point(invocation: Invocation, prepared: dict) -> list[RunSpec]:
+    """The RunSpec of each of one point's runs (its `Invocation`), in `Invocation.jobs`'
+    order; each run's id ends in its spec's digest, so a resumed grid knows it.
 
     Args:
-        grid: the point's Grid on one dataset.
+        invocation: the point's Invocation on one dataset.
         prepared: dataset → fold → (prepared .npz path, data facts), from `prepare`.
     """
-    runs = []
-    for job in grid.jobs():
-        path, data_info = prepared[grid.dataset][job.fold]
-        run = RunSpec(
-            backend=job.backend, model=job.model, dataset=grid.dataset, prepared_data=str(path),
-            train=replace(grid.train[job.model], seed=job.seed), init=grid.init,
-            threads=grid.threads, deterministic=grid.deterministic, fold=job.fold,
-            data_info=data_info, measure=grid.measure,
-            timeout_s=grid.run_timeout_s or default_run_timeout(grid, job.model, data_info),
-            recipe=grid.recipe.as_record(grid.explicit), id_from_spec=True,
-            run_position=job.position, equivalence_margin=grid.equivalence_margin)
-        runs.append(replace(run, twin_of=run.run_id) if job.twin else run)
-    return runs
+    return [invocation.run_spec(job, *prepared[invocation.dataset][job.fold], id_from_spec=True)
+            for job in invocation.jobs()]
 
 
 def latest_records(folder: Path, on_line: Callable[[str], None]) -> dict[str, dict[str, Any]]:
@@ -148,21 +126,22 @@ def prepare(spec: GridSpec, out_root: Path, resume: Path | None, extend: bool = 
         ValueError, MissingFrameworkError, FileNotFoundError: bad input, before anything
             is written.
     """
-    # Each dataset's first Grid: its data settings, which every point shares.
+    # Each dataset's first Invocation: its data settings, which every point shares.
     first_point = next(spec.points())
-    firsts = {dataset: spec.grid_at(first_point, dataset) for dataset in spec.datasets}
+    firsts = {dataset: spec.invocation_at(first_point, dataset) for dataset in spec.datasets}
     if resume is None:
-        for grid in firsts.values():
-            check_folders(grid, out_root)
+        for invocation in firsts.values():
+            check_folders(invocation, out_root)
     else:
         check_resumable(spec, resume, extend)
     check_ready(firsts[spec.datasets[0]])
-    prepared = {dataset: load_grid_data(grid)[1] for dataset, grid in firsts.items()}
-    for point, grid in spec.cells():
+    prepared = {dataset: load_invocation_data(invocation)[1]
+                for dataset, invocation in firsts.items()}
+    for point, invocation in spec.cells():
         try:
-            check_batch_size(grid, prepared[grid.dataset])
+            check_batch_size(invocation, prepared[invocation.dataset])
         except ValueError as error:
-            on = f" on {grid.dataset}" if len(spec.datasets) > 1 else ""
+            on = f" on {invocation.dataset}" if len(spec.datasets) > 1 else ""
             raise ValueError(f"grid spec {spec.source}{spec.line_of('batch_size')} at "
                              f"{describe_point(point)}{on}: {error}") from None
     return prepared
@@ -175,9 +154,9 @@ def check_resumable(spec: GridSpec, folder: Path, extend: bool) -> None:
     A resume with another spec would otherwise replace the study: grid.json and the
     report would describe the new spec only.
     """
-    kept = folder / SPEC_FILE
+    kept = folder / GRID_SPEC_FILE
     if not kept.is_file():
-        raise ValueError(f"--resume {folder} is not a grid folder (it holds no {SPEC_FILE}): "
+        raise ValueError(f"--resume {folder} is not a grid folder (it holds no {GRID_SPEC_FILE}): "
                          "pass the folder a `python -m benchmarks.grid` run made")
     differences = spec_differences(read_toml_text(kept, "grid spec", f"restore {kept}"),
                                    spec.text, f"grid spec {kept}")
@@ -190,9 +169,9 @@ def check_resumable(spec: GridSpec, folder: Path, extend: bool) -> None:
 
 
 def keep_spec(spec: GridSpec, folder: Path) -> None:
-    """Writes `spec`'s text into the folder as SPEC_FILE; another spec there before (a
+    """Writes `spec`'s text into the folder as GRID_SPEC_FILE; another spec there before (a
     resume with --extend, or another select_by) stays beside it, as grid-spec.<N>.toml."""
-    current = folder / SPEC_FILE
+    current = folder / GRID_SPEC_FILE
     if current.is_file() and current.read_text(encoding="utf-8") != spec.text:
         names = (current.with_suffix(f".{n}{current.suffix}") for n in itertools.count(1))
         os.replace(current, next(name for name in names if not name.exists()))
@@ -351,7 +330,7 @@ def summarise(spec: GridSpec, folder: Path, planned: list, on_line: Callable[[st
     summary = {**build_summary(spec, records, len(planned), points), **(extra or {})}
     # In insertion order (deterministic): a point's axes stay in the spec's order, which
     # the report shows them in.
-    _write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
+    _write_atomically(folder / GRID_SUMMARY_FILE, json.dumps(summary, indent=2))
     chosen_records = chosen_runs(records, summary["choices"])
     if chosen_records:
         write_report(folder, chosen_records)

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.record import schema
-from benchmarks.record.schema import failed_record
-from benchmarks.runner.config import RunSpec
+from benchmarks.runner.config import RunSpec, failed_record
 from benchmarks.runner.harness import run_in_worker
 
 EXECUTORS = ("local", "ray")

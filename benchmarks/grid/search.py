@@ -41,6 +41,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.analysis.grid_selection import SELECTION_SECTION, describe_point, point_key
 from benchmarks.grid.driver import (
     grid_folder,
     keep_spec,
@@ -50,13 +51,12 @@ from benchmarks.grid.driver import (
     start_writing,
     summarise,
 )
-from benchmarks.grid.selection import SELECTION_SECTION, describe_point, point_key
 from benchmarks.grid.spec import SELECT_BY, TRAIN_KEYS, GridSpec, Range
 from benchmarks.record import schema
+from benchmarks.record.layout import TRIALS_FILE
 from benchmarks.record.store import append_json_line, cut_torn_tail, read_json_lines
-from benchmarks.runner.grid import check_batch_size
+from benchmarks.runner.data import check_batch_size
 
-TRIALS_FILE = "trials.jsonl"
 COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
 FINISHED = (COMPLETE, PRUNED)  # the states that count towards `trials`
 OPTUNA_MISSING = "optuna is not installed: pip install -e '.[optuna]'"
@@ -254,12 +254,12 @@ def _run_trial(spec: GridSpec, folder: Path, prepared: dict, executor,
     entry = {"number": number, "point": point, "value": None, "curve": [],
              "pruned_at_epoch": None}
     try:
-        grid = spec.grid_at(point)
-        check_batch_size(grid, prepared[grid.dataset])
+        invocation = spec.invocation_at(point)
+        check_batch_size(invocation, prepared[invocation.dataset])
     except ValueError as error:
         on_line(f"warning: trial {number} ({describe_point(point)}) cannot run: {error}")
         return {**entry, "state": FAILED}
-    runs = plan_point(grid, prepared)
+    runs = plan_point(invocation, prepared)
     records = {run_id: record for run_id, record in latest_records(folder, on_line).items()
                if schema.succeeded(record)}
     done = set(records)
@@ -298,7 +298,7 @@ def _summarise(spec: GridSpec, folder: Path, prepared: dict,
     points = {}
     for entry in trials:
         try:
-            runs = plan_point(spec.grid_at(entry["point"]), prepared)
+            runs = plan_point(spec.invocation_at(entry["point"]), prepared)
         except ValueError:
             continue  # a point that could not run (its trial's warning said why)
         # A pruned trial ran its first run only; the others were never meant to run. A

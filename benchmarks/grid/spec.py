@@ -35,7 +35,7 @@ axes are ranges or choices, and the sampler draws each trial's point:
 
 Every field, type and value is checked by the owner of its concept: TrainConfig fields by
 the recipe's settings and TrainConfig itself (`benchmarks.runner.recipe`), the rest by
-`Grid` and `MeasureConfig`. A bad spec raises one ValueError line naming the file, the
+`Invocation` and `MeasureConfig`. A bad spec raises one ValueError line naming the file, the
 problem and the line it is on.
 """
 
@@ -54,10 +54,10 @@ from backends.augment import augment_config
 from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name
 from backends.init import INIT_MODES
-from benchmarks.grid.selection import describe_point
+from benchmarks.analysis.grid_selection import describe_point
 from benchmarks.messages import quoted
 from benchmarks.runner.config import MeasureConfig
-from benchmarks.runner.grid import Grid, check_int
+from benchmarks.runner.invocation import Invocation
 from benchmarks.runner.recipe import (
     AUGMENT,
     AUGMENT_SETTINGS,
@@ -66,13 +66,12 @@ from benchmarks.runner.recipe import (
     TRAIN_SETTINGS,
     Recipe,
     Setting,
+    check_int,
     checked_table,
-    line_of,
-    parse_toml,
-    read_toml_text,
     resolve_recipe,
     settings,
 )
+from benchmarks.runner.toml_files import line_of, parse_toml, read_toml_text
 from datasets import check_dataset_name
 from datasets.preprocess import KDEF_ANGLES
 
@@ -88,7 +87,7 @@ DEFAULT_THREADS = 1
 # Seeds have their own key: as an axis they would be chosen on, not averaged over.
 NOT_AXES = ("seed",)
 
-# The [grid] table's keys: `Grid`'s fields as a spec writes them, and the spec's own.
+# The [grid] table's keys: `Invocation`'s fields as a spec writes them, and the spec's own.
 GRID_SETTINGS = {s.name: s for s in (
     Setting("dataset", str, help="the dataset (datasets.DATASET_NAMES)"),
     Setting("datasets", str, sequence=True,
@@ -187,7 +186,8 @@ class Range:
     step: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The range as grid.json describes an axis (`benchmarks.grid.study.axis_scale`)."""
+        """The range as grid.json describes an axis
+        (`benchmarks.analysis.grid_study.axis_scale`)."""
         return {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
 
 
@@ -196,7 +196,7 @@ Axis = tuple[Any, ...] | Range  # listed values (a grid's, or a search's choices
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A checked grid spec: its points, and the `Grid` of each, made as they are needed.
+    """A checked grid spec: its points, and the `Invocation` of each, made as they are needed.
 
     Attributes:
         source: the file's path as given.
@@ -205,9 +205,9 @@ class GridSpec:
         datasets: the datasets every point runs on (canonical names, each once); a choice
             is made per dataset.
         axes: axis → its values, in the file's order; or, in a search, its Range.
-        fixed: [fixed]'s settings, as `Grid.explicit` takes them.
-        options: dataset → what its `Grid`s take besides `explicit`, for `grid_at`.
-        grid_table: the [grid] table as written, for naming a Grid error's line.
+        fixed: [fixed]'s settings, as `Invocation.explicit` takes them.
+        options: dataset → what its `Invocation`s take besides `explicit`, for `invocation_at`.
+        grid_table: the [grid] table as written, for naming an Invocation error's line.
         runs: how many runs the spec plans (a search: its trials' runs), at most MAX_RUNS.
         search: the [search] table; None for a grid.
     """
@@ -233,12 +233,12 @@ class GridSpec:
         for values in itertools.product(*self.axes.values()):
             yield dict(zip(self.axes, values, strict=True))
 
-    def cells(self) -> Iterator[tuple[dict[str, Any], Grid]]:
-        """(point, Grid) of every (dataset, point), dataset by dataset and within each in
+    def cells(self) -> Iterator[tuple[dict[str, Any], Invocation]]:
+        """(point, Invocation) of every (dataset, point), dataset by dataset and within each in
         `points`' order: [fixed] and the point on top of the dataset's recipe."""
         for dataset in self.datasets:
             for point in self.points():
-                yield point, self.grid_at(point, dataset)
+                yield point, self.invocation_at(point, dataset)
 
     def recipe(self, dataset: str) -> Recipe:
         """The recipe the runs on `dataset` resolve from."""
@@ -251,16 +251,16 @@ class GridSpec:
                 return _line(self.text, table, key)
         return line_of(self.text, GRID, key)
 
-    def grid_at(self, point: Mapping[str, Any], dataset: str | None = None) -> Grid:
-        """The Grid of `point` on `dataset` (default: the first, a search's only one):
+    def invocation_at(self, point: Mapping[str, Any], dataset: str | None = None) -> Invocation:
+        """The Invocation of `point` on `dataset` (default: the first, a search's only one):
         [fixed] and the point on top of the dataset's recipe.
 
         Raises:
             ValueError: one line naming the file, the setting at fault and its line.
         """
         options = self.options[dataset or self.datasets[0]]
-        return _grid_at(self.text, f"grid spec {self.source}", options, self.fixed,
-                        point, self.grid_table)
+        return _invocation_at(self.text, f"grid spec {self.source}", options, self.fixed,
+                              point, self.grid_table)
 
     def axes_json(self) -> dict[str, Any]:
         """The axes as grid.json writes them: listed values, or a range's ends."""
@@ -404,7 +404,7 @@ def corners(axes: Mapping[str, Axis]) -> tuple[dict[str, Any], ...]:
 
 
 def _culprit(error: ValueError, tables: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
-    """(table, key) of the setting a Grid or MeasureConfig error is about: the field its
+    """(table, key) of the setting an Invocation or MeasureConfig error is about: the field its
     message names ("Received: name=…" or its first word), in the first table holding it."""
     message = str(error)
     named = re.findall(r"Received: (\w+)=", message) + re.findall(r"^(\w+)", message)
@@ -490,10 +490,10 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
         common["data_dir"] = Path(common["data_dir"])
     options = {dataset: {**common, "dataset": dataset, "recipe": recipes[dataset]}
                for dataset in datasets}
-    # The first point's Grid checks the settings every point shares, and counts a point's
+    # The first point's Invocation checks the settings every point shares, and counts a point's
     # runs; the size is known before any other point is made.
-    first = _grid_at(text, where, options[datasets[0]], fixed,
-                     next(iter(corners(axes))), grid_raw)
+    first = _invocation_at(text, where, options[datasets[0]], fixed,
+                           next(iter(corners(axes))), grid_raw)
     points = search.trials if search is not None else math.prod(map(len, axes.values()))
     runs = points * len(datasets) * len(first.jobs())
     if runs > MAX_RUNS:
@@ -541,11 +541,12 @@ def _check_search(raw: dict[str, Any], where: str, text: str) -> SearchConfig:
         raise ValueError(f"{where}: [{SEARCH}]{_line(text, SEARCH, key)}: {error}") from None
 
 
-def _grid_at(text: str, where: str, options: Mapping[str, Any], fixed: Mapping[str, Any],
-             point: Mapping[str, Any], grid_raw: Mapping[str, Any]) -> Grid:
-    """The Grid of `point`; a Grid error names the setting at fault and its line."""
+def _invocation_at(text: str, where: str, options: Mapping[str, Any],
+                   fixed: Mapping[str, Any], point: Mapping[str, Any],
+                   grid_raw: Mapping[str, Any]) -> Invocation:
+    """The Invocation of `point`; an Invocation error names the setting at fault and its line."""
     try:
-        return Grid(**options, explicit=explicit_settings({**fixed, **point}))
+        return Invocation(**options, explicit=explicit_settings({**fixed, **point}))
     except ValueError as error:
         table, key = _culprit(error, [(GRID, dict(grid_raw)), (AXES, dict(point)),
                                       (FIXED, dict(fixed))])

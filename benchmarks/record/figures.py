@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.analysis.stats import Summary, seed_replicates, summarize
 from benchmarks.record import schema
 
 HIGHER, LOWER = "higher", "lower"
@@ -237,13 +236,3 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             for record in records]
     frame = pd.DataFrame(rows, columns=None if rows else list(RUN_KEYS))
     return frame[list(RUN_KEYS) + figure_keys(frame.columns)]
-
-
-def replicate_values(runs: list[dict[str, Any]], key: str) -> list[float]:
-    """The replicate values of figure `key` over `runs` (see `stats.seed_replicates`)."""
-    return seed_replicates(runs, lambda run: figures_of(run).get(key))
-
-
-def summarize_figure(runs: list[dict[str, Any]], key: str) -> Summary:
-    """Mean, std and 95% interval of figure `key` over the replicates among `runs`."""
-    return summarize(replicate_values(runs, key))

@@ -2,11 +2,12 @@
 runner writes for a run.
 
 A record is one JSON object per run (results.jsonl, `benchmarks.record.store`). Every
-record, ok or failed, opens with the header (`record_header`: which run, with which
-settings, on which data) and its outcome (status, error). An ok record adds the
+record, ok or failed, opens with the header (HEADER_FIELDS: which run, with which
+settings, on which data; the runner writes it from the run's spec,
+`benchmarks.runner.config.record_header`) and its outcome (status, error). An ok record adds the
 measurement sections, whose numeric leaves are the figures (`benchmarks.record.figures`),
 then the run's facts and raw outputs; a failed one adds the tail of the worker's stderr
-(`failed_record`).
+(`benchmarks.runner.config.failed_record`).
 
 Schema 1 has grown without a new number: fields were added (deterministic,
 measure_config, test_injection, recipe, pretrained, twin_of, run_position,
@@ -22,11 +23,8 @@ against everything this version writes (`check_record(record, complete=True)`).
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from benchmarks.runner.config import RunSpec
+from collections.abc import Mapping
+from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -49,7 +47,7 @@ PRETRAINED = "pretrained"
 # make the chaos floor (`benchmarks.analysis.stats.chaos_floor`).
 TWIN_OF = "twin_of"
 # The run's place among the runs of its (fold, model, seed), 0 first: the invocation
-# balances which backend goes first (`benchmarks.runner.grid.Grid.jobs`); None where the
+# balances which backend goes first (`benchmarks.runner.invocation.Invocation.jobs`); None where the
 # order was not recorded (older records).
 RUN_POSITION = "run_position"
 # The margin, in accuracy (a fraction), within which the report calls the frameworks
@@ -61,8 +59,8 @@ DETERMINISTIC = "deterministic"
 CONFIG = "config"  # the training recipe (TrainConfig), resolved
 RECIPE = "recipe"  # where CONFIG came from: the recipe file's source and text, explicit overrides
 MEASURE_CONFIG = "measure_config"  # how the worker measures (MeasureConfig)
-DATA = "data"  # facts about the prepared data (harness.prepare_data)
-TEST_INJECTION = "test_injection"  # test-only faults (benchmarks.ci.faults), None without
+DATA = "data"  # facts about the prepared data (runner.data.prepare_data)
+TEST_INJECTION = "test_injection"  # test-only faults (benchmarks.runner.faults), None without
 
 # --- the outcome ------------------------------------------------------------------------
 STATUS = "status"
@@ -134,61 +132,28 @@ class RecordError(ValueError):
     """A value that is not a result record this code reads; the message names the fix."""
 
 
-def record_header(spec: RunSpec) -> dict[str, Any]:
-    """The fields every record carries, whether the run succeeded or failed.
+def describe_injection(injection: Mapping[str, Any]) -> str:
+    """A record's TEST_INJECTION in words, e.g. "torch training +30% (busy CPU), 100 MB
+    held"; as recorded ("name=value, …") where another version of the fault switches, or
+    an edit, wrote fields this one does not know.
 
     Args:
-        spec: the run.
-
-    Returns:
-        HEADER_FIELDS with the spec's values. `recipe` holds the recipe file verbatim
-        and the explicit overrides (`Recipe.as_record`). `test_injection` holds the spec's test-only
-        faults (`benchmarks.ci.faults`), None without: a record measured with one is never
-        a real measurement.
+        injection: the field's value (`benchmarks.runner.faults.InjectedFaults.as_record`).
     """
-    return {
-        VERSION_FIELD: SCHEMA_VERSION,
-        RUN_ID: spec.run_id,
-        BACKEND: spec.backend,
-        MODEL: spec.model,
-        DATASET: spec.dataset,
-        FOLD: spec.fold,
-        SEED: spec.train.seed,
-        TWIN_OF: spec.twin_of,
-        RUN_POSITION: spec.run_position,
-        INIT: spec.init,
-        PRETRAINED: spec.pretrained,
-        THREADS: spec.threads,
-        DETERMINISTIC: spec.deterministic,
-        CONFIG: asdict(spec.train),
-        RECIPE: spec.recipe,
-        MEASURE_CONFIG: asdict(spec.measure),
-        DATA: spec.data_info,
-        TEST_INJECTION: spec.faults.as_record() if spec.faults else None,
-        EQUIVALENCE_MARGIN: spec.equivalence_margin,
-    }
-
-
-def failed_record(spec: RunSpec, error: str, stderr_tail: str,
-                  status: str = FAILED) -> dict[str, Any]:
-    """The record of a run whose worker crashed, raised, was killed, timed out or interrupted.
-
-    Args:
-        spec: the run.
-        error: one line saying why the run did not succeed.
-        stderr_tail: the last lines the worker wrote to stderr.
-        status: FAILED, TIMEOUT or INTERRUPTED.
-
-    Returns:
-        The header, the outcome and FAILED_FIELDS.
-
-    Raises:
-        ValueError: `status` is OK or unknown.
-    """
-    if status not in STATUSES or status == OK:
-        raise ValueError(f"status must be one of {', '.join(STATUSES[1:])}. "
-                         f"Received: status={status!r}")
-    return {**record_header(spec), STATUS: status, ERROR: error, STDERR_TAIL: stderr_tail}
+    known = {"slowdown_backend": None, "slowdown_fraction": 0.0, "alloc_mb": 0}
+    try:
+        if not set(injection) <= set(known):
+            raise TypeError("fields of another version")
+        faults = {**known, **injection}
+        parts = []
+        if faults["slowdown_backend"] is not None:
+            parts.append(f"{faults['slowdown_backend']} training "
+                         f"+{faults['slowdown_fraction']:.0%} (busy CPU)")
+        if faults["alloc_mb"]:
+            parts.append(f"{faults['alloc_mb']} MB held")
+        return ", ".join(parts)
+    except (TypeError, ValueError):
+        return ", ".join(f"{name}={value!r}" for name, value in sorted(injection.items()))
 
 
 def succeeded(record: dict[str, Any]) -> bool:

@@ -1,4 +1,5 @@
-"""Report folders and result records: created new, appended to, never overwritten.
+"""Report folders and result records: created new, appended to, never overwritten (the
+folder's file names: `benchmarks.record.layout`).
 
 Each record is one line of results.jsonl, written whole or not at all: one write of the
 full line, then fsync; when either fails (a full disk) the file is cut back to the size it
@@ -16,26 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.record.layout import RESULTS_FILE
 from benchmarks.record.schema import RecordError, check_record
-
-RESULTS_FILE = "results.jsonl"
-# The folder, beside results.jsonl, of each ok run's weights (`backends.weights`) and of
-# the test images they were scored on, one file per data split.
-WEIGHTS_DIR = "weights"
-
-
-def weights_file_name(run_id: str) -> str:
-    """The name, under WEIGHTS_DIR, of run `run_id`'s weights file."""
-    return f"{run_id}.npz"
-
-
-# Run ids begin with a backend's name, so no weights file is named like this.
-TEST_SPLIT_PREFIX = "test-"
-
-
-def test_split_file_name(split: str) -> str:
-    """The name, under WEIGHTS_DIR, of the test images (x, y) of data split `split`."""
-    return f"{TEST_SPLIT_PREFIX}{split}.npz"
 
 
 def new_report_dir(out_root: Path, dataset: str) -> Path:

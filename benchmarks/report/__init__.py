@@ -23,19 +23,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmarks.grid.selection import chosen_runs
-from benchmarks.grid.study import read_grid_summary
+from benchmarks.analysis.grid_selection import chosen_runs
+from benchmarks.analysis.grid_study import read_grid_summary
 from benchmarks.record.figures import runs_frame
+from benchmarks.record.layout import REPORT_HTML, REPORT_MD, RUNS_CSV, SUMMARY_CSV
 from benchmarks.record.store import ResultsFileError, read_records, results_path
-from benchmarks.report.data import (
-    REPORT_HTML,
-    REPORT_MD,
-    RUNS_CSV,
-    SUMMARY_CSV,
-    analyse,
-    charts,
-    summary_frame,
-)
+from benchmarks.report.data import analyse, charts, summary_frame
 from benchmarks.report.html import render_html
 from benchmarks.report.markdown import render_markdown
 from benchmarks.report.tables import csv_text

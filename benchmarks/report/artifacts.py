@@ -1,6 +1,7 @@
-"""Where a report folder keeps what runs, `benchmarks.explain` and `benchmarks.export` leave
+"""Reading what runs, `benchmarks.explain` and `benchmarks.export` leave in a report folder
 beside the records: saved weights and test images (`weights/`), explanation figures
-(`explain/`), ONNX exports and their onnxruntime figures (`onnx/`).
+(`explain/`), ONNX exports and their onnxruntime figures (`onnx/`); the names are
+`benchmarks.record.layout`'s.
 
 A report folder is untrusted input: people attach its report to issues and hand the folder
 to reviewers, and anyone may have edited it. So every file name read from its records or
@@ -21,12 +22,11 @@ import numpy as np
 from backends.weights import WeightsError
 from benchmarks.messages import quoted
 from benchmarks.record import schema
-from benchmarks.record.store import WEIGHTS_DIR, test_split_file_name
+from benchmarks.record.layout import (
+    WEIGHTS_DIR,
+    test_split_file_name,
+)
 
-EXPLAIN_DIR = "explain"
-SUMMARY_FILE = "explain.json"
-ONNX_DIR = "onnx"
-ONNX_SUMMARY_FILE = "onnx.json"
 # What every PNG file begins with (the PNG specification, 5.2).
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The largest figure the report embeds. explain's figures take well under 1 MB; a larger

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from backends.weights import WeightsError, read_test_probabilities
+from benchmarks.analysis import grid_study as study
 from benchmarks.analysis.load import (
     LOADED_MARK,
     LOADED_NOTE,
@@ -26,23 +27,19 @@ from benchmarks.analysis.stats import (
     FrameworkVerdict,
     Summary,
     framework_verdict,
+    replicate_values,
+    summarize_figure,
 )
-from benchmarks.grid import study
 from benchmarks.messages import shortened
 from benchmarks.record import schema
 from benchmarks.record.figures import (
     HEADLINE,
     figure_keys,
     measure_for,
-    replicate_values,
     runs_frame,
-    summarize_figure,
 )
+from benchmarks.record.layout import EXPLAIN_DIR, EXPLAIN_SUMMARY_FILE
 from benchmarks.report import artifacts, gallery, plots
-
-# The files a report folder holds besides results.jsonl.
-REPORT_HTML, REPORT_MD = "report.html", "report.md"
-SUMMARY_CSV, RUNS_CSV = "summary.csv", "runs.csv"
 
 # The per-run table's figures; the full set is in runs.csv and the "All figures" tables.
 _RUN_TABLE_KEYS = (
@@ -330,8 +327,8 @@ def explanation_figures(data: ReportData) -> list[tuple[str, str, bytes]]:
     """
     folder = data.source.parent
     try:
-        summary_path = artifacts.artifact_path(folder, artifacts.EXPLAIN_DIR,
-                                               artifacts.SUMMARY_FILE)
+        summary_path = artifacts.artifact_path(folder, EXPLAIN_DIR,
+                                               EXPLAIN_SUMMARY_FILE)
     except artifacts.UnsafeName as error:
         data.gallery_notes.append(f"no explanations: {error}")
         return []
@@ -367,7 +364,7 @@ def explanation_figures(data: ReportData) -> list[tuple[str, str, bytes]]:
             if entry.get(kind) is None:  # explain drew no such figure
                 continue
             try:
-                path = artifacts.artifact_path(folder, artifacts.EXPLAIN_DIR, entry[kind])
+                path = artifacts.artifact_path(folder, EXPLAIN_DIR, entry[kind])
                 if path.is_file():
                     figures.append((f"{kind}-{run_id}", caption, artifacts.read_figure(path)))
             except (artifacts.UnsafeName, OSError) as error:

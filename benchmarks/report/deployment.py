@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends import BACKEND_NAMES
 from benchmarks.analysis.load import LOADED_MARK
 from benchmarks.messages import shortened
 from benchmarks.record import schema
-from benchmarks.report.artifacts import ONNX_DIR, ONNX_SUMMARY_FILE, UnsafeName, artifact_path
+from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE
+from benchmarks.report.artifacts import UnsafeName, artifact_path
 from benchmarks.report.data import ReportData
 
-FRAMEWORKS = ("tf", "torch")
 NOT_MEASURED = ("ONNX: not measured (pip install -e '.[onnx]', then run "
                 "python -m benchmarks.export on this report folder)")
 
@@ -117,17 +118,17 @@ def deployment(data: ReportData) -> Deployment:
         run_ids = {r[schema.RUN_ID] for runs in by_backend.values() for r in runs}
         ours = {f: [e.get("latency") or {} for e in exports
                     if e.get("name") in run_ids and e.get("exported_by") == f and
-                    e.get("latency")] for f in FRAMEWORKS}
+                    e.get("latency")] for f in BACKEND_NAMES}
         if not any(ours.values()):
             continue
         native = {f: [r.get(schema.LATENCY) or {} for r in by_backend.get(f, [])]
-                  for f in FRAMEWORKS}
+                  for f in BACKEND_NAMES}
         for title, read, digits in FIGURES:
             rows.append([label, title]
                         + [_cell(_mean([read(x) for x in native[f]]), digits,
-                                 data.under_load(label, f)) for f in FRAMEWORKS]
+                                 data.under_load(label, f)) for f in BACKEND_NAMES]
                         + [_cell(_mean([read(x) for x in ours[f]]), digits)
-                           for f in FRAMEWORKS])
+                           for f in BACKEND_NAMES])
     tolerance = summary.get("tolerance")
     parity_rows = []
     for e in exports:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from benchmarks.record.layout import REPORT_HTML
 from benchmarks.report.data import (
-    REPORT_HTML,
     ReportData,
     data_rows,
     facts_table,

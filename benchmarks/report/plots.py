@@ -21,24 +21,31 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
-from benchmarks.analysis.stats import bootstrap_interval, summarize
-from benchmarks.grid.selection import format_value
-from benchmarks.record.figures import measure_for, replicate_values, summarize_figure
+from backends import BACKEND_NAMES
+from benchmarks.analysis.grid_selection import format_value
+from benchmarks.analysis.stats import (
+    bootstrap_interval,
+    replicate_values,
+    summarize,
+    summarize_figure,
+)
+from benchmarks.record.figures import measure_for
 
 Groups = dict[str, dict[str, list[dict[str, Any]]]]
 
 # Colour-blind-safe (Okabe-Ito) colours; the two frameworks keep theirs in every figure.
 _PALETTE = ("#E69F00", "#0072B2", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
-_KNOWN_BACKENDS = ("tf", "torch")
 _DPI = 100
 
 
 def backend_color(backend: str, backends: list[str]) -> str:
-    """The colour of `backend`: fixed for tf and torch, else by position in `backends`."""
-    if backend in _KNOWN_BACKENDS:
-        return _PALETTE[_KNOWN_BACKENDS.index(backend)]
-    extra = [b for b in backends if b not in _KNOWN_BACKENDS]
-    return _PALETTE[len(_KNOWN_BACKENDS) + extra.index(backend) % (len(_PALETTE) - 2)]
+    """The colour of `backend`: fixed for each registered backend (`BACKEND_NAMES`), else
+    by position in `backends`."""
+    if backend in BACKEND_NAMES:
+        return _PALETTE[BACKEND_NAMES.index(backend)]
+    extra = [b for b in backends if b not in BACKEND_NAMES]
+    known = len(BACKEND_NAMES)
+    return _PALETTE[known + extra.index(backend) % (len(_PALETTE) - known)]
 
 
 def _text(value: Any) -> str:
@@ -54,8 +61,9 @@ def _png(figure: Figure) -> bytes:
 
 
 def ordered_backends(names: Iterable[str]) -> list[str]:
-    """The distinct backend names, tf and torch first, in every table and figure."""
-    rank = {name: i for i, name in enumerate(_KNOWN_BACKENDS)}
+    """The distinct backend names, the registered ones first (tf, torch), in every table and
+    figure."""
+    rank = {name: i for i, name in enumerate(BACKEND_NAMES)}
     return sorted(set(names), key=lambda b: (rank.get(b, len(rank)), b))
 
 
@@ -355,7 +363,7 @@ def study_chart(panels: list[dict[str, Any]], select_by: str) -> bytes | None:
     order; a search's ranges are drawn to scale (a log range on a log axis).
 
     Args:
-        panels: `benchmarks.grid.study.chart_panels` of grid.json.
+        panels: `benchmarks.analysis.grid_study.chart_panels` of grid.json.
         select_by: the validation figure, for the y axis.
     """
     panels = [p for p in panels if any(p["lines"].values())]

@@ -1,4 +1,6 @@
-"""Run specifications: dataclasses recorded verbatim in the results."""
+"""Run specifications: dataclasses recorded verbatim in the results, and the header of
+the record a run's spec opens (`record_header`, `failed_record`; the fields are
+`benchmarks.record.schema`'s)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from typing import Any
 
 from backends.base import TrainConfig
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
-from benchmarks.ci.faults import InjectedFaults
+from benchmarks.record import schema
 from benchmarks.runner.env import available_cores
+from benchmarks.runner.faults import InjectedFaults
 from benchmarks.runner.recipe import NO_RECIPE
 
 
@@ -55,7 +58,7 @@ class MeasureConfig:
             )
 
 
-# The prepared data's facts (`harness.prepare_data`) that say which images a run sees.
+# The prepared data's facts (`data.prepare_data`) that say which images a run sees.
 _DATA_IDENTITY = ("fingerprint", "split", "split_seed", "image_shape")
 
 
@@ -77,7 +80,7 @@ class RunSpec:
         fold: fold index for k-fold protocols, None for a holdout.
         data_info: facts about the data (fingerprint, protocol, sizes) for the record.
         measure: how latency and peak FLOP/s are measured.
-        faults: test-only fault injection (benchmarks.ci.faults), parsed once where the
+        faults: test-only fault injection (benchmarks.runner.faults), parsed once where the
             run started; None for a real measurement.
         timeout_s: the harness kills the worker after this many seconds and records the
             run as timed out; None: no limit. Not part of the record: a limit changes no
@@ -99,7 +102,7 @@ class RunSpec:
             (`backends.init.one_ulp_away`; `--twins`), to measure run-to-run chaos; None
             for a run that is no twin.
         run_position: the run's place among the runs of its (fold, model, seed), 0 first
-            (`Grid.jobs`); None where no order was planned. Not part of `spec_digest`:
+            (`Invocation.jobs`); None where no order was planned. Not part of `spec_digest`:
             the order changes no figure's mathematics.
         equivalence_margin: the accuracy margin (a fraction) within which the report calls
             the frameworks equivalent, recorded so that it is fixed before the results
@@ -189,3 +192,61 @@ class RunSpec:
     @classmethod
     def read(cls, path: Path) -> RunSpec:
         return cls.from_json(Path(path).read_text())
+
+
+def record_header(spec: RunSpec) -> dict[str, Any]:
+    """The fields every record carries, whether the run succeeded or failed.
+
+    Args:
+        spec: the run.
+
+    Returns:
+        `schema.HEADER_FIELDS` with the spec's values. `recipe` holds the recipe file
+        verbatim and the explicit overrides (`Recipe.as_record`). `test_injection` holds
+        the spec's test-only faults (`benchmarks.runner.faults`), None without: a record
+        measured with one is never a real measurement.
+    """
+    return {
+        schema.VERSION_FIELD: schema.SCHEMA_VERSION,
+        schema.RUN_ID: spec.run_id,
+        schema.BACKEND: spec.backend,
+        schema.MODEL: spec.model,
+        schema.DATASET: spec.dataset,
+        schema.FOLD: spec.fold,
+        schema.SEED: spec.train.seed,
+        schema.TWIN_OF: spec.twin_of,
+        schema.RUN_POSITION: spec.run_position,
+        schema.INIT: spec.init,
+        schema.PRETRAINED: spec.pretrained,
+        schema.THREADS: spec.threads,
+        schema.DETERMINISTIC: spec.deterministic,
+        schema.CONFIG: asdict(spec.train),
+        schema.RECIPE: spec.recipe,
+        schema.MEASURE_CONFIG: asdict(spec.measure),
+        schema.DATA: spec.data_info,
+        schema.TEST_INJECTION: spec.faults.as_record() if spec.faults else None,
+        schema.EQUIVALENCE_MARGIN: spec.equivalence_margin,
+    }
+
+
+def failed_record(spec: RunSpec, error: str, stderr_tail: str,
+                  status: str = schema.FAILED) -> dict[str, Any]:
+    """The record of a run whose worker crashed, raised, was killed, timed out or interrupted.
+
+    Args:
+        spec: the run.
+        error: one line saying why the run did not succeed.
+        stderr_tail: the last lines the worker wrote to stderr.
+        status: schema.FAILED, TIMEOUT or INTERRUPTED.
+
+    Returns:
+        The header, the outcome and `schema.FAILED_FIELDS`.
+
+    Raises:
+        ValueError: `status` is schema.OK or unknown.
+    """
+    if status not in schema.STATUSES or status == schema.OK:
+        raise ValueError(f"status must be one of {', '.join(schema.STATUSES[1:])}. "
+                         f"Received: status={status!r}")
+    return {**record_header(spec), schema.STATUS: status, schema.ERROR: error,
+            schema.STDERR_TAIL: stderr_tail}

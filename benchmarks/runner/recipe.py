@@ -1,4 +1,6 @@
-"""Recipes: TrainConfig settings from a TOML file, per dataset and per model (docs/design.md §4).
+"""The recipe: TrainConfig's settings, their bounds, the presets, and recipe files (TOML) per
+dataset and per model (docs/design.md §4). The command line, grid specs and the invocation
+all read it here.
 
 A recipe file holds up to three kinds of table:
 
@@ -21,12 +23,10 @@ no null. Every dataset has a shipped recipe (`benchmarks/recipes/<dataset>.toml`
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
-import os
 import re
-import stat
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -34,25 +34,13 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from backends.augment import AUGMENT_LEVELS, AugmentConfig, augment_config
-from backends.base import FIELD_CHOICES, TrainConfig
-from backends.catalog import MODEL_NAMES
-from benchmarks.messages import quoted, shortened
+from backends.base import FIELD_CHOICES, MAX_SEED, TrainConfig
+from backends.catalog import DEFAULT_NUM_CLASSES, MODEL_NAMES, model_cost
+from benchmarks.messages import quoted
+from benchmarks.runner.toml_files import line_of, parse_toml, read_toml_text
 from datasets import DATASET_NAMES
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, under its PyPI name
-    import tomli as tomllib
-
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-# A recipe or grid spec is written by hand (a shipped recipe takes under 2 kB), and every
-# run's record carries its recipe's text: 64 KiB is room for any, and keeps a file that is
-# no recipe from being read whole.
-MAX_TOML_BYTES = 64 * 2**10
-# Tables in tables and arrays in arrays: a recipe nests 4 deep ([models.vgg16.augment]
-# and its values), a spec's range 3. tomllib recurses on each level, into a RecursionError
-# near a thousand.
-MAX_TOML_DEPTH = 8
 AUTO, NONE = "auto", "none"  # the --recipe values that name no file
 TRAIN, AUGMENT, MODELS = "train", "augment", "models"  # the tables of a recipe file
 LEVEL = "level"  # the [augment] key naming a level
@@ -183,6 +171,132 @@ AUGMENT_SETTINGS = {
 }
 
 
+# --- bounds: what one invocation may ask of the machine ----------------------------------
+# Each is generous for its purpose and far below what exhausts a 24 GB machine; README.md
+# states them with the options, and `benchmarks.run --help` with each option.
+MAX_EPOCHS = 1000
+MAX_SEEDS = 100
+# Leave-one-subject-out on the largest subject set here (CK+, 123 people) is 123 folds; the
+# list of folds is made when the invocation is, so a billion would exhaust memory first.
+MAX_FOLDS = 1000
+# 16 is the synthetic faces' smallest; at 256 the card models train on a GPU in minutes,
+# while at 5000 one synthetic subject took 396 s and 13 GB to draw.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
+# vgg16 and alexnet size their classifier from the input: alexnet at 256 × 256 has 1.03
+# billion parameters, about 16 GB to train with Adam (weights, gradients, two moments).
+MAX_TRAINABLE_PARAMS = 200_000_000
+# Pixels in one batch: its activations are what a large batch runs out of memory with
+# (vgg16 at 256 × 256 keeps about 160 MB of them per image). 1820 images at 48 × 48, 64 at
+# 256 × 256. The latency probe predicts one batch of this size too.
+MAX_BATCH_PIXELS = 2**22
+MAX_SYNTHETIC_SUBJECTS = 500  # 10,500 images; about 3 minutes to draw at 256 × 256
+# The default per-run time limit: a fixed allowance (framework import, tracing, latency
+# probe, matmul calibration) plus the run's FLOPs at a rate 15 times below the slowest
+# seen (proposed_cnn, 2 oversubscribed cores: 26 img/s, 15 GFLOP/s): only a worker that
+# is hung or stopped reaches it.
+RUN_TIMEOUT_BASE_S = 600.0
+RUN_TIMEOUT_FLOPS_PER_S = 1e9
+# threading.Timer's limit is far above; this keeps any timeout printable and meaningful.
+MAX_RUN_TIMEOUT_S = 1e7
+
+
+def check_int(name: str, value: Any, low: int, high: int, why: str) -> None:
+    """Raises ValueError ("name must be an integer ≥ low. Received: name=…") unless
+    `value` is an integer in [low, high]; `why` says what bounds it above."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer ≥ {low}. Received: {name}={quoted(value)}")
+    if value > high:
+        raise ValueError(f"{name} must be ≤ {high} ({why}). Received: {name}={quoted(value)}")
+
+
+def max_batch_size(image_size: int) -> int:
+    """The largest batch of `image_size`² images within MAX_BATCH_PIXELS."""
+    return MAX_BATCH_PIXELS // image_size**2
+
+
+def _model_fits(model: str, image_size: int) -> bool:
+    try:
+        cost = model_cost(model, (image_size, image_size, 1), DEFAULT_NUM_CLASSES)
+    except ValueError:  # the input does not survive the model's down-sampling
+        return False
+    return cost.params <= MAX_TRAINABLE_PARAMS
+
+
+@functools.cache
+def image_size_range(model: str) -> tuple[int, int]:
+    """The smallest and largest image size `model` trains at here.
+
+    Within [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE], at least as large as its down-sampling needs
+    and at most MAX_TRAINABLE_PARAMS trainable parameters (with DEFAULT_NUM_CLASSES).
+    """
+    sizes = [s for s in range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE + 1) if _model_fits(model, s)]
+    return sizes[0], sizes[-1]
+
+
+def check_image_size(model: str, image_size: int) -> None:
+    low, high = image_size_range(model)
+    if image_size < low:
+        raise ValueError(f"image_size must be ≥ {low} for {model}: its down-sampling leaves "
+                         f"nothing of a smaller input. Received: image_size={image_size}")
+    if image_size > high:
+        raise ValueError(f"image_size must be ≤ {high} for {model}: its classifier grows with "
+                         f"the input, past {MAX_TRAINABLE_PARAMS:,} trainable parameters "
+                         f"(16 bytes each to train with Adam). Received: image_size={image_size}")
+
+
+# --- the command line and presets -------------------------------------------------------
+# Option spellings other than the field's name in kebab case.
+OPTION_FLAGS = {"learning_rate": ("--lr", "--learning-rate")}
+# What an invocation bounds beyond TrainConfig's own checks, for --help.
+FIELD_BOUNDS = {
+    "epochs": f"1 to {MAX_EPOCHS}",
+    "seed": f"0 to {MAX_SEED}",
+    "learning_rate": "a finite number > 0",
+    "batch_size": (f"at most the training split's images and {MAX_BATCH_PIXELS:,} pixels "
+                   f"({max_batch_size(48)} images at 48×48, {max_batch_size(MAX_IMAGE_SIZE)} "
+                   f"at {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE})"),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Named defaults for `benchmarks.run`; options given explicitly still win.
+
+    Attributes:
+        summary: one line for --help.
+        options: option defaults, keyed by argparse destination ("synthetic_subjects";
+            a TrainConfig field's name for its option). They count as given explicitly, so
+            they override the recipe.
+        measure: how the workers measure beyond training and evaluation: MeasureConfig's
+            fields (`benchmarks.runner.config`), the others at their defaults.
+    """
+
+    summary: str
+    options: dict[str, Any]
+    measure: dict[str, Any]
+
+
+PRESETS = {
+    # Sized to take 3 to 6 minutes on a shared 2-core CPU. One thread per framework: a
+    # thread pool stalls whenever another process takes one of its cores, while a single
+    # thread only waits, and the time it waited can be taken out (docs/ci.md). No recipe:
+    # the check's runs must not change when a shipped recipe does.
+    "ci": Preset(
+        summary="the CI regression check (docs/ci.md): the card models in both backends on "
+                "a tiny synthetic set, 1 thread, seed 0",
+        options={"backend": "both", "models": "card", "dataset": "synthetic",
+                 "synthetic_subjects": 6, "image_size": 32, "epochs": 5, "batch_size": 16,
+                 "learning_rate": TrainConfig.learning_rate, "seed": 0, "seeds": 1,
+                 "init": "shared", "threads": 1, "deterministic": False, "recipe": NONE,
+                 # The check compares speed and memory only; weights would be disk for
+                 # nothing (and no figure changes either way: they are saved after all).
+                 "save_weights": "none"},
+        measure={"latency_repeats": 10, "latency_budget_s": 1.0, "calibration_size": 1024,
+                 "epoch_calibration": True},
+    ),
+}
+
+
 def resolve_augment(layers: Mapping[str, Any]) -> AugmentConfig:
     """The AugmentConfig of merged [augment] settings: the level's, then the per-op ones.
 
@@ -276,28 +390,6 @@ def shipped_recipe(dataset: str) -> Path:
     return RECIPES_DIR / f"{dataset}.toml"
 
 
-def line_of(text: str, table: str, key: str | None = None) -> str:
-    """" (line N)" where `key` is set in `table` (dotted, as "models.vgg16"; "" for the top
-    level), or the table's header line without a key; "" where the text does not show it
-    plainly (an inline table, say)."""
-    lines = text.splitlines()
-    begin = 0
-    if table:
-        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(
-            rf'"?{re.escape(part)}"?' for part in table.split(".")) + r"\s*\]")
-        start = next((n for n, line in enumerate(lines) if header.match(line)), None)
-        if start is None:
-            return ""
-        if key is None:
-            return f" (line {start + 1})"
-        begin = start + 1
-    assignment = re.compile(rf'^\s*"?{re.escape(key or "")}"?\s*=')
-    for n in range(begin, len(lines)):
-        if lines[n].lstrip().startswith("["):
-            break
-        if assignment.match(lines[n]):
-            return f" (line {n + 1})"
-    return ""
 
 
 def checked_table(raw: Any, table: str, allowed: Mapping[str, Setting], where: str,
@@ -335,28 +427,6 @@ def _naming(where: str, table: str, text: str) -> Iterator[None]:
         raise ValueError(f"{where}: [{table}]{line_of(text, table)}: {error}") from None
 
 
-def parse_toml(text: str, where: str) -> dict[str, Any]:
-    """The tables of the TOML `text`, nested at most MAX_TOML_DEPTH deep.
-
-    Raises:
-        ValueError: one line naming `where`: it is not TOML, or nests deeper.
-    """
-    too_deep = (f"{where} nests tables and arrays more than {MAX_TOML_DEPTH} deep; a recipe "
-                "or grid spec needs 4 at most: flatten it")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{where} is not valid TOML: {error}") from None
-    except RecursionError:  # tomllib recurses per level: a 2 kB file can exhaust it
-        raise ValueError(too_deep) from None
-    levels = [(raw, 1)]
-    while levels:
-        value, depth = levels.pop()
-        if depth > MAX_TOML_DEPTH:
-            raise ValueError(too_deep)
-        inner = value.values() if isinstance(value, dict) else value
-        levels += [(item, depth + 1) for item in inner if isinstance(item, (dict, list))]
-    return raw
 
 
 def parse_recipe(text: str, source: str) -> Recipe:
@@ -409,41 +479,6 @@ def parse_recipe(text: str, source: str) -> Recipe:
     return recipe
 
 
-def read_toml_text(path: str | Path, what: str, fix: str) -> str:
-    """The text of the TOML file at `path`: a regular file of at most MAX_TOML_BYTES.
-
-    Args:
-        path: the file.
-        what: what the file is, for the message ("recipe", "grid spec").
-        fix: what to pass instead, for the message.
-
-    Raises:
-        ValueError: one line, when the file is missing, unreadable, not a regular file (a
-            FIFO would wait for a writer for ever, /dev/zero give bytes for ever), larger
-            than MAX_TOML_BYTES or not UTF-8.
-    """
-    shown = shortened(str(path), 200)
-    try:
-        # Without O_NONBLOCK, opening a FIFO waits for a writer; it is refused below.
-        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as error:
-        reason = ("not found" if isinstance(error, FileNotFoundError)
-                  else f"unreadable ({error.strerror or type(error).__name__})")
-        raise ValueError(f"{what} {shown} {reason}: {fix}") from None
-    if not stat.S_ISREG(os.fstat(handle).st_mode):
-        os.close(handle)
-        raise ValueError(f"{what} {shown} is not a regular file (a folder, a FIFO or a "
-                         f"device): {fix}")
-    with os.fdopen(handle, "rb") as stream:
-        data = stream.read(MAX_TOML_BYTES + 1)
-    if len(data) > MAX_TOML_BYTES:
-        raise ValueError(f"{what} {shown} is larger than {MAX_TOML_BYTES:,} bytes, far more "
-                         f"than any {what} holds: {fix}")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{what} {shown} is not UTF-8 text (byte 0x{data[error.start]:02x} at "
-                         f"offset {error.start}): {fix}") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -22,11 +22,11 @@ import numpy as np
 
 from backends.base import EpochLog, Selection
 from benchmarks.analysis.metrics import classification_metrics
-from benchmarks.ci.faults import hold_resident_memory, slow_down
 from benchmarks.record import schema
-from benchmarks.record.schema import check_record, record_header
-from benchmarks.runner.config import RunSpec
+from benchmarks.record.schema import check_record
+from benchmarks.runner.config import RunSpec, record_header
 from benchmarks.runner.env import host_environment
+from benchmarks.runner.faults import hold_resident_memory, slow_down
 from benchmarks.trackers.energy import EnergyTracker
 from benchmarks.trackers.memory import (
     GpuMemoryTracker,
@@ -219,7 +219,7 @@ def _max_known(*values: float | None) -> float | None:
 def execute(spec: RunSpec) -> dict[str, Any]:
     """Runs `spec` in this process and returns its result record."""
     from backends import create_backend
-    from backends.flops import model_cost
+    from backends.catalog import model_cost
     from backends.init import shared_initial_weights
 
     data = np.load(spec.prepared_data)
@@ -357,7 +357,7 @@ def load_pretrained(spec: RunSpec, backend):
     """
     from backends.pretrained import map_checkpoint, staged_checkpoint
 
-    # With init "shared" (which a pretrained grid requires) the model already holds the
+    # With init "shared" (which a pretrained invocation requires) the model already holds the
     # shared initial weights of the run's seed: they are both the template and what the
     # re-initialised layers take, drawn once.
     if spec.init != "shared":

@@ -1,6 +1,6 @@
 """Test-only fault injection: proves that the CI regression check can fail (docs/ci.md).
 
-Two switches, read from the environment once, where a run starts (`runner.grid.run_grid`),
+Two switches, read from the environment once, where a run starts (`runner.launch.run_invocation`),
 carried to the worker in its RunSpec and applied from outside the backend:
 
 * ``FERBENCH_TEST_INJECT_SLOWDOWN="BACKEND:FRACTION"`` (e.g. ``"torch:0.30"``): every
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from backends.registry import BACKEND_NAMES
+from benchmarks.record.schema import describe_injection
 
 SLOWDOWN_VARIABLE = "FERBENCH_TEST_INJECT_SLOWDOWN"
 ALLOC_VARIABLE = "FERBENCH_TEST_INJECT_ALLOC_MB"
@@ -61,13 +62,7 @@ class InjectedFaults:
 
     def describe(self) -> str:
         """One line for logs, e.g. "torch training +30% (busy CPU), 100 MB held"."""
-        parts = []
-        if self.slowdown_backend is not None:
-            parts.append(f"{self.slowdown_backend} training +{self.slowdown_fraction:.0%} "
-                         "(busy CPU)")
-        if self.alloc_mb:
-            parts.append(f"{self.alloc_mb} MB held")
-        return ", ".join(parts)
+        return describe_injection(self.as_record())
 
     def as_record(self) -> dict[str, Any]:
         """The record's ``test_injection`` field."""

@@ -18,13 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.analysis.grid_selection import describe_point, format_value, validation_view
 from benchmarks.analysis.stats import Summary, summarize
-from benchmarks.grid.selection import describe_point, format_value, validation_view
 from benchmarks.messages import shortened
 from benchmarks.record import schema
+from benchmarks.record.layout import GRID_SUMMARY_FILE
 from benchmarks.record.store import ResultsFileError
 
-SUMMARY_FILE = "grid.json"  # the grid folder's summary: its choices and its study
 # How an axis' values are laid out along a chart's x axis.
 CATEGORICAL, LINEAR, LOG = "categorical", "linear", "log"
 
@@ -90,7 +90,7 @@ def read_grid_summary(folder: Path) -> dict[str, Any] | None:
         ResultsFileError: grid.json is there but not JSON, or not of the shape this module
             writes (one line naming the fix).
     """
-    path = Path(folder) / SUMMARY_FILE
+    path = Path(folder) / GRID_SUMMARY_FILE
     if not path.is_file():
         return None
     try:
