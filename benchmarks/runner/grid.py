@@ -54,6 +54,7 @@ from benchmarks.runner.worker import TRAIN_FLOPS_MULTIPLIER
 from datasets import check_dataset_name, default_data_dir, load_dataset
 from datasets.cache import default_cache_dir
 from datasets.preprocess import KDEF_ANGLES
+from datasets.selection import NO_SELECTION, DataSelection, select_classes
 from datasets.synthetic import DEFAULT_SUBJECTS
 from datasets.synthetic import generate as generate_synthetic
 
@@ -214,6 +215,8 @@ class Grid:
             report sets the framework difference against; needs init "shared".
         equivalence_margin: the accuracy margin (a fraction, in (0, 1)) within which the
             report calls the frameworks equivalent; recorded in every record.
+        data_selection: the classes kept, the per-class draws and the official part
+            tested on (`datasets.selection`), recorded in every record's data facts.
         train: model → its TrainConfig, resolved from `recipe` and `explicit` when the
             grid is made; its seed is the model's first seed. Each has at most MAX_EPOCHS
             epochs and a batch of at most `max_batch_size(image_size)` images (and,
@@ -241,6 +244,7 @@ class Grid:
     pretrained: Path | None = None
     twins: bool = False
     equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
+    data_selection: DataSelection = NO_SELECTION
     train: Mapping[str, TrainConfig] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -313,6 +317,9 @@ class Grid:
         if self.save_weights not in SAVE_WEIGHTS:
             raise ValueError(f"save_weights must be one of {', '.join(SAVE_WEIGHTS)}. "
                              f"Received: save_weights={self.save_weights!r}")
+        if not isinstance(self.data_selection, DataSelection):
+            raise ValueError("data_selection must be a datasets.selection.DataSelection. "
+                             f"Received: data_selection={quoted(self.data_selection)}")
         if self.kdef_angles not in KDEF_ANGLES:
             raise ValueError(f"kdef_angles must be one of {', '.join(KDEF_ANGLES)}. "
                              f"Received: kdef_angles={self.kdef_angles!r}")
@@ -464,10 +471,12 @@ def read_pretrained(grid: Grid) -> Checkpoint | None:
 
 
 def load_grid_data(grid: Grid):
-    """Loads the dataset and writes each fold's prepared arrays.
+    """Loads the dataset, keeps the selected classes, and writes each fold's prepared
+    arrays (split, then drawn per class: `grid.data_selection`).
 
     Returns:
-        The dataset and, per fold, (prepared .npz path, data facts for the records).
+        The dataset (its classes selected) and, per fold, (prepared .npz path, data facts
+        for the records).
 
     Raises:
         ValueError, FileNotFoundError: the dataset cannot be read (the message says why).
@@ -479,8 +488,10 @@ def load_grid_data(grid: Grid):
     else:
         dataset = load_dataset(grid.dataset, grid.data_dir, grid.image_size,
                                kdef_angles=grid.kdef_angles, cache_dir=cache)
+    dataset = select_classes(dataset, grid.data_selection.classes)
     prepared = {fold: prepare_data(dataset, split_seed=0, cache_dir=cache, folds=grid.folds,
-                                   fold=fold) for fold in grid.fold_indices()}
+                                   fold=fold, selection=grid.data_selection)
+                for fold in grid.fold_indices()}
     return dataset, prepared
 
 

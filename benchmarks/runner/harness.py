@@ -20,7 +20,8 @@ from benchmarks.record.schema import ERROR, INTERRUPTED, TIMEOUT, failed_record
 from benchmarks.runner.config import RunSpec
 from benchmarks.runner.env import SUITE_ROOT
 from benchmarks.runner.interrupts import STOP_SIGNALS, stop_name
-from datasets import FaceDataset, dataset_split
+from datasets import FaceDataset
+from datasets.selection import NO_SELECTION, DataSelection, selected_split
 
 # Skipped files listed in each run's record (all of them are counted).
 MAX_LISTED_SKIPPED = 100
@@ -32,18 +33,21 @@ def prepare_data(
     cache_dir: Path,
     folds: int | None = None,
     fold: int | None = None,
+    selection: DataSelection = NO_SELECTION,
 ) -> tuple[Path, dict[str, Any]]:
     """Splits `dataset` and writes the arrays every worker of this invocation reads.
 
     The split is datasets.dataset_split's: k-fold with `folds`, else the dataset's
-    official split (FER2013), else a holdout; subject-independent where subjects exist.
+    official split (FER2013), else a holdout; subject-independent where subjects exist;
+    then `selection`'s test part and per-class draws (`datasets.selection.selected_split`).
 
     Args:
-        dataset: the loaded dataset.
+        dataset: the loaded dataset, its classes already selected.
         split_seed: seed of the split.
         cache_dir: folder for the prepared file.
         folds: number of folds for k-fold cross-validation, or None.
         fold: with `folds`, the fold whose part is the test set.
+        selection: the test part and per-class draws, recorded in the data facts.
 
     Returns:
         The .npz path and the data facts recorded with each run. A file already there is
@@ -52,7 +56,7 @@ def prepare_data(
     """
     import zipfile  # np.load's error for a damaged file; only this function needs it
 
-    split = dataset_split(dataset, folds=folds, fold=fold, seed=split_seed)
+    split = selected_split(dataset, selection, folds=folds, fold=fold, seed=split_seed)
     fingerprint = dataset.fingerprint()
     path = cache_dir / "prepared" / f"{dataset.name}-{fingerprint}-{split.tag}.npz"
     arrays = {"class_names": np.asarray(dataset.class_names)}
@@ -93,6 +97,7 @@ def prepare_data(
         "duplicates_dropped": len(split.dropped),
         "source": dataset.source,
         "preprocessing": dataset.preprocessing,
+        "selection": selection.as_record(),
     }
     return path, info
 
