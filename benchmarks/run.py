@@ -75,6 +75,7 @@ from benchmarks.runner.recipe import (
 )
 from datasets import DATASET_ALIASES, DATASET_NAMES, check_dataset_name
 from datasets.preprocess import KDEF_ANGLES
+from datasets.selection import add_selection_arguments, selection_of
 from datasets.synthetic import DEFAULT_SUBJECTS
 
 DEFAULTS = TrainConfig()
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --folds: run only this fold (0-based)")
     parser.add_argument("--kdef-angles", default="frontal", choices=KDEF_ANGLES,
                         help="KDEF pictures to use (default: frontal)")
+    add_selection_arguments(parser)
     parser.add_argument("--models", default="card",
                         help="comma-separated model names, each once (replicates come from "
                              "--seeds), 'card' (the design card's four, default) or 'all'")
@@ -442,7 +444,7 @@ def grid_of(args: argparse.Namespace) -> Grid:
         measure=PRESETS[args.preset].measure if args.preset else MeasureConfig(),
         run_timeout_s=args.run_timeout, save_weights=args.save_weights,
         pretrained=args.pretrained, twins=args.twins,
-        equivalence_margin=args.equivalence_margin,
+        equivalence_margin=args.equivalence_margin, data_selection=selection_of(args),
     )
 
 
