@@ -48,9 +48,11 @@ from benchmarks.runner.grid import (
     check_ready,
     default_run_timeout,
     load_grid_data,
+    read_pretrained,
 )
 from benchmarks.runner.harness import RunInterrupted
 from benchmarks.runner.recipe import read_toml_text
+from datasets.cache import default_cache_dir
 
 LOCK_FILE = ".lock"
 SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
@@ -58,6 +60,10 @@ SPEC_FILE = "grid-spec.toml"  # the spec the folder's last driver ran, verbatim
 
 class GridBusy(ValueError):
     """Another driver holds the grid folder."""
+
+
+class NothingToRun(ValueError):
+    """Every run of the spec is already recorded ok in the folder being resumed."""
 
 
 @contextmanager
@@ -92,15 +98,43 @@ def plan(spec: GridSpec, prepared: dict) -> list[tuple[dict[str, Any], RunSpec]]
     """(point, RunSpec) of every run of `spec`, in run order: dataset by dataset, point by
     point, and within a point `Grid.jobs`' order (the backends of one fold, model and seed
     back to back)."""
-    return [(point, run) for point, grid in spec.cells() for run in plan_point(grid, prepared)]
+    staged: dict[str, dict[str, Any]] = {}  # dataset → its checkpoint's RunSpec fields
+    planned = []
+    for point, grid in spec.cells():
+        if grid.dataset not in staged:
+            staged[grid.dataset] = staged_pretrained(grid)
+        planned += [(point, run) for run in plan_point(grid, prepared, staged[grid.dataset])]
+    return planned
 
 
-def plan_point(grid: Grid, prepared: dict) -> list[RunSpec]:
+def staged_pretrained(grid: Grid) -> dict[str, Any]:
+    """The RunSpec fields of `grid.pretrained`: the checkpoint's facts, and its canonical
+    arrays staged for the workers in the cache, under its sha256, where a resumed grid
+    finds them again; {} without a checkpoint.
+
+    Raises:
+        ValueError (a CheckpointError): as `runner.grid.read_pretrained`.
+    """
+    checkpoint = read_pretrained(grid)
+    if checkpoint is None:
+        return {}
+    path = default_cache_dir() / "pretrained" / f"{checkpoint.sha256}.npz"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        checkpoint.stage(partial)
+        os.replace(partial, path)
+    return {"pretrained": checkpoint.describe(), "pretrained_file": str(path)}
+
+
+def plan_point(grid: Grid, prepared: dict,
+               pretrained: Mapping[str, Any] | None = None) -> list[RunSpec]:
     """The RunSpec of each of one point's runs (its `Grid`), in `Grid.jobs`' order.
 
     Args:
         grid: the point's Grid on one dataset.
         prepared: dataset → fold → (prepared .npz path, data facts), from `prepare`.
+        pretrained: the grid's checkpoint fields (`staged_pretrained`); None for none.
     """
     runs = []
     for job in grid.jobs():
@@ -112,7 +146,8 @@ def plan_point(grid: Grid, prepared: dict) -> list[RunSpec]:
             data_info=data_info, measure=grid.measure,
             timeout_s=grid.run_timeout_s or default_run_timeout(grid, job.model, data_info),
             recipe=grid.recipe.as_record(grid.explicit), id_from_spec=True,
-            run_position=job.position, equivalence_margin=grid.equivalence_margin)
+            run_position=job.position, equivalence_margin=grid.equivalence_margin,
+            **(pretrained or {}))
         runs.append(replace(run, twin_of=run.run_id) if job.twin else run)
     return runs
 
@@ -157,6 +192,8 @@ def prepare(spec: GridSpec, out_root: Path, resume: Path | None, extend: bool = 
     else:
         check_resumable(spec, resume, extend)
     check_ready(firsts[spec.datasets[0]])
+    for grid in firsts.values():
+        read_pretrained(grid)  # a bad checkpoint is bad input: refused before the folder
     prepared = {dataset: load_grid_data(grid)[1] for dataset, grid in firsts.items()}
     for point, grid in spec.cells():
         try:
@@ -234,7 +271,7 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
         done = ok_run_ids(folder, on_line)
         pending = [(point, run) for point, run in planned if run.run_id not in done]
         if not pending:
-            raise ValueError(f"every run of grid spec {spec.source} ({len(planned)}) is "
+            raise NothingToRun(f"every run of grid spec {spec.source} ({len(planned)}) is "
                              f"already recorded ok in {folder}: nothing to run")
         start_writing(spec, folder, on_line)
         on_line(f"grid folder {folder}: {len(planned)} runs, {len(planned) - len(pending)} "
