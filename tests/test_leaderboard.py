@@ -42,7 +42,9 @@ PROTOCOLS = {
                    "official validation part, validation stratified from train; the official "
                    "test part left out", "num_test": 3589,
                    "selection": {"test_part": "val"}},
-    "fer-four": {"dataset_name": "fer2013", "protocol": "official", "num_test": 1000,
+    "fer-four": {"dataset_name": "fer2013", "num_test": 1000,
+                 "protocol": "official; 1000 training images a class and 250 test images a "
+                             "class (seed 0)",
                  "class_names": FOUR,
                  "selection": {"classes": FOUR, "train_per_class": 1000,
                                "test_per_class": 250, "test_part": "test"}},
@@ -93,7 +95,7 @@ def test_rows_of_different_protocols_are_never_ranked_together(tmp_path):
     public = tables["fer2013", "val", None, "official train"]
     assert [(row.rank, row.best.model) for row in public] in (
         [(1, "sanet"), (2, "sanet")], [(1, "sanet"), (1, "sanet")])
-    four = tables["fer2013", "test", 250, "official"]
+    four = tables["fer2013", "test", 250, "official"]  # the draws' words held as numbers
     assert {row.best.model for row in four} == {"proposed_cnn"}
     assert four[0].best.protocol.classes == tuple(FOUR)
     (ck,) = [rows for key, rows in tables.items() if key[0] == "ck+"]

@@ -45,6 +45,10 @@ from benchmarks.reproduce.published import (
 # Report folders one leaderboard reads: far more than anyone collects, and a bound on the
 # walk of a folder that is no collection of reports (a home directory).
 MAX_FOLDERS = 10_000
+# What a split protocol's text adds for one fold, and for the per-class draws (which the
+# Protocol holds as numbers): "10-fold subject-independent, fold 3; 400 training images a
+# class (seed 0)" is "10-fold subject-independent".
+_DRAWS_SUFFIX = re.compile(r"; \d+ (?:training|test) images a class.*$")
 _FOLD_SUFFIX = re.compile(r", fold \d+$")
 
 
@@ -72,9 +76,7 @@ class Protocol:
 
     def describe(self) -> str:
         """The protocol in one line, as the leaderboard's section titles show it."""
-        parts = [self.dataset, self.split]
-        if self.test_part != "test":
-            parts.append(f"tested on the official {self.test_part} part")
+        parts = [self.dataset, self.split]  # the split's text names the part tested on
         parts.append(f"{len(self.classes)} classes ({', '.join(self.classes)})")
         draws = [f"{n} {part} a class" for part, n in (("training", self.train_per_class),
                                                        ("test", self.test_per_class)) if n]
@@ -172,7 +174,8 @@ def _protocol(runs: Sequence[dict[str, Any]]) -> Protocol:
     selection = data.get("selection") or {}
     test_images = {run.get(schema.FOLD): (run.get(schema.DATA) or {}).get("num_test") or 0
                    for run in runs}
-    split = _FOLD_SUFFIX.sub("", str(data.get("protocol") or "unrecorded split"))
+    split = _FOLD_SUFFIX.sub("", _DRAWS_SUFFIX.sub("", str(data.get("protocol")
+                                                         or "unrecorded split")))
 
     def count(value: Any) -> int | None:
         return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -175,7 +175,7 @@ def _new_group_folder(study_folder: Path, spec: StudySpec, scale: str,
                       group: StudyGroup) -> Path:
     """A group's folder, made with its study and grid spec before any run, so that its
     report (written by the driver, an interrupted one's too) shows the published figures."""
-    folder = new_report_dir(study_folder, f"{spec.full.dataset}-{group.name}")
+    folder = new_report_dir(study_folder, "-".join((spec.full.dataset, *group.models)))
     text = json.dumps(_study_json(spec, scale, group), indent=2)
     (folder / PUBLISHED_FILE).write_text(text, encoding="utf-8")
     keep_spec(group.grid_spec, folder)

@@ -222,7 +222,7 @@ def verdict_text(comparison: Comparison, measured_split: str) -> str:
     if verdict in (WITHIN, BELOW, ABOVE):
         verdict = {WITHIN: "within the interval", BELOW: "measured below",
                    ABOVE: "measured above"}[verdict]
-    return f"{verdict} (split unstated)" if comparison.split_unstated else verdict
+    return f"{verdict}; split unstated" if comparison.split_unstated else verdict
 
 
 def comparison_rows(study: dict[str, Any],
