@@ -2,6 +2,8 @@
 
     python -m datasets describe --dataset kdef --data-dir ~/data/KDEF_and_AKDEF
     python -m datasets describe --dataset ck+ --folds 10
+    python -m datasets describe --dataset fer2013 --classes angry,happy,sad,neutral \
+        --train-per-class 400 --test-per-class 100 --test-part val
 
 Prints the layout found, counts per class and split, subjects, skipped files (with the
 reason) and duplicates. Exits with status 2 and a one-line error when the data is missing
@@ -21,10 +23,15 @@ from datasets import (
     DATASET_NAMES,
     FaceDataset,
     Split,
-    dataset_split,
     load_dataset,
 )
 from datasets.preprocess import KDEF_ANGLES
+from datasets.selection import (
+    add_selection_arguments,
+    select_classes,
+    selected_split,
+    selection_of,
+)
 
 MAX_LISTED_SKIPPED = 50
 
@@ -45,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--folds", type=int, default=None,
                           help="show the k folds instead of the default split")
     describe.add_argument("--split-seed", type=int, default=0)
+    add_selection_arguments(describe)
     describe.add_argument("--cache-dir", type=Path, default=None,
                           help="decoded-dataset cache (default: $FERBENCH_CACHE or "
                                "~/.cache/fer-bench)")
@@ -112,12 +120,14 @@ def describe(dataset: FaceDataset, splits: list[Split]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        selection = selection_of(args)
         dataset = load_dataset(args.dataset, args.data_dir, args.image_size,
                                kdef_angles=args.kdef_angles, cache_dir=args.cache_dir)
+        dataset = select_classes(dataset, selection.classes)
         if args.folds is None:
-            splits = [dataset_split(dataset, seed=args.split_seed)]
+            splits = [selected_split(dataset, selection, seed=args.split_seed)]
         else:
-            splits = [dataset_split(dataset, args.folds, fold, args.split_seed)
+            splits = [selected_split(dataset, selection, args.folds, fold, args.split_seed)
                       for fold in range(max(args.folds, 1))]
     except (FileNotFoundError, ValueError) as error:  # DatasetFormatError is a ValueError
         print(f"error: {error}", file=sys.stderr)

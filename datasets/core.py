@@ -19,6 +19,11 @@ EMOTIONS: tuple[str, ...] = (
     "sadness",
     "surprise",
 )
+# The words studies and dataset folders use for the canonical names (FER2013's "angry",
+# "happy", "sad"), which `--classes` accepts as well.
+EMOTION_ALIASES = {"angry": "anger", "contemptuous": "contempt", "disgusted": "disgust",
+                   "fearful": "fear", "afraid": "fear", "happy": "happiness",
+                   "sad": "sadness", "surprised": "surprise", "neutrality": "neutral"}
 
 
 class DatasetNotFoundError(FileNotFoundError):

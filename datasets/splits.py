@@ -30,6 +30,9 @@ from sklearn.model_selection import (
 from datasets.core import FaceDataset
 
 PARTS = ("train", "val", "test")
+# The published parts a dataset with an official split may be tested on: its test part,
+# or its validation part (FER2013's PublicTest, which many FER2013 studies report on).
+TEST_PARTS = ("test", "val")
 DEFAULT_TEST_FRACTION = 0.15
 DEFAULT_VAL_FRACTION = 0.15
 
@@ -205,6 +208,7 @@ def official_split(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     stratify: bool = False,
+    test_part: str = "test",
 ) -> Split:
     """The dataset's own split, with duplicates kept on one side.
 
@@ -215,22 +219,37 @@ def official_split(
         val_fraction: share of training carved out for validation when `parts` has no val.
         seed: seed of that carving.
         stratify: as in holdout_split.
+        test_part: one of TEST_PARTS: the published part tested on. "val" tests on the
+            official validation part (FER2013's PublicTest), carves validation from
+            training, and leaves the official test part out of every part.
 
     Returns:
         A Split. A group found in several parts keeps its images of the latest part
-        (test > val > train); the others are `dropped`.
+        (test > val > train, after `test_part` has named the test); the others are
+        `dropped`.
     """
     parts = np.asarray(parts)
     unknown = sorted(set(parts.tolist()) - set(PARTS))
     if unknown:
         raise ValueError(f"parts must be among {PARTS}. Received: {unknown}")
+    if test_part not in TEST_PARTS:
+        raise ValueError(f"test_part must be one of {', '.join(TEST_PARTS)}. "
+                         f"Received: test_part={test_part!r}")
+    if test_part == "val":
+        if "val" not in set(parts.tolist()):
+            raise ValueError("test_part 'val' tests on the official validation part, which "
+                             "this split has none of: drop --test-part val")
+        # The official test part takes no role: rank -1 puts its copies in no part and
+        # never beats another copy of the same image.
+        parts = np.where(parts == "test", "", np.where(parts == "val", "test", parts))
     names, inverse = np.unique(parts, return_inverse=True)
-    rank = np.asarray([PARTS.index(name) for name in names], np.int64)[inverse.ravel()]
+    rank = np.asarray([PARTS.index(name) if name else -1 for name in names],
+                      np.int64)[inverse.ravel()]
     keep = np.ones(len(parts), bool)
     if groups is not None:
-        latest = np.zeros(groups.max() + 1 if len(groups) else 0, np.int64)
+        latest = np.full(groups.max() + 1 if len(groups) else 0, -1, np.int64)
         np.maximum.at(latest, groups, rank)
-        keep = rank == latest[groups]
+        keep = (rank == latest[groups]) | (rank < 0)
     train, val, test = (np.flatnonzero(keep & (rank == r)) for r in range(3))
     stratify = groups is None or bool(stratify)
     protocol, tag = "official", "official"
@@ -239,12 +258,17 @@ def official_split(
         train, val = _two_way(labels, groups, val_fraction, seed + 1, train, stratify)
         protocol = f"official train/test, validation {_kind(stratify)} from train"
         tag = f"official-seed{seed}"
+    if test_part == "val":
+        protocol = (f"official train, tested on the official validation part, validation "
+                    f"{_kind(stratify)} from train; the official test part left out")
+        tag = f"official-valtest-seed{seed}"
     return Split(np.sort(train), np.sort(val), np.sort(test), protocol, tag,
                  np.flatnonzero(~keep))
 
 
 def dataset_split(
-    dataset: FaceDataset, folds: int | None = None, fold: int | None = None, seed: int = 0
+    dataset: FaceDataset, folds: int | None = None, fold: int | None = None, seed: int = 0,
+    test_part: str = "test",
 ) -> Split:
     """The split FER-Bench uses for `dataset`.
 
@@ -257,17 +281,31 @@ def dataset_split(
         folds: number of folds for k-fold cross-validation, or None.
         fold: with `folds`, which fold is the test part.
         seed: split seed.
+        test_part: one of TEST_PARTS (`official_split`); "val" needs an official split
+            with a validation part, and no `folds`.
 
     Returns:
         The Split.
+
+    Raises:
+        ValueError: `folds` without `fold` (or the reverse), or a `test_part` the dataset
+            or the protocol has no such part for (one line naming the fix).
     """
     if (folds is None) != (fold is None):
         raise ValueError(f"folds and fold go together. Received: folds={folds}, fold={fold}")
+    if test_part != "test":
+        if folds is not None:
+            raise ValueError(f"--test-part {test_part} tests on an official part, which "
+                             "k-fold replaces: drop --folds or --test-part")
+        if dataset.official_split is None or "val" not in set(dataset.official_split.tolist()):
+            raise ValueError(f"--test-part {test_part}: {dataset.name} has no official "
+                             "validation part to test on (FER2013 has: its PublicTest): "
+                             "drop --test-part")
     groups = merge_groups(dataset.subjects, dataset.duplicate_groups)
     stratify = dataset.subjects is None
     if folds is not None:
         return kfold_split(dataset.labels, groups, folds, fold, seed=seed, stratify=stratify)
     if dataset.official_split is not None:
         return official_split(dataset.official_split, dataset.labels, groups, seed=seed,
-                              stratify=stratify)
+                              stratify=stratify, test_part=test_part)
     return holdout_split(dataset.labels, groups, seed=seed, stratify=stratify)

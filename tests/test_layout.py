@@ -30,6 +30,7 @@ LAYERS = (
     ("benchmarks.analysis",),
     ("benchmarks.runner", "benchmarks.report"),
     ("benchmarks.grid", "benchmarks.ci"),
+    ("benchmarks.reproduce", "benchmarks.leaderboard"),
 )
 COMMANDS = "commands"
 # The only imports between two commands; docs/design.md's module map says why each stays.

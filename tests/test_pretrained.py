@@ -37,6 +37,7 @@ from benchmarks.record.store import read_records  # noqa: E402
 from benchmarks.report.data import analyse, pretrained_rows  # noqa: E402
 from benchmarks.report.html import render_html  # noqa: E402
 from benchmarks.report.markdown import render_markdown  # noqa: E402
+from benchmarks.reproduce.fixtures import torchvision_layout  # noqa: E402
 from benchmarks.runner.config import RunSpec, record_header  # noqa: E402
 from benchmarks.runner.worker import load_pretrained  # noqa: E402
 
@@ -46,27 +47,6 @@ SIDE, CLASSES = 32, 7
 VGG16_TORCHVISION_KEYS = {f"{part}.{i}.{p}" for part, indices in (
     ("features", (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)), ("classifier", (0, 3, 6)))
     for i in indices for p in ("weight", "bias")}
-
-
-def torchvision_layout(architecture: str, seed: int = 0) -> dict[str, "torch.Tensor"]:
-    """A random state_dict in torchvision's layout: the zoo's torch model at 3 channels
-    and 1000 classes, every tensor (BatchNorm statistics too) drawn at random."""
-    torch.manual_seed(seed)
-    model = create_model(architecture, (SIDE, SIDE, 3), 1000)
-    state = model.state_dict()
-    generator = torch.Generator().manual_seed(seed)
-    for name, value in state.items():
-        if name.endswith("num_batches_tracked"):
-            value.fill_(123)
-        elif name.endswith("running_var"):
-            value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
-        elif value.ndim <= 1:
-            value.copy_(torch.randn(value.shape, generator=generator) * 0.2
-                        + (1.0 if name.endswith("bn1.weight") else 0.0))
-        else:
-            fan_in = value[0].numel()
-            value.copy_(torch.randn(value.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-    return state
 
 
 @pytest.fixture(scope="module")

@@ -39,12 +39,17 @@ from benchmarks.runner.config import RunSpec
 from benchmarks.runner.data import check_batch_size, load_invocation_data
 from benchmarks.runner.harness import RunInterrupted
 from benchmarks.runner.invocation import Invocation
-from benchmarks.runner.launch import check_folders, check_ready
+from benchmarks.runner.launch import check_folders, check_ready, read_pretrained
 from benchmarks.runner.toml_files import read_toml_text
+from datasets.cache import default_cache_dir
 
 
 class GridBusy(ValueError):
     """Another driver holds the grid folder."""
+
+
+class NothingToRun(ValueError):
+    """Every run of the spec is already recorded ok in the folder being resumed."""
 
 
 @contextmanager
@@ -79,19 +84,48 @@ def plan(spec: GridSpec, prepared: dict) -> list[tuple[dict[str, Any], RunSpec]]
     """(point, RunSpec) of every run of `spec`, in run order: dataset by dataset, point by
     point, and within a point `Invocation.jobs`' order (the backends of one fold, model and
     seed back to back)."""
-    return [(point, run) for point, invocation in spec.cells()
-            for run in plan_point(invocation, prepared)]
+    staged: dict[str, dict[str, Any]] = {}  # dataset → its checkpoint's RunSpec fields
+    planned = []
+    for point, invocation in spec.cells():
+        if invocation.dataset not in staged:
+            staged[invocation.dataset] = staged_pretrained(invocation)
+        planned += [(point, run) for run in
+                    plan_point(invocation, prepared, staged[invocation.dataset])]
+    return planned
 
 
-def plan_point(invocation: Invocation, prepared: dict) -> list[RunSpec]:
+def staged_pretrained(invocation: Invocation) -> dict[str, Any]:
+    """The RunSpec fields of `invocation.pretrained`: the checkpoint's facts, and its
+    canonical arrays staged for the workers in the cache, under its sha256, where a resumed
+    grid finds them again; {} without a checkpoint.
+
+    Raises:
+        ValueError (a CheckpointError): as `runner.launch.read_pretrained`.
+    """
+    checkpoint = read_pretrained(invocation)
+    if checkpoint is None:
+        return {}
+    path = default_cache_dir() / "pretrained" / f"{checkpoint.sha256}.npz"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        checkpoint.stage(partial)
+        os.replace(partial, path)
+    return {"pretrained": checkpoint.describe(), "pretrained_file": str(path)}
+
+
+def plan_point(invocation: Invocation, prepared: dict,
+               pretrained: Mapping[str, Any] | None = None) -> list[RunSpec]:
     """The RunSpec of each of one point's runs (its `Invocation`), in `Invocation.jobs`'
     order; each run's id ends in its spec's digest, so a resumed grid knows it.
 
     Args:
         invocation: the point's Invocation on one dataset.
         prepared: dataset → fold → (prepared .npz path, data facts), from `prepare`.
+        pretrained: the grid's checkpoint fields (`staged_pretrained`); None for none.
     """
-    return [invocation.run_spec(job, *prepared[invocation.dataset][job.fold], id_from_spec=True)
+    return [invocation.run_spec(job, *prepared[invocation.dataset][job.fold], id_from_spec=True,
+                                **(pretrained or {}))
             for job in invocation.jobs()]
 
 
@@ -135,6 +169,8 @@ def prepare(spec: GridSpec, out_root: Path, resume: Path | None, extend: bool = 
     else:
         check_resumable(spec, resume, extend)
     check_ready(firsts[spec.datasets[0]])
+    for invocation in firsts.values():
+        read_pretrained(invocation)  # a bad checkpoint is bad input: refused before the folder
     prepared = {dataset: load_invocation_data(invocation)[1]
                 for dataset, invocation in firsts.items()}
     for point, invocation in spec.cells():
@@ -213,7 +249,7 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
         done = ok_run_ids(folder, on_line)
         pending = [(point, run) for point, run in planned if run.run_id not in done]
         if not pending:
-            raise ValueError(f"every run of grid spec {spec.source} ({len(planned)}) is "
+            raise NothingToRun(f"every run of grid spec {spec.source} ({len(planned)}) is "
                              f"already recorded ok in {folder}: nothing to run")
         start_writing(spec, folder, on_line)
         on_line(f"grid folder {folder}: {len(planned)} runs, {len(planned) - len(pending)} "

@@ -34,7 +34,7 @@ from benchmarks.report.markdown import render_markdown
 from benchmarks.report.tables import csv_text
 
 
-def _write(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     """Writes via a temporary file, so a crash never leaves a half-written report.
 
     Raises:
@@ -83,7 +83,7 @@ def write_report(location: Path, records: list[dict[str, Any]] | None = None) ->
                folder / SUMMARY_CSV: csv_text(summary_frame(data)),
                folder / RUNS_CSV: csv_text(runs_frame(records))}
     for path, text in written.items():
-        _write(path, text)
+        write_text(path, text)
     return list(written)
 
 

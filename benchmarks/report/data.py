@@ -551,14 +551,15 @@ class StudyView:
 
 
 def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
-    """The study section of a grid folder's report; None for a plain run's report.
+    """The study section of a grid folder's report; None for a plain run's report, and
+    for a grid without axes (a reproduced study's), which chose nothing.
 
     Args:
         data: the report's data; its `grid` is the folder's grid.json.
         draw: whether to draw the chart (the Markdown report has none).
     """
     grid = data.grid
-    if grid is None:
+    if grid is None or not grid.get("axes"):
         return None
     select_by = grid["select_by"]
     figure = None

@@ -7,6 +7,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from benchmarks.analysis.published import PublishedView, published_view
 from benchmarks.report.data import (
     ReportData,
     StudyView,
@@ -79,6 +80,9 @@ def render_html(data: ReportData, figures: list[tuple[str, str, bytes]]) -> str:
         f"<p class=\"note\">Mean over seeds ± half-width of its 95% t-interval; a single "
         f"value where there is one replicate; “—” where not measured. "
         f"Ok runs / all runs per pair.</p>{html_table(headers, rows, _not_all_ok)}{note_html}")))
+    published = published_view(data.source.parent, data.records)
+    if published is not None:
+        sections.append(("published", "Published vs measured", _published_html(published)))
     study = grid_study(data)
     if study is not None:
         sections.append(("study", "Hyper-parameter study", _study_html(study)))
@@ -175,6 +179,17 @@ def _study_html(study: StudyView) -> str:
     if study.trials is not None:
         parts += ["<h3>Trials</h3>", html_table(*study.trials, lambda r: r[1] == "failed")]
     return "".join(parts)
+
+
+def _published_html(view: PublishedView) -> str:
+    """A study's figures beside the measured ones (rows measured outside the published
+    value's reach highlighted), then the study's caveats."""
+    esc = html.escape
+    caveats = "".join(f"<li>{esc(caveat)}</li>" for caveat in view.caveats)
+    table = html_table(view.headers, view.rows,
+                       lambda row: row[7].startswith(("measured below", "measured above")))
+    return (f'<p class="note">{esc(view.note)}</p>' + (table if view.rows else "")
+            + (f"<h3>Caveats</h3><ul>{caveats}</ul>" if caveats else ""))
 
 
 def _not_all_ok(row: Sequence[Any]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchmarks.analysis.published import published_view
 from benchmarks.record.layout import REPORT_HTML
 from benchmarks.report.data import (
     ReportData,
@@ -40,6 +41,7 @@ def render_markdown(data: ReportData) -> str:
         f"`{markdown_escape(data.source.name)}`. Figures: `{REPORT_HTML}`. Cells are the mean over "
         "seeds ± half-width of its 95% t-interval.",
         "## Headline", markdown_table(*headline_rows(data)), *note,
+        *_published_markdown(data),
         *_study_markdown(data),
         "## Do the frameworks differ? (test accuracy, paired by seed)",
         markdown_escape(tests_note(data)),
@@ -73,6 +75,19 @@ def render_markdown(data: ReportData) -> str:
     parts += ["## Environment", markdown_table(*facts_table(data.records, "env",
                                                               data.backends))]
     return "\n\n".join(parts) + "\n"
+
+
+def _published_markdown(data: ReportData) -> list[str]:
+    """A reproduced study's figures beside the measured ones (none for other folders)."""
+    view = published_view(data.source.parent, data.records)
+    if view is None:
+        return []
+    parts = ["## Published vs measured", markdown_escape(view.note)]
+    if view.rows:
+        parts.append(markdown_table(view.headers, view.rows))
+    if view.caveats:
+        parts += ["### Caveats", "\n".join(f"- {markdown_escape(c)}" for c in view.caveats)]
+    return parts
 
 
 def _study_markdown(data: ReportData) -> list[str]:

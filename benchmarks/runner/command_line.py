@@ -45,6 +45,7 @@ from benchmarks.runner.recipe import (
 )
 from datasets import DATASET_ALIASES, DATASET_NAMES, check_dataset_name
 from datasets.preprocess import KDEF_ANGLES
+from datasets.selection import add_selection_arguments, selection_of
 from datasets.synthetic import DEFAULT_SUBJECTS
 
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --folds: run only this fold (0-based)")
     parser.add_argument("--kdef-angles", default="frontal", choices=KDEF_ANGLES,
                         help="KDEF pictures to use (default: frontal)")
+    add_selection_arguments(parser)
     parser.add_argument("--models", default="card",
                         help="comma-separated model names, each once (replicates come from "
                              "--seeds), 'card' (the design card's four, default) or 'all'")
@@ -269,5 +271,5 @@ def invocation_of(args: argparse.Namespace) -> Invocation:
         measure=MeasureConfig(**(PRESETS[args.preset].measure if args.preset else {})),
         run_timeout_s=args.run_timeout, save_weights=args.save_weights,
         pretrained=args.pretrained, twins=args.twins,
-        equivalence_margin=args.equivalence_margin,
+        equivalence_margin=args.equivalence_margin, data_selection=selection_of(args),
     )

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.runner.invocation import Invocation
-from datasets import FaceDataset, dataset_split, load_dataset
+from datasets import FaceDataset, load_dataset
 from datasets.cache import default_cache_dir
+from datasets.selection import NO_SELECTION, DataSelection, select_classes, selected_split
 from datasets.synthetic import generate as generate_synthetic
 
 # Skipped files listed in each run's record (all of them are counted).
@@ -24,18 +25,21 @@ def prepare_data(
     cache_dir: Path,
     folds: int | None = None,
     fold: int | None = None,
+    selection: DataSelection = NO_SELECTION,
 ) -> tuple[Path, dict[str, Any]]:
     """Splits `dataset` and writes the arrays every worker of this invocation reads.
 
     The split is datasets.dataset_split's: k-fold with `folds`, else the dataset's
-    official split (FER2013), else a holdout; subject-independent where subjects exist.
+    official split (FER2013), else a holdout; subject-independent where subjects exist;
+    then `selection`'s test part and per-class draws (`datasets.selection.selected_split`).
 
     Args:
-        dataset: the loaded dataset.
+        dataset: the loaded dataset, its classes already selected.
         split_seed: seed of the split.
         cache_dir: folder for the prepared file.
         folds: number of folds for k-fold cross-validation, or None.
         fold: with `folds`, the fold whose part is the test set.
+        selection: the test part and per-class draws, recorded in the data facts.
 
     Returns:
         The .npz path and the data facts recorded with each run. A file already there is
@@ -44,7 +48,7 @@ def prepare_data(
     """
     import zipfile  # np.load's error for a damaged file; only this function needs it
 
-    split = dataset_split(dataset, folds=folds, fold=fold, seed=split_seed)
+    split = selected_split(dataset, selection, folds=folds, fold=fold, seed=split_seed)
     fingerprint = dataset.fingerprint()
     path = cache_dir / "prepared" / f"{dataset.name}-{fingerprint}-{split.tag}.npz"
     arrays = {"class_names": np.asarray(dataset.class_names)}
@@ -85,15 +89,18 @@ def prepare_data(
         "duplicates_dropped": len(split.dropped),
         "source": dataset.source,
         "preprocessing": dataset.preprocessing,
+        "selection": selection.as_record(),
     }
     return path, info
 
 
 def load_invocation_data(invocation: Invocation):
-    """Loads the dataset and writes each fold's prepared arrays.
+    """Loads the dataset, keeps the selected classes, and writes each fold's prepared
+    arrays (split, then drawn per class: `invocation.data_selection`).
 
     Returns:
-        The dataset and, per fold, (prepared .npz path, data facts for the records).
+        The dataset (its classes selected) and, per fold, (prepared .npz path, data facts
+        for the records).
 
     Raises:
         ValueError, FileNotFoundError: the dataset cannot be read (the message says why).
@@ -105,8 +112,10 @@ def load_invocation_data(invocation: Invocation):
     else:
         dataset = load_dataset(invocation.dataset, invocation.data_dir, invocation.image_size,
                                kdef_angles=invocation.kdef_angles, cache_dir=cache)
+    dataset = select_classes(dataset, invocation.data_selection.classes)
     prepared = {fold: prepare_data(dataset, split_seed=0, cache_dir=cache,
-                                   folds=invocation.folds, fold=fold)
+                                   folds=invocation.folds, fold=fold,
+                                   selection=invocation.data_selection)
                 for fold in invocation.fold_indices()}
     return dataset, prepared
 

@@ -42,6 +42,7 @@ from benchmarks.runner.recipe import (
 from benchmarks.runner.worker import TRAIN_FLOPS_MULTIPLIER
 from datasets import check_dataset_name, default_data_dir
 from datasets.preprocess import KDEF_ANGLES
+from datasets.selection import NO_SELECTION, DataSelection
 from datasets.synthetic import DEFAULT_SUBJECTS
 
 # `--save-weights`: "best" keeps each ok run's selected (best-epoch) weights beside its
@@ -130,6 +131,8 @@ class Invocation:
             report sets the framework difference against; needs init "shared".
         equivalence_margin: the accuracy margin (a fraction, in (0, 1)) within which the
             report calls the frameworks equivalent; recorded in every record.
+        data_selection: the classes kept, the per-class draws and the official part
+            tested on (`datasets.selection`), recorded in every record's data facts.
         train: model → its TrainConfig, resolved from `recipe` and `explicit` when the
             invocation is made; its seed is the model's first seed. Each has at most MAX_EPOCHS
             epochs and a batch of at most `max_batch_size(image_size)` images (and,
@@ -157,6 +160,7 @@ class Invocation:
     pretrained: Path | None = None
     twins: bool = False
     equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
+    data_selection: DataSelection = NO_SELECTION
     train: Mapping[str, TrainConfig] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -229,6 +233,9 @@ class Invocation:
         if self.save_weights not in SAVE_WEIGHTS:
             raise ValueError(f"save_weights must be one of {', '.join(SAVE_WEIGHTS)}. "
                              f"Received: save_weights={self.save_weights!r}")
+        if not isinstance(self.data_selection, DataSelection):
+            raise ValueError("data_selection must be a datasets.selection.DataSelection. "
+                             f"Received: data_selection={self.data_selection!r}")
         if self.kdef_angles not in KDEF_ANGLES:
             raise ValueError(f"kdef_angles must be one of {', '.join(KDEF_ANGLES)}. "
                              f"Received: kdef_angles={self.kdef_angles!r}")

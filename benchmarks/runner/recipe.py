@@ -441,23 +441,43 @@ def parse_recipe(text: str, source: str) -> Recipe:
             valid.
     """
     where = f"recipe {source}"
-    raw = parse_toml(text, where)
+    return recipe_of_tables(parse_toml(text, where), text, source, where)
+
+
+def recipe_of_tables(raw: dict[str, Any], text: str, source: str, where: str,
+                     prefix: str = "") -> Recipe:
+    """The Recipe of parsed recipe tables, checked: every table, key, type and value.
+
+    Args:
+        raw: the [train], [augment] and [models.<model>] tables, as parsed.
+        text: the TOML they were parsed from (kept verbatim, and read for line numbers).
+        source: where it came from, for the record.
+        where: names the file in the messages ("recipe FILE").
+        prefix: where the tables sit in the file: "" in a recipe file, "recipe." in a
+            study spec ([recipe.train]), as the messages name them.
+
+    Raises:
+        ValueError: one line naming the file, the table, the key and its line, and what is
+            valid.
+    """
+    train_table, augment_table, models_table = (f"{prefix}{t}" for t in (TRAIN, AUGMENT, MODELS))
     for name in raw:
         if name not in (TRAIN, AUGMENT, MODELS):
-            line = line_of(text, name) or line_of(text, "", name)
-            hint = f" (a [{TRAIN}] field belongs under [{TRAIN}])" if name in TRAIN_SETTINGS \
-                else ""
-            raise ValueError(f"{where}: unknown table [{name}]{line}{hint}; valid tables: "
-                             f"[{TRAIN}], [{AUGMENT}], [{MODELS}.<model>]")
-    base = checked_table(raw.get(TRAIN, {}), TRAIN, TRAIN_SETTINGS, where, text)
-    augment = checked_table(raw.get(AUGMENT, {}), AUGMENT, AUGMENT_SETTINGS, where, text)
+            line = line_of(text, prefix + name) or line_of(text, prefix.rstrip("."), name)
+            hint = (f" (a [{train_table}] field belongs under [{train_table}])"
+                    if name in TRAIN_SETTINGS else "")
+            raise ValueError(f"{where}: unknown table [{prefix}{name}]{line}{hint}; valid "
+                             f"tables: [{train_table}], [{augment_table}], "
+                             f"[{models_table}.<model>]")
+    base = checked_table(raw.get(TRAIN, {}), train_table, TRAIN_SETTINGS, where, text)
+    augment = checked_table(raw.get(AUGMENT, {}), augment_table, AUGMENT_SETTINGS, where, text)
     models_raw = raw.get(MODELS, {})
     if not isinstance(models_raw, dict):
-        raise ValueError(f"{where}: {MODELS} must hold tables [{MODELS}.<model>]. "
-                         f"Received: {MODELS}={quoted(models_raw)}")
+        raise ValueError(f"{where}: {models_table} must hold tables [{models_table}.<model>]. "
+                         f"Received: {models_table}={quoted(models_raw)}")
     models = {}
     for model, table in models_raw.items():
-        name = f"{MODELS}.{model}"
+        name = f"{models_table}.{model}"
         if model not in MODEL_NAMES:
             raise ValueError(f"{where}: unknown model in [{name}]{line_of(text, name)}; "
                              f"valid models: {', '.join(MODEL_NAMES)}")
@@ -466,12 +486,12 @@ def parse_recipe(text: str, source: str) -> Recipe:
             models[model][AUGMENT] = checked_table(table[AUGMENT], f"{name}.{AUGMENT}",
                                                     AUGMENT_SETTINGS, where, text)
     recipe = Recipe(base=base, models=models, augment=augment, source=source, text=text)
-    with _naming(where, AUGMENT, text):
+    with _naming(where, augment_table, text):
         resolve_augment(augment)
-    with _naming(where, TRAIN, text):
+    with _naming(where, train_table, text):
         recipe.train_config(None)
     for model, table in models.items():
-        name = f"{MODELS}.{model}"
+        name = f"{models_table}.{model}"
         with _naming(where, f"{name}.{AUGMENT}" if AUGMENT in table else name, text):
             resolve_augment({**augment, **table.get(AUGMENT, {})})
         with _naming(where, name, text):
