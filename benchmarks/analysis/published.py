@@ -274,7 +274,10 @@ def published_view(folder: Path, records: Sequence[dict[str, Any]]) -> Published
     scale = study.get("scale")
     smoke = (" At --scale smoke the runs are a machinery check on generated faces: their "
              "figures say nothing about the study." if scale == "smoke" else "")
-    note = (f"Study {study['study']}: {study['title']}. Measured on {study['split']}; each "
+    measured_on = (f"The study's protocol: {study['split']}, run here with fewer folds, "
+                   "seeds, epochs and images" if scale == "smoke"
+                   else f"Measured on {study['split']}")
+    note = (f"Study {study['study']}: {study['title']}. {measured_on}; each "
             "published figure beside the mean of the runs with its 95% t-interval over the "
             "replicates (seeds, or the folds of one seed). Verdict: the published value "
             "lies within the interval, or the measurement lies below or above it; a figure "
