@@ -30,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +199,11 @@ def _main(argv: list[str] | None) -> int:
         return 0
     started = time.perf_counter()
     try:
-        invocation = invocation_of(args)
+        invocation = invocation_of(args, on_line=print)
         report_dir, records = run_invocation(
             invocation, args.out, on_start=_warn_if_busy,
-            report=None if args.no_report else write_report)
+            report=None if args.no_report else partial(
+                write_report, reference=invocation.reference_backend))
     except InvocationInterrupted as stop:
         return _interrupted(stop, invocation)
     except KeyboardInterrupt:
