@@ -20,7 +20,7 @@ import argparse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from backends import BACKEND_NAMES, MissingFrameworkError, check_available
+from backends import MissingFrameworkError, check_available, registry
 
 PAIR_ALIAS = "both"
 PAIR = ("tf", "torch")
@@ -29,15 +29,16 @@ DEFAULT_REFERENCE = "torch"
 
 
 def add_backend_option(parser: argparse.ArgumentParser,
-                       registered: tuple[str, ...] = BACKEND_NAMES,
+                       registered: tuple[str, ...] | None = None,
                        default: str = PAIR_ALIAS) -> None:
     """Adds `--backend`, read by `expand_backends`.
 
     Args:
         parser: the command's parser.
-        registered: the backend names the command can run.
+        registered: the backend names the command can run; None: the registry's.
         default: the value when the option is not given.
     """
+    registered = registered or registry.BACKEND_NAMES
     parser.add_argument("--backend", default=default, metavar="NAME[,NAME…]|both|all",
                         help=f"the backends: one of {', '.join(registered)}, a comma list "
                              f"of them (e.g. {','.join(registered[:2])}), {PAIR_ALIAS} "
@@ -97,13 +98,14 @@ class BackendChoice:
                 f"installed; `pip install -e '.[<extra>]'` adds it, see the README)")
 
 
-def expand_backends(choice: str, registered: tuple[str, ...] = BACKEND_NAMES,
+def expand_backends(choice: str, registered: tuple[str, ...] | None = None,
                     installed: Callable[[str], bool] = is_installed) -> BackendChoice:
     """The backends `--backend choice` names.
 
     Args:
         choice: a registered name, a comma list of them, `both` or `all`.
-        registered: the names that exist (the registry's, or a command's own subset).
+        registered: the names that exist: a command's own subset, or None for the
+            registry's (`backends.BACKEND_NAMES`, read when called).
         installed: whether a backend's framework is installed (read for `all` only: a
             named backend that is not installed is refused by the command's own check,
             which names the extra).
@@ -116,6 +118,7 @@ def expand_backends(choice: str, registered: tuple[str, ...] = BACKEND_NAMES,
             or torch is not registered, or `all` where no framework is installed; one
             line naming the problem and what is valid.
     """
+    registered = registered or registry.BACKEND_NAMES
     valid = f"valid backends: {', '.join(registered)}, {PAIR_ALIAS} ({', '.join(PAIR)}), " \
             f"{ALL_ALIAS}, or a comma list such as {','.join(registered[:2])}"
     text = choice.strip()
@@ -151,7 +154,7 @@ def registry_order(names: Iterable[str]) -> list[str]:
     Returns:
         Each name once.
     """
-    rank = {name: i for i, name in enumerate(BACKEND_NAMES)}
+    rank = {name: i for i, name in enumerate(registry.BACKEND_NAMES)}
     return sorted(set(names), key=lambda b: (rank.get(b, len(rank)), b))
 
 

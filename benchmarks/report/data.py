@@ -67,8 +67,8 @@ class ReportData:
         twins: label → backend → ok records of twin runs (`schema.TWIN_OF`), which give
             the chaos floor only.
         totals: label → backend → number of runs, ok or not, twins left out.
-        tests: label → framework verdicts, one per backend other than the reference
-            (each against the reference), in the registry's order.
+        tests: label → backend other than the reference → its framework verdict against
+            the reference, in the registry's order.
         reference: the backend every verdict is against (`backend_choice.
             reference_backend`); None for records of no backend.
         margin: the equivalence margin the verdicts use (`equivalence_margin`).
@@ -85,7 +85,7 @@ class ReportData:
     groups: plots.Groups = field(default_factory=dict)
     twins: plots.Groups = field(default_factory=dict)
     totals: dict[str, dict[str, int]] = field(default_factory=dict)
-    tests: dict[str, list[FrameworkVerdict]] = field(default_factory=dict)
+    tests: dict[str, dict[str, FrameworkVerdict]] = field(default_factory=dict)
     margin: float = DEFAULT_EQUIVALENCE_MARGIN
     reference: str | None = None
     keys: list[str] = field(default_factory=list)
@@ -171,11 +171,11 @@ def analyse(records: list[dict[str, Any]], source: Path,
         reference = data.reference
         others = [b for b in data.backends if b != reference and scored.get(b)] \
             if scored.get(reference) else []
-        data.tests[label] = [framework_verdict(scored[other], scored[reference], other,
-                                               reference, margin=data.margin,
-                                               twins_a=twins.get(other, []),
-                                               twins_b=twins.get(reference, []))
-                             for other in others]
+        data.tests[label] = {other: framework_verdict(scored[other], scored[reference], other,
+                                                      reference, margin=data.margin,
+                                                      twins_a=twins.get(other, []),
+                                                      twins_b=twins.get(reference, []))
+                             for other in others}
     data.keys = figure_keys(runs_frame(records).columns)
     data.loaded = {run.run_id for run in loaded_runs(records)}
     return data
@@ -608,8 +608,12 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
 
 
 def test_lines(data: ReportData) -> list[tuple[str, FrameworkVerdict]]:
-    """(label, verdict) of every pair of backends the report tests."""
-    return [(label, test) for label, tests in data.tests.items() for test in tests]
+    """(heading, verdict) of every backend the report tests against the reference: the
+    heading is the label, followed by the pair ("proposed_cnn: jax vs torch") where the
+    report tests more than one pair."""
+    several = len({other for tests in data.tests.values() for other in tests}) > 1
+    return [(f"{label}: {other} vs {data.reference}" if several else label, verdict)
+            for label, tests in data.tests.items() for other, verdict in tests.items()]
 
 
 def tests_note(data: ReportData) -> str:
