@@ -25,8 +25,8 @@ FRAMEWORKS = ("torch", "tensorflow", "keras")
 # records, the report reads them). Every module in no unit is a command: a top-level module
 # of `benchmarks` (`python -m benchmarks.X`) or a package's `__main__`.
 LAYERS = (
-    ("backends", "datasets", "benchmarks.backend_choice", "benchmarks.console",
-     "benchmarks.messages", "benchmarks.trackers"),
+    ("backends", "datasets", "benchmarks.console", "benchmarks.messages", "benchmarks.trackers"),
+    ("benchmarks.backend_choice",),
     ("benchmarks.record",),
     ("benchmarks.analysis",),
     ("benchmarks.runner", "benchmarks.report"),

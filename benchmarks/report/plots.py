@@ -324,7 +324,7 @@ def _epoch_series(runs: list[dict[str, Any]], field: str) -> tuple[np.ndarray, n
 
 
 def training_curves(groups: Groups) -> bytes | None:
-    """Loss and validation accuracy per epoch, the two frameworks overlaid.
+    """Loss and validation accuracy per epoch, every backend overlaid.
 
     Lines are the mean over a pair's runs; the shaded band spans their min to max.
     """
