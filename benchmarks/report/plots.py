@@ -192,8 +192,10 @@ def ratio_chart(groups: Groups, keys: list[str], others: list[str],
     panels = dict(sorted(panels.items(), key=lambda item: (list(groups).index(item[0][0]),
                                                              others.index(item[0][1]))))
     rows = max(len(by_key) for by_key in panels.values())
+    # Narrower panels side by side with more than one other backend, so that a row of
+    # them fits the page at a legible size.
     figure, axes = _grid(len(panels), 2 if len(others) == 1 else len(others),
-                         (6.0, 0.25 * rows + 1.2))
+                         (6.0 if len(others) == 1 else 4.6, 0.25 * rows + 1.2))
     colored = [*others, reference]
     for ax, ((label, other), by_key) in zip(axes, panels.items(), strict=True):
         names = [_text(measure_for(key).title) for key in by_key]
@@ -235,9 +237,11 @@ def confusion_matrices(groups: Groups) -> bytes | None:
     which keeps classes of different sizes comparable.
     """
     panels = []
+    backends = _backends(groups)
     for label, by_backend in groups.items():
-        for backend, runs in by_backend.items():
-            counted = [r for r in runs if _metrics(r).get("confusion_matrix")]
+        for backend in backends:
+            counted = [r for r in by_backend.get(backend, [])
+                       if _metrics(r).get("confusion_matrix")]
             if not counted:
                 continue
             # Runs of one pair share their classes, but a hand-merged file may not, and
@@ -250,7 +254,6 @@ def confusion_matrices(groups: Groups) -> bytes | None:
             panels.append((label, backend, len(same), sum(same), names))
     if not panels:
         return None
-    backends = _backends(groups)
     num_classes = max(len(names) for *_, names in panels)
     cell = 0.45 * num_classes + 1.6
     figure, axes = _grid(len(panels), len(backends), (cell, cell))
