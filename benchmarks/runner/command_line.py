@@ -53,7 +53,8 @@ from datasets.synthetic import DEFAULT_SUBJECTS
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="Train and evaluate FER models in TensorFlow/Keras and PyTorch.",
+        description="Train and evaluate FER models in TensorFlow/Keras, PyTorch and every "
+                    "other registered backend.",
     )
     add_backend_option(parser)
     add_reference_option(parser)
