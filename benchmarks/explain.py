@@ -206,7 +206,8 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
         seed: the sample's seed.
         on_line: receives one progress line per run.
         reference: the backend the others' maps are measured against
-            (`--reference-backend`; None: the default rule).
+            (`--reference-backend`, one of the records' backends; None: the default
+            rule, as the report applies it).
 
     Returns:
         The summary written to `explain/explain.json`.
@@ -217,7 +218,7 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
             not its own.
         UnsafeName: a record names a file, or makes a figure's name, outside the folder;
             checked for every run before anything is computed or written.
-        ValueError: `reference` is not among the backends explained.
+        ValueError: `reference` is not among the records' backends.
         MissingFrameworkError: a record's backend's framework is not installed.
     """
     from backends import create_backend
@@ -234,7 +235,9 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
         figure_paths(folder, record[schema.RUN_ID])
         weights_path(folder, record)
     names = explaining_backends(records)
-    chosen_reference = reference_backend(names, reference)
+    # The report's reference, among the records' backends, so that explain.json and the
+    # report it rebuilds set the backends against the same one.
+    chosen_reference = reference_backend((r[schema.BACKEND] for r in records), reference)
     backends = {name: create_backend(name) for name in names}
     others = ", ".join(name for name in names if name != chosen_reference)
     entries = []

@@ -129,3 +129,18 @@ def test_bad_backends_at_the_door_are_one_line_and_exit_2(four_registered, argv,
     err = capsys.readouterr().err.strip()
     assert listed in err and "\n" not in err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("argv, listed", [
+    (["--backend", "tf,tf"], "names tf more than once"),
+    (["--backend", "mxnet"], "unknown backend 'mxnet'"),
+])
+def test_export_reads_backend_as_the_run_does(argv, listed, capsys, tmp_path):
+    from benchmarks import export
+
+    weights = tmp_path / "run.npz"
+    weights.write_bytes(b"")  # refused for its --backend before the file is read
+    assert export.main([str(weights), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert listed in err and "\n" not in err
+    assert sorted(tmp_path.iterdir()) == [weights]
