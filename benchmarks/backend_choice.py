@@ -59,20 +59,21 @@ def add_reference_option(parser: argparse.ArgumentParser) -> None:
                              "in the registry's order)")
 
 
-def is_installed(name: str) -> bool:
-    """Whether the framework behind backend `name` can be imported here.
+def missing_framework(name: str) -> str | None:
+    """Why backend `name` cannot run here: its framework is not installed.
 
     Args:
         name: a backend name from BACKEND_NAMES.
 
     Returns:
-        True when `backends.check_available` passes.
+        The registry's one line naming the framework and the extra that installs it
+        (`backends.check_available`); None where the framework is installed.
     """
     try:
         check_available(name)
-    except MissingFrameworkError:
-        return False
-    return True
+    except MissingFrameworkError as error:
+        return str(error)
+    return None
 
 
 @dataclass(frozen=True)
@@ -84,31 +85,34 @@ class BackendChoice:
             registry's order).
         skipped: registered backends `all` left out because their framework is not
             installed; empty for every other form.
+        reasons: for each of `skipped`, the registry's line naming its framework and the
+            extra that installs it.
     """
 
     backends: tuple[str, ...]
     skipped: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
 
     def skipped_line(self) -> str | None:
         """One line naming the backends `all` left out and how to install them; None when
         it left out none."""
         if not self.skipped:
             return None
-        return (f"--backend all: skipping {', '.join(self.skipped)} (framework not "
-                f"installed; `pip install -e '.[<extra>]'` adds it, see the README)")
+        return f"--backend all: skipping {', '.join(self.skipped)}: {'; '.join(self.reasons)}"
 
 
 def expand_backends(choice: str, registered: tuple[str, ...] | None = None,
-                    installed: Callable[[str], bool] = is_installed) -> BackendChoice:
+                    missing: Callable[[str], str | None] = missing_framework,
+                    ) -> BackendChoice:
     """The backends `--backend choice` names.
 
     Args:
         choice: a registered name, a comma list of them, `both` or `all`.
         registered: the names that exist: a command's own subset, or None for the
             registry's (`backends.BACKEND_NAMES`, read when called).
-        installed: whether a backend's framework is installed (read for `all` only: a
-            named backend that is not installed is refused by the command's own check,
-            which names the extra).
+        missing: why a backend's framework is not installed, None where it is (asked for
+            `all` only: a named backend that is not installed is refused by the command's
+            own check, which names the extra).
 
     Returns:
         The backends, and what `all` skipped.
@@ -123,11 +127,13 @@ def expand_backends(choice: str, registered: tuple[str, ...] | None = None,
             f"{ALL_ALIAS}, or a comma list such as {','.join(registered[:2])}"
     text = choice.strip()
     if text == ALL_ALIAS:
-        present = tuple(name for name in registered if installed(name))
+        reasons = {name: missing(name) for name in registered}
+        present = tuple(name for name, reason in reasons.items() if reason is None)
         if not present:
             raise ValueError(f"--backend all: no backend's framework is installed; install "
                              f"one (`make setup`); {valid}")
-        return BackendChoice(present, tuple(n for n in registered if n not in present))
+        skipped = tuple(name for name in registered if name not in present)
+        return BackendChoice(present, skipped, tuple(reasons[name] for name in skipped))
     if text == PAIR_ALIAS:
         names = list(PAIR)
     else:

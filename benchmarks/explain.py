@@ -35,7 +35,7 @@ from backends.weights import SavedWeights, WeightsError, check_matches, load_int
 from benchmarks.backend_choice import (
     PAIR,
     add_reference_option,
-    is_installed,
+    missing_framework,
     reference_backend,
     registry_order,
 )
@@ -193,7 +193,7 @@ def explaining_backends(records: list[dict[str, Any]]) -> list[str]:
         The backend names.
     """
     return registry_order([*(r[schema.BACKEND] for r in records),
-                           *(name for name in PAIR if is_installed(name))])
+                           *(name for name in PAIR if missing_framework(name) is None)])
 
 
 def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED,
