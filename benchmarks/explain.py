@@ -1,15 +1,17 @@
-"""`python -m benchmarks.explain RUN_DIR`: what the saved models look at, in both frameworks.
+"""`python -m benchmarks.explain RUN_DIR`: what the saved models look at, in every backend.
 
 For the first ok run of each (model, backend) that saved its weights (`--save-weights
 best`), and a fixed, seeded sample of its test images per class, this rebuilds the model
-from the one weights file in both frameworks (`backends.weights.load_into`) and computes
+from the one weights file in every backend of the folder's records, and in tf and torch
+where installed (`explaining_backends`, `backends.weights.load_into`), and computes
 there Grad-CAM on the last convolutional stage (of each image's true class) and the
 feature maps of every stage (`Backend.grad_cam`, `Backend.feature_maps`). It writes into
-`RUN_DIR/explain/`: per run a Grad-CAM figure (both frameworks' overlays side by side)
-and a feature-map grid (one image, every stage), and `explain.json`, which lists them with
-how far the two frameworks' maps lie apart (docs/design.md §9; a map holding NaN or Inf
-is reported as not finite, never as agreeing); then it rebuilds the report, which embeds
-them.
+`RUN_DIR/explain/`: per run a Grad-CAM figure (every backend's overlays side by side)
+and a feature-map grid (one image, every stage, in the reference backend), and
+`explain.json`, which lists them with how far the other backends' maps lie from the
+reference backend's (`--reference-backend`, default torch; the largest gap;
+docs/design.md §9; a map holding NaN or Inf is reported as not finite, never as
+agreeing); then it rebuilds the report, which embeds them.
 
 Exit status: 0 when written; 2 for bad input (no results, no saved weights, a weights
 file missing, damaged or for another model or shape, a record naming a file outside the
@@ -28,8 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from backends import BACKEND_NAMES
+from backends import MissingFrameworkError
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
+from benchmarks.backend_choice import (
+    PAIR,
+    add_reference_option,
+    missing_framework,
+    reference_backend,
+    registry_order,
+)
 from benchmarks.console import run_command
 from benchmarks.record import schema
 from benchmarks.record.layout import (
@@ -86,7 +95,7 @@ def _relative_difference(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def explain_run(folder: Path, record: dict[str, Any], backends: dict[str, Any],
-                per_class: int, seed: int) -> dict[str, Any]:
+                per_class: int, seed: int, reference: str) -> dict[str, Any]:
     """Grad-CAM and feature maps of one run, in every framework, written as figures.
 
     Args:
@@ -95,6 +104,8 @@ def explain_run(folder: Path, record: dict[str, Any], backends: dict[str, Any],
         backends: framework name → Backend to rebuild the model in.
         per_class: sampled test images per class.
         seed: the sample's seed.
+        reference: the backend (a key of `backends`) every other's maps are measured
+            against, and whose feature maps are drawn.
 
     Returns:
         The run's entry of explain.json.
@@ -122,8 +133,10 @@ def explain_run(folder: Path, record: dict[str, Any], backends: dict[str, Any],
         maps[name] = backend.grad_cam(chosen, truth)
         features[name] = backend.feature_maps(chosen[:1])
     names = list(backends)
-    feature_gaps = [_relative_difference(features[names[0]][stage], features[names[-1]][stage])
-                    for stage in features[names[0]]]
+    others = [name for name in names if name != reference]
+    feature_gaps = [_relative_difference(features[other][stage], features[reference][stage])
+                    for other in others for stage in features[reference]]
+    gradcam_gaps = [_relative_difference(maps[other], maps[reference]) for other in others]
     files["gradcam"].parent.mkdir(exist_ok=True)
     trained_by = saved.meta.backend
     _write_png(files["gradcam"], gallery.grad_cam_figure(
@@ -131,16 +144,19 @@ def explain_run(folder: Path, record: dict[str, Any], backends: dict[str, Any],
         f"{record[schema.MODEL]} (weights trained by {trained_by}): Grad-CAM of the true "
         f"class on {explained_stage(backends)}"))
     _write_png(files["features"], gallery.feature_grid_figure(
-        chosen[0], {stage: value[0] for stage, value in features[names[-1]].items()},
+        chosen[0], {stage: value[0] for stage, value in features[reference].items()},
         f"{record[schema.MODEL]} (weights trained by {trained_by}): feature maps of a "
-        f"{class_names[truth[0]]} test image, every stage ({names[-1]})"))
+        f"{class_names[truth[0]]} test image, every stage ({reference})"))
     return {"run_id": run_id, "model": record[schema.MODEL], "trained_by": trained_by,
             "frameworks": names, "samples": sample.tolist(),
             **{kind: path.name for kind, path in files.items()},
-            "gradcam_max_relative_difference": _relative_difference(maps[names[0]],
-                                                                   maps[names[-1]]),
-            "feature_max_relative_difference": None if None in feature_gaps
-            else max(feature_gaps)}
+            "gradcam_max_relative_difference": _worst(gradcam_gaps),
+            "feature_max_relative_difference": _worst(feature_gaps)}
+
+
+def _worst(gaps: list[float | None]) -> float | None:
+    """The largest of the gaps; None when one is (a map not finite) or there are none."""
+    return None if None in gaps or not gaps else max(gaps)
 
 
 def figure_paths(folder: Path, run_id: str) -> dict[str, Path]:
@@ -165,8 +181,23 @@ def _write_png(path: Path, png: bytes) -> None:
     os.replace(partial, path)
 
 
+def explaining_backends(records: list[dict[str, Any]]) -> list[str]:
+    """The backends a folder's models are rebuilt in: those of its records, and tf and
+    torch where installed (a one-backend run is still explained in both), in the
+    registry's order.
+
+    Args:
+        records: the folder's records.
+
+    Returns:
+        The backend names.
+    """
+    return registry_order([*(r[schema.BACKEND] for r in records),
+                           *(name for name in PAIR if missing_framework(name) is None)])
+
+
 def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED,
-                   on_line=print) -> dict[str, Any]:
+                   on_line=print, reference: str | None = None) -> dict[str, Any]:
     """Explains every (model, backend)'s first saved run of a report folder.
 
     Args:
@@ -174,6 +205,9 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
         per_class: sampled test images per class.
         seed: the sample's seed.
         on_line: receives one progress line per run.
+        reference: the backend the others' maps are measured against
+            (`--reference-backend`, one of the records' backends; None: the default
+            rule, as the report applies it).
 
     Returns:
         The summary written to `explain/explain.json`.
@@ -184,6 +218,8 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
             not its own.
         UnsafeName: a record names a file, or makes a figure's name, outside the folder;
             checked for every run before anything is computed or written.
+        ValueError: `reference` is not among the records' backends.
+        MissingFrameworkError: a record's backend's framework is not installed.
     """
     from backends import create_backend
 
@@ -198,11 +234,16 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
     for record in runs:
         figure_paths(folder, record[schema.RUN_ID])
         weights_path(folder, record)
-    backends = {name: create_backend(name) for name in BACKEND_NAMES}
+    names = explaining_backends(records)
+    # The report's reference, among the records' backends, so that explain.json and the
+    # report it rebuilds set the backends against the same one.
+    chosen_reference = reference_backend((r[schema.BACKEND] for r in records), reference)
+    backends = {name: create_backend(name) for name in names}
+    others = ", ".join(name for name in names if name != chosen_reference)
     entries = []
     for record in runs:
-        entry = explain_run(folder, record, backends, per_class, seed)
-        on_line(f"{entry['run_id']}: Grad-CAM tf vs torch max |Δ| = "
+        entry = explain_run(folder, record, backends, per_class, seed, chosen_reference)
+        on_line(f"{entry['run_id']}: Grad-CAM {others} vs {chosen_reference} max |Δ| = "
                 f"{described_difference(entry['gradcam_max_relative_difference'])}")
         entries.append(entry)
     summary = {"samples_per_class": per_class, "sample_seed": seed, "runs": entries}
@@ -214,21 +255,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.explain",
         description="Grad-CAM and feature maps of a report folder's saved models, computed "
-                    "in both frameworks from the same weights; rebuilds the report.")
+                    "in every backend from the same weights; rebuilds the report.")
     parser.add_argument("location", type=Path, help="a report folder or its results.jsonl")
     parser.add_argument("--per-class", type=int, default=SAMPLES_PER_CLASS,
                         help="test images per class (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=SAMPLE_SEED,
                         help="seed of the sample of test images (default: %(default)s)")
+    add_reference_option(parser)
     args = parser.parse_args(argv)
     from benchmarks.report import write_report
 
     try:
         if args.per_class < 1:
             raise ValueError(f"--per-class must be ≥ 1. Received: {args.per_class}")
-        explain_folder(args.location, args.per_class, args.seed)
-        written = write_report(args.location)
-    except (ResultsFileError, ValueError) as error:  # WeightsError, UnsafeName too
+        explain_folder(args.location, args.per_class, args.seed,
+                       reference=args.reference_backend)
+        written = write_report(args.location, reference=args.reference_backend)
+    except (ResultsFileError, ValueError, MissingFrameworkError) as error:
+        # WeightsError and UnsafeName are ValueErrors.
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

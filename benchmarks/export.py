@@ -12,9 +12,11 @@ LOCATION is a report folder (or its results.jsonl) or one weights file (`.npz`).
   run's own latency settings: batch 1 and the run's training batch, its thread count,
   its test images. `onnx/onnx.json` keeps every figure, and the report is rebuilt: its
   "Deployment (ONNX)" section sets onnxruntime's latency beside the native frameworks'.
-* A weights file: the model is exported by both frameworks into the file's folder (or
-  `--out`) as `<name>.tf.onnx` and `<name>.torch.onnx`, checked on a fixed seeded batch,
-  and timed likewise (batch 1 and 32); the figures are printed, not kept.
+* A weights file: the model is exported by each backend `--backend` names (default
+  `both`: tf and torch) into the file's folder (or `--out`) as `<name>.<backend>.onnx`
+  (`<name>.tf.onnx`, `<name>.torch.onnx`), checked on a fixed seeded batch, and timed
+  likewise (batch 1 and 32); the figures are printed, not kept. A report folder's runs
+  are each exported by the backend that trained them, whatever `--backend` says.
 
 Exit status: 0 when every export matched its framework and was timed; 1 when one did
 not match (beyond the tolerance, named loudly) or could not be timed, or a file could
@@ -38,9 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from backends import BACKEND_NAMES
 from backends.base import MissingFrameworkError, TrainConfig
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
+from benchmarks.backend_choice import (
+    add_backend_option,
+    add_reference_option,
+    expand_backends,
+    reference_backend,
+)
 from benchmarks.console import run_command
 from benchmarks.record import schema
 from benchmarks.record.layout import (
@@ -146,8 +153,18 @@ def _check_weights(path: Path, record: dict[str, Any]) -> None:
                   num_classes=len(data["class_names"]) if data.get("class_names") else None)
 
 
-def weights_jobs(path: Path, out: Path | None, work: Path) -> list[Job]:
-    """The exports of one weights file: by both frameworks, on a seeded batch in `work`.
+def weights_jobs(path: Path, out: Path | None, work: Path,
+                 frameworks: tuple[str, ...]) -> list[Job]:
+    """The exports of one weights file: by each of `frameworks`, on a seeded batch in `work`.
+
+    Args:
+        path: the weights file.
+        out: the folder for the .onnx files; None: the weights file's.
+        work: a scratch folder for the seeded batch.
+        frameworks: the backends that export it (`--backend`).
+
+    Returns:
+        One job per framework.
 
     Raises:
         WeightsError: the file is missing, damaged or not a weights file.
@@ -163,7 +180,7 @@ def weights_jobs(path: Path, out: Path | None, work: Path) -> list[Job]:
                 out_path=target / onnx_model_name(stem, framework), images_path=images_path,
                 images_key=SEEDED_KEY, train_batch_size=TrainConfig().batch_size,
                 threads=available_cores(), measure=MeasureConfig())
-            for framework in BACKEND_NAMES]
+            for framework in frameworks]
 
 
 def export_job(job: Job, backends: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +250,8 @@ def _jobs(args: argparse.Namespace, work: Path) -> tuple[Path | None, list[Job]]
     if location.is_dir() or location.name == RESULTS_FILE:
         return report_jobs(location, args.out)
     if location.is_file() and location.suffix == ".npz":
-        return None, weights_jobs(location, args.out, work)
+        return None, weights_jobs(location, args.out, work,
+                                  expand_backends(args.backend).backends)
     raise ValueError(f"{location}: neither a report folder (holding results.jsonl) nor a "
                      "weights file (.npz): pass reports/<folder> or "
                      "reports/<folder>/weights/<run_id>.npz")
@@ -251,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                              "onnx/, or the weights file's folder)")
     parser.add_argument("--no-latency", action="store_true",
                         help="export and check only: no onnxruntime timing")
+    add_backend_option(parser)
+    add_reference_option(parser)
     args = parser.parse_args(argv)
     from backends.deploy import PARITY_TOLERANCE, check_onnx_available
     from backends.registry import check_available
@@ -258,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ferbench-export-") as work:
         try:
             folder, jobs = _jobs(args, Path(work))
+            if folder is not None:  # the rebuilt report's reference, checked before any export
+                reference_backend((r[schema.BACKEND] for r in read_records(folder / RESULTS_FILE)),
+                                  args.reference_backend)
             frameworks = tuple(dict.fromkeys(job.framework for job in jobs))
             for framework in frameworks:
                 check_available(framework)
@@ -267,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         try:
-            return _export_all(folder, jobs, args.no_latency, PARITY_TOLERANCE)
+            return _export_all(folder, jobs, args.no_latency, PARITY_TOLERANCE,
+                               args.reference_backend)
         except WeightsError as error:
             # Arrays that do not fit the model their metadata names: found only when loaded.
             print(f"error: {error}", file=sys.stderr)
@@ -283,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export_all(folder: Path | None, jobs: list[Job], no_latency: bool,
-                tolerance: float) -> int:
+                tolerance: float, reference: str | None) -> int:
     from backends import create_backend
 
     for job in jobs:
@@ -318,7 +342,7 @@ def _export_all(folder: Path | None, jobs: list[Job], no_latency: bool,
             json.dumps(summary, indent=1))
         from benchmarks.report import write_report
 
-        for path in write_report(folder):
+        for path in write_report(folder, reference=reference):
             print(path)
     for line in mismatched:
         print(f"error: PARITY FAILED: {line}", file=sys.stderr)

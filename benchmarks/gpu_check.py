@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends import BACKEND_NAMES, MissingFrameworkError
+from backends import MissingFrameworkError
 from backends.catalog import CARD_MODELS
 from backends.registry import visible_gpu
+from benchmarks.backend_choice import PAIR
 from benchmarks.record import schema
 from benchmarks.record.store import new_report_dir
 from benchmarks.report import write_report
@@ -102,7 +103,7 @@ def gpu_status() -> tuple[bool, str]:
         MissingFrameworkError: a framework is not installed.
     """
     found, said = [], []
-    for name in BACKEND_NAMES:
+    for name in PAIR:
         gpu, version = visible_gpu(name)
         found.append(gpu is not None)
         said.append(f"{name}: {gpu or 'cpu'} ({version})")
@@ -210,7 +211,7 @@ def run_configs(folder: Path, configs: Iterable[CheckConfig],
     for config in configs:
         extra = {} if config.threads is None else {"threads": config.threads}
         invocation = Invocation(
-            dataset="synthetic", backends=BACKEND_NAMES, models=config.models,
+            dataset="synthetic", backends=PAIR, models=config.models,
             recipe=NO_RECIPE,
             explicit={"precision": config.precision, "epochs": config.epochs,
                       "batch_size": config.batch_size, "compile": config.compile, "seed": 0},

@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from backends import BACKEND_NAMES, check_available
+from backends import check_available
 from backends.schedule import epoch_batches
+from benchmarks.backend_choice import add_backend_option, expand_backends
 from benchmarks.runner.env import SUITE_ROOT, available_cores, cpu_model
 from datasets import generate_synthetic
 
@@ -266,8 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.overhead",
         description="Suite training throughput as a fraction of a bare training loop's.",
     )
-    parser.add_argument("--backend", default="both",
-                        help=f"one of {', '.join(BACKEND_NAMES)}, both (default: both)")
+    add_backend_option(parser, registered=tuple(BARE))
     parser.add_argument("--repeats", type=int, default=3,
                         help="pairs of fresh processes per backend (default: 3)")
     parser.add_argument("--epochs", type=int, default=6,
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> list[str]:
-    backends = list(BACKEND_NAMES) if args.backend == "both" else [args.backend]
+    backends = list(expand_backends(args.backend, registered=tuple(BARE)).backends)
     for backend in backends:
         check_available(backend)
     for name in ("repeats", "threads", "batch_size"):

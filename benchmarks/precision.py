@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backends import BACKEND_NAMES
+from benchmarks.backend_choice import PAIR
 from benchmarks.gpu_check import CheckConfig, run_configs
 from benchmarks.record import schema
 from benchmarks.record.store import new_report_dir
@@ -51,14 +51,14 @@ def summary(records: list[dict[str, Any]], labels: dict[str, str]) -> str:
         labels: "float32", "bfloat16", "compiled" → the config label of those runs.
     """
     lines = [f"{'backend':<8}{'fp32 img/s':>12}{'bf16 img/s':>12}{'bf16/fp32':>11}"]
-    for backend in BACKEND_NAMES:
+    for backend in PAIR:
         fp32 = _timing(records, backend, labels["float32"])["train_throughput_img_s"]
         bf16 = _timing(records, backend, labels["bfloat16"])["train_throughput_img_s"]
         ratio = bf16 / fp32 if fp32 and bf16 else None
         lines.append(f"{backend:<8}{_cell(fp32, ',.0f'):>12}{_cell(bf16, ',.0f'):>12}"
                      f"{_cell(ratio, '.2f'):>11}")
     lines += ["", f"{'backend':<8}{'compiled':<10}{'first epoch s':>15}{'steady epoch s':>16}"]
-    for backend in BACKEND_NAMES:
+    for backend in PAIR:
         for compiled, label in (("no", labels["float32"]), ("yes", labels["compiled"])):
             timing = _timing(records, backend, label)
             lines.append(f"{backend:<8}{compiled:<10}{_cell(timing['first_epoch_s'], '.2f'):>15}"

@@ -1,6 +1,7 @@
-"""FER-Bench's main command: train and evaluate models in both frameworks, side by side.
+"""FER-Bench's main command: train and evaluate models in every backend, side by side.
 
     python -m benchmarks.run --backend both --dataset synthetic
+    python -m benchmarks.run --backend all --reference-backend torch   # every installed one
     python -m benchmarks.run --dataset ck+ --data-dir ~/data/CK+48 --folds 10
     python -m benchmarks.run --list-models
     python -m benchmarks.run --preset ci          # the CI regression check's runs (docs/ci.md)
@@ -16,7 +17,9 @@ Every (backend, model, fold, seed) run executes in its own worker process; resul
 a new `reports/<timestamp>-<dataset>/results.jsonl` (the folder is made at the first
 record), a side-by-side table is printed (with k-fold, also each model and backend's mean
 ± std accuracy over the folds), and the report (report.html, report.md, CSV summaries; see
-`benchmarks.report`) is written next to the results.
+`benchmarks.report`) is written next to the results. `--backend` is read by
+`benchmarks.backend_choice` (names, comma lists, `both`, `all`, which prints one line
+naming the backends it skipped for want of their framework).
 
 Exit status: 0 when every run succeeded; 1 when a run failed or timed out, or a record or
 the report could not be written (one line says what was kept); 2 for bad input, with one
@@ -30,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +202,11 @@ def _main(argv: list[str] | None) -> int:
         return 0
     started = time.perf_counter()
     try:
-        invocation = invocation_of(args)
+        invocation = invocation_of(args, on_line=print)
         report_dir, records = run_invocation(
             invocation, args.out, on_start=_warn_if_busy,
-            report=None if args.no_report else write_report)
+            report=None if args.no_report else partial(
+                write_report, reference=invocation.reference_backend))
     except InvocationInterrupted as stop:
         return _interrupted(stop, invocation)
     except KeyboardInterrupt:

@@ -187,6 +187,8 @@ def test_the_gallery_shows_the_most_confident_mistakes_first():
     ("no weights", "no run saved its weights"),
     ("truncated", "truncated or damaged"),
     ("another model", "weights for model 'proposed_cnn', expected 'sanet'"),
+    # Checked before anything is computed: the folder holds torch runs only.
+    ("reference", "--reference-backend 'tf' is not among the backends compared (torch)"),
 ])
 def test_explain_bad_input_is_one_line_and_exit_2(saved_folder, tmp_path, capsys, damage,
                                                   expected):
@@ -205,13 +207,16 @@ def test_explain_bad_input_is_one_line_and_exit_2(saved_folder, tmp_path, capsys
         append_record(folder, record)
     elif damage == "truncated":
         weights.write_bytes(weights.read_bytes()[:1000])
-    else:
+    elif damage == "another model":
         (record,) = read_records(folder)
         record["model"] = "sanet"
         (folder / "results.jsonl").unlink()
         append_record(folder, record)
-    assert explain.main([str(folder)]) == 2
+    chosen = ["--reference-backend", "tf"] if damage == "reference" else []
+    shutil.rmtree(folder / "explain", ignore_errors=True)
+    assert explain.main([str(folder), *chosen]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and expected in error, error
+    assert not (folder / "explain").exists()  # nothing written
     if damage == "truncated":
         assert str(weights) in error

@@ -26,6 +26,7 @@ FRAMEWORKS = ("torch", "tensorflow", "keras")
 # of `benchmarks` (`python -m benchmarks.X`) or a package's `__main__`.
 LAYERS = (
     ("backends", "datasets", "benchmarks.console", "benchmarks.messages", "benchmarks.trackers"),
+    ("benchmarks.backend_choice",),
     ("benchmarks.record",),
     ("benchmarks.analysis",),
     ("benchmarks.runner", "benchmarks.report"),

@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks.analysis.published_metrics import FRAMEWORKS, PUBLISHED_METRICS, UNSTATED
 from benchmarks.analysis.stats import Summary, seed_replicates, summarize
+from benchmarks.backend_choice import registry_order
 from benchmarks.messages import shortened
 from benchmarks.record import schema
 from benchmarks.record.figures import figures_of
@@ -166,7 +167,7 @@ def compare(study: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[Co
     for record in records:
         if schema.succeeded(record) and not schema.is_twin(record):
             runs.setdefault((record[schema.MODEL], record[schema.BACKEND]), []).append(record)
-    backends = sorted({backend for _, backend in runs}, key=lambda b: (b != "tf", b))
+    backends = registry_order(backend for _, backend in runs)
     comparisons = []
     for figure in study["published"]:
         wanted = figure.get("framework", "any")

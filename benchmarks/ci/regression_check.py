@@ -70,6 +70,7 @@ from benchmarks.analysis.comparison import (
     best_of_readings,
     compare_records,
 )
+from benchmarks.backend_choice import expand_backends
 from benchmarks.ci.speed_rule import RULE as SPEED_RULE
 from benchmarks.ci.speed_rule import Decision, slowdown
 from benchmarks.ci.thresholds import BASELINE_THRESHOLDS, SPEED_THRESHOLDS
@@ -192,7 +193,7 @@ def preset_pairs(run_options: list[str]) -> list[Pair]:
     """
     args = command_line.parse_args(["--preset", "ci", *run_options])
     return [(model, backend) for model in command_line.model_names(args.models)
-            for backend in command_line.backend_names(args.backend)]
+            for backend in expand_backends(args.backend).backends]
 
 
 def _ok_commits(records: list[dict[str, Any]]) -> set[str | None]:

@@ -55,6 +55,7 @@ from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name
 from backends.init import INIT_MODES
 from benchmarks.analysis.grid_selection import describe_point
+from benchmarks.backend_choice import PAIR
 from benchmarks.messages import quoted
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.invocation import Invocation
@@ -94,7 +95,8 @@ GRID_SETTINGS = {s.name: s for s in (
             help="several datasets, each once: every point runs on each"),
     Setting("models", str, sequence=True, help="catalog models, each once"),
     Setting("backends", str, sequence=True, choices=BACKEND_NAMES,
-            help="backends, each once (default: all)"),
+            help="backends, each once (default: tf and torch; every registered "
+                 "backend may be listed)"),
     Setting("seeds", int, help="seeds per point, fold and backend"),
     Setting("folds", int, nullable=True, help="k-fold cross-validation"),
     Setting("fold", int, nullable=True, help="with folds, run only this fold"),
@@ -483,7 +485,7 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
             raise ValueError(f"{where}: [{GRID}]{_line(text, GRID, 'models')}: {error}") from None
     common = {"threads": DEFAULT_THREADS, **grid_settings, "measure": measure,
               "save_weights": "none"}
-    common["backends"] = tuple(common.get("backends", BACKEND_NAMES))
+    common["backends"] = tuple(common.get("backends", PAIR))
     common["models"] = tuple(common["models"])
     common["deterministic"] = common.get("deterministic", False) or deterministic
     if common.get("data_dir") is not None:

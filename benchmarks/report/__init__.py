@@ -50,13 +50,16 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_report(location: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
+def write_report(location: Path, records: list[dict[str, Any]] | None = None,
+                 reference: str | None = None) -> list[Path]:
     """Writes the report files of a report folder from its results.
 
     Args:
         location: the report folder, or its results file.
         records: the records, when the caller already holds them; read from the results
             file otherwise.
+        reference: the backend the framework verdicts are against (`--reference-backend`);
+            None: torch where the records hold it, else the first in the registry's order.
 
     Returns:
         The files written, all in the results file's folder.
@@ -64,6 +67,7 @@ def write_report(location: Path, records: list[dict[str, Any]] | None = None) ->
     Raises:
         ResultsFileError: the results file is missing, empty or damaged, or the folder's
             grid.json is damaged.
+        ValueError: `reference` is not among the records' backends; nothing is written.
         OSError: a report file could not be written (a full disk, …); the files written
             before it are complete, the others keep their previous version.
     """
@@ -77,7 +81,7 @@ def write_report(location: Path, records: list[dict[str, Any]] | None = None) ->
             records = chosen_runs(records, grid["choices"])
     if not records:
         raise ResultsFileError(f"no records to report for {source}")
-    data = analyse(records, source, grid)
+    data = analyse(records, source, grid, reference)
     written = {folder / REPORT_HTML: render_html(data, charts(data)),
                folder / REPORT_MD: render_markdown(data),
                folder / SUMMARY_CSV: csv_text(summary_frame(data)),

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from backends.weights import WeightsError
+from benchmarks.backend_choice import add_reference_option
 from benchmarks.console import run_command
 from benchmarks.explain import explain_folder
 from benchmarks.record.store import ResultsFileError, results_path
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "results.jsonl")
     parser.add_argument("--explain", action="store_true",
                         help="first compute the saved runs' Grad-CAM and feature maps in "
-                             "both frameworks (what `python -m benchmarks.explain` does)")
+                             "every backend (what `python -m benchmarks.explain` does)")
+    add_reference_option(parser)
     return parser
 
 
@@ -34,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.explain:
             # benchmarks.explain reads the report package, so the report's writer never
             # imports it: only this command line does.
-            explain_folder(results_path(args.location))
-        written = write_report(args.location)
-    except (ResultsFileError, WeightsError) as error:
+            explain_folder(results_path(args.location), reference=args.reference_backend)
+        written = write_report(args.location, reference=args.reference_backend)
+    except (ResultsFileError, ValueError) as error:  # WeightsError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

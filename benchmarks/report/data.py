@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from benchmarks.analysis.stats import (
     replicate_values,
     summarize_figure,
 )
+from benchmarks.backend_choice import reference_backend, registry_order
 from benchmarks.messages import shortened
 from benchmarks.record import schema
 from benchmarks.record.figures import (
@@ -67,7 +67,10 @@ class ReportData:
         twins: label → backend → ok records of twin runs (`schema.TWIN_OF`), which give
             the chaos floor only.
         totals: label → backend → number of runs, ok or not, twins left out.
-        tests: label → framework verdicts, one per pair of backends.
+        tests: label → backend other than the reference → its framework verdict against
+            the reference, in the registry's order.
+        reference: the backend every verdict is against (`backend_choice.
+            reference_backend`); None for records of no backend.
         margin: the equivalence margin the verdicts use (`equivalence_margin`).
         keys: every figure key some record carries, catalog figures first.
         loaded: the run ids whose timings are not comparable (`analysis.load`).
@@ -82,8 +85,9 @@ class ReportData:
     groups: plots.Groups = field(default_factory=dict)
     twins: plots.Groups = field(default_factory=dict)
     totals: dict[str, dict[str, int]] = field(default_factory=dict)
-    tests: dict[str, list[FrameworkVerdict]] = field(default_factory=dict)
+    tests: dict[str, dict[str, FrameworkVerdict]] = field(default_factory=dict)
     margin: float = DEFAULT_EQUIVALENCE_MARGIN
+    reference: str | None = None
     keys: list[str] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
     gallery_notes: list[str] = field(default_factory=list)
@@ -91,8 +95,16 @@ class ReportData:
 
     @property
     def backends(self) -> list[str]:
-        """The backends of the records, tf and torch first."""
-        return plots.ordered_backends(record["backend"] for record in self.records)
+        """The backends of the records, in the registry's order (tf, torch, …)."""
+        return registry_order(record["backend"] for record in self.records)
+
+    def compared(self, label: str) -> list[str]:
+        """The backends other than the reference that have ok runs of `label` beside the
+        reference's, in the registry's order: the columns set against the reference."""
+        by_backend = self.groups[label]
+        if not by_backend.get(self.reference):
+            return []
+        return [b for b in self.backends if b != self.reference and by_backend.get(b)]
 
     @property
     def problems(self) -> list[dict[str, Any]]:
@@ -113,16 +125,26 @@ class ReportData:
 
 
 def analyse(records: list[dict[str, Any]], source: Path,
-            grid: dict[str, Any] | None = None) -> ReportData:
-    """Groups the records by (label, backend) and runs the paired tests.
+            grid: dict[str, Any] | None = None, reference: str | None = None) -> ReportData:
+    """Groups the records by (label, backend) and tests every backend against the
+    reference.
 
     Args:
         records: result records, as `read_records` returns them.
         source: the results file they came from (named in the report).
         grid: the folder's grid.json, for a grid's report (its study section).
+        reference: `--reference-backend`, or None for the default rule
+            (`backend_choice.reference_backend`).
+
+    Returns:
+        The report's data.
+
+    Raises:
+        ValueError: `reference` is not among the records' backends.
     """
     data = ReportData(source=source, records=records, grid=grid,
                       margin=equivalence_margin(records))
+    data.reference = reference_backend(data.backends, reference)
     several_datasets = len({r["dataset"] for r in records}) > 1
     for record in records:
         label = f"{record['dataset']} · {record['model']}" if several_datasets \
@@ -146,10 +168,14 @@ def analyse(records: list[dict[str, Any]], source: Path,
                   for backend, runs in by_backend.items()}
         twins = {backend: twin_pairs(scored[backend], runs)
                  for backend, runs in data.twins.get(label, {}).items() if backend in scored}
-        present = [b for b in data.backends if scored.get(b)]
-        data.tests[label] = [framework_verdict(scored[a], scored[b], a, b, margin=data.margin,
-                                               twins_a=twins.get(a, []), twins_b=twins.get(b, []))
-                             for a, b in combinations(present, 2)]
+        reference = data.reference
+        others = [b for b in data.backends if b != reference and scored.get(b)] \
+            if scored.get(reference) else []
+        data.tests[label] = {other: framework_verdict(scored[other], scored[reference], other,
+                                                      reference, margin=data.margin,
+                                                      twins_a=twins.get(other, []),
+                                                      twins_b=twins.get(reference, []))
+                             for other in others}
     data.keys = figure_keys(runs_frame(records).columns)
     data.loaded = {run.run_id for run in loaded_runs(records)}
     return data
@@ -217,20 +243,23 @@ def headline_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
 
 
 def figure_rows(data: ReportData, label: str) -> tuple[list[str], list[list[str]]]:
-    """Every figure of one label, the backends side by side (and their ratio for two)."""
+    """Every figure of one label, the backends side by side, then the reference's figure
+    over each other backend's ("torch / tf")."""
     backends = [b for b in data.backends if data.groups[label].get(b)]
-    ratio = len(backends) == 2
-    headers = ["figure"] + backends + ([f"{backends[1]} / {backends[0]}"] if ratio else [])
+    reference, compared = data.reference, data.compared(label)
+    headers = ["figure"] + backends + [f"{reference} / {other}" for other in compared]
     rows = []
     for key in measured_keys(data):
         summaries = [data.summary(label, b, key) for b in backends]
         if all(s.mean is None for s in summaries):
             continue
         row = [measure_for(key).title] + [data.cell(label, b, key) for b in backends]
-        if ratio:
-            a, b = summaries[0].mean, summaries[1].mean
-            row.append(_marked(key, "—" if a in (None, 0) or b is None else f"{b / a:.2f}×",
-                               any(data.under_load(label, backend) for backend in backends)))
+        theirs = data.summary(label, reference, key).mean if compared else None
+        for other in compared:
+            ours = data.summary(label, other, key).mean
+            row.append(_marked(
+                key, "—" if ours in (None, 0) or theirs is None else f"{theirs / ours:.2f}×",
+                data.under_load(label, other) or data.under_load(label, reference)))
         rows.append(row)
     return headers, rows
 
@@ -511,12 +540,14 @@ def charts(data: ReportData) -> list[tuple[str, str, bytes]]:
          plots.figure_bars(data.groups, keys, title))
         for title, keys in chart_sections(data)
     ]
-    backends = data.backends
-    if len(backends) >= 2:
-        a, b = backends[:2]
-        drawn.append(("chart-ratio", f"Each measured figure's {a} ÷ {b} ratio of means, per "
-                      f"model (log scale; right of 1: {a}'s figure is larger).",
-                      plots.ratio_chart(data.groups, measured_keys(data), a, b)))
+    reference = data.reference
+    others = [b for b in data.backends if b != reference]
+    if reference is not None and others:
+        named = "each other backend's" if len(others) > 1 else f"{others[0]}'s"
+        drawn.append(("chart-ratio", f"Each measured figure's {', '.join(others)} ÷ "
+                      f"{reference} ratio of means, per model (log scale; right of 1: "
+                      f"{named} figure is larger).",
+                      plots.ratio_chart(data.groups, measured_keys(data), others, reference)))
     drawn += [
         ("chart-confusion", "Confusion matrices summed over runs (shade: share of the true "
          "class).", plots.confusion_matrices(data.groups)),
@@ -577,13 +608,18 @@ def grid_study(data: ReportData, draw: bool = True) -> StudyView | None:
 
 
 def test_lines(data: ReportData) -> list[tuple[str, FrameworkVerdict]]:
-    """(label, verdict) of every pair of backends the report tests."""
-    return [(label, test) for label, tests in data.tests.items() for test in tests]
+    """(heading, verdict) of every backend the report tests against the reference: the
+    heading is the label, followed by the pair ("proposed_cnn: jax vs torch") where the
+    report tests more than one pair."""
+    several = len({other for tests in data.tests.values() for other in tests}) > 1
+    return [(f"{label}: {other} vs {data.reference}" if several else label, verdict)
+            for label, tests in data.tests.items() for other, verdict in tests.items()]
 
 
 def tests_note(data: ReportData) -> str:
     """What the framework section tested, and on what, in one paragraph."""
-    return ("Test accuracy of the two frameworks on the same test images, runs paired by "
+    return (f"Test accuracy of each backend against the reference backend, {data.reference} "
+            "(--reference-backend), on the same test images, runs paired by "
             "seed and fold, at α = 0.05; twins (runs repeated from initial weights one ulp "
             "away, --twins) are left out of the pairs and measure the chaos floor. One "
             "seed: McNemar's exact test says whether the two trained models differ, which "

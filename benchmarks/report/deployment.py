@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends import BACKEND_NAMES
 from benchmarks.analysis.load import LOADED_MARK
 from benchmarks.messages import shortened
 from benchmarks.record import schema
@@ -52,8 +51,8 @@ class Deployment:
 
     Attributes:
         note: why there are no figures ("ONNX: not measured …"), or None.
-        latency: (headers, rows): per model and figure, native tf and torch, and
-            onnxruntime from each framework's export.
+        latency: (headers, rows): per model and figure, each backend's native figure,
+            and onnxruntime's from each backend's exports.
         parity: (headers, rows): per export, its max |Δ logits| against its framework.
         facts: lines under the tables (tolerance, load average, providers).
     """
@@ -111,24 +110,25 @@ def deployment(data: ReportData) -> Deployment:
     if summary is None:
         return Deployment(note=note)
     exports = [e for e in summary["exports"] if isinstance(e, dict)]
-    headers = ["model", "figure", "tf native", "torch native", "onnxruntime (tf export)",
-               "onnxruntime (torch export)"]
+    backends = data.backends
+    headers = (["model", "figure"] + [f"{f} native" for f in backends]
+               + [f"onnxruntime ({f} export)" for f in backends])
     rows = []
     for label, by_backend in data.groups.items():
         run_ids = {r[schema.RUN_ID] for runs in by_backend.values() for r in runs}
         ours = {f: [e.get("latency") or {} for e in exports
                     if e.get("name") in run_ids and e.get("exported_by") == f and
-                    e.get("latency")] for f in BACKEND_NAMES}
+                    e.get("latency")] for f in backends}
         if not any(ours.values()):
             continue
         native = {f: [r.get(schema.LATENCY) or {} for r in by_backend.get(f, [])]
-                  for f in BACKEND_NAMES}
+                  for f in backends}
         for title, read, digits in FIGURES:
             rows.append([label, title]
                         + [_cell(_mean([read(x) for x in native[f]]), digits,
-                                 data.under_load(label, f)) for f in BACKEND_NAMES]
+                                 data.under_load(label, f)) for f in backends]
                         + [_cell(_mean([read(x) for x in ours[f]]), digits)
-                           for f in BACKEND_NAMES])
+                           for f in backends])
     tolerance = summary.get("tolerance")
     parity_rows = []
     for e in exports:

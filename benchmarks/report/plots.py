@@ -12,7 +12,6 @@ to draw, so a report of failed runs still renders.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -29,11 +28,13 @@ from benchmarks.analysis.stats import (
     summarize,
     summarize_figure,
 )
+from benchmarks.backend_choice import registry_order
 from benchmarks.record.figures import measure_for
 
 Groups = dict[str, dict[str, list[dict[str, Any]]]]
 
-# Colour-blind-safe (Okabe-Ito) colours; the two frameworks keep theirs in every figure.
+# Colour-blind-safe (Okabe-Ito) colours; each registered backend keeps its own in every
+# figure (tf orange, torch blue, then green and purple), other names take the rest.
 _PALETTE = ("#E69F00", "#0072B2", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
 _DPI = 100
 
@@ -60,15 +61,8 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def ordered_backends(names: Iterable[str]) -> list[str]:
-    """The distinct backend names, the registered ones first (tf, torch), in every table and
-    figure."""
-    rank = {name: i for i, name in enumerate(BACKEND_NAMES)}
-    return sorted(set(names), key=lambda b: (rank.get(b, len(rank)), b))
-
-
 def _backends(groups: Groups) -> list[str]:
-    return ordered_backends(b for by_backend in groups.values() for b in by_backend)
+    return registry_order(b for by_backend in groups.values() for b in by_backend)
 
 
 def _grid(count: int, columns: int, cell_in: tuple[float, float]) -> tuple[Figure, list]:
@@ -171,27 +165,42 @@ def figure_ratios(groups: Groups, keys: list[str], a: str,
     return ratios
 
 
-def ratio_chart(groups: Groups, keys: list[str], a: str, b: str) -> bytes | None:
-    """One chart of every figure's `a` ÷ `b` ratio of means, a panel per label.
+def ratio_chart(groups: Groups, keys: list[str], others: list[str],
+                reference: str) -> bytes | None:
+    """One chart of every figure's ratio of means, each backend of `others` ÷ `reference`,
+    a panel per (label, other backend): a row per label, a column per other backend (two
+    columns of labels when there is one).
 
     Horizontal bars on a log scale around 1 (equal), so 2× and ½× lie equally far out;
-    each bar is labelled with its ratio.
+    each bar is labelled with its ratio and takes the colour of the backend whose figure
+    is larger.
 
     Args:
         groups: see the module docstring.
         keys: the figure keys to show (measured figures).
-        a, b: the backends compared (numerator, denominator).
+        others: the backends set against the reference (numerators).
+        reference: the reference backend (the denominator).
+
+    Returns:
+        The PNG; None when no figure has a ratio.
     """
-    ratios = figure_ratios(groups, keys, a, b)
-    if not ratios:
+    panels = {(label, other): by_key for other in others
+              for label, by_key in figure_ratios(groups, keys, other, reference).items()}
+    if not panels:
         return None
-    rows = max(len(by_key) for by_key in ratios.values())
-    figure, axes = _grid(len(ratios), 2, (6.0, 0.25 * rows + 1.2))
-    for ax, (label, by_key) in zip(axes, ratios.items(), strict=True):
+    # A label's panels side by side, so each model reads across one row.
+    panels = dict(sorted(panels.items(), key=lambda item: (list(groups).index(item[0][0]),
+                                                             others.index(item[0][1]))))
+    rows = max(len(by_key) for by_key in panels.values())
+    # Narrower panels side by side with more than one other backend, so that a row of
+    # them fits the page at a legible size.
+    figure, axes = _grid(len(panels), 2 if len(others) == 1 else len(others),
+                         (6.0 if len(others) == 1 else 4.6, 0.25 * rows + 1.2))
+    colored = [*others, reference]
+    for ax, ((label, other), by_key) in zip(axes, panels.items(), strict=True):
         names = [_text(measure_for(key).title) for key in by_key]
         values = np.asarray(list(by_key.values()))
-        colors = [backend_color(a, [a, b]) if v > 1 else backend_color(b, [a, b])
-                  for v in values]
+        colors = [backend_color(other if v > 1 else reference, colored) for v in values]
         ax.barh(range(len(values)), np.log10(values), color=colors)
         for row, value in enumerate(values):
             ax.text(np.log10(value), row, f" {value:.2f}× ", va="center", fontsize=6,
@@ -204,7 +213,7 @@ def ratio_chart(groups: Groups, keys: list[str], a: str, b: str) -> bytes | None
         ax.set_xticks(ticks, [f"{10 ** t:.3g}×" for t in ticks], fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
-        ax.set_title(f"{_text(label)}: {_text(a)} ÷ {_text(b)}", fontsize=10)
+        ax.set_title(f"{_text(label)}: {_text(other)} ÷ {_text(reference)}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     return _png(figure)
 
@@ -228,9 +237,11 @@ def confusion_matrices(groups: Groups) -> bytes | None:
     which keeps classes of different sizes comparable.
     """
     panels = []
+    backends = _backends(groups)
     for label, by_backend in groups.items():
-        for backend, runs in by_backend.items():
-            counted = [r for r in runs if _metrics(r).get("confusion_matrix")]
+        for backend in backends:
+            counted = [r for r in by_backend.get(backend, [])
+                       if _metrics(r).get("confusion_matrix")]
             if not counted:
                 continue
             # Runs of one pair share their classes, but a hand-merged file may not, and
@@ -243,7 +254,6 @@ def confusion_matrices(groups: Groups) -> bytes | None:
             panels.append((label, backend, len(same), sum(same), names))
     if not panels:
         return None
-    backends = _backends(groups)
     num_classes = max(len(names) for *_, names in panels)
     cell = 0.45 * num_classes + 1.6
     figure, axes = _grid(len(panels), len(backends), (cell, cell))
@@ -317,7 +327,7 @@ def _epoch_series(runs: list[dict[str, Any]], field: str) -> tuple[np.ndarray, n
 
 
 def training_curves(groups: Groups) -> bytes | None:
-    """Loss and validation accuracy per epoch, the two frameworks overlaid.
+    """Loss and validation accuracy per epoch, every backend overlaid.
 
     Lines are the mean over a pair's runs; the shaded band spans their min to max.
     """
@@ -370,7 +380,7 @@ def study_chart(panels: list[dict[str, Any]], select_by: str) -> bytes | None:
     if not panels:
         return None
     figure, axes = _grid(len(panels), 3, (4.2, 3.0))
-    backends = ordered_backends(b for panel in panels for b in panel["lines"])
+    backends = registry_order(b for panel in panels for b in panel["lines"])
     for ax, panel in zip(axes, panels, strict=True):
         categorical = panel["scale"] == "categorical"
         # Keyed by repr: 1, 1.0 and True are one dict key, three values of an axis.

@@ -45,6 +45,7 @@ from typing import Any
 from backends import BACKEND_NAMES
 from backends.catalog import check_model_name
 from benchmarks.analysis.published_metrics import FRAMEWORKS, PUBLISHED_METRICS, UNSTATED
+from benchmarks.backend_choice import PAIR
 from benchmarks.messages import quoted
 from benchmarks.runner.invocation import Invocation
 from benchmarks.runner.recipe import (
@@ -89,7 +90,8 @@ _PROTOCOL_SETTINGS = {s.name: s for s in (
     Setting("split", str, help="what the protocol tests on, as published figures name it"),
     Setting("models", str, sequence=True, help="catalog models, each once"),
     Setting("backends", str, sequence=True, choices=BACKEND_NAMES,
-            help="backends, each once (default: all)"),
+            help="backends, each once (default: tf and torch; every registered "
+                 "backend may be listed)"),
     Setting("seeds", int, help="seeds per model, backend and fold"),
     Setting("folds", int, nullable=True, help="k-fold cross-validation"),
     Setting("fold", int, nullable=True, help="with folds, run only this fold"),
@@ -160,7 +162,7 @@ class Protocol:
     dataset: str
     split: str
     models: tuple[str, ...]
-    backends: tuple[str, ...] = BACKEND_NAMES
+    backends: tuple[str, ...] = PAIR
     seeds: int = 1
     folds: int | None = None
     fold: int | None = None
@@ -336,7 +338,7 @@ def _protocol(raw: Mapping[str, Any], where: str, text: str) -> Protocol:
     others = {k: checked[k] for k in ("seeds", "folds", "fold", "image_size", "kdef_angles")
               if k in checked}
     return Protocol(dataset=dataset, split=split, models=models,
-                    backends=tuple(checked.get("backends", BACKEND_NAMES)),
+                    backends=tuple(checked.get("backends", PAIR)),
                     selection=_selection(checked, where, line_of(text, PROTOCOL)),
                     inputs=_inputs(_table(raw, PROTOCOL, where, text), PROTOCOL, where, text,
                                    models, _INPUT_SETTINGS), **others)

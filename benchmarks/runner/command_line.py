@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backends import BACKEND_NAMES
 from backends.augment import AUGMENT_LEVELS
 from backends.catalog import CARD_MODELS, MODEL_NAMES, check_model_name
 from backends.init import INIT_MODES
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN
+from benchmarks.backend_choice import add_backend_option, add_reference_option, expand_backends
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.env import available_cores
 from benchmarks.runner.invocation import SAVE_WEIGHTS, Invocation
@@ -52,10 +53,11 @@ from datasets.synthetic import DEFAULT_SUBJECTS
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="Train and evaluate FER models in TensorFlow/Keras and PyTorch.",
+        description="Train and evaluate FER models in TensorFlow/Keras, PyTorch and every "
+                    "other registered backend.",
     )
-    parser.add_argument("--backend", default="both",
-                        help=f"one of {', '.join(BACKEND_NAMES)}, both (default: both)")
+    add_backend_option(parser)
+    add_reference_option(parser)
     parser.add_argument("--dataset", default="synthetic",
                         help=f"one of {', '.join(DATASET_NAMES)}; also "
                              + ", ".join(f"{a} for {n}" for a, n in DATASET_ALIASES.items())
@@ -228,17 +230,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def backend_names(choice: str) -> list[str]:
-    """The backends `--backend choice` names; ValueError when it names none."""
-    if choice == "both":
-        return list(BACKEND_NAMES)
-    if choice not in BACKEND_NAMES:
-        raise ValueError(
-            f"unknown backend {choice!r}; valid backends: {', '.join(BACKEND_NAMES)}, both"
-        )
-    return [choice]
-
-
 def model_names(choice: str) -> list[str]:
     """The models `--models choice` names; ValueError on an unknown one."""
     if choice == "card":
@@ -253,15 +244,24 @@ def model_names(choice: str) -> list[str]:
     return names
 
 
-def invocation_of(args: argparse.Namespace) -> Invocation:
+def invocation_of(args: argparse.Namespace,
+                  on_line: Callable[[str], None] | None = None) -> Invocation:
     """The Invocation the parsed command line asks for.
+
+    Args:
+        args: the parsed command line.
+        on_line: receives the line naming the backends `--backend all` skipped, if any.
+
+    Returns:
+        The invocation, checked.
 
     Raises:
         ValueError: an invalid option value (the message names it and what is valid).
     """
     dataset = check_dataset_name(args.dataset)
-    return Invocation(
-        dataset=dataset, backends=tuple(backend_names(args.backend)),
+    choice = expand_backends(args.backend)
+    invocation = Invocation(
+        dataset=dataset, backends=choice.backends, reference_backend=args.reference_backend,
         models=tuple(model_names(args.models)),
         recipe=resolve_recipe(args.recipe, dataset), explicit=explicit_settings(args),
         seeds=args.seeds, folds=args.folds, fold=args.fold, data_dir=args.data_dir,
@@ -273,3 +273,7 @@ def invocation_of(args: argparse.Namespace) -> Invocation:
         pretrained=args.pretrained, twins=args.twins,
         equivalence_margin=args.equivalence_margin, data_selection=selection_of(args),
     )
+    skipped = choice.skipped_line()
+    if skipped and on_line is not None:
+        on_line(skipped)
+    return invocation

@@ -67,7 +67,7 @@ class RunSpec:
     """Everything one worker process needs for one (backend, model, dataset, fold, seed).
 
     Attributes:
-        backend: backend name ("tf" or "torch").
+        backend: a backend name (`backends.BACKEND_NAMES`).
         model: catalog model name.
         dataset: dataset name.
         prepared_data: .npz written by the harness with x_/y_ train, val, test arrays

@@ -20,6 +20,7 @@ from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name, model_cost, model_options
 from backends.init import INIT_MODES
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
+from benchmarks.backend_choice import reference_backend
 from benchmarks.runner.config import MeasureConfig, RunSpec
 from benchmarks.runner.env import available_cores
 from benchmarks.runner.recipe import (
@@ -79,7 +80,9 @@ def balanced_order(backends: tuple[str, ...], replicate: int) -> tuple[str, ...]
     backend's slots in time have the same sum and the same sum of squares, so that a
     linear or quadratic drift over the invocation (page cache, heat, a load trend)
     falls on both frameworks alike; plain alternation (A B, B A, A B, …) balances the
-    first two only.
+    first two only. With more than two backends (A B C D, D C B A, …) every backend's
+    slots over two replicates still sum alike, so a linear drift falls on all alike;
+    the first slot goes to the first and the last listed only.
 
     Args:
         backends: the backends in their listed order.
@@ -131,6 +134,10 @@ class Invocation:
             report sets the framework difference against; needs init "shared".
         equivalence_margin: the accuracy margin (a fraction, in (0, 1)) within which the
             report calls the frameworks equivalent; recorded in every record.
+        reference_backend: the backend the report's framework verdicts set every other
+            against (`--reference-backend`), one of `backends`; None: the default rule
+            (`benchmarks.backend_choice.reference_backend`). The report's choice, not
+            the runs': no record holds it.
         data_selection: the classes kept, the per-class draws and the official part
             tested on (`datasets.selection`), recorded in every record's data facts.
         train: model → its TrainConfig, resolved from `recipe` and `explicit` when the
@@ -160,6 +167,7 @@ class Invocation:
     pretrained: Path | None = None
     twins: bool = False
     equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
+    reference_backend: str | None = None
     data_selection: DataSelection = NO_SELECTION
     train: Mapping[str, TrainConfig] = field(init=False)
 
@@ -184,6 +192,7 @@ class Invocation:
                 raise ValueError(f"{name} must name each one once ({', '.join(repeated)} "
                                  "repeated); for replicates use seeds (--seeds N). "
                                  f"Received: {name}={','.join(names)}")
+        reference_backend(self.backends, self.reference_backend)
         check_int("seeds", self.seeds, 1, MAX_SEEDS, "runs per (backend, model, fold)")
         check_int("threads", self.threads, 1, os.cpu_count() or 1,
                    "this machine's logical cores")

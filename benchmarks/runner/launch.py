@@ -357,18 +357,25 @@ def run_invocation(invocation: Invocation, out_root: Path,
     if interrupted:
         raise InvocationInterrupted(results.folder, results.records, planned, reported=True)
     if invocation.save_weights == "best" and any(r[STATUS] == OK for r in results.records):
-        _explain(results.folder, on_line)
+        _explain(results.folder, on_line, invocation.reference_backend)
     return results.folder, results.records
 
 
-def _explain(folder: Path, on_line: Callable[[str], None]) -> None:
+def _explain(folder: Path, on_line: Callable[[str], None], reference: str | None) -> None:
     """Adds the saved runs' Grad-CAM and feature maps to the report (`benchmarks.explain`).
 
     In a worker process of its own, as every run was: this process imports no framework.
     A failure costs only those figures (the report is already written), so it is one
     line, not an error.
+
+    Args:
+        folder: the report folder.
+        on_line: receives the one line saying what was written, or why not.
+        reference: the invocation's `--reference-backend` (None: the default), which the
+            rebuilt report's verdicts keep.
     """
-    done = subprocess.run([sys.executable, "-m", "benchmarks.explain", str(folder)],
+    chosen = [] if reference is None else ["--reference-backend", reference]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.explain", str(folder), *chosen],
                           cwd=SUITE_ROOT, capture_output=True, text=True)
     if done.returncode == 0:
         on_line(f"explanations (Grad-CAM, feature maps) → {folder / EXPLAIN_DIR}")
