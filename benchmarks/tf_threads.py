@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmarks.analysis.load import LOADED_MARK, MAX_OTHERS_CPU_SHARE
 from benchmarks.runner.env import SUITE_ROOT, available_cores
+from benchmarks.runner.study_options import add_workload_options, check_workload
 
 MODEL = "proposed_cnn"
 # What a child prints its result after, on one line of JSON.
@@ -179,19 +180,15 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tf_threads",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=4,
-                        help="epochs per run, ≥ 2: the first is reported apart (default 4)")
-    parser.add_argument("--subjects", type=int, default=28,
-                        help="synthetic subjects, 21 images each (default 28)")
-    parser.add_argument("--batch-size", type=int, default=32, help="(default 32)")
+    add_workload_options(parser)
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds over every setting, ≥ 1 (default 2)")
     parser.add_argument("--child", nargs=2, type=int, metavar=("INTRA", "INTER"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.epochs < 2 or args.repeats < 1:
-        parser.error(f"--epochs must be ≥ 2 and --repeats ≥ 1. "
-                     f"Received: --epochs {args.epochs}, --repeats {args.repeats}")
+    check_workload(parser, args)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be ≥ 1. Received: {args.repeats}")
     if args.child:
         result = child(*args.child, args.epochs, args.subjects, args.batch_size)
         print(_PROTOCOL, json.dumps(result), flush=True)

@@ -29,6 +29,7 @@ from backends import check_available
 from backends.base import FLOAT16_NEEDS_GPU
 from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import bfloat16_refusal, visible_gpu
+from benchmarks.console import say
 from benchmarks.record.layout import (
     EXPLAIN_DIR,
     RESULTS_FILE,
@@ -237,10 +238,6 @@ class _Results:
             self.folder = None
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
 def _run_jobs(invocation: Invocation, prepared: dict, faults: InjectedFaults | None,
               results: _Results, on_line: Callable[[str], None], staging: Path,
               checkpoint: Checkpoint | None = None) -> bool:
@@ -293,7 +290,7 @@ def _run_jobs(invocation: Invocation, prepared: dict, faults: InjectedFaults | N
 
 
 def run_invocation(invocation: Invocation, out_root: Path,
-                   on_line: Callable[[str], None] = _say,
+                   on_line: Callable[[str], None] = say,
                    on_start: Callable[[], None] | None = None,
                    report: Callable[[Path, list[dict[str, Any]]], Any] | None = None,
                    ) -> tuple[Path, list[dict[str, Any]]]:
