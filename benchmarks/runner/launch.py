@@ -132,6 +132,33 @@ def read_pretrained(invocation: Invocation) -> Checkpoint | None:
     return checkpoint
 
 
+def stage_pretrained(checkpoint: Checkpoint | None, folder: Path) -> dict[str, Any]:
+    """Stages `checkpoint` for the workers: its canonical arrays written to
+    `folder`/<sha256>.npz, which workers read without PyTorch (`Checkpoint.stage`).
+
+    Written once: a file already there under that sha256 holds the same arrays (a resumed
+    grid stages into the cache and finds them again). Written under a temporary name, so a
+    crash never leaves a truncated file there.
+
+    Args:
+        checkpoint: the checkpoint (`read_pretrained`), or None.
+        folder: where to stage it: the invocation's temporary folder, or the cache.
+
+    Returns:
+        The RunSpec fields `pretrained` (the checkpoint's facts) and `pretrained_file`;
+        {} without a checkpoint.
+    """
+    if checkpoint is None:
+        return {}
+    path = folder / f"{checkpoint.sha256}.npz"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        checkpoint.stage(partial)
+        os.replace(partial, path)
+    return {"pretrained": checkpoint.describe(), "pretrained_file": str(path)}
+
+
 class ResultsNotWritten(RuntimeError):
     """The report folder could not take a record or the report (a full disk, …).
 
@@ -247,10 +274,7 @@ def _run_jobs(invocation: Invocation, prepared: dict, faults: InjectedFaults | N
     Workers write their weights into `staging`, from where each ok run's file moves into
     the report folder with its record; a pretrained checkpoint is staged there for them.
     """
-    pretrained = {}
-    if checkpoint is not None:
-        staged = checkpoint.stage(staging / "pretrained.npz")
-        pretrained = {"pretrained": checkpoint.describe(), "pretrained_file": str(staged)}
+    pretrained = stage_pretrained(checkpoint, staging)
     jobs = invocation.jobs()
     try:
         for number, job in enumerate(jobs, 1):
