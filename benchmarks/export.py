@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from backends import BACKEND_NAMES
-from backends.base import MissingFrameworkError, TrainConfig
+from backends.base import MissingFrameworkError
+from backends.train_config import TrainConfig
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
 from benchmarks.console import run_command
 from benchmarks.record import schema

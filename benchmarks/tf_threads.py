@@ -90,8 +90,8 @@ def child(intra: int, inter: int, epochs: int, subjects: int, batch_size: int) -
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     from backends import create_backend
-    from backends.base import TrainConfig
     from backends.init import shared_initial_weights
+    from backends.train_config import TrainConfig
     from benchmarks.runner.worker import timing_summary
     from benchmarks.trackers.timing import CpuWaitClock, OthersCpuClock
     from datasets.synthetic import generate

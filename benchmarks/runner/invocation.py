@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from backends import BACKEND_NAMES
-from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name, model_cost, model_options
 from backends.init import INIT_MODES
+from backends.train_config import MAX_SEED, TrainConfig
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
 from benchmarks.runner.config import MeasureConfig, RunSpec
 from benchmarks.runner.env import available_cores

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from backends import check_available
-from backends.base import FLOAT16_NEEDS_GPU
 from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import bfloat16_refusal, visible_gpu
+from backends.train_config import FLOAT16_NEEDS_GPU
 from benchmarks.console import say
 from benchmarks.record.layout import (
     EXPLAIN_DIR,
