@@ -40,7 +40,7 @@ _PROTOCOL = "TF_THREADS_RESULT"
 
 
 @dataclass(frozen=True)
-class Setting:
+class ThreadSetting:
     """One runtime setting of TensorFlow's CPU threads.
 
     Attributes:
@@ -56,15 +56,15 @@ class Setting:
     environment: tuple[tuple[str, str], ...] = ()
 
 
-def settings(cores: int) -> tuple[Setting, ...]:
+def settings(cores: int) -> tuple[ThreadSetting, ...]:
     """The settings compared on a machine with `cores` usable cores; the first is today's."""
     return (
-        Setting(f"today: intra {cores}, inter {cores}", cores, cores),
-        Setting(f"intra {cores}, inter 1", cores, 1),
-        Setting("intra 1, inter 1", 1, 1),
-        Setting(f"intra 1, inter {cores}", 1, cores),
-        Setting("TF's defaults (0, 0)", 0, 0),
-        Setting(f"intra {cores}, inter 1, oneDNN off", cores, 1,
+        ThreadSetting(f"today: intra {cores}, inter {cores}", cores, cores),
+        ThreadSetting(f"intra {cores}, inter 1", cores, 1),
+        ThreadSetting("intra 1, inter 1", 1, 1),
+        ThreadSetting(f"intra 1, inter {cores}", 1, cores),
+        ThreadSetting("TF's defaults (0, 0)", 0, 0),
+        ThreadSetting(f"intra {cores}, inter 1, oneDNN off", cores, 1,
                 (("TF_ENABLE_ONEDNN_OPTS", "0"),)),
     )
 
@@ -123,7 +123,7 @@ def _load_1m() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def run_setting(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
+def run_setting(setting: ThreadSetting, args: argparse.Namespace) -> dict[str, Any]:
     """Runs one setting in a fresh interpreter; returns its figures and the load around it."""
     command = [sys.executable, "-m", "benchmarks.tf_threads", "--child",
                str(setting.intra_op_threads), str(setting.inter_op_threads),
