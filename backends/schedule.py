@@ -16,7 +16,8 @@ LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
 
 
 class ScheduleFields(Protocol):
-    """The fields of backends.base.TrainConfig the schedule reads (which imports this module)."""
+    """The fields of TrainConfig the schedule reads (backends/train_config.py imports this
+    module, so it cannot import TrainConfig)."""
 
     learning_rate: float
     lr_schedule: str
@@ -88,7 +89,7 @@ def step_learning_rates(
       has decided so far (ignored by the other schedules).
 
     Args:
-        config: the recipe, a backends.base.TrainConfig (validated there).
+        config: the recipe, a backends.train_config.TrainConfig (validated there).
         epoch: 0-based epoch number.
         steps_per_epoch: training steps in every epoch (`len(epoch_batches(...))`).
         plateau_factor: `PlateauState.factor` after the previous epoch.

@@ -60,3 +60,15 @@ def run_command(main: Callable[[], int]) -> int:
         stream.reconfigure(errors="backslashreplace")
         setattr(sys, name, _Tolerant(stream))
     return main()
+
+
+def say(line: str) -> None:
+    """Prints one progress line at once: the commands' default `on_line`.
+
+    Flushed, so that a line reaches a pipe or a log as its step happens, not when the
+    buffer fills.
+
+    Args:
+        line: the line, without its newline.
+    """
+    print(line, flush=True)

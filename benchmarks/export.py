@@ -6,7 +6,7 @@ LOCATION is a report folder (or its results.jsonl) or one weights file (`.npz`).
   in the framework that trained it and exported by that framework (TF: tf2onnx;
   PyTorch: torch.onnx) into `FOLDER/onnx/<run_id>.<framework>.onnx`. Each export's
   logits are compared with the framework's own on the run's saved test images
-  (max |Δ logits| ≤ 1e-4, `backends.deploy.PARITY_TOLERANCE`). Then each export is
+  (max |Δ logits| ≤ 1e-4, `backends.onnx_export.PARITY_TOLERANCE`). Then each export is
   timed by onnxruntime, inference only, in its own process
   (`benchmarks.runner.onnx_worker`, through the harness that starts every run), with the
   run's own latency settings: batch 1 and the run's training batch, its thread count,
@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import MissingFrameworkError, TrainConfig
+from backends.base import MissingFrameworkError
+from backends.train_config import TrainConfig
 from backends.weights import SavedWeights, WeightsError, check_matches, load_into, read_weights
 from benchmarks.backend_choice import (
     add_backend_option,
@@ -185,7 +186,7 @@ def weights_jobs(path: Path, out: Path | None, work: Path,
 
 def export_job(job: Job, backends: dict[str, Any]) -> dict[str, Any]:
     """Exports one job and checks it against its framework; returns its summary entry."""
-    from backends.deploy import OnnxSession, export_onnx, parity
+    from backends.onnx_export import OnnxSession, export_onnx, parity
 
     saved: SavedWeights = read_weights(job.weights_path)
     backend = load_into(backends[job.framework], saved)
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     add_backend_option(parser)
     add_reference_option(parser)
     args = parser.parse_args(argv)
-    from backends.deploy import PARITY_TOLERANCE, check_onnx_available
+    from backends.onnx_export import PARITY_TOLERANCE, check_onnx_available
     from backends.registry import check_available
 
     with tempfile.TemporaryDirectory(prefix="ferbench-export-") as work:

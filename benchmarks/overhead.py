@@ -178,7 +178,7 @@ def suite(backend_name: str, x: np.ndarray, y: np.ndarray, batch_size: int, epoc
           threads: int, turns: Turns) -> None:
     """`Backend.fit` with the worker's trackers running, one epoch per turn."""
     from backends import create_backend
-    from backends.base import TrainConfig
+    from backends.train_config import TrainConfig
     from benchmarks.trackers.energy import EnergyTracker
     from benchmarks.trackers.memory import GpuMemoryTracker, HostMemoryTracker
 

@@ -24,6 +24,7 @@ from benchmarks.gpu_check import CheckConfig, run_configs
 from benchmarks.record import schema
 from benchmarks.record.store import new_report_dir
 from benchmarks.runner.config import MeasureConfig
+from benchmarks.runner.study_options import add_workload_options, check_workload
 
 MODEL = "proposed_cnn"
 # Short probes: the study reads training times only.
@@ -69,19 +70,13 @@ def summary(records: list[dict[str, Any]], labels: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.precision",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=4,
-                        help="epochs per run, ≥ 2: the first is reported apart (default 4)")
-    parser.add_argument("--subjects", type=int, default=28,
-                        help="synthetic subjects, 21 images each (default 28)")
-    parser.add_argument("--batch-size", type=int, default=32, help="(default 32)")
+    add_workload_options(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="threads per framework (default: every core)")
     parser.add_argument("--out", type=Path, default=Path("reports"),
                         help="parent of the study's new folder (default: reports)")
     args = parser.parse_args(argv)
-    if args.epochs < 2:
-        parser.error(f"--epochs must be ≥ 2 (a steady epoch after the first). "
-                     f"Received: {args.epochs}")
+    check_workload(parser, args)
     configs = {
         key: CheckConfig(48, precision, (MODEL,), args.subjects, args.batch_size, args.epochs,
                          compile=compiled, threads=args.threads)

@@ -51,7 +51,7 @@ from benchmarks.record.schema import INTERRUPTED, is_twin
 from benchmarks.report import write_report
 from benchmarks.runner.command_line import invocation_of, parse_args
 from benchmarks.runner.env import available_cores
-from benchmarks.runner.interrupts import exit_status, stop_name, stoppable
+from benchmarks.runner.interrupts import exit_status, stop_name, stoppable_command
 from benchmarks.runner.invocation import Invocation
 from benchmarks.runner.launch import InvocationInterrupted, ResultsNotWritten, run_invocation
 
@@ -190,12 +190,8 @@ def _warn_if_busy() -> None:
         print(warning, file=sys.stderr, flush=True)
 
 
+@stoppable_command
 def main(argv: list[str] | None = None) -> int:
-    with stoppable():
-        return _main(argv)
-
-
-def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     if args.list_models:
         print(list_models())

@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmarks.analysis.load import LOADED_MARK, MAX_OTHERS_CPU_SHARE
 from benchmarks.runner.env import SUITE_ROOT, available_cores
+from benchmarks.runner.study_options import add_workload_options, check_workload
 
 MODEL = "proposed_cnn"
 # What a child prints its result after, on one line of JSON.
@@ -39,7 +40,7 @@ _PROTOCOL = "TF_THREADS_RESULT"
 
 
 @dataclass(frozen=True)
-class Setting:
+class ThreadSetting:
     """One runtime setting of TensorFlow's CPU threads.
 
     Attributes:
@@ -55,15 +56,15 @@ class Setting:
     environment: tuple[tuple[str, str], ...] = ()
 
 
-def settings(cores: int) -> tuple[Setting, ...]:
+def settings(cores: int) -> tuple[ThreadSetting, ...]:
     """The settings compared on a machine with `cores` usable cores; the first is today's."""
     return (
-        Setting(f"today: intra {cores}, inter {cores}", cores, cores),
-        Setting(f"intra {cores}, inter 1", cores, 1),
-        Setting("intra 1, inter 1", 1, 1),
-        Setting(f"intra 1, inter {cores}", 1, cores),
-        Setting("TF's defaults (0, 0)", 0, 0),
-        Setting(f"intra {cores}, inter 1, oneDNN off", cores, 1,
+        ThreadSetting(f"today: intra {cores}, inter {cores}", cores, cores),
+        ThreadSetting(f"intra {cores}, inter 1", cores, 1),
+        ThreadSetting("intra 1, inter 1", 1, 1),
+        ThreadSetting(f"intra 1, inter {cores}", 1, cores),
+        ThreadSetting("TF's defaults (0, 0)", 0, 0),
+        ThreadSetting(f"intra {cores}, inter 1, oneDNN off", cores, 1,
                 (("TF_ENABLE_ONEDNN_OPTS", "0"),)),
     )
 
@@ -89,8 +90,8 @@ def child(intra: int, inter: int, epochs: int, subjects: int, batch_size: int) -
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     from backends import create_backend
-    from backends.base import TrainConfig
     from backends.init import shared_initial_weights
+    from backends.train_config import TrainConfig
     from benchmarks.runner.worker import timing_summary
     from benchmarks.trackers.timing import CpuWaitClock, OthersCpuClock
     from datasets.synthetic import generate
@@ -122,7 +123,7 @@ def _load_1m() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def run_setting(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
+def run_setting(setting: ThreadSetting, args: argparse.Namespace) -> dict[str, Any]:
     """Runs one setting in a fresh interpreter; returns its figures and the load around it."""
     command = [sys.executable, "-m", "benchmarks.tf_threads", "--child",
                str(setting.intra_op_threads), str(setting.inter_op_threads),
@@ -179,19 +180,15 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tf_threads",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=4,
-                        help="epochs per run, ≥ 2: the first is reported apart (default 4)")
-    parser.add_argument("--subjects", type=int, default=28,
-                        help="synthetic subjects, 21 images each (default 28)")
-    parser.add_argument("--batch-size", type=int, default=32, help="(default 32)")
+    add_workload_options(parser)
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds over every setting, ≥ 1 (default 2)")
     parser.add_argument("--child", nargs=2, type=int, metavar=("INTRA", "INTER"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.epochs < 2 or args.repeats < 1:
-        parser.error(f"--epochs must be ≥ 2 and --repeats ≥ 1. "
-                     f"Received: --epochs {args.epochs}, --repeats {args.repeats}")
+    check_workload(parser, args)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be ≥ 1. Received: {args.repeats}")
     if args.child:
         result = child(*args.child, args.epochs, args.subjects, args.batch_size)
         print(_PROTOCOL, json.dumps(result), flush=True)

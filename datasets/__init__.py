@@ -21,15 +21,18 @@ from datasets.core import (
 from datasets.folders import SourceFile, scan
 from datasets.preprocess import FaceFinder, LoadOptions
 from datasets.splits import Split, dataset_split, holdout_split, kfold_split
+from datasets.synthetic import DEFAULT_SUBJECTS
 from datasets.synthetic import generate as generate_synthetic
 
 # name → module with TITLE, EXPECTED (what its folder holds), GET_IT (where users get it),
 # recognise(root, files) -> (how many files its layouts would read, what they look like)
 # and read(root, files, options) -> FaceDataset, where `files` is folders.scan(root)'s and
 # `options` the LoadOptions; read raises DatasetNotFoundError when no layout is found.
-# "synthetic" is generated, not read.
 READERS = {"ck+": ckplus, "fer2013": fer2013, "kdef": kdef, "natural_faces": natural_faces}
-DATASET_NAMES: tuple[str, ...] = ("synthetic", *READERS)
+# Generated, not read: name → its generator, which draws a dataset of `num_subjects` people at
+# `image_size` pixels a side and has no folder.
+GENERATORS = {"synthetic": generate_synthetic}
+DATASET_NAMES: tuple[str, ...] = (*GENERATORS, *READERS)
 # Other spellings users type → the canonical name, which is what gets recorded.
 DATASET_ALIASES = {"natural-faces": "natural_faces"}
 _CHECKOUT = Path(__file__).resolve().parent.parent
@@ -37,6 +40,9 @@ _CHECKOUT = Path(__file__).resolve().parent.parent
 
 def check_dataset_name(name: str) -> str:
     """The canonical name of dataset `name`, an alias (DATASET_ALIASES) resolved.
+
+    The one check of a dataset name, made where a user's text enters (the command lines,
+    grid and study specs); every other function here takes the canonical name it returns.
 
     Args:
         name: a dataset name or alias.
@@ -59,15 +65,29 @@ def default_data_dir(name: str) -> Path:
     """Where dataset `name` is looked for without --data-dir.
 
     Args:
-        name: a dataset name.
+        name: a canonical dataset name (check_dataset_name).
 
     Returns:
-        $FERBENCH_DATA/<name> when FERBENCH_DATA is set, else data/<name> in the checkout,
-        with the canonical name.
+        $FERBENCH_DATA/<name> when FERBENCH_DATA is set, else data/<name> in the checkout.
     """
-    name = check_dataset_name(name)
     base = os.environ.get("FERBENCH_DATA")
     return (Path(base) if base else _CHECKOUT / "data") / name
+
+
+def dataset_folder(name: str, data_dir: Path | None = None) -> Path | None:
+    """The folder dataset `name` is read from.
+
+    Args:
+        name: a canonical dataset name (check_dataset_name).
+        data_dir: the folder given (--data-dir), or None for default_data_dir(name).
+
+    Returns:
+        `data_dir` or default_data_dir(name); None for a generated dataset (GENERATORS),
+        which has no folder.
+    """
+    if name in GENERATORS:
+        return None
+    return Path(data_dir) if data_dir is not None else default_data_dir(name)
 
 
 def load_dataset(
@@ -77,19 +97,23 @@ def load_dataset(
     *,
     kdef_angles: str = "frontal",
     cache_dir: Path | None = None,
+    synthetic_subjects: int = DEFAULT_SUBJECTS,
 ) -> FaceDataset:
     """Loads dataset `name` preprocessed to `image_size`² grayscale uint8.
 
     A real dataset is decoded once; later calls with the same files and settings read the
-    cache in `cache_dir`. Nothing is ever written inside the dataset folder.
+    cache in `cache_dir`. Nothing is ever written inside the dataset folder. A generated
+    one (GENERATORS) is drawn afresh, the same for the same arguments.
 
     Args:
-        name: one of DATASET_NAMES, or an alias (DATASET_ALIASES).
+        name: a canonical dataset name (check_dataset_name).
         data_dir: the dataset folder (any depth above its files); None for
-            default_data_dir(name). Ignored by "synthetic".
+            default_data_dir(name). Ignored by a generated dataset.
         image_size: output side length in pixels.
         kdef_angles: "frontal" (default) or "all" (KDEF only).
         cache_dir: where decoded datasets are kept; None for default_cache_dir().
+        synthetic_subjects: people in a generated dataset (21 images each); ignored by
+            a read one.
 
     Returns:
         The FaceDataset, named canonically. Files that cannot be read safely (not regular
@@ -100,12 +124,11 @@ def load_dataset(
         WrongDatasetError: the folder holds another dataset (the message names it).
         DatasetFormatError: a file breaks its format (wrong CSV columns, a bad row).
     """
-    name = check_dataset_name(name)
+    root = dataset_folder(name, data_dir)
+    if root is None:
+        return GENERATORS[name](num_subjects=synthetic_subjects, image_size=image_size)
     options = LoadOptions(image_size=image_size, kdef_angles=kdef_angles)
-    if name == "synthetic":
-        return generate_synthetic(image_size=image_size)
     reader = READERS[name]
-    root = Path(data_dir) if data_dir is not None else default_data_dir(name)
     if not root.is_dir():
         raise DatasetNotFoundError(
             f"{reader.TITLE} not found: {root} is not a folder; expected {reader.EXPECTED} "
@@ -157,12 +180,14 @@ __all__ = [
     "DATASET_ALIASES",
     "DATASET_NAMES",
     "EMOTIONS",
+    "GENERATORS",
     "DatasetFormatError",
     "DatasetNotFoundError",
     "FaceDataset",
     "Split",
     "WrongDatasetError",
     "check_dataset_name",
+    "dataset_folder",
     "dataset_split",
     "default_cache_dir",
     "default_data_dir",

@@ -23,6 +23,7 @@ from datasets import (
     DATASET_NAMES,
     FaceDataset,
     Split,
+    check_dataset_name,
     load_dataset,
 )
 from datasets.preprocess import KDEF_ANGLES
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     describe = commands.add_parser("describe", help="counts per class and split, subjects, "
                                                     "skipped files, duplicates")
-    # load_dataset takes an alias (natural-faces) as its canonical name.
+    # An alias (natural-faces) is taken too: main resolves it (check_dataset_name).
     describe.add_argument("--dataset", required=True, choices=(*DATASET_NAMES, *DATASET_ALIASES))
     describe.add_argument("--data-dir", type=Path, default=None,
                           help="the dataset folder (default: $FERBENCH_DATA/<dataset> or "
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         selection = selection_of(args)
-        dataset = load_dataset(args.dataset, args.data_dir, args.image_size,
+        dataset = load_dataset(check_dataset_name(args.dataset), args.data_dir, args.image_size,
                                kdef_angles=args.kdef_angles, cache_dir=args.cache_dir)
         dataset = select_classes(dataset, selection.classes)
         if args.folds is None:

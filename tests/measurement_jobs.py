@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend, TrainConfig
+from backends.base import Backend
+from backends.train_config import TrainConfig
 from benchmarks.runner.worker import timing_summary
 from benchmarks.trackers.memory import (
     HostMemoryTracker,

@@ -19,7 +19,8 @@ import numpy as np
 import psutil
 import pytest
 
-from backends.base import EpochLog, TrainConfig
+from backends.base import EpochLog
+from backends.train_config import TrainConfig
 from benchmarks import compare
 from benchmarks.analysis import comparison
 from benchmarks.ci import __main__ as ci_cli

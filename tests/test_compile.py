@@ -20,9 +20,9 @@ pytest.importorskip("tensorflow")
 from torch._dynamo.utils import counters  # noqa: E402
 
 from backends import create_backend  # noqa: E402
-from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 from backends.tf.backend import _predict_step  # noqa: E402
+from backends.train_config import TrainConfig  # noqa: E402
 from benchmarks.runner import worker  # noqa: E402
 from benchmarks.runner.config import MeasureConfig, RunSpec  # noqa: E402
 

@@ -15,9 +15,9 @@ pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
 from backends import create_backend  # noqa: E402
-from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 from backends.schedule import class_weight_table  # noqa: E402
+from backends.train_config import TrainConfig  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 
 # Images kept per class of the 12 each the 4 subjects give: imbalanced, so that "balanced"

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 from benchmarks.grid import __main__ as grid_cli
 from benchmarks.grid.driver import GridBusy, grid_lock
 from benchmarks.record.layout import GRID_SPEC_FILE, RESULTS_FILE

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 from benchmarks import compare, console, run
 from benchmarks.explain import _relative_difference
 from benchmarks.grid import __main__ as grid_cli

@@ -26,7 +26,6 @@ from datasets import (
     WrongDatasetError,
     cache,
     check_dataset_name,
-    default_data_dir,
     fixtures,
     load_dataset,
 )
@@ -280,9 +279,9 @@ def test_a_damaged_dataset_cache_is_rebuilt(ck48, tmp_path, monkeypatch):
 
 def test_natural_faces_is_also_taken_spelt_with_a_hyphen(tmp_path, capsys):
     assert check_dataset_name("natural-faces") == "natural_faces"
-    assert default_data_dir("natural-faces").name == "natural_faces"
     truth = fixtures.write_natural_faces(tmp_path / "nat", per_class=6, traps=False)
-    dataset = load_dataset("natural-faces", truth.root, cache_dir=tmp_path / "cache")
+    dataset = load_dataset(check_dataset_name("natural-faces"), truth.root,
+                           cache_dir=tmp_path / "cache")
     assert dataset.name == "natural_faces" and len(dataset) == len(truth.labels)
     assert Path(dataset.source["cache_file"]).name.startswith("natural_faces-")
     assert describe_cli.main(["describe", "--dataset", "natural-faces", "--data-dir",

@@ -19,8 +19,9 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from backends import create_backend  # noqa: E402
-from backends.base import Backend, TrainConfig  # noqa: E402
+from backends.base import Backend  # noqa: E402
 from backends.catalog import CATALOG, DEFAULT_INPUT_SHAPE, MODEL_NAMES, model_cost  # noqa: E402
+from backends.train_config import TrainConfig  # noqa: E402
 from tests.conftest import calibrated_weights  # noqa: E402
 
 NUM_CLASSES = 7

@@ -2,7 +2,7 @@
 
 Each model is built in both frameworks with the same weights (`calibrated_weights`,
 tests/conftest.py), exported by each, and run in onnxruntime: its logits must be its
-framework's (≤ 1e-4, `backends.deploy.PARITY_TOLERANCE`). Skipped where the extra is not
+framework's (≤ 1e-4, `backends.onnx_export.PARITY_TOLERANCE`). Skipped where the extra is not
 installed (CI's environment): `pip install -e '.[onnx]'`.
 """
 
@@ -19,7 +19,7 @@ for _module in ("onnx", "onnxruntime", "tf2onnx", "onnxscript", "tensorflow", "t
                                         "pip install -e '.[onnx]'")
 
 from backends.catalog import MODEL_NAMES  # noqa: E402
-from backends.deploy import (  # noqa: E402
+from backends.onnx_export import (  # noqa: E402
     CPU_PROVIDER,
     PARITY_TOLERANCE,
     OnnxSession,

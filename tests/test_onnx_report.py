@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from backends import deploy
+from backends import onnx_export
 from backends.base import MissingFrameworkError
 from benchmarks import export
 from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE, RESULTS_FILE
@@ -145,6 +145,6 @@ def test_a_missing_onnx_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name: None if name in ("tf2onnx", "onnxruntime") else real(name))
     with pytest.raises(MissingFrameworkError) as error:
-        deploy.check_onnx_available(("tf",))
+        onnx_export.check_onnx_available(("tf",))
     message = str(error.value)
     assert "tf2onnx, onnxruntime" in message and "pip install -e '.[onnx]'" in message

@@ -19,13 +19,7 @@ import keras  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from backends import create_backend  # noqa: E402
-from backends.base import (  # noqa: E402
-    FIELD_CHOICES,
-    FLOAT16_NEEDS_GPU,
-    LOSS_SCALE_INITIAL,
-    PRECISIONS,
-    TrainConfig,
-)
+from backends.base import LOSS_SCALE_INITIAL  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 from backends.schedule import epoch_batches  # noqa: E402
 from backends.tf.backend import (  # noqa: E402
@@ -37,6 +31,7 @@ from backends.tf.backend import (  # noqa: E402
 from backends.tf.models import TorchBatchNormalization  # noqa: E402
 from backends.tf.optimizers import TorchOrderAdam, make_optimizer  # noqa: E402
 from backends.torch.models import _in_float32  # noqa: E402
+from backends.train_config import FIELD_CHOICES, FLOAT16_NEEDS_GPU, PRECISIONS, TrainConfig  # noqa: E402
 from tests.conftest import BATCH, SIDE, step_data, step_losses  # noqa: E402
 
 # Relative tf/torch loss gaps in bfloat16 (test_bfloat16_trains_alike_in_both_frameworks).

@@ -20,7 +20,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
 from backends import create_backend  # noqa: E402
-from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 from backends.pretrained import (  # noqa: E402
     TORCHVISION,
@@ -31,6 +30,7 @@ from backends.pretrained import (  # noqa: E402
     torchvision_keys,
 )
 from backends.torch.models import create_model  # noqa: E402
+from backends.train_config import TrainConfig  # noqa: E402
 from backends.weights import WeightsMeta, save_weights  # noqa: E402
 from benchmarks import run  # noqa: E402
 from benchmarks.record.store import read_records  # noqa: E402

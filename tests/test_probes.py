@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 from benchmarks.runner.command_line import build_parser
 from benchmarks.runner.config import MeasureConfig, RunSpec
 from benchmarks.runner.data import prepare_data

@@ -8,8 +8,8 @@ from dataclasses import fields
 
 import pytest
 
-from backends.base import TrainConfig
 from backends.catalog import MODEL_NAMES
+from backends.train_config import TrainConfig
 from benchmarks import run
 from benchmarks.record import schema
 from benchmarks.runner import command_line

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 from benchmarks.record import schema
 from benchmarks.record.figures import CATALOG, HEADLINE
 from benchmarks.record.store import append_record, read_records

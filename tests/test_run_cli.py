@@ -6,7 +6,7 @@ import json
 import pytest
 
 import backends.registry
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 from benchmarks import run
 from benchmarks.record.store import new_report_dir, read_records
 from benchmarks.runner import command_line

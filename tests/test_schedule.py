@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from backends.base import TrainConfig
 from backends.schedule import PlateauState, class_weight_table, epoch_batches, step_learning_rates
+from backends.train_config import TrainConfig
 
 
 def test_epoch_batches_are_reproducible_and_differ_between_epochs():

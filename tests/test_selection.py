@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import backends
-from backends.base import Selection, TrainConfig
+from backends.base import Selection
 from backends.schedule import step_learning_rates
+from backends.train_config import TrainConfig
 from benchmarks.runner import worker
 from benchmarks.runner.config import MeasureConfig, RunSpec
 from tests.conftest import WORKER_SCRIPT, ScriptedBackend, prepared_file

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 from backends.weights import (
     META_KEY,
     WeightsError,

@@ -22,11 +22,11 @@ from backends.base import (
     PIXEL_CENTER,
     PIXEL_SCALE,
     Backend,
-    TrainConfig,
 )
 from backends.tf.models import create_model, staged_model
 from backends.tf.optimizers import make_optimizer
 from backends.tf.runtime import configure_runtime
+from backends.train_config import TrainConfig
 
 _MB = 1024 * 1024
 # The Keras dtype policy of each TrainConfig precision: "mixed_*" keeps variables (the

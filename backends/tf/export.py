@@ -1,4 +1,4 @@
-"""ONNX export of a built Keras model with tf2onnx (`backends.deploy.export_onnx`).
+"""ONNX export of a built Keras model with tf2onnx (`backends.onnx_export.export_onnx`).
 
 Mirrors backends/torch/export.py. tf2onnx converts a `tf.function`'s concrete function
 (`tf2onnx.convert.from_function`) rather than the Keras model (`from_keras`, or Keras 3's
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from backends.deploy import INPUT_NAME, name_io
+from backends.onnx_export import INPUT_NAME, name_io
 from backends.tf.backend import TFBackend, _scale
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 # backends/tf/__init__.py, which Python runs before this module, pins KERAS_BACKEND.
 import keras
 
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 
 ops = keras.ops
 

@@ -19,10 +19,10 @@ from backends.base import (
     PIXEL_CENTER,
     PIXEL_SCALE,
     Backend,
-    TrainConfig,
 )
 from backends.torch.models import create_model
 from backends.torch.runtime import configure_runtime
+from backends.train_config import TrainConfig
 
 _MB = 1024 * 1024
 # The 16-bit type autocast computes convolutions and dense layers in, per TrainConfig

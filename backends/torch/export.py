@@ -1,4 +1,4 @@
-"""ONNX export of a built PyTorch model with torch.onnx (`backends.deploy.export_onnx`).
+"""ONNX export of a built PyTorch model with torch.onnx (`backends.onnx_export.export_onnx`).
 
 Mirrors backends/tf/export.py. The exporter is torch's default, `torch.export`-based one
 (`dynamo=True`), with the batch axis dynamic; the exported module holds the pixel
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from backends.base import PIXEL_CENTER, PIXEL_SCALE
-from backends.deploy import INPUT_NAME, OUTPUT_NAMES
+from backends.onnx_export import INPUT_NAME, OUTPUT_NAMES
 from backends.torch.backend import TorchBackend
 
 

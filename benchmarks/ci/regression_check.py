@@ -63,7 +63,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 from benchmarks.analysis.comparison import (
     Comparison,
     Delta,

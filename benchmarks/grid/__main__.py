@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 
 from backends import MissingFrameworkError
-from benchmarks.console import run_command
+from benchmarks.console import run_command, say
 from benchmarks.grid.driver import run_study, summary_table
 from benchmarks.grid.executors import EXECUTORS, LocalExecutor, RayExecutor
 from benchmarks.grid.search import import_optuna, run_search
 from benchmarks.grid.spec import load_spec
 from benchmarks.record.store import ResultsFileError
-from benchmarks.runner.interrupts import exit_status, stop_name, stoppable
+from benchmarks.runner.interrupts import exit_status, stop_name, stoppable_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,16 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
+@stoppable_command
 def main(argv: list[str] | None = None) -> int:
-    with stoppable():
-        return _main(argv)
-
-
-def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = load_spec(args.spec, args.deterministic)
@@ -92,7 +84,7 @@ def _main(argv: list[str] | None) -> int:
         run = run_search if spec.search is not None else run_study
         if args.extend and args.resume is None:
             raise ValueError("--extend needs --resume DIR: the grid folder to extend")
-        folder, summary = run(spec, args.out, args.resume, executor, _say, args.summary_only,
+        folder, summary = run(spec, args.out, args.resume, executor, say, args.summary_only,
                               args.extend)
     except KeyboardInterrupt:
         print(f"interrupted ({stop_name()}): what finished is recorded and reported; complete "

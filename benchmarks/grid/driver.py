@@ -39,7 +39,12 @@ from benchmarks.runner.config import RunSpec
 from benchmarks.runner.data import check_batch_size, load_invocation_data
 from benchmarks.runner.harness import RunInterrupted
 from benchmarks.runner.invocation import Invocation
-from benchmarks.runner.launch import check_folders, check_ready, read_pretrained
+from benchmarks.runner.launch import (
+    check_folders,
+    check_ready,
+    read_pretrained,
+    stage_pretrained,
+)
 from benchmarks.runner.toml_files import read_toml_text
 from datasets.cache import default_cache_dir
 
@@ -88,30 +93,12 @@ def plan(spec: GridSpec, prepared: dict) -> list[tuple[dict[str, Any], RunSpec]]
     planned = []
     for point, invocation in spec.cells():
         if invocation.dataset not in staged:
-            staged[invocation.dataset] = staged_pretrained(invocation)
+            # In the cache, under its sha256, where a resumed grid finds it again.
+            staged[invocation.dataset] = stage_pretrained(
+                read_pretrained(invocation), default_cache_dir() / "pretrained")
         planned += [(point, run) for run in
                     plan_point(invocation, prepared, staged[invocation.dataset])]
     return planned
-
-
-def staged_pretrained(invocation: Invocation) -> dict[str, Any]:
-    """The RunSpec fields of `invocation.pretrained`: the checkpoint's facts, and its
-    canonical arrays staged for the workers in the cache, under its sha256, where a resumed
-    grid finds them again; {} without a checkpoint.
-
-    Raises:
-        ValueError (a CheckpointError): as `runner.launch.read_pretrained`.
-    """
-    checkpoint = read_pretrained(invocation)
-    if checkpoint is None:
-        return {}
-    path = default_cache_dir() / "pretrained" / f"{checkpoint.sha256}.npz"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        checkpoint.stage(partial)
-        os.replace(partial, path)
-    return {"pretrained": checkpoint.describe(), "pretrained_file": str(path)}
 
 
 def plan_point(invocation: Invocation, prepared: dict,
@@ -122,7 +109,7 @@ def plan_point(invocation: Invocation, prepared: dict,
     Args:
         invocation: the point's Invocation on one dataset.
         prepared: dataset → fold → (prepared .npz path, data facts), from `prepare`.
-        pretrained: the grid's checkpoint fields (`staged_pretrained`); None for none.
+        pretrained: the grid's checkpoint fields (`runner.launch.stage_pretrained`); None for none.
     """
     return [invocation.run_spec(job, *prepared[invocation.dataset][job.fold], id_from_spec=True,
                                 **(pretrained or {}))

@@ -51,9 +51,9 @@ from typing import Any
 
 from backends import BACKEND_NAMES
 from backends.augment import augment_config
-from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name
 from backends.init import INIT_MODES
+from backends.train_config import MAX_SEED, TrainConfig
 from benchmarks.analysis.grid_selection import describe_point
 from benchmarks.backend_choice import PAIR
 from benchmarks.messages import quoted

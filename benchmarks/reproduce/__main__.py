@@ -30,7 +30,7 @@ from typing import Any
 from backends import MissingFrameworkError
 from backends.pretrained import TORCHVISION_MODELS
 from benchmarks.analysis.published import PUBLISHED_FILE, comparison_rows, read_published
-from benchmarks.console import run_command
+from benchmarks.console import run_command, say
 from benchmarks.grid.driver import NothingToRun, keep_spec, latest_records, prepare, run_study
 from benchmarks.grid.executors import EXECUTORS, LocalExecutor, RayExecutor
 from benchmarks.record.store import ResultsFileError, new_report_dir
@@ -40,7 +40,7 @@ from benchmarks.reproduce.fixtures import smoke_checkpoint_dir, smoke_data_dir
 from benchmarks.reproduce.plan import StudyGroup, plan_study
 from benchmarks.reproduce.spec import SCALES, StudySpec, find_study, load_study, shipped_studies
 from benchmarks.runner.env import available_cores
-from benchmarks.runner.interrupts import exit_status, stop_name, stoppable
+from benchmarks.runner.interrupts import exit_status, stop_name, stoppable_command
 from datasets.cache import default_cache_dir
 
 CHECKPOINTS = "checkpoints"  # the default checkpoint folder's name, beside the datasets'
@@ -99,10 +99,6 @@ def list_studies() -> str:
         lines.append(f"{name:<26} {spec.full.dataset:<9} {','.join(spec.full.models):<38} "
                      f"{spec.title}")
     return "\n".join(lines)
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 def _inputs(spec: StudySpec, args: argparse.Namespace) -> tuple[Path | None, Path]:
@@ -185,19 +181,15 @@ def _new_group_folder(study_folder: Path, spec: StudySpec, scale: str,
 def _published_table(folder: Path) -> str | None:
     """The folder's "Published vs measured" table for the terminal (no source column)."""
     study = read_published(folder)
-    records = list(latest_records(folder, _say).values())
+    records = list(latest_records(folder, say).values())
     if study is None or not records:
         return None
     headers, rows = comparison_rows(study, records)
     return text_table(headers[:-1], [row[:-1] for row in rows])
 
 
+@stoppable_command
 def main(argv: list[str] | None = None) -> int:
-    with stoppable():
-        return _main(argv)
-
-
-def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.list:
@@ -227,7 +219,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {error}{hint}", file=sys.stderr)
         return 2
     study_folder = args.resume or new_report_dir(args.out, f"reproduce-{spec.name}-{args.scale}")
-    _say(f"study {spec.name} at --scale {args.scale}: {len(groups)} group(s) of models in "
+    say(f"study {spec.name} at --scale {args.scale}: {len(groups)} group(s) of models in "
          f"{study_folder}")
     all_ok, folders = True, []
     try:
@@ -235,13 +227,13 @@ def _main(argv: list[str] | None) -> int:
             folder = existing.get(group.name) or _new_group_folder(study_folder, spec,
                                                                    args.scale, group)
             folders.append(folder)
-            _say(f"== group {group.name} ({group.image_size}×{group.image_size}"
+            say(f"== group {group.name} ({group.image_size}×{group.image_size}"
                  + (f", from {group.checkpoint.name}" if group.checkpoint else "") + ")")
             try:
-                _, summary = run_study(group.grid_spec, study_folder, folder, executor, _say)
+                _, summary = run_study(group.grid_spec, study_folder, folder, executor, say)
                 all_ok &= summary["runs"]["not_ok"] == 0 and summary["runs"]["missing"] == 0
             except NothingToRun as done:
-                _say(f"   {done}")
+                say(f"   {done}")
                 write_report(folder)
     except KeyboardInterrupt:
         print(f"interrupted ({stop_name()}): what finished is recorded and reported; complete "

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from datasets import fixtures
+from datasets import GENERATORS, fixtures
 
 # Bumped whenever a writer below changes what it writes, so old copies are not reused.
 FIXTURE_VERSION = 1
@@ -53,13 +53,13 @@ def _made_once(folder: Path, write) -> Path:
 
 
 def smoke_data_dir(dataset: str, cache_dir: Path) -> Path | None:
-    """The folder `dataset` is read from at --scale smoke; None for "synthetic" (generated).
+    """The folder `dataset` is read from at --scale smoke; None for a generated one.
 
     Args:
         dataset: canonical dataset name.
         cache_dir: the cache folder (`datasets.cache.default_cache_dir`).
     """
-    if dataset == "synthetic":
+    if dataset in GENERATORS:
         return None
     safe = dataset.replace("+", "plus")
     folder = cache_dir / FIXTURES_DIR / f"{safe}-v{FIXTURE_VERSION}"

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.base import TrainConfig
+from backends.train_config import TrainConfig
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
 from benchmarks.record import schema
 from benchmarks.runner.env import available_cores

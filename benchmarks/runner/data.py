@@ -13,7 +13,6 @@ from benchmarks.runner.invocation import Invocation
 from datasets import FaceDataset, load_dataset
 from datasets.cache import default_cache_dir
 from datasets.selection import NO_SELECTION, DataSelection, select_classes, selected_split
-from datasets.synthetic import generate as generate_synthetic
 
 # Skipped files listed in each run's record (all of them are counted).
 MAX_LISTED_SKIPPED = 100
@@ -106,12 +105,9 @@ def load_invocation_data(invocation: Invocation):
         ValueError, FileNotFoundError: the dataset cannot be read (the message says why).
     """
     cache = default_cache_dir()
-    if invocation.dataset == "synthetic":
-        dataset = generate_synthetic(num_subjects=invocation.synthetic_subjects,
-                                     image_size=invocation.image_size)
-    else:
-        dataset = load_dataset(invocation.dataset, invocation.data_dir, invocation.image_size,
-                               kdef_angles=invocation.kdef_angles, cache_dir=cache)
+    dataset = load_dataset(invocation.dataset, invocation.data_dir, invocation.image_size,
+                           kdef_angles=invocation.kdef_angles, cache_dir=cache,
+                           synthetic_subjects=invocation.synthetic_subjects)
     dataset = select_classes(dataset, invocation.data_selection.classes)
     prepared = {fold: prepare_data(dataset, split_seed=0, cache_dir=cache,
                                    folds=invocation.folds, fold=fold,

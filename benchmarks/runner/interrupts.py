@@ -10,9 +10,10 @@ then say which signal it was.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -39,6 +40,26 @@ def stoppable() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         _received.clear()
+
+
+def stoppable_command(
+    command: Callable[[list[str] | None], int],
+) -> Callable[[list[str] | None], int]:
+    """A command's `main`: `command` run `stoppable`, so SIGTERM stops it as Ctrl-C does.
+
+    Args:
+        command: the command's body, taking its arguments (None: sys.argv's) and
+            returning its exit status.
+
+    Returns:
+        `main(argv=None)`, which runs `command(argv)` within `stoppable`.
+    """
+    @functools.wraps(command)
+    def main(argv: list[str] | None = None) -> int:
+        with stoppable():
+            return command(argv)
+
+    return main
 
 
 def stop_name() -> str:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from backends import BACKEND_NAMES
-from backends.base import MAX_SEED, TrainConfig
 from backends.catalog import check_model_name, model_cost, model_options
 from backends.init import INIT_MODES
+from backends.train_config import MAX_SEED, TrainConfig
 from benchmarks.analysis.stats import DEFAULT_EQUIVALENCE_MARGIN, check_equivalence_margin
 from benchmarks.backend_choice import reference_backend
 from benchmarks.runner.config import MeasureConfig, RunSpec
@@ -41,7 +41,7 @@ from benchmarks.runner.recipe import (
     max_batch_size,
 )
 from benchmarks.runner.worker import TRAIN_FLOPS_MULTIPLIER
-from datasets import check_dataset_name, default_data_dir
+from datasets import DATASET_NAMES, dataset_folder
 from datasets.preprocess import KDEF_ANGLES
 from datasets.selection import NO_SELECTION, DataSelection
 from datasets.synthetic import DEFAULT_SUBJECTS
@@ -99,7 +99,8 @@ class Invocation:
     """What one invocation runs: backends × models × seeds (× folds) on one dataset.
 
     Attributes:
-        dataset: dataset name (`datasets.DATASET_NAMES`).
+        dataset: canonical dataset name (`datasets.DATASET_NAMES`), as
+            `datasets.check_dataset_name` returns it where the user's text came in.
         backends: backend names, each once; the first (fold, model, seed) runs them in
             this order, the others in `balanced_order`.
         models: catalog model names, each once (replicates are seeds).
@@ -172,8 +173,12 @@ class Invocation:
     train: Mapping[str, TrainConfig] = field(init=False)
 
     def __post_init__(self) -> None:
-        # Aliases (natural-faces) are recorded under the dataset's canonical name.
-        object.__setattr__(self, "dataset", check_dataset_name(self.dataset))
+        # Its makers resolve aliases at their doors (datasets.check_dataset_name): records
+        # carry the canonical name, so an alias here is a caller's mistake, not input.
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"dataset must be a canonical name, one of "
+                             f"{', '.join(DATASET_NAMES)} (datasets.check_dataset_name "
+                             f"resolves aliases). Received: dataset={self.dataset!r}")
         if not self.backends:
             raise ValueError(f"backends is empty; valid backends: {', '.join(BACKEND_NAMES)}")
         for backend in self.backends:
@@ -309,10 +314,8 @@ class Invocation:
         return replace(spec, twin_of=spec.run_id) if job.twin else spec
 
     def dataset_folder(self) -> Path | None:
-        """The folder the dataset is read from; None for the generated synthetic set."""
-        if self.dataset == "synthetic":
-            return None
-        return self.data_dir if self.data_dir is not None else default_data_dir(self.dataset)
+        """The folder the dataset is read from; None for a generated one (synthetic)."""
+        return dataset_folder(self.dataset, self.data_dir)
 
 
 def default_run_timeout(invocation: Invocation, model: str, data_info: dict[str, Any]) -> float:

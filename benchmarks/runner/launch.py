@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from backends import check_available
-from backends.base import FLOAT16_NEEDS_GPU
 from backends.pretrained import Checkpoint, read_checkpoint
 from backends.registry import bfloat16_refusal, visible_gpu
+from backends.train_config import FLOAT16_NEEDS_GPU
+from benchmarks.console import say
 from benchmarks.record.layout import (
     EXPLAIN_DIR,
     RESULTS_FILE,
@@ -129,6 +130,33 @@ def read_pretrained(invocation: Invocation) -> Checkpoint | None:
     for model in invocation.models:
         checkpoint.check_model(model)
     return checkpoint
+
+
+def stage_pretrained(checkpoint: Checkpoint | None, folder: Path) -> dict[str, Any]:
+    """Stages `checkpoint` for the workers: its canonical arrays written to
+    `folder`/<sha256>.npz, which workers read without PyTorch (`Checkpoint.stage`).
+
+    Written once: a file already there under that sha256 holds the same arrays (a resumed
+    grid stages into the cache and finds them again). Written under a temporary name, so a
+    crash never leaves a truncated file there.
+
+    Args:
+        checkpoint: the checkpoint (`read_pretrained`), or None.
+        folder: where to stage it: the invocation's temporary folder, or the cache.
+
+    Returns:
+        The RunSpec fields `pretrained` (the checkpoint's facts) and `pretrained_file`;
+        {} without a checkpoint.
+    """
+    if checkpoint is None:
+        return {}
+    path = folder / f"{checkpoint.sha256}.npz"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        checkpoint.stage(partial)
+        os.replace(partial, path)
+    return {"pretrained": checkpoint.describe(), "pretrained_file": str(path)}
 
 
 class ResultsNotWritten(RuntimeError):
@@ -237,10 +265,6 @@ class _Results:
             self.folder = None
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
 def _run_jobs(invocation: Invocation, prepared: dict, faults: InjectedFaults | None,
               results: _Results, on_line: Callable[[str], None], staging: Path,
               checkpoint: Checkpoint | None = None) -> bool:
@@ -250,10 +274,7 @@ def _run_jobs(invocation: Invocation, prepared: dict, faults: InjectedFaults | N
     Workers write their weights into `staging`, from where each ok run's file moves into
     the report folder with its record; a pretrained checkpoint is staged there for them.
     """
-    pretrained = {}
-    if checkpoint is not None:
-        staged = checkpoint.stage(staging / "pretrained.npz")
-        pretrained = {"pretrained": checkpoint.describe(), "pretrained_file": str(staged)}
+    pretrained = stage_pretrained(checkpoint, staging)
     jobs = invocation.jobs()
     try:
         for number, job in enumerate(jobs, 1):
@@ -293,7 +314,7 @@ def _run_jobs(invocation: Invocation, prepared: dict, faults: InjectedFaults | N
 
 
 def run_invocation(invocation: Invocation, out_root: Path,
-                   on_line: Callable[[str], None] = _say,
+                   on_line: Callable[[str], None] = say,
                    on_start: Callable[[], None] | None = None,
                    report: Callable[[Path, list[dict[str, Any]]], Any] | None = None,
                    ) -> tuple[Path, list[dict[str, Any]]]:

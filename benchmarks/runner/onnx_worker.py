@@ -2,7 +2,7 @@
 
     python -m benchmarks.runner.onnx_worker SPEC.json RESULT.json
 
-Reads an OnnxRunSpec, opens the exported model in onnxruntime (`backends.deploy`) and
+Reads an OnnxRunSpec, opens the exported model in onnxruntime (`backends.onnx_export`) and
 times it with the training worker's latency probe (`trackers.timing.inference_latency`:
 batch 1 and the training batch size, warm-up apart, p50/p95) on the same test images.
 `benchmarks.export` starts it through `harness.run_process`, as every training run is
@@ -71,7 +71,7 @@ def execute(spec: OnnxRunSpec) -> dict[str, Any]:
         before and after), `peak_host_rss_mb`, and `latency`: the same fields as a
         training record's latency section.
     """
-    from backends.deploy import OnnxSession
+    from backends.onnx_export import OnnxSession
 
     with np.load(spec.images_path, allow_pickle=False) as stored:
         images = stored[spec.images_key]

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from backends.augment import AUGMENT_LEVELS, AugmentConfig, augment_config
-from backends.base import FIELD_CHOICES, MAX_SEED, TrainConfig
 from backends.catalog import DEFAULT_NUM_CLASSES, MODEL_NAMES, model_cost
+from backends.train_config import FIELD_CHOICES, MAX_SEED, TrainConfig
 from benchmarks.messages import quoted
 from benchmarks.runner.toml_files import line_of, parse_toml, read_toml_text
 from datasets import DATASET_NAMES

@@ -26,9 +26,10 @@ import numpy as np
 import pytest
 
 from backends import BACKEND_NAMES, create_backend
-from backends.base import Backend, TrainConfig
+from backends.base import Backend
 from backends.catalog import CARD_MODELS
 from backends.init import shared_initial_weights
+from backends.train_config import TrainConfig
 from benchmarks.trackers.memory import HostMemoryTracker, current_rss_mb
 from benchmarks.trackers.timing import CpuWaitClock
 

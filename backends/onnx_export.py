@@ -1,8 +1,8 @@
-"""Deployment: a built model exported to ONNX from either framework, run by onnxruntime.
+"""ONNX export: a built model exported to ONNX from either framework, run by onnxruntime.
 
 The exported graph takes what a Backend's `predict_proba` takes, uint8 NHWC images
 (input `images`, batch axis dynamic), and scales them inside the graph with the backends'
-constants, ``(x - PIXEL_CENTER) / PIXEL_SCALE``, so a deployed model needs no
+constants, ``(x - PIXEL_CENTER) / PIXEL_SCALE``, so an exported model needs no
 preprocessing code beside it and cannot be fed pixels scaled another way. It gives two
 outputs: `logits` (float32, (N, classes)), which the parity check compares with the
 native framework's, and `probabilities`, their softmax, which the latency is timed on
