@@ -25,6 +25,7 @@ _BACKENDS: dict[str, _BackendEntry] = {
     "torch": _BackendEntry(
         "backends.torch.backend", "TorchBackend", "torch", "torch", "PyTorch"
     ),
+    "jax": _BackendEntry("backends.jax.backend", "JaxBackend", "flax", "jax", "JAX (Flax NNX)"),
 }
 
 BACKEND_NAMES: tuple[str, ...] = tuple(_BACKENDS)
@@ -37,6 +38,8 @@ _GPU_QUERIES = {
           "if g else ''); print('tensorflow', tf.__version__)",
     "torch": "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() "
              "else ''); print('torch', torch.__version__)",
+    "jax": "import backends.jax, jax; d = jax.devices()[0]; "
+           "print(d.device_kind if d.platform == 'gpu' else ''); print('jax', jax.__version__)",
 }
 
 # What a framework answers, in a fresh interpreter, to "why can you not train in bfloat16
