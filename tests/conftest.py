@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from backends import create_backend
-from backends.base import Backend, TrainConfig
+from backends.base import Backend, MissingFrameworkError, TrainConfig
 from backends.catalog import CATALOG
 from backends.init import shared_initial_weights
+from backends.registry import check_available
 from backends.schedule import epoch_batches
 
 THREADS_VARIABLE = "FERBENCH_TEST_THREADS"
@@ -27,7 +29,9 @@ def pytest_configure(config) -> None:
 
 
 def apply_test_threads() -> None:
-    """Sets both frameworks' thread pools to FERBENCH_TEST_THREADS, where it is set.
+    """Sets every framework's thread pools to FERBENCH_TEST_THREADS, where it is set.
+
+    XLA (the jax backend) takes only 1, which runs its CPU code single-threaded.
 
     Raises:
         ValueError: the variable is not an integer ≥ 1.
@@ -40,9 +44,42 @@ def apply_test_threads() -> None:
     import tensorflow as tf
     import torch
 
+    if int(threads) == 1 and installed("jax"):
+        # XLA takes no other count, and reads its flags when JAX starts: set them now.
+        from backends.jax.runtime import SINGLE_THREAD_FLAGS
+
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
+                                            *SINGLE_THREAD_FLAGS]).strip()
     torch.set_num_threads(int(threads))
     tf.config.threading.set_intra_op_parallelism_threads(int(threads))
     tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+
+
+def installed(*names: str) -> tuple[str, ...]:
+    """The backends among `names` whose framework is installed here, in order.
+
+    Args:
+        names: backend names (`backends.registry.BACKEND_NAMES`).
+
+    Returns:
+        Those that `check_available` passes.
+    """
+    found = []
+    for name in names:
+        try:
+            check_available(name)
+        except MissingFrameworkError:
+            continue
+        found.append(name)
+    return tuple(found)
+
+
+def skip_unless_installed(name: str) -> None:
+    """Skips the calling test, naming the extra, when backend `name` is not installed."""
+    try:
+        check_available(name)
+    except MissingFrameworkError as error:
+        pytest.skip(str(error))
 
 
 # --- a framework-free backend with scripted epochs (test_selection, test_weights) ---------
@@ -183,17 +220,18 @@ def calibrated_weights(backend: Backend, shape: tuple[int, int, int], seed: int)
 
 
 def same_weights_pair(name: str, shape: tuple[int, int, int], num_classes: int,
-                      seed: int = 1) -> dict[str, Backend]:
-    """`name` built in torch and TF (dropout off where it has any) with `calibrated_weights`.
+                      seed: int = 1, partner: str = "tf") -> dict[str, Backend]:
+    """`name` built in torch and `partner` (dropout off where it has any) with
+    `calibrated_weights`.
 
     Returns:
         backend name → Backend, both holding the same weights.
     """
-    backends = {b: create_backend(b) for b in ("torch", "tf")}
+    backends = {b: create_backend(b) for b in ("torch", partner)}
     overrides = {} if CATALOG[name].dropout is None else {"dropout": 0.0}
     for backend in backends.values():
         backend.build(name, shape, num_classes, **overrides)
-    backends["tf"].set_weights(calibrated_weights(backends["torch"], shape, seed=seed))
+    backends[partner].set_weights(calibrated_weights(backends["torch"], shape, seed=seed))
     return backends
 
 

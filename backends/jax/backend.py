@@ -208,7 +208,9 @@ class JaxBackend(Backend):
         def step(params, frozen, rest, optimizer_state, loss_scale, images, labels,
                  learning_rate):
             def loss_of(params):
-                model = nnx.merge(graphdef, params, frozen, rest)
+                # Fresh variables of this trace, which BatchNorm may update (merged
+                # without a copy, they would be the jit trace's and refuse it).
+                model = nnx.merge(graphdef, params, frozen, rest, copy=True)
                 # The loss in float32 whatever the precision.
                 logits = model(_scale(images)).astype(jnp.float32)
                 loss = training_loss(logits, labels, table, smoothing)

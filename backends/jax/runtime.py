@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import jax
 from jax._src import xla_bridge  # the one public-less question: has the client started?
 
-_SINGLE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+SINGLE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
 _DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
@@ -68,7 +68,7 @@ def configure_runtime(threads: int | None, deterministic: bool) -> RuntimeSettin
         RuntimeError: a setting differs from the one JAX's client already started with
             (one line naming the fix: a fresh process).
     """
-    wanted = list(_SINGLE_THREAD_FLAGS) if threads == 1 else []
+    wanted = list(SINGLE_THREAD_FLAGS) if threads == 1 else []
     if deterministic:
         wanted.append(_DETERMINISTIC_GPU_FLAG)
     in_force = os.environ.get("XLA_FLAGS", "").split()
@@ -82,7 +82,7 @@ def configure_runtime(threads: int | None, deterministic: bool) -> RuntimeSettin
     flags = os.environ.get("XLA_FLAGS", "").split()
     return RuntimeSettings(
         device=jax.devices()[0],
-        intra_op_threads=1 if _SINGLE_THREAD_FLAGS[0] in flags else None,
+        intra_op_threads=1 if SINGLE_THREAD_FLAGS[0] in flags else None,
         deterministic=deterministic or _DETERMINISTIC_GPU_FLAG in flags,
         matmul_precision=str(jax.config.jax_default_matmul_precision),
     )
