@@ -18,7 +18,11 @@ import torch  # noqa: E402
 from backends import create_backend  # noqa: E402
 from backends.catalog import MODEL_NAMES, model_stages  # noqa: E402
 from backends.explain import grad_cam_maps, resize_bilinear  # noqa: E402
-from tests.conftest import calibrated_weights, same_weights_pair  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    calibrated_weights,
+    same_weights_pair,
+    skip_unless_installed,
+)
 
 NUM_CLASSES = 7
 # docs/design.md §9: max |Δmap| as a share of the map's range (max − min), image by image.
@@ -30,9 +34,10 @@ SIDES = {"proposed_cnn": 16, "sanet": 16, "vgg16": 64, "alexnet": 32, "resnet18"
 FAST = ("proposed_cnn", "sanet")  # about a second each; the others build for many
 
 
-def _pair(name: str):
+def _pair(name: str, partner: str):
+    skip_unless_installed(partner)
     shape = (SIDES[name], SIDES[name], 1)
-    backends = same_weights_pair(name, shape, NUM_CLASSES)
+    backends = same_weights_pair(name, shape, NUM_CLASSES, partner=partner)
     images = np.random.default_rng(3).integers(0, 256, (6, *shape), dtype=np.uint8)
     return backends, images
 
@@ -41,36 +46,43 @@ def _params(names):
     return [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in names]
 
 
+@pytest.mark.parametrize("partner", ["tf", "jax"])
 @pytest.mark.parametrize("name", _params(MODEL_NAMES))
-def test_both_frameworks_give_the_same_grad_cam(name):
-    backends, images = _pair(name)
+def test_both_frameworks_give_the_same_grad_cam(name, partner):
+    """torch's maps and `partner`'s (TF's GradientTape, JAX's jax.grad) on the same weights.
+
+    JAX against torch, measured: worst |Δ| / range 4.8e-5 (proposed_cnn) and 1.7e-5
+    (sanet), as TF's (4.3e-6, 2.6e-5); the tolerance is 20× the worst.
+    """
+    backends, images = _pair(name, partner)
     # Explain each image's predicted class and one other, fixed class.
     predicted = backends["torch"].predict_proba(images).argmax(1)
     worst = 0.0
     for classes in (predicted, (predicted + 3) % NUM_CLASSES):
         maps = {b: backend.grad_cam(images, classes) for b, backend in backends.items()}
-        assert maps["torch"].shape == maps["tf"].shape == images.shape[:3]
-        assert maps["tf"].dtype == np.float32 and (maps["tf"] >= 0).all()
+        assert maps["torch"].shape == maps[partner].shape == images.shape[:3]
+        assert maps[partner].dtype == np.float32 and (maps[partner] >= 0).all()
         spread = maps["torch"].max(axis=(1, 2)) - maps["torch"].min(axis=(1, 2))
         if classes is predicted:
             # Most maps show some evidence for the predicted class: a test of real maps.
             assert (spread > 0).mean() >= 0.5, spread
-        difference = np.abs(maps["torch"] - maps["tf"]).max(axis=(1, 2))
+        difference = np.abs(maps["torch"] - maps[partner]).max(axis=(1, 2))
         kept = spread > 0
         # A class with no positive evidence anywhere gives a map of zeros in both.
-        np.testing.assert_array_equal(maps["tf"][~kept], 0.0)
+        np.testing.assert_array_equal(maps[partner][~kept], 0.0)
         worst = max(worst, float((difference[kept] / spread[kept]).max(initial=0.0)))
-    print(f"\ngrad-cam parity {name}: worst |Δ| / range = {worst:.2e}")
+    print(f"\ngrad-cam parity {name} {partner}: worst |Δ| / range = {worst:.2e}")
     assert worst <= GRAD_CAM_TOLERANCE
 
 
+@pytest.mark.parametrize("partner", ["tf", "jax"])
 @pytest.mark.parametrize("name", _params(MODEL_NAMES))
-def test_both_frameworks_give_the_same_feature_maps(name):
-    backends, images = _pair(name)
+def test_both_frameworks_give_the_same_feature_maps(name, partner):
+    backends, images = _pair(name, partner)
     maps = {b: backend.feature_maps(images) for b, backend in backends.items()}
-    assert list(maps["torch"]) == list(maps["tf"]) == list(model_stages(name))
+    assert list(maps["torch"]) == list(maps[partner]) == list(model_stages(name))
     for stage in model_stages(name):
-        a, b = maps["torch"][stage], maps["tf"][stage]
+        a, b = maps["torch"][stage], maps[partner][stage]
         assert a.shape == b.shape and a.dtype == b.dtype == np.float32
         assert a.shape[0] == len(images) and a.shape[1] <= images.shape[1]
         scale = np.abs(a).max()
@@ -79,7 +91,7 @@ def test_both_frameworks_give_the_same_feature_maps(name):
 
 
 def test_feature_maps_are_nhwc_with_the_stage_widths():
-    backends, images = _pair("proposed_cnn")
+    backends, images = _pair("proposed_cnn", "tf")
     maps = backends["tf"].feature_maps(images, stages=("block1", "block4"))
     assert maps["block1"].shape == (6, 16, 16, 32)  # full size, 32 channels, before pooling
     assert maps["block4"].shape == (6, 2, 2, 256)
@@ -90,7 +102,7 @@ def test_feature_maps_are_nhwc_with_the_stage_widths():
 def test_the_stage_names_are_the_torch_modules_and_the_keras_marks():
     """Every catalog stage is a module of the torch model and a marked Keras tensor."""
     for name in FAST:
-        backends, _ = _pair(name)
+        backends, _ = _pair(name, "tf")
         modules = dict(backends["torch"].model.named_modules())
         for stage in model_stages(name):
             assert stage in modules
@@ -98,7 +110,7 @@ def test_the_stage_names_are_the_torch_modules_and_the_keras_marks():
 
 
 def test_grad_cam_rejects_a_class_out_of_range():
-    backends, images = _pair("proposed_cnn")
+    backends, images = _pair("proposed_cnn", "tf")
     with pytest.raises(ValueError, match=r"class_index must be in \[0, 7\)"):
         backends["torch"].grad_cam(images, 7)
 
