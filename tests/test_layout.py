@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("backends", "benchmarks", "datasets")
-FRAMEWORKS = ("torch", "tensorflow", "keras")
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "optax")
 # The layers, bottom first (docs/design.md, "Module map"). A module imports from its own
 # unit (a package, or a module named here) and from the units of lower layers only: the
 # units of one layer are peers that import nothing from each other (the runner writes
@@ -184,9 +184,32 @@ def test_the_record_analysis_and_report_never_import_a_framework():
             assert not roots & set(FRAMEWORKS), name
 
 
+MIRRORED = ("tf", "torch", "jax")
+
+
 def test_the_frameworks_mirror_each_other_file_for_file():
     files = {framework: sorted(p.name for p in (ROOT / "backends" / framework).glob("*.py"))
-             for framework in ("tf", "torch")}
-    # TF alone needs optimizers that take torch's updates (backends/tf/optimizers.py).
+             for framework in MIRRORED}
+    # TF and JAX need optimizers that take torch's updates (backends/tf/optimizers.py,
+    # backends/jax/optimizers.py); torch's are torch.optim itself.
     assert [f for f in files["tf"] if f != "optimizers.py"] == files["torch"]
+    assert files["jax"] == files["tf"]
     assert "export.py" in files["torch"]
+
+
+def _backend_methods(framework: str) -> set[str]:
+    """The methods of `Backend` that backends/<framework>/backend.py's subclass defines."""
+    declared = {node.name for node in ast.walk(ast.parse(
+        (ROOT / "backends" / "base.py").read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef) and node.name == "Backend"
+        for node in node.body if isinstance(node, ast.FunctionDef)}
+    tree = ast.parse((ROOT / "backends" / framework / "backend.py").read_text(encoding="utf-8"))
+    return {item.name for node in tree.body if isinstance(node, ast.ClassDef)
+            and any(getattr(base, "id", None) == "Backend" for base in node.bases)
+            for item in node.body if isinstance(item, ast.FunctionDef)} & declared
+
+
+def test_the_frameworks_mirror_each_other_method_for_method():
+    methods = {framework: _backend_methods(framework) for framework in MIRRORED}
+    assert {"_train_epoch", "get_weights", "_stage_gradients"} <= methods["torch"]
+    assert methods["tf"] == methods["torch"] == methods["jax"]
