@@ -233,3 +233,17 @@ def test_bn_running_variances_update_alike(bn_statistics) -> None:
             for other in set(bn_statistics) - {"torch"}:
                 np.testing.assert_allclose(bn_statistics[other][name], value, rtol=1e-5,
                                            err_msg=f"{other}: {name}")
+
+
+def test_onnx_export_from_jax_refuses_in_one_line(tmp_path) -> None:
+    skip_unless_installed("jax")
+    from backends.deploy import export_onnx
+
+    backend = create_backend("jax")
+    backend.build("proposed_cnn", (16, 16, 1), NUM_CLASSES)
+    with pytest.raises(NotImplementedError) as refused:
+        export_onnx(backend, tmp_path / "model.onnx", (16, 16, 1))
+    message = str(refused.value)
+    assert message.startswith("ONNX export from the jax backend is not supported: ")
+    assert "\n" not in message
+    assert not any(tmp_path.iterdir())
