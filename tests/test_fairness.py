@@ -199,7 +199,8 @@ def test_both_frameworks_losses_agree_with_imbalanced_labels_and_class_weights(s
     import tensorflow as tf
     import torch
 
-    from backends.tf.backend import training_loss as tf_loss
+    import backends.tf  # noqa: F401  (pins KERAS_BACKEND before backends.keras imports keras)
+    from backends.keras.training import training_loss as tf_loss
     from backends.torch.backend import training_loss as torch_loss
 
     rng = np.random.default_rng(11)

@@ -159,7 +159,7 @@ def test_fit_takes_finite_steps(name: str, backend_name: str) -> None:
 
 
 def test_registries_cover_the_catalog() -> None:
-    from backends.tf.models import list_models as tf_models
+    from backends.keras.models import list_models as tf_models
     from backends.torch.models import list_models as torch_models
 
     assert sorted(torch_models()) == sorted(MODEL_NAMES)

@@ -19,7 +19,7 @@ import keras  # noqa: E402
 
 from backends import create_backend  # noqa: E402
 from backends.base import TrainConfig  # noqa: E402
-from backends.tf.optimizers import TorchOrderAdam, TorchRMSprop, TorchSGD  # noqa: E402
+from backends.keras.optimizers import TorchOrderAdam, TorchRMSprop, TorchSGD  # noqa: E402
 
 # Steps whose rate changes every time, as in warm-up.
 RATES = [0.1 * (k + 1) / 5 for k in range(5)]

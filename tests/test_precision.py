@@ -27,15 +27,15 @@ from backends.base import (  # noqa: E402
     TrainConfig,
 )
 from backends.init import shared_initial_weights  # noqa: E402
+from backends.keras.models import TorchBatchNormalization  # noqa: E402
+from backends.keras.optimizers import TorchOrderAdam, make_optimizer  # noqa: E402
+from backends.keras.training import cross_entropy  # noqa: E402
 from backends.schedule import epoch_batches  # noqa: E402
 from backends.tf.backend import (  # noqa: E402
     BFLOAT16_NEEDS_ONEDNN,
-    _cross_entropy,
     _scale,
     cpu_runs_bfloat16_convolutions,
 )
-from backends.tf.models import TorchBatchNormalization  # noqa: E402
-from backends.tf.optimizers import TorchOrderAdam, make_optimizer  # noqa: E402
 from backends.torch.models import _in_float32  # noqa: E402
 from tests.conftest import BATCH, SIDE, step_data, step_losses  # noqa: E402
 
@@ -238,7 +238,7 @@ def _bare_tf_steps(backend, x, y, batches, config):
     @tf.function
     def step(images, labels):
         with tf.GradientTape() as tape:
-            per_sample = _cross_entropy(model(_scale(images), training=True), labels, 7, 0.0)
+            per_sample = cross_entropy(model(_scale(images), training=True), labels, 7, 0.0)
             weights = tf.ones_like(per_sample)
             loss = tf.reduce_sum(per_sample * weights) / tf.reduce_sum(weights)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))

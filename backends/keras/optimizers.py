@@ -15,10 +15,11 @@ path; the iteration counter (`self.iterations`) is the step count t − 1.
 
 from __future__ import annotations
 
-# backends/tf/__init__.py, which Python runs before this module, pins KERAS_BACKEND.
+# The framework package that imports this module has pinned KERAS_BACKEND
+# (backends/keras/__init__.py).
 import keras
 
-from backends.base import TrainConfig
+from backends.base import LOSS_SCALE_GROWTH_STEPS, LOSS_SCALE_INITIAL, TrainConfig
 
 ops = keras.ops
 
@@ -198,3 +199,28 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     if config.optimizer == "sgd":
         return TorchSGD(lr, config.momentum, config.nesterov, decay)
     return TorchRMSprop(lr, config.rmsprop_alpha, config.epsilon, decay)
+
+
+def make_training_optimizer(config: TrainConfig, variables) -> keras.optimizers.Optimizer:
+    """`make_optimizer`'s optimizer for a training step, with float16's loss scale.
+
+    Under float16 it is wrapped in a LossScaleOptimizer with torch's GradScaler
+    semantics (LOSS_SCALE_*): unscale, skip a non-finite step and halve the scale,
+    double it after a run of finite steps. That one is built over `variables` at once:
+    a step traced before would bake in the initial scale as a constant.
+
+    Args:
+        config: the shared recipe (its precision and `make_optimizer`'s fields).
+        variables: the variables the optimizer will update.
+
+    Returns:
+        The optimizer; built only when it scales the loss.
+    """
+    optimizer = make_optimizer(config)
+    if config.precision != "float16":
+        return optimizer
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        optimizer, initial_scale=LOSS_SCALE_INITIAL,
+        dynamic_growth_steps=LOSS_SCALE_GROWTH_STEPS)
+    optimizer.build(variables)
+    return optimizer
