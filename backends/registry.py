@@ -25,6 +25,11 @@ _BACKENDS: dict[str, _BackendEntry] = {
     "torch": _BackendEntry(
         "backends.torch.backend", "TorchBackend", "torch", "torch", "PyTorch"
     ),
+    # The Keras models of backends/keras/ on Keras 3's JAX backend; Keras runs one backend
+    # per process, so tf and keras-jax never share one (each worker runs one backend).
+    "keras-jax": _BackendEntry(
+        "backends.keras_jax.backend", "KerasJaxBackend", "jax", "jax", "Keras on JAX"
+    ),
 }
 
 BACKEND_NAMES: tuple[str, ...] = tuple(_BACKENDS)
@@ -37,6 +42,8 @@ _GPU_QUERIES = {
           "if g else ''); print('tensorflow', tf.__version__)",
     "torch": "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() "
              "else ''); print('torch', torch.__version__)",
+    "keras-jax": "import jax; d = jax.devices()[0]; print(d.device_kind if d.platform == 'gpu' "
+                 "else ''); print('jax', jax.__version__)",
 }
 
 # What a framework answers, in a fresh interpreter, to "why can you not train in bfloat16
