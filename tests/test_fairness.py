@@ -229,3 +229,21 @@ def test_both_frameworks_losses_agree_with_imbalanced_labels_and_class_weights(s
     assert tf_value == pytest.approx(expected, rel=1e-6)
     assert torch_value == pytest.approx(expected, rel=1e-6)
     assert tf_value == pytest.approx(torch_value, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend_name", backend_params(("keras-jax",)))
+def test_the_keras_loss_is_the_same_on_jax(backend_name):
+    """The loss tf trains with (`backends.keras.training.training_loss`), on Keras's JAX
+    backend, against the float64 reference, with class weights and label smoothing."""
+    from tests.in_backend_process import keras_training_loss
+    from tests.remote_backend import run_in_backend_process
+
+    rng = np.random.default_rng(11)
+    labels = rng.choice(7, 96, p=[0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.02])
+    logits = rng.normal(0.0, 3.0, (96, 7)).astype(np.float32)
+    weights = class_weight_table(labels, 7, "balanced")
+    for smoothing in (0.0, 0.1):
+        value = run_in_backend_process(backend_name, keras_training_loss, backend_name, logits,
+                                       labels, weights, smoothing)
+        assert value == pytest.approx(_reference_loss(logits, labels, weights, smoothing),
+                                      rel=1e-6)
