@@ -28,7 +28,7 @@ def pytest_configure(config) -> None:
     apply_test_threads()
 
 
-def test_threads() -> int | None:
+def threads_for_tests() -> int | None:
     """FERBENCH_TEST_THREADS as a number; None where it is not set."""
     threads = os.environ.get(THREADS_VARIABLE)
     return int(threads) if threads and threads.isdigit() else None
@@ -89,7 +89,7 @@ def make_backend(name: str):
     """Backend `name`, in this process, or in its own (SEPARATE_PROCESS_BACKENDS) behind a
     RemoteBackend, which forwards every call."""
     if name in SEPARATE_PROCESS_BACKENDS:
-        return RemoteBackend(name, threads=test_threads())
+        return RemoteBackend(name, threads=threads_for_tests())
     return create_backend(name)
 
 

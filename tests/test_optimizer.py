@@ -19,7 +19,7 @@ import keras  # noqa: E402
 from backends import create_backend  # noqa: E402
 from backends.base import TrainConfig  # noqa: E402
 from backends.keras.optimizers import TorchOrderAdam, TorchRMSprop, TorchSGD  # noqa: E402
-from tests.conftest import backend_params  # noqa: E402
+from tests.conftest import backend_params, threads_for_tests  # noqa: E402
 from tests.in_backend_process import (  # noqa: E402
     INPUT_SHAPE,
     dense_config,
@@ -261,7 +261,8 @@ def test_other_keras_backends_train_alike_for_20_steps(name, backend_name):
     start = dense_start(5)[0][0]
     weights, keras_rates = run_in_backend_process(
         backend_name, fit_keras_dense, backend_name, dense_start(5),
-        dense_config(PARITY_CONFIGS[name], STEPS), *_dense_data())
+        dense_config(PARITY_CONFIGS[name], STEPS), *_dense_data(),
+        threads=threads_for_tests())
     assert keras_rates == rates and len(set(rates)) == STEPS - 1
     assert np.abs(expected["1.weight"] - start).max() > 0.05
     assert_dense_parity([weights["1.weight"], weights["1.bias"]],
