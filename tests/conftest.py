@@ -61,6 +61,12 @@ COMPARED_BACKENDS = tuple(name for name in BACKEND_NAMES if name != REFERENCE_BA
 # Keras runs one backend per process and this one's is TensorFlow's (tf's tests reach into
 # its Keras models), so these run in a child process of their own (tests/remote_backend.py).
 SEPARATE_PROCESS_BACKENDS = frozenset({"keras-jax"})
+# The backends whose every parity case stays in the fast run (`make test`), as tf's did
+# before there were others. A further backend keeps the light cases there and moves its
+# long ones to `make test-slow`: XLA compiles each new step or shape for seconds (15–20 s
+# for proposed_cnn's training step on 2 cores), which the fast run's budget cannot pay
+# for every model, shape and recipe.
+BROAD_FAST_BACKENDS = ("tf",)
 
 
 def missing_framework(name: str) -> str | None:

@@ -18,7 +18,13 @@ from backends.base import TrainConfig  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
 from backends.schedule import class_weight_table  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
-from tests.conftest import REFERENCE_BACKEND, backend_params, make_backend  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    BROAD_FAST_BACKENDS,
+    COMPARED_BACKENDS,
+    REFERENCE_BACKEND,
+    backend_params,
+    make_backend,
+)
 
 # Images kept per class of the 12 each the 4 subjects give: imbalanced, so that "balanced"
 # class weights (n / (C · count)) run from 0.57 to 2.3 and weighting changes the loss.
@@ -88,8 +94,18 @@ def update_cosines(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[s
             for name in a}
 
 
-@pytest.mark.parametrize("backend_name", backend_params())
-@pytest.mark.parametrize("name", list(TRAJECTORY_CONFIGS))
+def _trajectory_cases() -> list:
+    """(recipe, backend) for every compared backend; beyond BROAD_FAST_BACKENDS, AdamW's
+    (6 steps, a third XLA compilation) in `make test-slow`: Adam and the SGD recipe, which
+    carries the class weights and label smoothing, stay in the fast run."""
+    return [pytest.param(name, *param.values, id=f"{name}-{param.id}",
+                         marks=[*param.marks, *([pytest.mark.slow] if name == "adamw-warmup"
+                                                and param.id not in BROAD_FAST_BACKENDS
+                                                else [])])
+            for name in TRAJECTORY_CONFIGS for param in backend_params(COMPARED_BACKENDS)]
+
+
+@pytest.mark.parametrize(("name", "backend_name"), _trajectory_cases())
 def test_both_frameworks_follow_the_same_trajectory(data, name, backend_name):
     config = TRAJECTORY_CONFIGS[name]
     if config.class_weighting == "balanced":  # weights of 1 would prove nothing

@@ -22,6 +22,7 @@ from backends import create_backend  # noqa: E402
 from backends.base import Backend, TrainConfig  # noqa: E402
 from backends.catalog import CATALOG, DEFAULT_INPUT_SHAPE, MODEL_NAMES, model_cost  # noqa: E402
 from tests.conftest import (  # noqa: E402
+    BROAD_FAST_BACKENDS,
     COMPARED_BACKENDS,
     REFERENCE_BACKEND,
     backend_params,
@@ -39,13 +40,10 @@ TOLERANCE = 1e-4
 # Seconds per build and pass in both frameworks on 2 cores: their other input shapes run
 # in `make test-slow` (AlexNet at 64×64: a 37M-parameter classifier).
 HEAVY = ("vgg16", "resnet50", "alexnet")
-# The backends whose every light variant stays in the fast run, as tf's did before there
-# were others. Each further backend runs the light models at the default input shape there
-# and the rest in `make test-slow`: every variant costs it XLA compilations of seconds.
-BROAD_FAST_BACKENDS = ("tf",)
 
 
 def _slow(name: str, shape: tuple[int, int, int], backend: str) -> bool:
+    """Heavy models at other shapes; beyond BROAD_FAST_BACKENDS, every heavy model or shape."""
     if name in HEAVY and shape != DEFAULT_INPUT_SHAPE:
         return True
     return backend not in BROAD_FAST_BACKENDS and (name in HEAVY or shape != DEFAULT_INPUT_SHAPE)

@@ -101,7 +101,8 @@ class KerasJaxBackend(Backend):
 
     # --- measurement hooks -----------------------------------------------------------
     def synchronize(self) -> None:
-        # JAX dispatches asynchronously, on the CPU too: wait for what was launched last.
+        # JAX dispatches asynchronously, on the CPU too: wait for what was launched last
+        # (the step's new state, the matmul probe's product).
         jax.block_until_ready(self._in_flight)
         self._in_flight = []
 
@@ -135,6 +136,7 @@ class KerasJaxBackend(Backend):
             self.model = create_model(model_name, input_shape, num_classes, **overrides)
         self._state, self._step, self._optimizer, self._optimizer_values = None, None, None, None
         self._staged = None  # made on first use: training never needs it
+        self._stage_gradient_functions: dict[str, tuple[keras.Model, Callable]] = {}
         self._forward = jax.jit(self._stateless_forward, static_argnames="training")
         self._predict = jax.jit(self._probabilities)
 
@@ -187,11 +189,6 @@ class KerasJaxBackend(Backend):
         return np.asarray(logits, np.float32)
 
     # --- what the model sees ---------------------------------------------------------
-    def _staged_model(self) -> keras.Model:
-        if self._staged is None:
-            self._staged = staged_model(self.model, self.stages())
-        return self._staged
-
     def _values_for(self, submodel: keras.Model) -> tuple[list, list]:
         """The current values of `submodel`'s variables (it shares the model's layers)."""
         state, model = self._current_state(), self.model
@@ -202,33 +199,50 @@ class KerasJaxBackend(Backend):
                 [by_id[id(v)] for v in submodel.non_trainable_variables])
 
     def _staged_outputs(self, x: np.ndarray):
-        staged = self._staged_model()
-        (_, taps), _ = staged.stateless_call(*self._values_for(staged), _scale(jnp.asarray(x)),
-                                             training=False)
-        return taps
+        if self._staged is None:
+            staged = self._staged = staged_model(self.model, self.stages())
+            self._staged_forward = jax.jit(
+                lambda values, images: staged.stateless_call(*values, _scale(images),
+                                                             training=False)[0][1])
+        return self._staged_forward(self._values_for(self._staged), jnp.asarray(x))
 
     def _stage_outputs(self, x: np.ndarray, stages: tuple[str, ...]) -> dict[str, np.ndarray]:
         taps = self._staged_outputs(x)
         return {stage: np.asarray(taps[stage], np.float32) for stage in stages}
 
+    def _stage_gradient_function(self, stage: str) -> tuple[keras.Model, Callable]:
+        """The model's rest from `stage` on, and the jitted gradient of its picked logits.
+
+        JAX differentiates functions, not tensors of a forward pass: the gradient with
+        respect to a stage's output is that of the model's rest, from the stage on (a
+        functional model sharing the layers).
+
+        Args:
+            stage: a stage name of the built model.
+
+        Returns:
+            (the rest, `gradient(stage_output, its variables' values, picked)`, picked the
+            (N, 1) class of each image).
+        """
+        if stage not in self._stage_gradient_functions:
+            tail = keras.Model(self.model.get_layer(f"{stage}{STAGE_SUFFIX}").output,
+                               self.model.outputs[0])
+
+            def score(stage_output, values, picked):
+                logits, _ = tail.stateless_call(*values, stage_output, training=False)
+                # Images are independent in eval mode, so the gradient of the sum is,
+                # image by image, the gradient of that image's own class logit.
+                return jnp.take_along_axis(logits.astype(jnp.float32), picked, axis=1).sum()
+
+            self._stage_gradient_functions[stage] = (tail, jax.jit(jax.grad(score)))
+        return self._stage_gradient_functions[stage]
+
     def _stage_gradients(self, x: np.ndarray, stage: str,
                          class_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         activations = self._staged_outputs(x)[stage]
-        # JAX differentiates functions, not tensors of a forward pass: the gradient with
-        # respect to a stage's output is that of the model's rest, from the stage on.
-        tail = keras.Model(self.model.get_layer(f"{stage}{STAGE_SUFFIX}").output,
-                           self.model.outputs[0])
-        trainable, non_trainable = self._values_for(tail)
-        picked = jnp.asarray(class_index)[:, None]
-
-        def score(stage_output):
-            logits, _ = tail.stateless_call(trainable, non_trainable, stage_output,
-                                            training=False)
-            # Images are independent in eval mode, so the gradient of the sum is, image
-            # by image, the gradient of that image's own class logit.
-            return jnp.take_along_axis(logits.astype(jnp.float32), picked, axis=1).sum()
-
-        gradients = jax.grad(score)(activations)
+        tail, gradient_of = self._stage_gradient_function(stage)
+        gradients = gradient_of(activations, self._values_for(tail),
+                                jnp.asarray(class_index)[:, None])
         return np.asarray(activations, np.float32), np.asarray(gradients, np.float32)
 
     # --- training and inference ------------------------------------------------------
@@ -297,6 +311,7 @@ class KerasJaxBackend(Backend):
                 jnp.float32(rate))
             losses.append(loss)
         self._state, self._optimizer_values = state, optimizer_values
+        self._in_flight = [state, optimizer_values]
         # The only host sync of the epoch: reading the loss waits for the device.
         return float(jnp.mean(jnp.stack(losses)))
 
