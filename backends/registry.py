@@ -18,6 +18,7 @@ class _BackendEntry:
     framework_module: str  # top-level module whose presence means "installed"
     extra: str  # pyproject extra that installs it
     framework: str  # human name
+    in_make_setup: bool = True  # whether `make setup` installs the extra
 
 
 _BACKENDS: dict[str, _BackendEntry] = {
@@ -28,7 +29,8 @@ _BACKENDS: dict[str, _BackendEntry] = {
     # The Keras models of backends/keras/ on Keras 3's JAX backend; Keras runs one backend
     # per process, so tf and keras-jax never share one (each worker runs one backend).
     "keras-jax": _BackendEntry(
-        "backends.keras_jax.backend", "KerasJaxBackend", "jax", "jax", "Keras on JAX"
+        "backends.keras_jax.backend", "KerasJaxBackend", "jax", "jax", "Keras on JAX",
+        in_make_setup=False,
     ),
 }
 
@@ -75,7 +77,8 @@ def check_available(name: str) -> None:
     if importlib.util.find_spec(entry.framework_module) is None:
         raise MissingFrameworkError(
             f"backend {name!r} needs {entry.framework}, which is not installed: "
-            f"pip install -e '.[{entry.extra}]' (or run `make setup`)"
+            f"pip install -e '.[{entry.extra}]'"
+            + (" (or run `make setup`)" if entry.in_make_setup else "")
         )
 
 
