@@ -90,7 +90,7 @@ class KerasJaxBackend(Backend):
             "matmul_precision": jax.config.jax_default_matmul_precision,
             "xla_cpu_threads": runtime.cpu_threads,
             "xla_flags": runtime.xla_flags,
-            "xla_preallocate": False,
+            "xla_preallocate": runtime.preallocate,
             "deterministic": runtime.deterministic,
         }
 

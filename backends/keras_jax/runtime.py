@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import jax
 from jax._src import xla_bridge
 
-SINGLE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+SINGLE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
 DETERMINISTIC_GPU_FLAGS = ("--xla_gpu_deterministic_ops=true",)
 
 
@@ -38,12 +38,15 @@ class RuntimeSettings:
         deterministic: whether XLA's deterministic GPU ops are on (XLA's CPU code is
             deterministic as compiled).
         xla_flags: XLA_FLAGS as the client started with them.
+        preallocate: whether XLA reserves most of a GPU's memory at its start (off:
+            backends/keras_jax/__init__.py).
     """
 
     device: jax.Device
     cpu_threads: int
     deterministic: bool
     xla_flags: str
+    preallocate: bool
 
     @property
     def on_gpu(self) -> bool:
@@ -80,10 +83,11 @@ def configure_runtime(threads: int | None, deterministic: bool) -> RuntimeSettin
     # matmuls and convolutions on a GPU in TF32 or bfloat16 passes (see the torch runtime).
     jax.config.update("jax_default_matmul_precision", "highest")
     device = jax.devices()[0]
-    single = "--xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "").split()
+    single = set(SINGLE_THREAD_FLAGS) <= set(os.environ.get("XLA_FLAGS", "").split())
     return RuntimeSettings(
         device=device,
         cpu_threads=1 if single else len(os.sched_getaffinity(0)),
         deterministic=deterministic,
         xla_flags=os.environ.get("XLA_FLAGS", ""),
+        preallocate=os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true") != "false",
     )
