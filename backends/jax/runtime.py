@@ -6,8 +6,10 @@ determinism switches from XLA_FLAGS once, when JAX's client starts (at the first
 XLA lets one set (docs/design.md §5):
 
 * threads: on a CPU, XLA sizes its pool to the CPUs the process may run on and has no
-  switch for another count; one thread it can do (`--xla_cpu_multi_thread_eigen=false`,
-  plus its intra-op pool of one). Any other count keeps XLA's default, reported as None.
+  switch for another count; one compute thread it can do
+  (`--xla_cpu_multi_thread_eigen=false`: the convolutions and matmuls, where the
+  arithmetic runs, single-threaded). Any other count keeps XLA's default, reported as
+  None.
 * determinism: XLA's CPU code gives the same result run to run at a fixed thread count
   already; on a GPU `--xla_gpu_deterministic_ops=true` holds its reductions and scatter
   to a fixed order (and switches autotuning's nondeterministic choices off).
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import jax
 from jax._src import xla_bridge  # the one public-less question: has the client started?
 
-SINGLE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+SINGLE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
 _DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
