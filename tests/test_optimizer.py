@@ -353,7 +353,8 @@ def test_each_jax_optimizer_takes_torchs_steps(case, backend_name):
 def test_jax_trains_like_torch_for_20_steps(name, backend_name):
     """The jax Backend's whole path (fit, schedule, jitted step, its optimizers) against
     torch's, as tf's above. Measured (docs/design.md §10): largest gap over the five
-    optimizers JAX_DENSE_GAP of DENSE_TOLERANCE's measure."""
+    optimizers 1.1e-5 of DENSE_TOLERANCE's measure (RMSprop; Adam 5.4e-6, SGD 6.8e-7),
+    9× below it."""
     expected, rates = torch_dense_for_20_steps(name)
     backend = _jax_dense_backend(dense_start(5))
     logs = backend.fit(*_dense_data(), dense_config(PARITY_CONFIGS[name], STEPS))

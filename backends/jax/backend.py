@@ -57,9 +57,10 @@ class JaxBackend(Backend):
         self._step = None
         self._training: _TrainingState | None = None
         self._loss_scaling = False
-        # The last result dispatched: JAX queues work and returns at once, and waiting on
-        # the last result waits for everything queued before it (one device, in order).
-        self._pending: jax.Array | None = None
+        # The last results dispatched (arrays or a tree of them): JAX queues work and
+        # returns at once, and waiting on the last results waits for everything queued
+        # before them (one device, in order).
+        self._pending: Any = None
 
     def versions(self) -> dict[str, str | None]:
         return {
@@ -164,7 +165,10 @@ class JaxBackend(Backend):
 
     def logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         # Eager, so that a training-mode pass updates the BatchNorm statistics in place.
-        self.model.train() if training else self.model.eval()
+        if training:
+            self.model.train()
+        else:
+            self.model.eval()
         return np.asarray(self.model(jnp.asarray(x)).astype(jnp.float32))
 
     # --- what the model sees ---------------------------------------------------------
@@ -264,7 +268,10 @@ class JaxBackend(Backend):
         finally:
             # The step donates the trees it is given: the model takes the newest back.
             nnx.update(self.model, self._training.params, self._training.rest)
-        self._pending = total
+        # The step's every output, not the loss alone: `synchronize` waits for the last
+        # update too.
+        state = self._training
+        self._pending = (total, state.params, state.rest, state.optimizer_state)
         # The only host sync of the epoch: reading the loss waits for the device.
         return float(total) / steps
 
