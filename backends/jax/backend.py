@@ -52,7 +52,10 @@ class JaxBackend(Backend):
     def __init__(self, threads: int | None = None, deterministic: bool = False) -> None:
         super().__init__(threads, deterministic)
         self.runtime = configure_runtime(threads, deterministic)
-        self.model: nnx.Module | None = None
+        self._model: nnx.Module | None = None
+        # Whether the train step's trees are newer than the model's own variables, which
+        # then hold arrays the step has donated (`model` writes the trees back first).
+        self._model_behind = False
         self._seed = 0
         self._step = None
         self._training: _TrainingState | None = None
@@ -61,6 +64,24 @@ class JaxBackend(Backend):
         # returns at once, and waiting on the last results waits for everything queued
         # before them (one device, in order).
         self._pending: Any = None
+
+    @property
+    def model(self) -> nnx.Module | None:
+        """The built model, holding the newest weights.
+
+        Training steps update split-off trees, not the model (`_train_epoch`), so that a
+        run of steps pays no split or merge; the first use of the model afterwards
+        writes the trees back into it.
+        """
+        if self._model_behind:
+            nnx.update(self._model, self._training.params, self._training.rest)
+            self._model_behind = False
+        return self._model
+
+    @model.setter
+    def model(self, model: nnx.Module | None) -> None:
+        self._model, self._model_behind = model, False
+        self._step = self._training = None
 
     def versions(self) -> dict[str, str | None]:
         return {
@@ -136,8 +157,6 @@ class JaxBackend(Backend):
             model_name, input_shape, num_classes,
             framework_args={"rngs": rngs, "dtype": COMPUTE_DTYPES.get(precision)},
             **overrides)
-        self._step = None
-        self._training = None
 
     def num_trainable_params(self) -> int:
         # Every parameter: a freeze changes what is trained, not what the model has.
@@ -254,11 +273,13 @@ class JaxBackend(Backend):
         self._step = host_step
 
     def _train_epoch(self, batches, learning_rates: np.ndarray) -> float:
-        self.model.train()
-        state = self._training
-        # The model's current weights: `fit` may have loaded others since the last epoch.
-        _, params, frozen, rest = nnx.split(self.model, state.trained, nnx.Param, ...)
-        self._training = state._replace(params=params, frozen=frozen, rest=rest)
+        if not self._model_behind:
+            # The model holds the newest weights (built, loaded or used since the last
+            # steps): the step starts from them. The step's graph is `_prepare_training`'s,
+            # in training mode, whatever mode the model is in now.
+            state = self._training
+            _, params, frozen, rest = nnx.split(self._model, state.trained, nnx.Param, ...)
+            self._training = state._replace(params=params, frozen=frozen, rest=rest)
         total = jnp.zeros((), jnp.float32)
         steps = 0
         try:
@@ -266,8 +287,9 @@ class JaxBackend(Backend):
                 total = total + self._step(images, labels, np.float32(rate))
                 steps += 1
         finally:
-            # The step donates the trees it is given: the model takes the newest back.
-            nnx.update(self.model, self._training.params, self._training.rest)
+            # The step donates the trees it is given: the newest are the step's, which
+            # `model` writes back at its next use.
+            self._model_behind = True
         # The step's every output, not the loss alone: `synchronize` waits for the last
         # update too.
         state = self._training
