@@ -284,9 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> list[str]:
-    backends = list(BACKEND_NAMES) if args.backend == "both" else [args.backend]
+    # The backends with a bare loop to hold the suite against (keras-jax has none yet).
+    backends = list(BARE) if args.backend == "both" else [args.backend]
     for backend in backends:
         check_available(backend)
+        if backend not in BARE:
+            raise ValueError(f"backend {backend!r} has no bare training loop to compare with; "
+                             f"backends with one: {', '.join(BARE)}")
     for name in ("repeats", "threads", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1. "

@@ -300,7 +300,7 @@ def _keras_jax_cases() -> list[Case]:
              sides=sides, cannot_run=KERAS_JAX_LEFT_OUT),
         Case(f"bfloat16/proposed_cnn/8-steps/{other}", bfloat16, "8 Adam steps",
              lambda: {fw: {"loss": v} for fw, v in _bfloat16("proposed_cnn", sides).items()},
-             relative_gap, _tolerance("test_precision", "BF16_STEPS_TOLERANCE"),
+             relative_gap, _tolerance("test_precision", "BF16_STEPS_TOLERANCE_KERAS_JAX"),
              sides=sides, cannot_run=KERAS_JAX_LEFT_OUT),
     ]
     dense = "test_optimizer.py::test_other_keras_backends_train_alike_for_20_steps"

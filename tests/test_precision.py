@@ -50,6 +50,9 @@ from tests.remote_backend import run_in_backend_process  # noqa: E402
 # Relative tf/torch loss gaps in bfloat16 (test_bfloat16_trains_alike_in_both_frameworks).
 BF16_FIRST_STEP_TOLERANCE = 2e-3
 BF16_STEPS_TOLERANCE = 2.5e-2
+# keras-jax against torch over the 8 steps: its gap (9.8e-3) and floor (9.1e-3, torch's side
+# under oneDNN AVX2) leave 2.5e-2 at 2.6×, below the 3× rule (docs/design.md §10).
+BF16_STEPS_TOLERANCE_KERAS_JAX = 3e-2
 ON_GPU = torch.cuda.is_available()
 
 
@@ -190,10 +193,14 @@ def test_bfloat16_trains_alike_in_both_frameworks(model):
 
 @pytest.mark.parametrize("backend_name", backend_params(("keras-jax",)))
 def test_bfloat16_trains_alike_in_keras_on_jax(backend_name):
-    """keras-jax against torch, as tf's test above, at the same tolerances.
+    """keras-jax against torch, as tf's test above.
 
-    Measured (docs/design.md §10): the first step's relative gap to torch 1.9e-4, over the
-    8 steps 5.1e-3; keras-jax's own floor (one XLA thread, XLA at AVX2) 0 and 3.0e-3.
+    Measured (docs/design.md §10, AMD EPYC, 2 cores): the first step's relative gap to
+    torch 1.0e-4 (4.4e-4 under a perturbation), floor 3.4e-4 (one thread): the first-step
+    tolerance 2e-3 keeps 4.6×. Over the 8 steps the gap was 9.8e-3, the floor 9.1e-3
+    (oneDNN AVX2, torch's side; one XLA thread and XLA at AVX2 moved keras-jax by 0), so
+    its tolerance is BF16_STEPS_TOLERANCE_KERAS_JAX, 3e-2 (3.1×), where tf's 2.5e-2 would
+    keep 2.6×.
     bfloat16 is in effect: in the jaxpr of the jitted step, forward and backward, every
     convolution and matmul takes bfloat16 operands (float32's float32), the master
     weights float32 in both.
@@ -202,7 +209,7 @@ def test_bfloat16_trains_alike_in_keras_on_jax(backend_name):
     torch_losses, _ = step_losses("torch", "proposed_cnn", "bfloat16", seed=0)
     gap = np.abs(losses - torch_losses) / torch_losses
     assert gap[0] <= BF16_FIRST_STEP_TOLERANCE, gap
-    assert gap.max() <= BF16_STEPS_TOLERANCE, gap
+    assert gap.max() <= BF16_STEPS_TOLERANCE_KERAS_JAX, gap
     flags = backend.flags()
     assert flags["precision"] == "bfloat16" and flags["dtype_policy"] == "mixed_bfloat16"
     for precision in ("float32", "bfloat16"):
