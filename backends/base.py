@@ -183,7 +183,8 @@ class Backend(ABC):
         """Peak memory the framework's GPU allocator handed out in this process, in MB.
 
         The framework's own view: torch's `max_memory_allocated`, TF's `peak` of
-        `get_memory_info` (with memory growth on). It excludes the CUDA context and
+        `get_memory_info` (with memory growth on), JAX's device `memory_stats()` peak
+        (with XLA's preallocation off). It excludes the CUDA context and
         allocator caching, so it compares across frameworks only loosely; NVML's
         per-process figure is the like-for-like one. None on the CPU.
         """

@@ -353,6 +353,7 @@ class ModelRegistry:
         name: str,
         input_shape: tuple[int, int, int],
         num_classes: int,
+        framework_args: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> Any:
         """Builds a model.
@@ -361,6 +362,8 @@ class ModelRegistry:
             name: a catalog name.
             input_shape: (height, width, channels).
             num_classes: output classes.
+            framework_args: what this framework's builders take besides the catalog's
+                arguments (Flax's `rngs` and compute `dtype`); None: nothing.
             **overrides: options replacing catalog defaults, see `model_options`.
 
         Returns:
@@ -378,5 +381,6 @@ class ModelRegistry:
         if name not in self._builders:
             raise ValueError(f"model {name!r} has no {self.framework} definition yet")
         return self._builders[name](
-            input_shape=tuple(input_shape), num_classes=num_classes, **options
+            input_shape=tuple(input_shape), num_classes=num_classes, **options,
+            **(framework_args or {}),
         )

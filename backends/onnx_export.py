@@ -46,7 +46,17 @@ def check_onnx_available(frameworks: tuple[str, ...] = ("tf", "torch")) -> None:
 
     Args:
         frameworks: the frameworks whose exporter is needed.
+
+    Raises:
+        ValueError: a backend without an ONNX exporter (keras-jax: Keras's JAX backend
+            exports through jax2onnx, which the suite does not pin yet).
+        MissingFrameworkError: an exporter or the runtime is not installed.
     """
+    unsupported = [f for f in frameworks if f not in _EXPORTER_MODULES]
+    if unsupported:
+        raise ValueError(f"ONNX export is not supported for backend {unsupported[0]!r} "
+                         f"yet: export a {' or '.join(_EXPORTER_MODULES)} run of the same "
+                         "model")
     needed = dict.fromkeys([m for f in frameworks for m in _EXPORTER_MODULES[f]]
                            + [RUNTIME_MODULE])
     missing = [m for m in needed if importlib.util.find_spec(m) is None]

@@ -18,6 +18,7 @@ class _BackendEntry:
     framework_module: str  # top-level module whose presence means "installed"
     extra: str  # pyproject extra that installs it
     framework: str  # human name
+    in_make_setup: bool = True  # whether `make setup` installs the extra
 
 
 _BACKENDS: dict[str, _BackendEntry] = {
@@ -25,18 +26,33 @@ _BACKENDS: dict[str, _BackendEntry] = {
     "torch": _BackendEntry(
         "backends.torch.backend", "TorchBackend", "torch", "torch", "PyTorch"
     ),
+    # The Keras models of backends/keras/ on Keras 3's JAX backend; Keras runs one backend
+    # per process, so tf and keras-jax never share one (each worker runs one backend).
+    "keras-jax": _BackendEntry(
+        "backends.keras_jax.backend", "KerasJaxBackend", "jax", "jax", "Keras on JAX",
+        in_make_setup=False,
+    ),
+    # JAX as its users write it: Flax NNX models and a jitted train step (backends/jax/).
+    "jax": _BackendEntry("backends.jax.backend", "JaxBackend", "flax", "jax", "JAX (Flax NNX)",
+                         in_make_setup=False),
 }
 
 BACKEND_NAMES: tuple[str, ...] = tuple(_BACKENDS)
 
 # What each framework answers, in a fresh interpreter, to "which GPU would you compute
-# on?": the device name, or nothing for the CPU; then its version.
+# on?": the device name, or nothing for the CPU; then its version. Both JAX backends ask
+# JAX, after backends.jax has turned XLA's GPU memory preallocation off.
+_JAX_GPU_QUERY = ("import backends.jax, jax; d = jax.devices()[0]; "
+                  "print(d.device_kind if d.platform == 'gpu' else ''); "
+                  "print('jax', jax.__version__)")
 _GPU_QUERIES = {
     "tf": "import tensorflow as tf; g = tf.config.list_physical_devices('GPU'); "
           "print(tf.config.experimental.get_device_details(g[0]).get('device_name', 'gpu') "
           "if g else ''); print('tensorflow', tf.__version__)",
     "torch": "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() "
              "else ''); print('torch', torch.__version__)",
+    "keras-jax": _JAX_GPU_QUERY,
+    "jax": _JAX_GPU_QUERY,
 }
 
 # What a framework answers, in a fresh interpreter, to "why can you not train in bfloat16
@@ -68,7 +84,8 @@ def check_available(name: str) -> None:
     if importlib.util.find_spec(entry.framework_module) is None:
         raise MissingFrameworkError(
             f"backend {name!r} needs {entry.framework}, which is not installed: "
-            f"pip install -e '.[{entry.extra}]' (or run `make setup`)"
+            f"pip install -e '.[{entry.extra}]'"
+            + (" (or run `make setup`)" if entry.in_make_setup else "")
         )
 
 

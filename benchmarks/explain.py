@@ -57,6 +57,9 @@ from benchmarks.report.artifacts import (
     weights_path,
 )
 
+# The two frameworks whose maps are compared, rebuilt in this one process. keras-jax's
+# Keras cannot share a process with tf's (Keras runs one backend per process), so it is not
+# among them until explain runs each backend in a process of its own.
 SAMPLES_PER_CLASS = 2
 SAMPLE_SEED = 0
 

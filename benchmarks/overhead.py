@@ -136,7 +136,7 @@ def build_bare_tf(x: np.ndarray, y: np.ndarray, threads: int) -> BareTraining:
     import keras
     import tensorflow as tf
 
-    from backends.tf.models import create_model
+    from backends.keras.models import create_model
     from backends.tf.runtime import configure_runtime
 
     configure_runtime(threads, deterministic=False)

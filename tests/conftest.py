@@ -12,18 +12,27 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
-from backends import create_backend
-from backends.base import Backend, TrainConfig
+from backends import BACKEND_NAMES, MissingFrameworkError, check_available, create_backend
+from backends.base import Backend
 from backends.catalog import CATALOG
 from backends.init import shared_initial_weights
 from backends.schedule import epoch_batches
+from backends.train_config import TrainConfig
+from tests.remote_backend import RemoteBackend
 
 THREADS_VARIABLE = "FERBENCH_TEST_THREADS"
 
 
 def pytest_configure(config) -> None:
     apply_test_threads()
+
+
+def threads_for_tests() -> int | None:
+    """FERBENCH_TEST_THREADS as a number; None where it is not set."""
+    threads = os.environ.get(THREADS_VARIABLE)
+    return int(threads) if threads and threads.isdigit() else None
 
 
 def apply_test_threads() -> None:
@@ -40,9 +49,62 @@ def apply_test_threads() -> None:
     import tensorflow as tf
     import torch
 
+    if int(threads) == 1 and missing_framework("jax") is None:
+        # The in-process jax backend's XLA takes no other count, and reads its flags when
+        # JAX starts: set them now (keras-jax's own process gets the count as an argument).
+        from backends.jax.runtime import SINGLE_THREAD_FLAGS
+
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
+                                            *SINGLE_THREAD_FLAGS]).strip()
     torch.set_num_threads(int(threads))
     tf.config.threading.set_intra_op_parallelism_threads(int(threads))
     tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+
+
+# --- every backend against the reference (test_models, test_fairness, test_explain, …) -----
+# The parity tests compare every registered backend with this one, whose formulas
+# (BatchNorm, optimizers, loss) the suite pins the others to (docs/design.md §1–§4).
+REFERENCE_BACKEND = "torch"
+COMPARED_BACKENDS = tuple(name for name in BACKEND_NAMES if name != REFERENCE_BACKEND)
+# Keras runs one backend per process and this one's is TensorFlow's (tf's tests reach into
+# its Keras models), so these run in a child process of their own (tests/remote_backend.py).
+SEPARATE_PROCESS_BACKENDS = frozenset({"keras-jax"})
+# The backends whose every parity case stays in the fast run (`make test`), as tf's did
+# before there were others. A further backend keeps the light cases there and moves its
+# long ones to `make test-slow`: XLA compiles each new step or shape for seconds (15–20 s
+# for proposed_cnn's training step on 2 cores), which the fast run's budget cannot pay
+# for every model, shape and recipe.
+BROAD_FAST_BACKENDS = ("tf",)
+
+
+def missing_framework(name: str) -> str | None:
+    """Why backend `name` cannot run here (its framework's install line), or None."""
+    try:
+        check_available(name)
+    except MissingFrameworkError as error:
+        return str(error)
+    return None
+
+
+def backend_params(names: tuple[str, ...] = COMPARED_BACKENDS,
+                   slow: tuple[str, ...] = ()) -> list:
+    """pytest params of backend names, each skipped with its install line where its
+    framework is missing, those in `slow` marked slow."""
+    params = []
+    for name in names:
+        marks = [pytest.mark.slow] if name in slow else []
+        if reason := missing_framework(name):
+            marks.append(pytest.mark.skip(reason=reason))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+def make_backend(name: str):
+    """Backend `name`, in this process, or in its own (SEPARATE_PROCESS_BACKENDS) behind a
+    RemoteBackend, which forwards every call."""
+    if name in SEPARATE_PROCESS_BACKENDS:
+        return RemoteBackend(name, threads=threads_for_tests())
+    return create_backend(name)
 
 
 # --- a framework-free backend with scripted epochs (test_selection, test_weights) ---------
@@ -183,17 +245,20 @@ def calibrated_weights(backend: Backend, shape: tuple[int, int, int], seed: int)
 
 
 def same_weights_pair(name: str, shape: tuple[int, int, int], num_classes: int,
-                      seed: int = 1) -> dict[str, Backend]:
-    """`name` built in torch and TF (dropout off where it has any) with `calibrated_weights`.
+                      compared: str = "tf", seed: int = 1) -> dict[str, Backend]:
+    """`name` built in torch and `compared` (dropout off where it has any) with
+    `calibrated_weights`.
 
     Returns:
-        backend name → Backend, both holding the same weights.
+        backend name → Backend (`make_backend`'s), both holding the same weights.
     """
-    backends = {b: create_backend(b) for b in ("torch", "tf")}
+    backends = {REFERENCE_BACKEND: create_backend(REFERENCE_BACKEND),
+                compared: make_backend(compared)}
     overrides = {} if CATALOG[name].dropout is None else {"dropout": 0.0}
     for backend in backends.values():
         backend.build(name, shape, num_classes, **overrides)
-    backends["tf"].set_weights(calibrated_weights(backends["torch"], shape, seed=seed))
+    backends[compared].set_weights(
+        calibrated_weights(backends[REFERENCE_BACKEND], shape, seed=seed))
     return backends
 
 
@@ -209,9 +274,13 @@ def step_data(seed: int):
 
 
 def step_losses(name: str, model: str, precision: str, seed: int):
-    """Per-step losses of STEPS Adam steps from the shared start, on the shared batches."""
+    """Per-step losses of STEPS Adam steps from the shared start, on the shared batches.
+
+    Returns:
+        (the losses, the backend: `make_backend`'s).
+    """
     x, y = step_data(seed)
-    backend = create_backend(name)
+    backend = make_backend(name)
     backend.build(model, (SIDE, SIDE, 1), 7, precision=precision, dropout=0.0)
     backend.set_weights(shared_initial_weights(backend.get_weights(), seed))
     backend.start_training(x, y, TrainConfig(precision=precision))

@@ -39,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import THREADS_VARIABLE, apply_test_threads
+from backends.catalog import DEFAULT_INPUT_SHAPE as DEFAULT_SHAPE
+from tests.conftest import THREADS_VARIABLE, apply_test_threads, make_backend, threads_for_tests
+from tests.remote_backend import run_in_backend_process
 
 FRAMEWORKS = ("tf", "torch")
 # Environment of each perturbation (THREADS_VARIABLE: tests/conftest.py).
@@ -50,6 +52,14 @@ PERTURBATIONS = {
     "oneDNN AVX512_CORE": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
     "TF oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
     "ATen AVX2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    # XLA's CPU code generation held to AVX2 (keras-jax; XLA reads it when it starts).
+    "XLA AVX2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
+}
+# What keras-jax's cases leave out: switches of TensorFlow alone, and oneDNN's AVX-512
+# subset, which moves torch's side as oneDNN AVX2 does (measured for the tf cases).
+KERAS_JAX_LEFT_OUT = {
+    "TF oneDNN off": "TensorFlow's switch: neither XLA nor torch reads it",
+    "oneDNN AVX512_CORE": "torch's oneDNN side as under oneDNN AVX2",
 }
 SAFETY_FACTOR = 3
 
@@ -67,6 +77,11 @@ def dense_gap(a: Arrays, b: Arrays) -> float:
 
     return max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + DENSE_WEIGHT_FLOOR)))
                for k in b)
+
+
+def absolute_gap(a: Arrays, b: Arrays) -> float:
+    """max |a − b|: test_models' logit measure."""
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in b)
 
 
 def cosine_gap(a: Arrays, b: Arrays) -> float:
@@ -116,12 +131,13 @@ def _selection(config_name: str) -> dict[str, Arrays]:
 
 
 @cache
-def _trajectory(config_name: str) -> dict[str, tuple[Arrays, Arrays]]:
+def _trajectory(config_name: str, sides: tuple[str, str] = FRAMEWORKS
+                ) -> dict[str, tuple[Arrays, Arrays]]:
     from tests.test_fairness import TRAJECTORY_CONFIGS, _train, trajectory_data, weight_updates
 
     data = trajectory_data()
     result = {}
-    for fw in FRAMEWORKS:
+    for fw in sides:
         backend, history = _train(fw, data, TRAJECTORY_CONFIGS[config_name])
         result[fw] = ({"train_loss": np.array([log.train_loss for log in history])},
                       weight_updates(backend, data))
@@ -129,10 +145,43 @@ def _trajectory(config_name: str) -> dict[str, tuple[Arrays, Arrays]]:
 
 
 @cache
-def _bfloat16(model: str) -> dict[str, np.ndarray]:
+def _bfloat16(model: str, sides: tuple[str, str] = FRAMEWORKS) -> dict[str, np.ndarray]:
     from tests.conftest import step_losses
 
-    return {fw: step_losses(fw, model, "bfloat16", seed=0)[0] for fw in FRAMEWORKS}
+    return {fw: step_losses(fw, model, "bfloat16", seed=0)[0] for fw in sides}
+
+
+def _logits(model: str, compared: str) -> dict[str, Arrays]:
+    """test_models' logits after porting torch's test weights to `compared`."""
+    from tests.test_models import NUM_CLASSES, _reference
+
+    reference, weights, x = _reference(model, DEFAULT_SHAPE)
+    backends = {"torch": reference, compared: make_backend(compared)}
+    backends[compared].build(model, DEFAULT_SHAPE, NUM_CLASSES, dropout=0.0)
+    result = {}
+    for name, backend in backends.items():
+        backend.set_weights(weights)
+        result[name] = {mode: backend.logits(x, training=mode == "train")
+                        for mode in ("eval", "train")}
+    return result
+
+
+def _dense_other(optimizer: str, compared: str) -> dict[str, Arrays]:
+    """test_optimizer's 20 dense steps, torch and the Keras backend `compared`."""
+    from tests.in_backend_process import dense_config, fit_keras_dense
+    from tests.test_optimizer import (
+        PARITY_CONFIGS,
+        STEPS,
+        _dense_data,
+        dense_start,
+        torch_dense_for_20_steps,
+    )
+
+    weights, _ = run_in_backend_process(
+        compared, fit_keras_dense, compared, dense_start(5),
+        dense_config(PARITY_CONFIGS[optimizer], STEPS), *_dense_data(),
+        threads=threads_for_tests())
+    return {"torch": torch_dense_for_20_steps(optimizer)[0], compared: weights}
 
 
 def _dense(optimizer: str) -> dict[str, Arrays]:
@@ -214,6 +263,52 @@ def _cases() -> list[Case]:
     cases.append(Case("freeze-unfreeze", "test_optimizer.py::test_both_backends_freeze_"
                       "then_unfreeze_alike_for_20_steps", "20 Adam steps, two dense layers",
                       _freeze, dense_gap, _tolerance("test_optimizer", "DENSE_TOLERANCE")))
+    return cases + _keras_jax_cases()
+
+
+def _keras_jax_cases() -> list[Case]:
+    """keras-jax against torch: the same tests' figures, with `sides` (keras-jax, torch)."""
+    from backends.catalog import MODEL_NAMES
+    from tests.test_optimizer import PARITY_CONFIGS
+
+    sides, other = ("keras-jax", "torch"), "keras-jax"
+    trajectory = "test_fairness.py::test_both_frameworks_follow_the_same_trajectory"
+    cases = [Case(f"logits/{model}/{other}", "test_models.py::test_logits_match_after_porting",
+                  "one forward pass, eval and train mode",
+                  lambda model=model: _logits(model, other), absolute_gap,
+                  _tolerance("test_models", "TOLERANCE"), sides=sides,
+                  cannot_run=KERAS_JAX_LEFT_OUT)
+             for model in MODEL_NAMES]
+    for name, steps in (("adam", "6 Adam steps"), ("sgd-smoothing-classweights", "3 SGD steps"),
+                        ("adamw-warmup", "6 AdamW steps")):
+        cases += [
+            Case(f"trajectory/{name}/train_loss/{other}", trajectory, steps + ", proposed_cnn",
+                 lambda name=name: {fw: v[0] for fw, v in _trajectory(name, sides).items()},
+                 relative_gap, _tolerance("test_fairness", "TRAIN_LOSS_TOLERANCE",
+                                           lambda by_name, name=name: by_name[name]),
+                 sides=sides, cannot_run=KERAS_JAX_LEFT_OUT),
+            Case(f"trajectory/{name}/1-cosine/{other}", trajectory, steps + ", proposed_cnn",
+                 lambda name=name: {fw: v[1] for fw, v in _trajectory(name, sides).items()},
+                 cosine_gap, _tolerance("test_fairness", "UPDATE_COSINE_MIN", lambda c: 1 - c),
+                 sides=sides, cannot_run=KERAS_JAX_LEFT_OUT),
+        ]
+    bfloat16 = "test_precision.py::test_bfloat16_trains_alike_in_keras_on_jax"
+    cases += [
+        Case(f"bfloat16/proposed_cnn/first-step/{other}", bfloat16, "1 Adam step (forward only)",
+             lambda: {fw: {"loss": v[:1]} for fw, v in _bfloat16("proposed_cnn", sides).items()},
+             relative_gap, _tolerance("test_precision", "BF16_FIRST_STEP_TOLERANCE"),
+             sides=sides, cannot_run=KERAS_JAX_LEFT_OUT),
+        Case(f"bfloat16/proposed_cnn/8-steps/{other}", bfloat16, "8 Adam steps",
+             lambda: {fw: {"loss": v} for fw, v in _bfloat16("proposed_cnn", sides).items()},
+             relative_gap, _tolerance("test_precision", "BF16_STEPS_TOLERANCE_KERAS_JAX"),
+             sides=sides, cannot_run=KERAS_JAX_LEFT_OUT),
+    ]
+    dense = "test_optimizer.py::test_other_keras_backends_train_alike_for_20_steps"
+    cases += [Case(f"dense-20-steps/{name}/{other}", dense, "20 steps, one dense layer",
+                   lambda name=name: _dense_other(name, other), dense_gap,
+                   _tolerance("test_optimizer", "DENSE_TOLERANCE"), sides=sides,
+                   cannot_run=KERAS_JAX_LEFT_OUT)
+              for name in PARITY_CONFIGS]
     return cases
 
 

@@ -73,7 +73,7 @@ def test_armed_switches_parse():
     ({fault_injection.SLOWDOWN_VARIABLE: "torch:0.30"}, "not armed"),
     ({fault_injection.ALLOC_VARIABLE: "100", fault_injection.ARM_VARIABLE: "yes"}, "not armed"),
     ({**ARMED, fault_injection.SLOWDOWN_VARIABLE: "torch"}, "BACKEND:FRACTION"),
-    ({**ARMED, fault_injection.SLOWDOWN_VARIABLE: "jax:0.3"}, "BACKEND:FRACTION"),
+    ({**ARMED, fault_injection.SLOWDOWN_VARIABLE: "mxnet:0.3"}, "BACKEND:FRACTION"),
     ({**ARMED, fault_injection.SLOWDOWN_VARIABLE: "tf:30"}, "BACKEND:FRACTION"),
     ({**ARMED, fault_injection.ALLOC_VARIABLE: "100MB"}, "whole number of MB"),
     ({**ARMED, fault_injection.ALLOC_VARIABLE: "0"}, "whole number of MB"),

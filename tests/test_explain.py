@@ -1,6 +1,6 @@
-"""Feature maps and Grad-CAM are the same in both frameworks (docs/design.md §9).
+"""Feature maps and Grad-CAM are the same in every framework (docs/design.md §9).
 
-Each model is built in both frameworks with the same weights (`calibrated_weights`,
+Each model is built in torch and in each other backend with the same weights (`calibrated_weights`,
 tests/conftest.py: random enough that every stage and every map is far from zero), on the
 smallest input that leaves its last stage at least 2×2, so that a Grad-CAM map has shape.
 """
@@ -11,14 +11,19 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("tensorflow")
 
 import torch  # noqa: E402
 
 from backends import create_backend  # noqa: E402
 from backends.catalog import MODEL_NAMES, model_stages  # noqa: E402
 from backends.explain import grad_cam_maps, resize_bilinear  # noqa: E402
-from tests.conftest import calibrated_weights, same_weights_pair  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    COMPARED_BACKENDS,
+    REFERENCE_BACKEND,
+    calibrated_weights,
+    missing_framework,
+    same_weights_pair,
+)
 
 NUM_CLASSES = 7
 # docs/design.md §9: max |Δmap| as a share of the map's range (max − min), image by image.
@@ -28,49 +33,62 @@ FEATURE_TOLERANCE = 1e-4  # max |Δ| as a share of the stage's largest |activati
 SIDES = {"proposed_cnn": 16, "sanet": 16, "vgg16": 64, "alexnet": 32, "resnet18": 64,
          "resnet50": 64}
 FAST = ("proposed_cnn", "sanet")  # about a second each; the others build for many
+# The tests below that are about tf and torch alone (the stage marks, the explain command
+# over a tf and a torch run).
+NEEDS_TF = pytest.mark.skipif(missing_framework("tf") is not None,
+                              reason=str(missing_framework("tf")))
 
 
-def _pair(name: str):
+def _pair(name: str, compared: str = "tf"):
     shape = (SIDES[name], SIDES[name], 1)
-    backends = same_weights_pair(name, shape, NUM_CLASSES)
+    backends = same_weights_pair(name, shape, NUM_CLASSES, compared)
     images = np.random.default_rng(3).integers(0, 256, (6, *shape), dtype=np.uint8)
     return backends, images
 
 
 def _params(names):
-    return [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in names]
+    """(model, backend) for every compared backend; the FAST models in the fast run."""
+    params = []
+    for name in names:
+        for backend in COMPARED_BACKENDS:
+            marks = [] if name in FAST else [pytest.mark.slow]
+            if reason := missing_framework(backend):
+                marks.append(pytest.mark.skip(reason=reason))
+            params.append(pytest.param(name, backend, marks=marks, id=f"{name}-{backend}"))
+    return params
 
 
-@pytest.mark.parametrize("name", _params(MODEL_NAMES))
-def test_both_frameworks_give_the_same_grad_cam(name):
-    backends, images = _pair(name)
+@pytest.mark.parametrize(("name", "compared"), _params(MODEL_NAMES))
+def test_both_frameworks_give_the_same_grad_cam(name, compared):
+    backends, images = _pair(name, compared)
     # Explain each image's predicted class and one other, fixed class.
-    predicted = backends["torch"].predict_proba(images).argmax(1)
+    predicted = backends[REFERENCE_BACKEND].predict_proba(images).argmax(1)
     worst = 0.0
     for classes in (predicted, (predicted + 3) % NUM_CLASSES):
         maps = {b: backend.grad_cam(images, classes) for b, backend in backends.items()}
-        assert maps["torch"].shape == maps["tf"].shape == images.shape[:3]
-        assert maps["tf"].dtype == np.float32 and (maps["tf"] >= 0).all()
-        spread = maps["torch"].max(axis=(1, 2)) - maps["torch"].min(axis=(1, 2))
+        expected, actual = maps[REFERENCE_BACKEND], maps[compared]
+        assert expected.shape == actual.shape == images.shape[:3]
+        assert actual.dtype == np.float32 and (actual >= 0).all()
+        spread = expected.max(axis=(1, 2)) - expected.min(axis=(1, 2))
         if classes is predicted:
             # Most maps show some evidence for the predicted class: a test of real maps.
             assert (spread > 0).mean() >= 0.5, spread
-        difference = np.abs(maps["torch"] - maps["tf"]).max(axis=(1, 2))
+        difference = np.abs(expected - actual).max(axis=(1, 2))
         kept = spread > 0
         # A class with no positive evidence anywhere gives a map of zeros in both.
-        np.testing.assert_array_equal(maps["tf"][~kept], 0.0)
+        np.testing.assert_array_equal(actual[~kept], 0.0)
         worst = max(worst, float((difference[kept] / spread[kept]).max(initial=0.0)))
-    print(f"\ngrad-cam parity {name}: worst |Δ| / range = {worst:.2e}")
+    print(f"\ngrad-cam parity {name} {compared}: worst |Δ| / range = {worst:.2e}")
     assert worst <= GRAD_CAM_TOLERANCE
 
 
-@pytest.mark.parametrize("name", _params(MODEL_NAMES))
-def test_both_frameworks_give_the_same_feature_maps(name):
-    backends, images = _pair(name)
+@pytest.mark.parametrize(("name", "compared"), _params(MODEL_NAMES))
+def test_both_frameworks_give_the_same_feature_maps(name, compared):
+    backends, images = _pair(name, compared)
     maps = {b: backend.feature_maps(images) for b, backend in backends.items()}
-    assert list(maps["torch"]) == list(maps["tf"]) == list(model_stages(name))
+    assert list(maps[REFERENCE_BACKEND]) == list(maps[compared]) == list(model_stages(name))
     for stage in model_stages(name):
-        a, b = maps["torch"][stage], maps["tf"][stage]
+        a, b = maps[REFERENCE_BACKEND][stage], maps[compared][stage]
         assert a.shape == b.shape and a.dtype == b.dtype == np.float32
         assert a.shape[0] == len(images) and a.shape[1] <= images.shape[1]
         scale = np.abs(a).max()
@@ -78,6 +96,7 @@ def test_both_frameworks_give_the_same_feature_maps(name):
         assert np.abs(a - b).max() <= FEATURE_TOLERANCE * scale, stage
 
 
+@NEEDS_TF
 def test_feature_maps_are_nhwc_with_the_stage_widths():
     backends, images = _pair("proposed_cnn")
     maps = backends["tf"].feature_maps(images, stages=("block1", "block4"))
@@ -87,6 +106,7 @@ def test_feature_maps_are_nhwc_with_the_stage_widths():
         backends["torch"].feature_maps(images, stages=("layer4",))
 
 
+@NEEDS_TF
 def test_the_stage_names_are_the_torch_modules_and_the_keras_marks():
     """Every catalog stage is a module of the torch model and a marked Keras tensor."""
     for name in FAST:
@@ -97,6 +117,7 @@ def test_the_stage_names_are_the_torch_modules_and_the_keras_marks():
             assert backends["tf"].model.get_layer(f"{stage}.out") is not None
 
 
+@NEEDS_TF
 def test_grad_cam_rejects_a_class_out_of_range():
     backends, images = _pair("proposed_cnn")
     with pytest.raises(ValueError, match=r"class_index must be in \[0, 7\)"):
@@ -152,6 +173,7 @@ def saved_folder(tmp_path_factory):
     return folder
 
 
+@NEEDS_TF
 def test_explain_writes_both_frameworks_grad_cam_and_the_report_embeds_it(saved_folder):
     import json
 
@@ -183,6 +205,7 @@ def test_the_gallery_shows_the_most_confident_mistakes_first():
     assert confident_mistakes(labels, probabilities, 5).tolist() == [2, 3, 1]
 
 
+@NEEDS_TF
 @pytest.mark.parametrize("damage, expected", [
     ("no weights", "no run saved its weights"),
     ("truncated", "truncated or damaged"),

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("backends", "benchmarks", "datasets")
-FRAMEWORKS = ("torch", "tensorflow", "keras")
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "optax")
 # The layers, bottom first (docs/design.md, "Module map"). A module imports from its own
 # unit (a package, or a module named here) and from the units of lower layers only: the
 # units of one layer are peers that import nothing from each other (the runner writes
@@ -185,9 +185,68 @@ def test_the_record_analysis_and_report_never_import_a_framework():
             assert not roots & set(FRAMEWORKS), name
 
 
+def _files(package: str) -> list[str]:
+    return sorted(p.name for p in (ROOT / "backends" / package).glob("*.py"))
+
+
+# The Keras backends' own packages; their models, optimizers, loss and weight conversion
+# are the shared backends/keras/'s.
+KERAS_FRAMEWORK_PACKAGES = ("tf", "keras_jax")
+
+
 def test_the_frameworks_mirror_each_other_file_for_file():
-    files = {framework: sorted(p.name for p in (ROOT / "backends" / framework).glob("*.py"))
-             for framework in ("tf", "torch")}
-    # TF alone needs optimizers that take torch's updates (backends/tf/optimizers.py).
-    assert [f for f in files["tf"] if f != "optimizers.py"] == files["torch"]
-    assert "export.py" in files["torch"]
+    torch_files = _files("torch")
+    assert "export.py" in torch_files
+    # torch's models.py is the shared Keras package's, with what Keras alone needs:
+    # optimizers that take torch's updates, the loss and precision policies in Keras ops,
+    # and the conversion of Keras's weights to torch's canonical layout.
+    assert _files("keras") == sorted(
+        ["__init__.py", "models.py", "optimizers.py", "training.py", "weights.py"])
+    assert _files("tf") == [f for f in torch_files if f != "models.py"]
+    # keras-jax has no ONNX exporter yet (backends.onnx_export refuses it with one line).
+    assert _files("keras_jax") == [f for f in torch_files if f not in ("models.py", "export.py")]
+    # Native JAX: torch's files, and optimizers that take torch's updates (torch's are
+    # torch.optim itself); its export.py refuses in one line.
+    assert _files("jax") == sorted([*torch_files, "optimizers.py"])
+
+
+def _backend_methods(package: str) -> set[str]:
+    """The methods of `Backend` that backends/<package>/backend.py's subclass defines."""
+    declared = {node.name for node in ast.walk(ast.parse(
+        (ROOT / "backends" / "base.py").read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef) and node.name == "Backend"
+        for node in node.body if isinstance(node, ast.FunctionDef)}
+    tree = ast.parse((ROOT / "backends" / package / "backend.py").read_text(encoding="utf-8"))
+    return {item.name for node in tree.body if isinstance(node, ast.ClassDef)
+            and any(getattr(base, "id", None) == "Backend" for base in node.bases)
+            for item in node.body if isinstance(item, ast.FunctionDef)} & declared
+
+
+def test_the_native_backends_mirror_each_other_method_for_method():
+    methods = {package: _backend_methods(package) for package in ("torch", "jax")}
+    assert {"_train_epoch", "get_weights", "_stage_gradients"} <= methods["torch"]
+    assert methods["jax"] == methods["torch"]
+
+
+def test_the_shared_keras_package_is_the_same_on_every_keras_backend():
+    """backends/keras/ imports keras alone, no backend of Keras's, and nothing of the
+    framework packages, which import it after pinning KERAS_BACKEND; those import nothing
+    of each other (a process runs one Keras backend)."""
+    graph, modules = _graph(), _modules()
+
+    def packages(targets: set[str]) -> set[str]:  # "backends.tf.runtime" → "tf"
+        return {t.split(".")[1] for t in targets if t.startswith("backends.")}
+
+    for name, path in modules.items():
+        if name.startswith("backends.keras."):
+            roots = {imported.split(".")[0] for imported in _imports(path, name)}
+            assert "keras" in roots and not roots & {"tensorflow", "jax", "torch"}, name
+            assert not packages(graph[name]) & set(KERAS_FRAMEWORK_PACKAGES), name
+    for package in KERAS_FRAMEWORK_PACKAGES:
+        others = set(KERAS_FRAMEWORK_PACKAGES) - {package}
+        for name in (m for m in graph if m.startswith(f"backends.{package}.")):
+            assert not packages(graph[name]) & others, name
+    # The package's own module pins nothing and imports no framework: each framework
+    # package calls its `pin_keras_backend` first.
+    init = modules["backends.keras"]
+    assert not {m.split(".")[0] for m in _imports(init, "backends.keras")} & set(FRAMEWORKS)

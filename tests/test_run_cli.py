@@ -19,7 +19,8 @@ TINY = ["--epochs", "1", "--synthetic-subjects", "8", "--image-size", "32"]
 @pytest.mark.parametrize(
     "argv, listed",
     [
-        (["--backend", "jax"], "valid backends: tf, torch, both"),
+        (["--backend", "mxnet"],
+         f"valid backends: {', '.join(backends.registry.BACKEND_NAMES)}, both"),
         (["--models", "proposed_cnn,lenet"], "valid models: proposed_cnn, vgg16"),
         (["--dataset", "mnist"], "valid datasets: synthetic"),
         (["--epochs", "0"], "epochs must be an integer ≥ 1"),

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from backends.base import GN_EPSILON  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
-from backends.tf.models import ShuffleAttention as TFShuffleAttention  # noqa: E402
+from backends.keras.models import ShuffleAttention as TFShuffleAttention  # noqa: E402
 from backends.torch.models import ShuffleAttention as TorchShuffleAttention  # noqa: E402
 
 NAMES = ("channel_weight", "channel_bias", "spatial_weight", "spatial_bias", "gn.weight", "gn.bias")

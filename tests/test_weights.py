@@ -1,5 +1,5 @@
 """Saved weights (backends/weights.py): the file format, bad files, and rebuilding a model
-in either framework from one file."""
+in every framework from one file."""
 
 from __future__ import annotations
 
@@ -18,7 +18,17 @@ from backends.weights import (
 )
 from benchmarks.runner import worker
 from benchmarks.runner.config import MeasureConfig, RunSpec
-from tests.conftest import WORKER_SCRIPT, ScriptedBackend, prepared_file
+from tests.conftest import (
+    COMPARED_BACKENDS,
+    REFERENCE_BACKEND,
+    SEPARATE_PROCESS_BACKENDS,
+    WORKER_SCRIPT,
+    ScriptedBackend,
+    backend_params,
+    prepared_file,
+)
+from tests.in_backend_process import rebuilt_from_file
+from tests.remote_backend import run_in_backend_process
 
 SHAPE = (16, 16, 1)
 CLASSES = ("angry", "happy", "sad")
@@ -98,10 +108,10 @@ def test_arrays_that_do_not_fit_the_named_model_are_refused(tmp_path):
     assert str(tmp_path / "w.npz") in str(error.value)
 
 
-def test_either_framework_rebuilds_the_model_from_one_file(tmp_path):
-    """Saved from torch, rebuilt in both: identical weights, logits within 1e-4."""
+@pytest.mark.parametrize("backend_name", backend_params((REFERENCE_BACKEND, *COMPARED_BACKENDS)))
+def test_every_framework_rebuilds_the_model_from_one_file(tmp_path, backend_name):
+    """Saved from torch, rebuilt in each backend: identical weights, logits within 1e-4."""
     pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
     from backends import create_backend
     from backends.init import shared_initial_weights
 
@@ -111,12 +121,17 @@ def test_either_framework_rebuilds_the_model_from_one_file(tmp_path):
     save_weights(tmp_path / "w.npz", trained.get_weights(), _meta("sanet"))
     images = np.random.default_rng(0).uniform(-1, 1, (2, *SHAPE)).astype(np.float32)
     expected = trained.logits(images)
-    for name in ("torch", "tf"):
-        rebuilt, saved = load_backend(tmp_path / "w.npz", name, model="sanet")
-        assert rebuilt.model_name == "sanet" and saved.meta.backend == "torch"
-        for key, value in rebuilt.get_weights().items():
-            np.testing.assert_array_equal(value, saved.weights[key], err_msg=f"{name} {key}")
-        np.testing.assert_allclose(rebuilt.logits(images), expected, atol=1e-4)
+    rebuild = (run_in_backend_process if backend_name in SEPARATE_PROCESS_BACKENDS
+               else _in_this_process)
+    weights, saved, logits = rebuild(backend_name, rebuilt_from_file, tmp_path / "w.npz",
+                                     backend_name, "sanet", images)
+    for key, value in weights.items():
+        np.testing.assert_array_equal(value, saved[key], err_msg=f"{backend_name} {key}")
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+
+
+def _in_this_process(backend_name, function, *args):
+    return function(*args)
 
 
 def _spec(path, weights_path):

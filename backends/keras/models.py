@@ -1,7 +1,8 @@
 """Keras 3 model definitions. Mirrors backends/torch/models.py block for block.
 
+Shared by the tf and keras-jax backends: written in `keras.layers` and `keras.ops` only.
 Layer names are the canonical weight prefixes (the torch module paths, see
-backends/base.py); backends/tf/backend.py converts each layer's arrays to and from the
+backends/base.py); backends/keras/weights.py converts each layer's arrays to and from the
 canonical layout by layer type. Builders are called through `create_model`, which
 validates the arguments and resolves `dropout` from the catalog. Initial weights: by
 default both frameworks load the same ones, drawn by backends/init.py from the canonical
@@ -11,7 +12,8 @@ names (each family's rules are on torch's classes); Keras's own initialisers ser
 
 from __future__ import annotations
 
-# backends/tf/__init__.py, which Python runs before this module, pins KERAS_BACKEND.
+# The framework package that imports this module has pinned KERAS_BACKEND
+# (backends/keras/__init__.py).
 import keras
 import numpy as np
 from keras import layers, ops
@@ -19,7 +21,7 @@ from keras import layers, ops
 from backends.base import BN_EPSILON, BN_MOMENTUM_KERAS, GN_EPSILON
 from backends.catalog import ModelRegistry
 
-_registry = ModelRegistry("tf")
+_registry = ModelRegistry("Keras")
 register_model = _registry.register
 create_model = _registry.create
 list_models = _registry.names
@@ -216,8 +218,8 @@ def classifier(x, num_classes: int, dropout: float, name: str, hidden: int = 409
     """The VGG/AlexNet head: Flatten, [Dense + ReLU + Dropout] × 2, Dense.
 
     Layers <name>.fc1, <name>.fc2, <name>.fc3. Keras flattens NHWC in (H, W, C) order;
-    fc1 carries `flatten_input_hwc` so the backend reorders its kernel rows to torch's
-    (C, H, W) when converting to and from the canonical layout.
+    fc1 carries `flatten_input_hwc` so backends/keras/weights.py reorders its kernel rows
+    to torch's (C, H, W) when converting to and from the canonical layout.
 
     Args:
         x: input tensor (NHWC).

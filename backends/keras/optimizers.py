@@ -15,12 +15,40 @@ path; the iteration counter (`self.iterations`) is the step count t − 1.
 
 from __future__ import annotations
 
-# backends/tf/__init__.py, which Python runs before this module, pins KERAS_BACKEND.
+import math
+
+# The framework package that imports this module has pinned KERAS_BACKEND
+# (backends/keras/__init__.py).
 import keras
 
+from backends.base import LOSS_SCALE_GROWTH_STEPS, LOSS_SCALE_INITIAL
 from backends.train_config import TrainConfig
 
 ops = keras.ops
+# JAX computes in float32 at most: FER-Bench leaves `jax_enable_x64` off, as JAX's users do
+# and as Keras's JAX backend expects.
+_HAS_FLOAT64 = keras.backend.backend() != "jax"
+_WIDEST_FLOAT = "float64" if _HAS_FLOAT64 else "float32"
+
+
+def _bias_correction(beta: float, step):
+    """Adam's 1 − β^t at step t, to the float32 accuracy torch's has once applied.
+
+    torch computes it in Python (float64). So does this where the backend has float64
+    (`ops.cast` would round the Python β to float32 first: 1 − β2^t in float32 is 1.3e-5
+    off at t = 1, β2 = 0.999 not being a float32 number). Without float64 (JAX) it is
+    −expm1(t·ln β), ln β taken in Python in float64: about 1e-7 off, float32's rounding.
+
+    Args:
+        beta: the moment's decay β, a Python float.
+        step: the 1-based step t, an integer tensor.
+
+    Returns:
+        1 − β^t, a float64 scalar where the backend has float64, else float32.
+    """
+    if _HAS_FLOAT64:
+        return 1 - ops.power(ops.convert_to_tensor(beta, "float64"), ops.cast(step, "float64"))
+    return -ops.expm1(ops.cast(step, "float32") * math.log(beta))
 
 
 class _TorchWeightDecay:
@@ -88,12 +116,8 @@ class TorchOrderAdam(_TorchWeightDecay, keras.optimizers.Adam):
     def update_step(self, gradient, variable, learning_rate):
         gradient, learning_rate = self._decayed_gradient(gradient, variable, learning_rate)
         dtype = variable.dtype
-        # The bias corrections in float64, as torch computes them (in Python): 1 − β2^t
-        # in float32 is 1.3e-5 off at t = 1 (β2 = 0.999 is not a float32 number).
-        # `ops.cast` would round the Python float to float32 first.
-        step = ops.cast(self.iterations + 1, "float64")
-        bias_1 = 1 - ops.power(ops.convert_to_tensor(self.beta_1, "float64"), step)
-        bias_2 = 1 - ops.power(ops.convert_to_tensor(self.beta_2, "float64"), step)
+        step = self.iterations + 1
+        bias_1, bias_2 = (_bias_correction(beta, step) for beta in (self.beta_1, self.beta_2))
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
@@ -104,7 +128,7 @@ class TorchOrderAdam(_TorchWeightDecay, keras.optimizers.Adam):
         self.assign_add(v, ops.multiply(ops.square(gradient), 1 - self.beta_2))
         denominator = ops.add(ops.divide(ops.sqrt(v), ops.cast(ops.sqrt(bias_2), dtype)),
                               self.epsilon)
-        step_size = ops.cast(ops.divide(ops.cast(learning_rate, "float64"), bias_1), dtype)
+        step_size = ops.cast(ops.divide(ops.cast(learning_rate, _WIDEST_FLOAT), bias_1), dtype)
         self.assign_sub(variable, ops.divide(ops.multiply(m, step_size), denominator))
 
 
@@ -198,3 +222,28 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     if config.optimizer == "sgd":
         return TorchSGD(lr, config.momentum, config.nesterov, decay)
     return TorchRMSprop(lr, config.rmsprop_alpha, config.epsilon, decay)
+
+
+def make_training_optimizer(config: TrainConfig, variables) -> keras.optimizers.Optimizer:
+    """`make_optimizer`'s optimizer for a training step, with float16's loss scale.
+
+    Under float16 it is wrapped in a LossScaleOptimizer with torch's GradScaler
+    semantics (LOSS_SCALE_*): unscale, skip a non-finite step and halve the scale,
+    double it after a run of finite steps. That one is built over `variables` at once:
+    a step traced before would bake in the initial scale as a constant.
+
+    Args:
+        config: the shared recipe (its precision and `make_optimizer`'s fields).
+        variables: the variables the optimizer will update.
+
+    Returns:
+        The optimizer; built only when it scales the loss.
+    """
+    optimizer = make_optimizer(config)
+    if config.precision != "float16":
+        return optimizer
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        optimizer, initial_scale=LOSS_SCALE_INITIAL,
+        dynamic_growth_steps=LOSS_SCALE_GROWTH_STEPS)
+    optimizer.build(variables)
+    return optimizer
