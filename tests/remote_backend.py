@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
-import os
 import traceback
 import weakref
 from collections.abc import Callable
@@ -32,10 +31,7 @@ def _serve(connection, name: str, threads: int | None) -> None:
         name: the backend this child hosts.
         threads: the backend's thread setting (XLA's is fixed once per process).
     """
-    # The parent's pinned KERAS_BACKEND (tensorflow) came along in the environment; the
-    # backend's package pins its own.
-    os.environ.pop("KERAS_BACKEND", None)
-    from backends import create_backend
+    from backends import create_backend  # the backend's package pins its KERAS_BACKEND
 
     backends: dict[int, Any] = {}
     while True:

@@ -10,23 +10,28 @@ framework package (backends/tf/, backends/keras_jax/) after it has called
 """
 
 import os
+import sys
 
 
 def pin_keras_backend(keras_backend: str, backend_name: str) -> None:
     """Makes `keras_backend` Keras's backend in this process, before keras is imported.
+
+    A KERAS_BACKEND inherited from the environment (a parent process that ran another
+    backend, a user's shell) is overridden: each worker runs one backend and sets its own.
+    Only a keras already imported on another backend cannot be changed.
 
     Args:
         keras_backend: the KERAS_BACKEND value, e.g. "tensorflow" or "jax".
         backend_name: the FER-Bench backend that needs it, for the error message.
 
     Raises:
-        RuntimeError: KERAS_BACKEND names another Keras backend (one line with the fix).
+        RuntimeError: keras is already imported on another backend in this process (one
+            line with the fix).
     """
-    chosen = os.environ.get("KERAS_BACKEND", keras_backend)
-    if chosen != keras_backend:
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != keras_backend:
         raise RuntimeError(
-            f"KERAS_BACKEND={chosen!r}: FER-Bench's {backend_name} backend needs "
-            f"KERAS_BACKEND={keras_backend} (unset it or set it so); Keras runs one backend "
-            "per process, so run each Keras backend in its own process"
-        )
+            f"Keras already runs on {keras.backend.backend()!r} in this process: FER-Bench's "
+            f"{backend_name} backend needs Keras on {keras_backend!r}, and Keras runs one "
+            "backend per process: run each Keras backend in its own process")
     os.environ["KERAS_BACKEND"] = keras_backend

@@ -175,10 +175,17 @@ class KerasJaxBackend(Backend):
         load_canonical_weights(self.model, weights)
 
     def _stateless_forward(self, state: TrainingState, images, training: bool):
+        """The model on scaled NHWC `images` at `state`'s values.
+
+        Returns:
+            (logits, the non-trainable values after: BatchNorm's statistics moved in
+            training mode).
+        """
         return self.model.stateless_call(state.trainable, state.non_trainable, images,
                                          training=training)
 
     def _probabilities(self, state: TrainingState, images):
+        """Eval-mode class probabilities (float32) of uint8 NHWC `images`."""
         logits, _ = self._stateless_forward(state, _scale(images), training=False)
         return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
@@ -199,7 +206,8 @@ class KerasJaxBackend(Backend):
         return ([by_id[id(v)] for v in submodel.trainable_variables],
                 [by_id[id(v)] for v in submodel.non_trainable_variables])
 
-    def _staged_outputs(self, x: np.ndarray):
+    def _staged_outputs(self, x: np.ndarray) -> dict[str, jax.Array]:
+        """Every stage's eval-mode output (NHWC) on uint8 images `x`, jitted."""
         if self._staged is None:
             staged = self._staged = staged_model(self.model, self.stages())
             self._staged_forward = jax.jit(
@@ -324,5 +332,6 @@ class KerasJaxBackend(Backend):
 
 
 def _scale(images):
+    """uint8 (or float) pixels → float32 in [-1, 1], as every backend scales them."""
     return (jnp.asarray(images, jnp.float32) - PIXEL_CENTER) / PIXEL_SCALE
 
