@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 # The CPU build of torch. GPU users: see README "GPU machines".
 TORCH_SPEC ?= torch==2.13.0
 TF_EXTRA   ?= tf
+# The JAX backends (keras-jax, jax): optional for the suite, installed here so that
+# `make test` proves them against torch too (about 3 minutes of the fast suite).
+# `make JAX_EXTRA= test` leaves them out; their tests then skip with the install line.
+JAX_EXTRA  ?= ,jax
 STAMP  := $(VENV)/.installed
 
 # The torchvision cross-check's own environment: torchvision has no build beside the CPU
@@ -22,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[$(TF_EXTRA),torch,dev]"
+	$(BIN)/python -m pip install -q -e ".[$(TF_EXTRA),torch$(JAX_EXTRA),dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

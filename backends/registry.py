@@ -19,10 +19,12 @@ class _BackendEntry:
     extra: str  # pyproject extra that installs it
     framework: str  # human name
     in_make_setup: bool = True  # whether `make setup` installs the extra
+    keras_backend: str | None = None  # KERAS_BACKEND it pins, for the Keras backends
 
 
 _BACKENDS: dict[str, _BackendEntry] = {
-    "tf": _BackendEntry("backends.tf.backend", "TFBackend", "tensorflow", "tf", "TensorFlow"),
+    "tf": _BackendEntry("backends.tf.backend", "TFBackend", "tensorflow", "tf", "TensorFlow",
+                        keras_backend="tensorflow"),
     "torch": _BackendEntry(
         "backends.torch.backend", "TorchBackend", "torch", "torch", "PyTorch"
     ),
@@ -30,7 +32,7 @@ _BACKENDS: dict[str, _BackendEntry] = {
     # per process, so tf and keras-jax never share one (each worker runs one backend).
     "keras-jax": _BackendEntry(
         "backends.keras_jax.backend", "KerasJaxBackend", "jax", "jax", "Keras on JAX",
-        in_make_setup=False,
+        in_make_setup=False, keras_backend="jax",
     ),
     # JAX as its users write it: Flax NNX models and a jitted train step (backends/jax/).
     "jax": _BackendEntry("backends.jax.backend", "JaxBackend", "flax", "jax", "JAX (Flax NNX)",
@@ -68,6 +70,29 @@ def _entry(name: str) -> _BackendEntry:
             f"unknown backend {name!r}; valid backends: {', '.join(BACKEND_NAMES)}"
         )
     return _BACKENDS[name]
+
+
+def sharing_one_process(names: list[str]) -> tuple[list[str], list[str]]:
+    """Which of `names` one process can create together, and which it cannot.
+
+    Keras runs one backend per process (`backends.keras.pin_keras_backend`), so of the
+    Keras backends only the first named is kept; the others need a process of their own.
+
+    Args:
+        names: registered backend names, the one to keep first where Keras must choose.
+
+    Returns:
+        The names one process can hold, and those left out, each in the given order.
+    """
+    kept, left_out, keras = [], [], None
+    for name in names:
+        wanted = _entry(name).keras_backend
+        if wanted is not None and keras not in (None, wanted):
+            left_out.append(name)
+            continue
+        keras = keras or wanted
+        kept.append(name)
+    return kept, left_out
 
 
 def check_available(name: str) -> None:

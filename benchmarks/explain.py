@@ -225,6 +225,7 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
         MissingFrameworkError: a record's backend's framework is not installed.
     """
     from backends import create_backend
+    from backends.registry import sharing_one_process
 
     source = results_path(location)
     folder = source.parent
@@ -237,10 +238,16 @@ def explain_folder(location: Path, per_class: int = SAMPLES_PER_CLASS, seed: int
     for record in runs:
         figure_paths(folder, record[schema.RUN_ID])
         weights_path(folder, record)
-    names = explaining_backends(records)
     # The report's reference, among the records' backends, so that explain.json and the
     # report it rebuilds set the backends against the same one.
     chosen_reference = reference_backend((r[schema.BACKEND] for r in records), reference)
+    candidates = explaining_backends(records)
+    kept, left_out = sharing_one_process(
+        [chosen_reference, *(name for name in candidates if name != chosen_reference)])
+    names = registry_order(kept)
+    for name in left_out:
+        on_line(f"{name}: not rebuilt here (Keras runs one backend per process); its runs' "
+                f"weights are explained in {', '.join(names)}")
     backends = {name: create_backend(name) for name in names}
     others = ", ".join(name for name in names if name != chosen_reference)
     entries = []

@@ -147,3 +147,13 @@ def test_export_reads_backend_as_the_run_does(argv, listed, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert listed in err and "\n" not in err
     assert sorted(tmp_path.iterdir()) == [weights]
+
+
+def test_one_process_holds_one_keras_backend_the_first_named():
+    """Keras runs one backend per process: explain rebuilds keras-jax only without tf."""
+    from backends.registry import sharing_one_process
+
+    assert sharing_one_process(["torch", "tf", "keras-jax", "jax"]) == (
+        ["torch", "tf", "jax"], ["keras-jax"])
+    assert sharing_one_process(["keras-jax", "tf", "torch"]) == (["keras-jax", "torch"], ["tf"])
+    assert sharing_one_process(["keras-jax", "jax"]) == (["keras-jax", "jax"], [])
