@@ -18,7 +18,6 @@ class _BackendEntry:
     framework_module: str  # top-level module whose presence means "installed"
     extra: str  # pyproject extra that installs it
     framework: str  # human name
-    in_make_setup: bool = True  # whether `make setup` installs the extra
     keras_backend: str | None = None  # KERAS_BACKEND it pins, for the Keras backends
 
 
@@ -32,11 +31,10 @@ _BACKENDS: dict[str, _BackendEntry] = {
     # per process, so tf and keras-jax never share one (each worker runs one backend).
     "keras-jax": _BackendEntry(
         "backends.keras_jax.backend", "KerasJaxBackend", "jax", "jax", "Keras on JAX",
-        in_make_setup=False, keras_backend="jax",
+        keras_backend="jax",
     ),
     # JAX as its users write it: Flax NNX models and a jitted train step (backends/jax/).
-    "jax": _BackendEntry("backends.jax.backend", "JaxBackend", "flax", "jax", "JAX (Flax NNX)",
-                         in_make_setup=False),
+    "jax": _BackendEntry("backends.jax.backend", "JaxBackend", "flax", "jax", "JAX (Flax NNX)"),
 }
 
 BACKEND_NAMES: tuple[str, ...] = tuple(_BACKENDS)
@@ -109,8 +107,7 @@ def check_available(name: str) -> None:
     if importlib.util.find_spec(entry.framework_module) is None:
         raise MissingFrameworkError(
             f"backend {name!r} needs {entry.framework}, which is not installed: "
-            f"pip install -e '.[{entry.extra}]'"
-            + (" (or run `make setup`)" if entry.in_make_setup else "")
+            f"pip install -e '.[{entry.extra}]' (or run `make setup`)"
         )
 
 
