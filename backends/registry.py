@@ -19,6 +19,7 @@ class _BackendEntry:
     extra: str  # pyproject extra that installs it
     framework: str  # human name
     keras_backend: str | None = None  # KERAS_BACKEND it pins, for the Keras backends
+    make_target: str = "setup"  # the Makefile target that installs the extra
 
 
 _BACKENDS: dict[str, _BackendEntry] = {
@@ -31,10 +32,11 @@ _BACKENDS: dict[str, _BackendEntry] = {
     # per process, so tf and keras-jax never share one (each worker runs one backend).
     "keras-jax": _BackendEntry(
         "backends.keras_jax.backend", "KerasJaxBackend", "jax", "jax", "Keras on JAX",
-        keras_backend="jax",
+        keras_backend="jax", make_target="setup-jax",
     ),
     # JAX as its users write it: Flax NNX models and a jitted train step (backends/jax/).
-    "jax": _BackendEntry("backends.jax.backend", "JaxBackend", "flax", "jax", "JAX (Flax NNX)"),
+    "jax": _BackendEntry("backends.jax.backend", "JaxBackend", "flax", "jax", "JAX (Flax NNX)",
+                         make_target="setup-jax"),
 }
 
 BACKEND_NAMES: tuple[str, ...] = tuple(_BACKENDS)
@@ -107,7 +109,7 @@ def check_available(name: str) -> None:
     if importlib.util.find_spec(entry.framework_module) is None:
         raise MissingFrameworkError(
             f"backend {name!r} needs {entry.framework}, which is not installed: "
-            f"pip install -e '.[{entry.extra}]' (or run `make setup`)"
+            f"pip install -e '.[{entry.extra}]' (or run `make {entry.make_target}`)"
         )
 
 

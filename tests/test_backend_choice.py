@@ -90,7 +90,8 @@ def four_registered(monkeypatch):
     entries["keras-jax"] = backends.registry._BackendEntry(
         entry.module, entry.class_name, "json", "jax", "Keras on JAX")
     entries["jax"] = backends.registry._BackendEntry(
-        entry.module, entry.class_name, "ferbench_no_such_framework", "jax", "JAX")
+        entry.module, entry.class_name, "ferbench_no_such_framework", "jax", "JAX",
+        make_target="setup-jax")
     monkeypatch.setattr(backends.registry, "_BACKENDS", entries)
     monkeypatch.setattr(backends.registry, "BACKEND_NAMES", FOUR_BACKENDS)
     monkeypatch.setattr(invocation, "BACKEND_NAMES", FOUR_BACKENDS)
@@ -102,7 +103,7 @@ def test_all_runs_the_installed_backends_and_says_which_it_skipped(four_register
                                       on_line=said.append)
     assert made.backends == ("tf", "torch", "keras-jax")
     assert said == ["--backend all: skipping jax: backend 'jax' needs JAX, which is not "
-                    "installed: pip install -e '.[jax]' (or run `make setup`)"]
+                    "installed: pip install -e '.[jax]' (or run `make setup-jax`)"]
     # Four backends of one (model, seed) run back to back, reversed every other pair of
     # replicates, as two are.
     jobs = command_line.invocation_of(command_line.parse_args(
