@@ -262,15 +262,43 @@ def same_weights_pair(name: str, shape: tuple[int, int, int], num_classes: int,
     return backends
 
 
-# --- a few Adam steps from the shared start (test_precision, test_gpu, noise_floor) ------
+# --- a few Adam steps from the shared start (test_precision, test_gpu, test_models,
+# noise_floor) -----------------------------------------------------------------------------
 SIDE, BATCH, STEPS = 16, 16, 8
 
 
-def step_data(seed: int):
-    """STEPS batches of random SIDE×SIDE grayscale images and labels of 7 classes."""
+def step_data(seed: int, side: int = SIDE, batch: int = BATCH, steps: int = STEPS):
+    """`steps` batches of `batch` random side×side grayscale images and labels of 7
+    classes."""
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (BATCH * STEPS, SIDE, SIDE, 1), dtype=np.uint8)
+    images = rng.integers(0, 256, (batch * steps, side, side, 1), dtype=np.uint8)
     return images, rng.integers(0, 7, len(images))
+
+
+def train_steps(backend: Backend, model: str, precision: str, seed: int, side: int = SIDE,
+                batch: int = BATCH, steps: int = STEPS,
+                learning_rate: float = TrainConfig.learning_rate) -> np.ndarray:
+    """Per-step losses of `steps` Adam steps of `model` (dropout 0) in `backend`, from the
+    shared start, on `step_data`'s batches in the shared order.
+
+    Args:
+        backend: a fresh backend (any of the registry's, or a RemoteBackend).
+        model: a catalog model name.
+        precision: the training precision.
+        seed: seeds the start, the data and the batch order.
+        side: the images' side in pixels.
+        batch: images per step.
+        steps: optimizer steps.
+        learning_rate: Adam's rate.
+
+    Returns:
+        The losses, one per step.
+    """
+    x, y = step_data(seed, side, batch, steps)
+    backend.build(model, (side, side, 1), 7, precision=precision, dropout=0.0)
+    backend.set_weights(shared_initial_weights(backend.get_weights(), seed))
+    backend.start_training(x, y, TrainConfig(precision=precision, learning_rate=learning_rate))
+    return np.array([backend.train_step(b) for b in epoch_batches(len(x), batch, seed, 0)])
 
 
 def step_losses(name: str, model: str, precision: str, seed: int):
@@ -279,10 +307,33 @@ def step_losses(name: str, model: str, precision: str, seed: int):
     Returns:
         (the losses, the backend: `make_backend`'s).
     """
-    x, y = step_data(seed)
     backend = make_backend(name)
-    backend.build(model, (SIDE, SIDE, 1), 7, precision=precision, dropout=0.0)
-    backend.set_weights(shared_initial_weights(backend.get_weights(), seed))
-    backend.start_training(x, y, TrainConfig(precision=precision))
-    losses = [backend.train_step(b) for b in epoch_batches(len(x), BATCH, seed, 0)]
-    return np.array(losses), backend
+    return train_steps(backend, model, precision, seed), backend
+
+
+# Every model's training steps (test_models' per-model test, noise_floor): more steps than
+# STEPS, so that a wrong gradient anywhere in a model has time to show in its losses. At
+# Adam's default rate, 1e-3, these runs are chaotic or dead: vgg16's and alexnet's losses
+# jump to 4.3 and 6.2 at step 2 and then stay at ln 7 (dead ReLUs, which no wrong gradient
+# would change), and torch alone, at one thread against two, parts from itself by up to
+# 1.3e-2 (resnet18); at 1e-4 none jumps, and that floor is 6.8e-4 at most (measured
+# 2026-12-06, AMD EPYC, AVX2, 2 vCPUs; docs/design.md §10, the per-model table).
+MODEL_STEPS_SIDE, MODEL_STEPS_BATCH, MODEL_STEPS = 32, 8, 20
+MODEL_STEPS_LEARNING_RATE = 1e-4
+
+
+def model_step_losses(name: str, model: str, seed: int = 0) -> np.ndarray:
+    """Per-step losses of MODEL_STEPS float32 Adam steps (rate MODEL_STEPS_LEARNING_RATE)
+    of `model` in backend `name` (`make_backend`'s: keras-jax in its own process) from the
+    shared start, on the shared batches of MODEL_STEPS_BATCH MODEL_STEPS_SIDE² images.
+
+    Args:
+        name: a backend name.
+        model: a catalog model name.
+        seed: seeds the start, the data and the batch order.
+
+    Returns:
+        The losses, one per step.
+    """
+    return train_steps(make_backend(name), model, "float32", seed, MODEL_STEPS_SIDE,
+                       MODEL_STEPS_BATCH, MODEL_STEPS, MODEL_STEPS_LEARNING_RATE)

@@ -1,6 +1,7 @@
 """The noise floor under the cross-framework parity tests, measured on this host.
 
-    .venv/bin/python -m tests.noise_floor [--cases NAME,…] [--json FILE]
+    .venv/bin/python -m tests.noise_floor [--cases NAME,…] [--perturbations LABEL,…]
+        [--json FILE]
 
 A parity test trains both frameworks from the same start on the same batches and compares
 a figure (a loss, the weights) within a tolerance. Float rounding differs between kernels,
@@ -13,15 +14,20 @@ another CPU (`PERTURBATIONS`: one thread instead of two, oneDNN and ATen held to
 AVX-512 without its extensions, TensorFlow's oneDNN off) and once more unperturbed, and
 the table gives, per case:
 
-* the *same-framework* gap under each perturbation (the larger of the two frameworks'),
-  in the unit of the test's own assertion;
+* the *same-framework* gap under each perturbation (the larger of the two frameworks';
+  the JSON rows also give each side's), in the unit of the test's own assertion;
 * the *cross-framework* gap unperturbed and the largest under any perturbation (for the
   compile test, which compares one framework compiled and eager, that pair's gap);
 * the test's tolerance and its margin over the larger of the two.
 
 The rule (docs/design.md, "Tolerances from a noise floor"): a tolerance is at least 3×
 the larger of the floor and the cross-framework gap. The figures go into each test's
-docstring and docs/design.md. Run it alone: it is CPU-bound for about 10 minutes.
+docstring and docs/design.md. Run it alone: it is CPU-bound, about 10 minutes for the
+tf/torch cases; the JAX backends' per-model cases (`_model_cases`: 24 of them, XLA
+compiling every model's training step twice in each process) took 13 to 37 minutes a
+process on 2 cores shared with other jobs. `--perturbations` runs some of them only: on
+a host whose own ISA is AVX2 the ISA caps are no perturbation (torch's 20-step losses of
+every model were bit-identical under oneDNN AVX2 and ATen AVX2 there).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from tests.conftest import THREADS_VARIABLE, apply_test_threads, make_backend, t
 from tests.remote_backend import run_in_backend_process
 
 FRAMEWORKS = ("tf", "torch")
+JAX_BACKENDS = ("keras-jax", "jax")
 # Environment of each perturbation (THREADS_VARIABLE: tests/conftest.py).
 PERTURBATIONS = {
     "unperturbed again": {},
@@ -55,8 +62,8 @@ PERTURBATIONS = {
     # XLA's CPU code generation held to AVX2 (keras-jax; XLA reads it when it starts).
     "XLA AVX2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
 }
-# What keras-jax's cases leave out: switches of TensorFlow alone, and oneDNN's AVX-512
-# subset, which moves torch's side as oneDNN AVX2 does (measured for the tf cases).
+# What the JAX backends' cases leave out: switches of TensorFlow alone, and oneDNN's
+# AVX-512 subset, which moves torch's side as oneDNN AVX2 does (measured for the tf cases).
 KERAS_JAX_LEFT_OUT = {
     "TF oneDNN off": "TensorFlow's switch: neither XLA nor torch reads it",
     "oneDNN AVX512_CORE": "torch's oneDNN side as under oneDNN AVX2",
@@ -166,6 +173,14 @@ def _logits(model: str, compared: str) -> dict[str, Arrays]:
     return result
 
 
+@cache
+def _model_steps(model: str, side: str) -> Arrays:
+    """test_models' 20 Adam steps of `model` in backend `side` (torch once per model)."""
+    from tests.conftest import model_step_losses
+
+    return {"loss": model_step_losses(side, model)}
+
+
 def _dense_other(optimizer: str, compared: str) -> dict[str, Arrays]:
     """test_optimizer's 20 dense steps, torch and the Keras backend `compared`."""
     from tests.in_backend_process import dense_config, fit_keras_dense
@@ -263,7 +278,33 @@ def _cases() -> list[Case]:
     cases.append(Case("freeze-unfreeze", "test_optimizer.py::test_both_backends_freeze_"
                       "then_unfreeze_alike_for_20_steps", "20 Adam steps, two dense layers",
                       _freeze, dense_gap, _tolerance("test_optimizer", "DENSE_TOLERANCE")))
-    return cases + _keras_jax_cases()
+    return cases + _keras_jax_cases() + _model_cases()
+
+
+def _model_cases() -> list[Case]:
+    """Every model in each JAX backend against torch (docs/design.md's per-model table):
+    native JAX's logits after porting (keras-jax's are `_keras_jax_cases`'), and both
+    backends' 20 Adam steps (`test_every_model_trains_like_torch_for_20_steps`)."""
+    from backends.catalog import MODEL_NAMES
+    from tests.conftest import MODEL_STEPS, MODEL_STEPS_BATCH, MODEL_STEPS_SIDE
+
+    steps = f"{MODEL_STEPS} Adam steps, {MODEL_STEPS_SIDE}×{MODEL_STEPS_SIDE}, batch " \
+            f"{MODEL_STEPS_BATCH}"
+    cases = [Case(f"logits/{model}/jax", "test_models.py::test_logits_match_after_porting",
+                  "one forward pass, eval and train mode",
+                  lambda model=model: _logits(model, "jax"), absolute_gap,
+                  _tolerance("test_models", "TOLERANCE"), sides=("jax", "torch"),
+                  cannot_run=KERAS_JAX_LEFT_OUT)
+             for model in MODEL_NAMES]
+    test = "test_models.py::test_every_model_trains_like_torch_for_20_steps"
+    cases += [Case(f"model-steps/{model}/{other}", test, steps,
+                   lambda model=model, other=other: {side: _model_steps(model, side)
+                                                     for side in (other, "torch")},
+                   relative_gap, _tolerance("test_models", "MODEL_STEPS_TOLERANCE",
+                                            lambda by_model, model=model: by_model[model]),
+                   sides=(other, "torch"), cannot_run=KERAS_JAX_LEFT_OUT)
+              for model in MODEL_NAMES for other in JAX_BACKENDS]
+    return cases
 
 
 def _keras_jax_cases() -> list[Case]:
@@ -341,24 +382,32 @@ def _run_worker(names: list[str], env: dict[str, str], out: Path) -> dict[str, d
     return _load(out)
 
 
-def measure(names: list[str]) -> list[dict]:
+def measure(names: list[str], labels: list[str] | None = None) -> list[dict]:
     """Runs the named cases unperturbed and under every perturbation; one row per case.
 
-    A case's figure under a perturbation it cannot run under (`Case.cannot_run`) is None.
+    A case's figure under a perturbation it cannot run under (`Case.cannot_run`), or
+    one left out of `labels`, is None.
+
+    Args:
+        names: the cases.
+        labels: the perturbations (PERTURBATIONS' labels) to run; None: all of them.
     """
     cases = [case for case in _cases() if case.name in names]
+    chosen = {label: env for label, env in PERTURBATIONS.items()
+              if labels is None or label in labels}
     with tempfile.TemporaryDirectory() as folder:
         base = _run_worker(names, {}, Path(folder) / "base.npz")
         perturbed = {label: _run_worker([case.name for case in cases
                                           if label not in case.cannot_run],
                                          env, Path(folder) / f"{i}.npz")
-                     for i, (label, env) in enumerate(PERTURBATIONS.items())}
+                     for i, (label, env) in enumerate(chosen.items())}
     rows = []
     for case in cases:
         results = {label: result[case.name] for label, result in perturbed.items()
                    if case.name in result}
-        same = {label: max(case.gap(results[label][side], base[case.name][side])
-                           for side in case.sides) if label in results else None
+        by_side = {label: {side: case.gap(results[label][side], base[case.name][side])
+                           for side in case.sides} for label in results}
+        same = {label: max(by_side[label].values()) if label in by_side else None
                 for label in PERTURBATIONS}
         cross = [case.gap(result[case.sides[0]], result[case.sides[1]])
                  for result in (base[case.name], *results.values())]
@@ -366,6 +415,7 @@ def measure(names: list[str]) -> list[dict]:
         tolerance = case.tolerance()
         rows.append({"case": case.name, "test": case.test, "steps": case.steps,
                      "sides": list(case.sides), "same_framework": same,
+                     "same_framework_by_side": by_side,
                      "cannot_run": case.cannot_run, "floor": floor, "cross": cross[0],
                      "cross_max": max(cross), "tolerance": tolerance,
                      "margin": tolerance / max(floor, max(cross), 1e-300)})
@@ -391,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.noise_floor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", help="comma-separated case names (default: all)")
+    parser.add_argument("--perturbations",
+                        help="comma-separated perturbations (default: all); one that cannot "
+                             "move a figure on this host (an ISA cap at or above its own ISA) "
+                             "can be left out: its column reads n/a")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--npz", type=Path, help=argparse.SUPPRESS)
@@ -405,7 +459,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown case(s) {', '.join(unknown)}; known: {'; '.join(known)}",
               file=sys.stderr)
         return 2
-    rows = measure(names)
+    labels = args.perturbations.split(",") if args.perturbations else None
+    unknown = sorted(set(labels or ()) - set(PERTURBATIONS))
+    if unknown:
+        print(f"error: unknown perturbation(s) {', '.join(unknown)}; known: "
+              f"{', '.join(PERTURBATIONS)}", file=sys.stderr)
+        return 2
+    rows = measure(names, labels)
     print(render(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")

@@ -9,6 +9,7 @@ both directions and the logits compared.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import pytest
@@ -25,11 +26,13 @@ from backends.train_config import TrainConfig  # noqa: E402
 from tests.conftest import (  # noqa: E402
     BROAD_FAST_BACKENDS,
     COMPARED_BACKENDS,
+    MODEL_STEPS,
     REFERENCE_BACKEND,
     backend_params,
     calibrated_weights,
     make_backend,
     missing_framework,
+    model_step_losses,
 )
 
 NUM_CLASSES = 7
@@ -41,6 +44,17 @@ TOLERANCE = 1e-4
 # Seconds per build and pass in both frameworks on 2 cores: their other input shapes run
 # in `make test-slow` (AlexNet at 64×64: a 37M-parameter classifier).
 HEAVY = ("vgg16", "resnet50", "alexnet")
+# test_every_model_trains_like_torch_for_20_steps: the backends it compares with torch, the
+# models it runs in the fast run (XLA compiles a larger model's training step for up to
+# two minutes on 2 cores: those run in `make test-slow`), and its tolerance on the largest
+# relative loss gap, per model: at least 3× the larger of the gap to torch and the floor
+# measured by tests/noise_floor.py (docs/design.md §10, the per-model table; AMD EPYC,
+# AVX2, 2 cores). vgg16's gap, 2.0e-3 (9× torch's own floor), and alexnet's floor, 6.8e-4,
+# are the largest; the other models part by 1.9e-4 or less, floors included.
+STEPS_BACKENDS = ("keras-jax", "jax")
+FAST_STEP_MODELS = ("proposed_cnn", "sanet")
+MODEL_STEPS_TOLERANCE = {"proposed_cnn": 1e-3, "vgg16": 1e-2, "resnet50": 1e-3, "sanet": 1e-3,
+                         "resnet18": 1e-3, "alexnet": 3e-3}
 
 
 def _slow(name: str, shape: tuple[int, int, int], backend: str) -> bool:
@@ -201,6 +215,40 @@ def test_fit_takes_finite_steps(name: str, backend_name: str) -> None:
     assert all(np.isfinite(v).all() for v in after.values())
     changed = [k for k in before if not np.array_equal(before[k], after[k])]
     assert len(changed) > len(before) // 2, f"only {len(changed)} of {len(before)} changed"
+
+
+def _steps_variant(name: str, backend_name: str):
+    marks = [] if name in FAST_STEP_MODELS else [pytest.mark.slow]
+    if reason := missing_framework(backend_name):
+        marks.append(pytest.mark.skip(reason=reason))
+    return pytest.param(name, backend_name, id=f"{name}-{backend_name}", marks=marks)
+
+
+@cache
+def _torch_step_losses(name: str) -> np.ndarray:
+    """torch's side of the per-model steps, once per model for both JAX backends."""
+    return model_step_losses(REFERENCE_BACKEND, name)
+
+
+@pytest.mark.parametrize(("name", "backend_name"),
+                         [_steps_variant(n, b) for n in MODEL_NAMES for b in STEPS_BACKENDS])
+def test_every_model_trains_like_torch_for_20_steps(name: str, backend_name: str) -> None:
+    """Every model, from the shared start on the shared batches, loses as torch's does over
+    MODEL_STEPS float32 Adam steps (tests.conftest.model_step_losses).
+
+    The logits test holds each model's forward pass; this one its backward pass and
+    optimizer step, layer by layer, where the dense-stack optimizer tests cannot reach (a
+    BatchNorm's gradient, a residual's, an attention block's). Tolerances per model
+    (MODEL_STEPS_TOLERANCE): docs/design.md §10, the per-model table.
+    """
+    losses = model_step_losses(backend_name, name)
+    reference = _torch_step_losses(name)
+    assert losses.shape == reference.shape == (MODEL_STEPS,)
+    gap = np.abs(losses - reference) / reference
+    assert gap.max() <= MODEL_STEPS_TOLERANCE[name], (
+        f"max relative loss gap {gap.max():.2e} at step {gap.argmax() + 1} (tolerance "
+        f"{MODEL_STEPS_TOLERANCE[name]:.0e}): {backend_name} {np.round(losses, 4)}, "
+        f"torch {np.round(reference, 4)}")
 
 
 def test_registries_cover_the_catalog() -> None:
