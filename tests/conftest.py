@@ -313,11 +313,12 @@ def step_losses(name: str, model: str, precision: str, seed: int):
 
 # Every model's training steps (test_models' per-model test, noise_floor): more steps than
 # STEPS, so that a wrong gradient anywhere in a model has time to show in its losses. At
-# Adam's default rate, 1e-3, these runs are chaotic or dead: vgg16's and alexnet's losses
-# jump to 4.3 and 6.2 at step 2 and then stay at ln 7 (dead ReLUs, which no wrong gradient
-# would change), and torch alone, at one thread against two, parts from itself by up to
-# 1.3e-2 (resnet18); at 1e-4 none jumps, and that floor is 6.8e-4 at most (measured
-# 2026-12-06, AMD EPYC, AVX2, 2 vCPUs; docs/design.md §10, the per-model table).
+# Adam's default rate, 1e-3, these runs are chaotic or collapsed: vgg16's and alexnet's
+# losses jump to 4.3 and 6.2 at step 2 and then stay near ln 7 (near-uniform predictions,
+# where a wrong gradient would hardly show), and torch alone, at one thread against two,
+# parts from itself by up to 1.3e-2 (resnet18); at 1e-4 none jumps, and that floor is
+# 6.8e-4 at most (measured 2026-12-06, AMD EPYC, AVX2, 2 vCPUs; docs/design.md, the
+# per-model table of the native JAX backend).
 MODEL_STEPS_SIDE, MODEL_STEPS_BATCH, MODEL_STEPS = 32, 8, 20
 MODEL_STEPS_LEARNING_RATE = 1e-4
 
