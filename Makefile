@@ -15,7 +15,7 @@ TV_STAMP := $(TV_VENV)/.installed
 TV_SPEC  ?= torch==2.14.1 torchvision==0.29.1
 TV_TF    ?= tensorflow-cpu==2.21.0
 
-.PHONY: setup setup-jax run test test-slow lint perf perf-compare ci-check ci-baseline clean-venv \
+.PHONY: setup setup-jax setup-jax-onnx run test test-slow lint perf perf-compare ci-check ci-baseline clean-venv \
 	torchvision-check
 
 $(STAMP): pyproject.toml Makefile
@@ -33,6 +33,12 @@ setup: $(STAMP)
 ## memory baseline does not (docs/ci.md).
 setup-jax: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[jax]"
+
+## ONNX export from the JAX backends (`python -m benchmarks.export` on a jax or keras-jax
+## run): the `jax` extra and jax2onnx with onnxruntime (the `jax-onnx` extra). Neither
+## `setup` nor `test` needs it: the JAX export tests skip without it.
+setup-jax-onnx: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[jax,jax-onnx]"
 
 ## The main job: the benchmark on the embedded synthetic dataset, both backends.
 run: $(STAMP)
