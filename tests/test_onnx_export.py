@@ -89,7 +89,12 @@ def _jax_params():
     params = []
     for name in MODEL_NAMES:
         for backend_name in JAX_BACKENDS:
-            marks = [] if name in FAST else [pytest.mark.slow]
+            # jax2onnx's first conversion in a process imports every plugin it has (about
+            # 20 s on 2 busy cores), and keras-jax's runs in a process of its own: the fast
+            # run pays it once, for jax; keras-jax's pools are covered there by the
+            # rewrite's own test below.
+            fast = name in FAST and backend_name == "jax"
+            marks = [] if fast else [pytest.mark.slow]
             if reason := missing_framework(backend_name) or _missing_exporter(backend_name):
                 marks.append(pytest.mark.skip(reason=reason))
             params.append(pytest.param(name, backend_name, marks=marks,
