@@ -553,6 +553,37 @@ def test_speed_is_judged_by_the_sequential_ab_rule(monkeypatch, tmp_path, capsys
         assert "Mann-Whitney p = 0.004" in out
 
 
+def test_confirmations_stop_at_the_budget_the_cheapest_pair_first(monkeypatch, tmp_path,
+                                                                   capsys):
+    """A tf run takes 30 s of the fake clock, a torch run 10 s: the first reading (8 runs)
+    160 s. With 50 s left after it, torch proposed_cnn's A/B pair (20 s) is read twice
+    more, tf sanet's (60 s) never; both stay undecided and pass with a warning each."""
+    base_dir = write_results(tmp_path / "baseline", _baseline())
+    slow = _slower_speed(_slower_speed(_ci_records(), "proposed_cnn", "torch"), "sanet", "tf")
+    calls = _fake_preset(monkeypatch, tmp_path, [slow] * (1 + ci.CONFIRMATION_RUNS))
+    monkeypatch.setattr(ci, "_now", lambda: float(sum(30 if backend == "tf" else 10
+                                                      for _, _, backend in calls)))
+    assert ci.check(base_dir, tmp_path / "out", PAIRS, budget_s=210) == 0
+    pair = ("proposed_cnn", "torch")
+    assert calls[8:] == [("candidate", *pair), ("reference", *pair), ("reference", *pair),
+                         ("candidate", *pair)]
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "time budget" in line]
+    assert [w.split(": ")[:3] for w in warnings] == [
+        ["WARNING", "not decided within the check's time budget (210 s), passed after 3 "
+         "reading(s)", "proposed_cnn torch train speed, load-normalised (img/cal)"],
+        ["WARNING", "not decided within the check's time budget (210 s), passed after 1 "
+         "reading(s)", "sanet tf train speed, load-normalised (img/cal)"]]
+    # Without the budget, the same readings fail the check.
+    calls.clear()
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == 1
+
+
+def test_the_check_refuses_a_negative_budget(tmp_path, capsys):
+    assert ci_cli.main(["check", "--budget-s", "-5", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: --budget-s must be ≥ 0 seconds. "
+                                       "Received: --budget-s -5.0\n")
+
+
 def _no_reference(monkeypatch, reason: str) -> None:
     @contextlib.contextmanager
     def worktree(commit: str):
