@@ -212,7 +212,11 @@ def test_others_cpu_counts_other_processes_and_not_this_process_tree():
     # This process's own children, spinning alike, are not others: others and they add up
     # to at most the capacity (counted as others, they would pass it by their share), on a
     # busy machine too, where the background takes what they leave.
-    assert spun_s >= 0.2 * capacity_s, "the children were starved: nothing to tell apart"
+    if spun_s < 0.2 * capacity_s:
+        # Seen at load 6 (another test suite and two helpers' beside make test's two
+        # processes): the children got 0.35 s of 2 CPU-seconds.
+        pytest.skip(f"the machine was too busy: the children got {spun_s:.2f} s of "
+                    f"{capacity_s:.0f} CPU-seconds, too little to tell apart")
     assert children_s + spun_s <= 1.05 * capacity_s + 0.05, (children_s, spun_s)
 
 
