@@ -111,9 +111,13 @@ def test_a_crashing_worker_becomes_a_failed_record(tmp_path):
 
 
 def test_both_backends_run_in_their_own_workers(tmp_path, capsys):
+    """Records, saved weights and the test images of a two-backend run; --no-report, so
+    the report and its explain step (a 55 s subprocess of its own, the slow test below)
+    stay out of the fast suite."""
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
-    argv = ["--backend", "both", "--models", "proposed_cnn", *TINY, "--out", str(tmp_path)]
+    argv = ["--backend", "both", "--models", "proposed_cnn", *TINY, "--no-report",
+            "--out", str(tmp_path)]
     assert run.main(argv) == 0
     (folder,) = tmp_path.iterdir()
     records = read_records(folder)
@@ -131,15 +135,29 @@ def test_both_backends_run_in_their_own_workers(tmp_path, capsys):
     assert sorted(p.name for p in (folder / "weights").iterdir()) == sorted(
         [r["artifacts"]["weights_file"] for r in records] + [f"test-{split}.npz"])
     assert "MB on disk for 2 runs (with the test images)" in out
+    assert not (folder / "report.html").exists() and not (folder / "explain").exists()
+    assert "report: not written (--no-report)" in out
     saved = (folder / "results.jsonl").read_text()
-    # A second invocation gets its own folder; --no-report writes the records only.
-    assert run.main([*argv, "--backend", "torch", "--no-report"]) == 0
+    # A second invocation gets its own folder.
+    assert run.main([*argv, "--backend", "torch"]) == 0
     (second,) = set(tmp_path.iterdir()) - {folder}
     assert (folder / "results.jsonl").read_text() == saved
     assert [r["backend"] for r in read_records(second)] == ["torch"]
-    assert not (second / "report.html").exists() and not (second / "explain").exists()
-    assert "report: not written (--no-report)" in capsys.readouterr().out
     json.loads(saved.splitlines()[0])
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_report_and_explains_its_saved_models(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    assert run.main(["--backend", "both", "--models", "proposed_cnn", *TINY,
+                     "--out", str(tmp_path)]) == 0
+    (folder,) = tmp_path.iterdir()
+    explained = json.loads((folder / "explain" / "explain.json").read_text())
+    assert sorted(entry["trained_by"] for entry in explained["runs"]) == ["tf", "torch"]
+    assert all(entry["gradcam_max_relative_difference"] < 1e-3 for entry in explained["runs"])
+    assert "Grad-CAM" in (folder / "report.html").read_text()
+    assert "report: " + str(folder / "report.html") in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -25,10 +25,10 @@ from backends.tf.runtime import configure_runtime
 from backends.train_config import TrainConfig
 
 _MB = 1024 * 1024
-BFLOAT16_NEEDS_ONEDNN = ("precision bfloat16 needs a CPU whose oneDNN path has a bfloat16 "
-                         "convolution (AVX-512 or newer); TensorFlow has none on this one "
-                         "(an AVX2-only instruction set, or ONEDNN_MAX_CPU_ISA=AVX2): use "
-                         "--precision float32 here")
+BFLOAT16_NEEDS_ONEDNN = ("precision bfloat16 needs a bfloat16 convolution, and TensorFlow's "
+                         "oneDNN path has none here (an AVX-512 CPU held to AVX2 by "
+                         "ONEDNN_MAX_CPU_ISA): unset ONEDNN_MAX_CPU_ISA or use --precision "
+                         "float32")
 
 
 class TFBackend(Backend):
@@ -213,9 +213,11 @@ def bfloat16_refusal() -> str | None:
 def cpu_runs_bfloat16_convolutions() -> bool:
     """Whether TensorFlow's oneDNN path has a bfloat16 convolution on this CPU.
 
-    It has none on an AVX2-only instruction set (or under ONEDNN_MAX_CPU_ISA=AVX2): the
-    first bfloat16 convolution aborts with "could not create a primitive descriptor",
-    deep in a training step, so `build` asks first.
+    It has none on an AVX-512 CPU held to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`: TensorFlow
+    routes bfloat16 to oneDNN, which then has no kernel): the first bfloat16 convolution
+    aborts with "could not create a primitive descriptor", deep in a training step, so
+    `build` asks first. An AVX2-only CPU (an AMD EPYC of family 25 model 1, 2026-12-06)
+    convolves in bfloat16 with or without that variable, off oneDNN's AVX-512 kernels.
     """
     try:
         tf.nn.conv2d(tf.zeros((1, 4, 4, 1), tf.bfloat16), tf.zeros((3, 3, 1, 1), tf.bfloat16),
