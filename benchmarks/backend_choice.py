@@ -2,7 +2,8 @@
 
 The one reading of `--backend` and `--reference-backend`, shared by every command that
 takes them (`benchmarks.run`, the CI check, `benchmarks.overhead`, the report and
-explain commands) and by the report's framework verdicts:
+explain commands), by a grid spec's `reference_backend` and by the report's framework
+verdicts:
 
 * `--backend` takes a registered backend name (`backends.BACKEND_NAMES`), a comma list of
   them (`tf,jax`), `both` (tf and torch, the pair the suite compared first: documented
@@ -164,12 +165,15 @@ def registry_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names), key=lambda b: (rank.get(b, len(rank)), b))
 
 
-def reference_backend(backends: Iterable[str], chosen: str | None = None) -> str | None:
+def reference_backend(backends: Iterable[str], chosen: str | None = None,
+                      setting: str = "--reference-backend") -> str | None:
     """The backend the others' framework verdicts are against.
 
     Args:
         backends: the backends compared (a run's, or a report's records').
-        chosen: `--reference-backend`, or None for the default.
+        chosen: `--reference-backend` (or a grid spec's `reference_backend`), or None for
+            the default.
+        setting: what set `chosen`, as the error names it: the option, or a spec's key.
 
     Returns:
         `chosen`; else DEFAULT_REFERENCE where it is among `backends`; else the first of
@@ -181,7 +185,7 @@ def reference_backend(backends: Iterable[str], chosen: str | None = None) -> str
     present = registry_order(backends)
     if chosen is not None:
         if chosen not in present:
-            raise ValueError(f"--reference-backend {chosen!r} is not among the backends "
+            raise ValueError(f"{setting} {chosen!r} is not among the backends "
                              f"compared ({', '.join(present) or 'none'}); name one of them")
         return chosen
     if DEFAULT_REFERENCE in present:

@@ -2,8 +2,9 @@
 run's report has none. No training: the records are the report fixtures'."""
 
 import json
+from types import SimpleNamespace
 
-from benchmarks.grid.driver import build_summary
+from benchmarks.grid.driver import build_summary, summarise
 from benchmarks.grid.spec import parse_spec
 from benchmarks.record.layout import GRID_SUMMARY_FILE, REPORT_HTML, REPORT_MD
 from benchmarks.record.store import read_records
@@ -66,3 +67,47 @@ def test_a_grid_folders_report_holds_the_study_and_a_plain_runs_does_not(tmp_pat
     plain = analyse([make_record("tf", "proposed_cnn", 0)], tmp_path / "results.jsonl")
     assert grid_study(plain) is None
     assert "Hyper-parameter study" not in render_markdown(plain) + render_html(plain, [])
+
+
+def _framework_section(folder) -> str:
+    return (folder / REPORT_MD).read_text().split("## Do the frameworks differ?")[1].split(
+        "\n## ")[0]
+
+
+def test_the_specs_reference_backend_sets_the_grid_reports_verdicts(tmp_path):
+    lines = []
+    for reference, pair, other in ((None, "tf − torch", "torch − tf"),
+                                   ("tf", "torch − tf", "tf − torch")):
+        text = SPEC if reference is None else SPEC.replace(
+            'backends = ["tf", "torch"]', f'backends = ["tf", "torch"]\nreference_backend = '
+                                          f'"{reference}"')
+        spec = parse_spec(text, "study.toml")
+        records = _grid_records(spec)
+        folder = write_results(tmp_path / (reference or "default"), records)
+        planned = [(r["grid_point"], SimpleNamespace(run_id=r["run_id"])) for r in records]
+        summary = summarise(spec, folder, planned, lines.append)  # as the driver ends
+        assert summary["reference_backend"] == reference
+        assert json.loads((folder / GRID_SUMMARY_FILE).read_text())["reference_backend"] \
+            == reference
+        section = _framework_section(folder)
+        assert pair in section and other not in section, section
+        assert f"the reference backend, {reference or 'torch'}" in section
+        # `python -m benchmarks.report FOLDER` rebuilds it against the same backend.
+        write_report(folder)
+        assert pair in _framework_section(folder)
+    assert lines == []
+
+
+def test_a_reference_without_chosen_runs_is_warned_of_and_the_default_judges(tmp_path):
+    text = SPEC.replace('backends = ["tf", "torch"]',
+                        'backends = ["tf", "torch", "jax"]\nreference_backend = "jax"')
+    spec = parse_spec(text, "study.toml")
+    records = _grid_records(spec)  # tf and torch only: jax's runs have not run yet
+    folder = write_results(tmp_path, records)
+    lines = []
+    planned = [(r["grid_point"], SimpleNamespace(run_id=r["run_id"])) for r in records]
+    summarise(spec, folder, planned, lines.append)
+    assert [line for line in lines if "reference backend jax" in line] == [
+        f"warning: the reference backend jax (study.toml) has no chosen configuration in "
+        f"{folder} yet; the report's verdicts use the default reference until it has"]
+    assert "tf − torch" in _framework_section(folder)

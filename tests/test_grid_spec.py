@@ -3,7 +3,9 @@
 import pytest
 
 from benchmarks.grid import __main__ as grid_cli
-from benchmarks.grid.spec import parse_spec
+from benchmarks.grid.driver import check_resumable
+from benchmarks.grid.spec import parse_spec, spec_differences
+from benchmarks.record.layout import GRID_SPEC_FILE
 from tests.grid_specs import SEARCH_SPEC, TINY_SPEC, write_spec
 
 
@@ -34,6 +36,15 @@ def _line_number(text: str, needle: str) -> int:
     ('dataset = "synthetic"', 'datasets = ["synthetic", "ck+"]\ndata_dir = "/data/ck"',
      "data_dir names one folder but the grid has 2 datasets", "data_dir ="),
     ('dataset = "synthetic"\n', "", "lacks dataset: name the dataset (or datasets)", "[grid]"),
+    # The report's reference backend: one of the spec's backends, read by backend_choice.
+    ('backends = ["torch"]', 'backends = ["torch"]\nreference_backend = "tf"',
+     "reference_backend 'tf' is not among the backends compared (torch); name one of them, "
+     "or add it to backends", "reference_backend ="),
+    ('backends = ["torch"]', 'backends = ["torch"]\nreference_backend = "tensorflow"',
+     "reference_backend 'tensorflow' is not among the backends compared (torch)",
+     "reference_backend ="),
+    ('backends = ["torch"]', 'backends = ["torch"]\nreference_backend = ["torch"]',
+     'reference_backend must be text or "none"', "reference_backend ="),
 ])
 def test_bad_spec_is_one_line_naming_its_line(old, new, problem, needle, tmp_path, capsys):
     _refused(TINY_SPEC, old, new, problem, needle, tmp_path, capsys)
@@ -129,3 +140,22 @@ def test_an_axis_also_fixed_is_refused():
     text = TINY_SPEC.replace("batch_size = 8", "batch_size = 8\nlearning_rate = 0.1")
     with pytest.raises(ValueError, match=r"learning_rate is both in \[fixed\] \(line 13\)"):
         parse_spec(text, "s.toml")
+
+
+def test_the_reference_backend_is_kept_for_the_report_and_is_no_part_of_a_run(tmp_path):
+    text = TINY_SPEC.replace('backends = ["torch"]',
+                             'backends = ["tf", "torch"]\nreference_backend = "tf"')
+    spec = parse_spec(text, "s.toml")
+    assert spec.reference_backend == "tf"
+    assert all(grid.reference_backend == "tf" for _, grid in spec.cells())
+    assert parse_spec(TINY_SPEC, "s.toml").reference_backend is None  # the default rule
+    assert parse_spec(text.replace('"tf"\n', '"none"\n'), "s.toml").reference_backend is None
+    # Judging the same runs against another backend is a resume, not another study: a
+    # folder that ran the spec takes the other reference without --extend.
+    other = text.replace('reference_backend = "tf"', 'reference_backend = "torch"')
+    assert spec_differences(text, other, "s.toml") == []
+    (tmp_path / GRID_SPEC_FILE).write_text(text)
+    check_resumable(parse_spec(other, "other.toml"), tmp_path, extend=False)
+    with pytest.raises(ValueError, match=r"\[grid\] seeds: 1 there, 2 here: resume with"):
+        check_resumable(parse_spec(other.replace("seeds = 1", "seeds = 2"), "other.toml"),
+                        tmp_path, extend=False)

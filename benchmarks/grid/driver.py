@@ -193,7 +193,8 @@ def check_resumable(spec: GridSpec, folder: Path, extend: bool) -> None:
 
 def keep_spec(spec: GridSpec, folder: Path) -> None:
     """Writes `spec`'s text into the folder as GRID_SPEC_FILE; another spec there before (a
-    resume with --extend, or another select_by) stays beside it, as grid-spec.<N>.toml."""
+    resume with --extend, or another select_by or reference_backend) stays beside it, as
+    grid-spec.<N>.toml."""
     current = folder / GRID_SPEC_FILE
     if current.is_file() and current.read_text(encoding="utf-8") != spec.text:
         names = (current.with_suffix(f".{n}{current.suffix}") for n in itertools.count(1))
@@ -213,7 +214,8 @@ def run_study(spec: GridSpec, out_root: Path, resume: Path | None, executor,
         executor: a LocalExecutor or RayExecutor.
         on_line: receives every progress line.
         summary_only: with `resume`, run nothing: choose again from the records there
-            (after a change of `select_by`, which is no part of a run's id).
+            (after a change of `select_by` or `reference_backend`, which are no part of
+            a run's id).
         extend: `resume` may hold another spec's runs: this spec's missing runs are added,
             and grid.json and the report describe this spec; the other's text is kept.
 
@@ -355,7 +357,16 @@ def summarise(spec: GridSpec, folder: Path, planned: list, on_line: Callable[[st
     # the report shows them in.
     _write_atomically(folder / GRID_SUMMARY_FILE, json.dumps(summary, indent=2))
     chosen_records = chosen_runs(records, summary["choices"])
+    reference = spec.reference_backend
+    if chosen_records and reference is not None and reference not in {
+            record[schema.BACKEND] for record in chosen_records}:
+        # A grid stopped before the reference's runs, or with every one of them failed:
+        # the report still judges the backends that were chosen, by the default rule.
+        on_line(f"warning: the reference backend {reference} ({spec.source}) has no chosen "
+                f"configuration in {folder} yet; the report's verdicts use the default "
+                "reference until it has")
     if chosen_records:
+        # The report reads the spec's reference_backend from grid.json (`analyse`).
         write_report(folder, chosen_records)
     return summary
 
@@ -388,6 +399,7 @@ def build_summary(spec: GridSpec, records: list[dict[str, Any]], planned: int,
     studied = {point_key(p) for p in points}
     return {
         "spec": spec.source, "select_by": spec.select_by,
+        "reference_backend": spec.reference_backend,
         "axes": axes,
         "runs": {"planned": planned,
                  "ok": sum(map(schema.succeeded, records)),

@@ -9,6 +9,7 @@
     folds = 3                  # subject-independent k-fold; `fold = i` for one fold
     recipe = "none"            # as --recipe: "auto", "none" or a recipe file
     select_by = "val_accuracy" # or "val_loss": what the chosen configuration optimises
+    reference_backend = "tf"   # the report's verdicts against tf (default: torch)
 
     [fixed]                   # TrainConfig fields every run takes, above the recipe
     epochs = 3
@@ -55,7 +56,7 @@ from backends.catalog import check_model_name
 from backends.init import INIT_MODES
 from backends.train_config import MAX_SEED, TrainConfig
 from benchmarks.analysis.grid_selection import describe_point
-from benchmarks.backend_choice import PAIR
+from benchmarks.backend_choice import PAIR, reference_backend
 from benchmarks.messages import quoted
 from benchmarks.runner.config import MeasureConfig
 from benchmarks.runner.invocation import Invocation
@@ -111,6 +112,10 @@ GRID_SETTINGS = {s.name: s for s in (
     Setting("recipe", str, help="auto, none or a recipe file"),
     Setting("select_by", str, choices=tuple(SELECT_BY),
             help="the validation figure the chosen configuration optimises"),
+    Setting("reference_backend", str, nullable=True,
+            help="the backend the report's framework verdicts are against, one of backends "
+                 "(default: torch where it is among them, else the first in the registry's "
+                 "order)"),
 )}
 DATASET_KEYS = ("dataset", "datasets")  # one of them, not both
 # [fixed] and [axes] keys: TrainConfig fields, and "augment" for a level.
@@ -119,10 +124,11 @@ AUGMENT_LEVEL_SETTING = Setting(AUGMENT, str, choices=AUGMENT_SETTINGS[LEVEL].ch
 TRAIN_KEYS = {**TRAIN_SETTINGS, AUGMENT: AUGMENT_LEVEL_SETTING}
 MEASURE_SETTINGS = settings(MeasureConfig, {})
 
-# What a resumed folder's spec may change without --extend, as neither is part of any
-# run's id: select_by chooses again among the same runs; a search's trials says how many
-# trials to finish, so raising it searches on.
-RESUMABLE_CHANGES = ((GRID, "select_by"), (SEARCH, "trials"))
+# What a resumed folder's spec may change without --extend, as none is part of any run's
+# id: select_by chooses again among the same runs; reference_backend judges the same runs
+# against another backend; a search's trials says how many trials to finish, so raising it
+# searches on.
+RESUMABLE_CHANGES = ((GRID, "select_by"), (GRID, "reference_backend"), (SEARCH, "trials"))
 
 # The runs one spec may plan (points × datasets × models × backends × folds × seeds; a
 # search: trials × the rest). A run is a worker process, seconds at the very least, and
@@ -212,6 +218,9 @@ class GridSpec:
         grid_table: the [grid] table as written, for naming an Invocation error's line.
         runs: how many runs the spec plans (a search: its trials' runs), at most MAX_RUNS.
         search: the [search] table; None for a grid.
+        reference_backend: the backend the report's framework verdicts are against, one
+            of the spec's backends; None for the default rule
+            (`benchmarks.backend_choice.reference_backend`).
     """
 
     source: str
@@ -224,6 +233,7 @@ class GridSpec:
     grid_table: dict[str, Any]
     runs: int
     search: SearchConfig | None = None
+    reference_backend: str | None = None
 
     def points(self) -> Iterator[dict[str, Any]]:
         """Every combination of the axes' values (axis → value), first axis slowest, made
@@ -486,6 +496,12 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
     common = {"threads": DEFAULT_THREADS, **grid_settings, "measure": measure,
               "save_weights": "none"}
     common["backends"] = tuple(common.get("backends", PAIR))
+    try:
+        reference_backend(common["backends"], common.get("reference_backend"),
+                          setting="reference_backend")
+    except ValueError as error:
+        raise ValueError(f"{where}: [{GRID}]{_line(text, GRID, 'reference_backend')}: "
+                         f"{error}, or add it to backends") from None
     common["models"] = tuple(common["models"])
     common["deterministic"] = common.get("deterministic", False) or deterministic
     if common.get("data_dir") is not None:
@@ -509,7 +525,7 @@ def parse_spec(text: str, source: str, deterministic: bool = False) -> GridSpec:
             f"or search the space ([{SEARCH}] with fewer trials)")
     spec = GridSpec(source=source, text=text, select_by=select_by, datasets=datasets,
                     axes=axes, fixed=fixed, options=options, grid_table=grid_raw, runs=runs,
-                    search=search)
+                    search=search, reference_backend=common.get("reference_backend"))
     for _ in spec.cells():  # every point's settings checked before any run, none kept
         pass
     return spec

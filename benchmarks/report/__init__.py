@@ -59,7 +59,9 @@ def write_report(location: Path, records: list[dict[str, Any]] | None = None,
         records: the records, when the caller already holds them; read from the results
             file otherwise.
         reference: the backend the framework verdicts are against (`--reference-backend`);
-            None: torch where the records hold it, else the first in the registry's order.
+            None: a grid folder's spec's `reference_backend` (grid.json's) where the
+            records hold it, else torch where they hold it, else the first in the
+            registry's order.
 
     Returns:
         The files written, all in the results file's folder.

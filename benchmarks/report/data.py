@@ -133,7 +133,8 @@ def analyse(records: list[dict[str, Any]], source: Path,
         records: result records, as `read_records` returns them.
         source: the results file they came from (named in the report).
         grid: the folder's grid.json, for a grid's report (its study section).
-        reference: `--reference-backend`, or None for the default rule
+        reference: `--reference-backend`; None: the grid spec's `reference_backend`
+            (grid.json's) where the records hold that backend, else the default rule
             (`backend_choice.reference_backend`).
 
     Returns:
@@ -144,6 +145,9 @@ def analyse(records: list[dict[str, Any]], source: Path,
     """
     data = ReportData(source=source, records=records, grid=grid,
                       margin=equivalence_margin(records))
+    spec_reference = (grid or {}).get("reference_backend")
+    if reference is None and spec_reference in data.backends:
+        reference = spec_reference
     data.reference = reference_backend(data.backends, reference)
     several_datasets = len({r["dataset"] for r in records}) > 1
     for record in records:
