@@ -15,7 +15,7 @@ TV_STAMP := $(TV_VENV)/.installed
 TV_SPEC  ?= torch==2.14.1 torchvision==0.29.1
 TV_TF    ?= tensorflow-cpu==2.21.0
 
-.PHONY: setup setup-jax run test test-slow lint perf perf-compare ci-check ci-baseline clean-venv \
+.PHONY: setup setup-jax setup-jax-onnx run test test-slow lint perf perf-compare ci-check ci-baseline clean-venv \
 	torchvision-check
 
 $(STAMP): pyproject.toml Makefile
@@ -34,13 +34,23 @@ setup: $(STAMP)
 setup-jax: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[jax]"
 
+## ONNX export from the JAX backends (`python -m benchmarks.export` on a jax or keras-jax
+## run): the `jax` extra and jax2onnx with onnxruntime (the `jax-onnx` extra). Neither
+## `setup` nor `test` needs it: the JAX export tests skip without it.
+setup-jax-onnx: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[jax,jax-onnx]"
+
 ## The main job: the benchmark on the embedded synthetic dataset, both backends.
 run: $(STAMP)
 	$(BIN)/python -m benchmarks.run --backend both --dataset synthetic
 
-## The fast test run (what CI runs).
+## The fast test run (what CI runs), in TEST_WORKERS pytest-xdist processes, each test file
+## whole in one of them (its module fixtures built once). Two on the 2-core CI machine: the
+## tests spend much of their time starting interpreters and frameworks, single-threaded,
+## so two cut the run from 631 s to 366 s there (docs/ci.md). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
@@ -59,7 +69,7 @@ perf-compare: $(STAMP)
 ## CI regression check: the `ci` preset of this tree against the baseline's commit (speed, A/B on this
 ## host) and against reports/baselines/ci-cpu (memory); docs/ci.md.
 ci-check: $(STAMP)
-	$(BIN)/python -m benchmarks.ci check
+	$(BIN)/python -m benchmarks.ci check $(CI_CHECK_OPTIONS)
 
 ## Rewrites the committed CI baseline from a fresh run of the `ci` preset; commit the result.
 ci-baseline: $(STAMP)

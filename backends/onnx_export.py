@@ -9,17 +9,20 @@ native framework's, and `probabilities`, their softmax, which the latency is tim
 (what `predict_proba` returns natively).
 
 Each framework exports with its own tool (`backends/tf/export.py`: tf2onnx;
-`backends/torch/export.py`: torch.onnx); both are the `onnx` extra, with onnxruntime.
-This module imports none of them until asked, and no deep-learning framework at all:
-the onnxruntime worker (`benchmarks.runner.onnx_worker`) imports only onnxruntime.
+`backends/torch/export.py`: torch.onnx), both the `onnx` extra, with onnxruntime. JAX
+has no exporter of its own: both JAX backends (`backends/jax/export.py`,
+`backends/keras_jax/export.py`) export through jax2onnx (`jax_to_onnx`), the `jax-onnx`
+extra. This module imports none of them until asked, and no deep-learning framework at
+all: the onnxruntime worker (`benchmarks.runner.onnx_worker`) imports only onnxruntime.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,36 +38,55 @@ OPSET = 18
 # by image and class by class (the suite's cross-framework tolerance, docs/design.md §1).
 PARITY_TOLERANCE = 1e-4
 ONNX_EXTRA = "onnx"
-# The modules each exporter needs, beside onnxruntime (which runs and checks every export).
-_EXPORTER_MODULES = {"tf": ("onnx", "tf2onnx"), "torch": ("onnx", "onnxscript")}
+# jax2onnx and its runtime: an extra of its own, never in `make setup` (pyproject.toml).
+JAX_ONNX_EXTRA, JAX_ONNX_MAKE_TARGET = "jax-onnx", "setup-jax-onnx"
 RUNTIME_MODULE = "onnxruntime"
+
+
+class _Exporter(NamedTuple):
+    """What one backend's export needs: modules beside onnxruntime, and what installs them."""
+
+    modules: tuple[str, ...]
+    extra: str
+    make_target: str | None = None
+
+
+_JAX2ONNX = _Exporter(("onnx", "jax2onnx"), JAX_ONNX_EXTRA, JAX_ONNX_MAKE_TARGET)
+_EXPORTERS = {"tf": _Exporter(("onnx", "tf2onnx"), ONNX_EXTRA),
+              "torch": _Exporter(("onnx", "onnxscript"), ONNX_EXTRA),
+              "keras-jax": _JAX2ONNX, "jax": _JAX2ONNX}
 CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 def check_onnx_available(frameworks: tuple[str, ...] = ("tf", "torch")) -> None:
-    """Raises MissingFrameworkError naming the extra unless ONNX export and runtime import.
+    """Raises MissingFrameworkError naming the install unless the exports and runtime import.
 
     Args:
-        frameworks: the frameworks whose exporter is needed.
+        frameworks: the backends whose exporter is needed.
 
     Raises:
-        ValueError: a backend without an ONNX exporter (keras-jax: Keras's JAX backend
-            exports through jax2onnx, which the suite does not pin yet).
-        MissingFrameworkError: an exporter or the runtime is not installed.
+        ValueError: a backend without an ONNX exporter.
+        MissingFrameworkError: an exporter or the runtime is not installed; one line
+            naming each extra (and Makefile target) that installs what is missing.
     """
-    unsupported = [f for f in frameworks if f not in _EXPORTER_MODULES]
+    unsupported = [f for f in frameworks if f not in _EXPORTERS]
     if unsupported:
-        raise ValueError(f"ONNX export is not supported for backend {unsupported[0]!r} "
-                         f"yet: export a {' or '.join(_EXPORTER_MODULES)} run of the same "
-                         "model")
-    needed = dict.fromkeys([m for f in frameworks for m in _EXPORTER_MODULES[f]]
-                           + [RUNTIME_MODULE])
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+        raise ValueError(f"ONNX export is not supported for backend {unsupported[0]!r}: "
+                         f"export a run of the same model with {', '.join(_EXPORTERS)}")
+    missing: dict[str, None] = {}
+    installs: dict[str, None] = {}
+    for exporter in (_EXPORTERS[f] for f in frameworks):
+        absent = [m for m in (*exporter.modules, RUNTIME_MODULE)
+                  if importlib.util.find_spec(m) is None]
+        missing.update(dict.fromkeys(absent))
+        if absent:
+            target = f" (or run `make {exporter.make_target}`)" if exporter.make_target else ""
+            installs[f"pip install -e '.[{exporter.extra}]'{target}"] = None
     if missing:
         raise MissingFrameworkError(
-            f"ONNX export and onnxruntime need {', '.join(missing)}, which "
-            f"{'is' if len(missing) == 1 else 'are'} not installed: "
-            f"pip install -e '.[{ONNX_EXTRA}]'")
+            f"ONNX export from {', '.join(frameworks)} and onnxruntime need "
+            f"{', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            f"installed: {'; '.join(installs)}")
 
 
 def export_onnx(backend: Backend, path: Path, input_shape: tuple[int, int, int]) -> int:
@@ -79,9 +101,136 @@ def export_onnx(backend: Backend, path: Path, input_shape: tuple[int, int, int])
     Returns:
         The file's size in bytes.
     """
-    module = importlib.import_module(f"backends.{backend.name}.export")
+    # Backend names are registry names ("keras-jax"), packages Python names (keras_jax).
+    module = importlib.import_module(f"backends.{backend.name.replace('-', '_')}.export")
     module.export_onnx(backend, Path(path), tuple(input_shape), OPSET)
     return Path(path).stat().st_size
+
+
+def jax_to_onnx(deployed: Callable[[Any], tuple[Any, Any]], path: Path,
+                input_shape: tuple[int, int, int], opset: int) -> None:
+    """Writes a JAX function of uint8 NHWC images to `path` as ONNX, with jax2onnx.
+
+    Both JAX backends' exporters call it (`backends/jax/export.py`,
+    `backends/keras_jax/export.py`) with a function that closes over the model's weights,
+    which the trace bakes into the graph as initialisers.
+
+    Args:
+        deployed: uint8 NHWC images → (logits, probabilities), float32, as JAX arrays.
+        path: the `.onnx` file to write (one file: weights inside, as the other exports).
+        input_shape: (height, width, channels) of the images.
+        opset: the ONNX operator set version.
+    """
+    import jax
+    import jax.numpy as jnp
+    import jax2onnx
+
+    # A symbolic batch axis: the graph takes any number of images, as the others' do.
+    images = jax.ShapeDtypeStruct((*jax.export.symbolic_shape("batch"), *input_shape),
+                                  jnp.uint8)
+    proto = jax2onnx.to_onnx(deployed, [images], opset=opset, input_names=[INPUT_NAME],
+                             output_names=list(OUTPUT_NAMES), return_mode="proto")
+    pool_height_and_width(proto)
+    path.write_bytes(proto.SerializeToString())
+
+
+def pool_height_and_width(model: Any) -> int:
+    """Rewrites jax2onnx's NHWC max pools as MaxPools over height and width alone.
+
+    jax2onnx (0.17.1) lowers `lax.reduce_window_max`, which Keras's max pooling on JAX
+    calls, at any rank by prepending two axes and pooling over all the others: an NHWC
+    pool becomes Unsqueeze(0) → Unsqueeze(1) → MaxPool over (N, H, W, C), window
+    (1, kh, kw, 1) → Squeeze(0, 1), and onnxruntime's MaxPool pools over three axes at
+    most ("Unsupported pooling size"). Each such chain becomes Transpose to NCHW →
+    MaxPool over (H, W) → Transpose back: the same windows, so the same values.
+
+    Args:
+        model: an `onnx.ModelProto`, changed in place.
+
+    Returns:
+        How many pools were rewritten.
+
+    Raises:
+        NotImplementedError: a MaxPool over more than three axes that is not such a chain
+            (one line naming it and the other exporters).
+    """
+    from onnx import NodeProto, helper, numpy_helper
+
+    graph = model.graph
+    constants = {t.name: numpy_helper.to_array(t).tolist() for t in graph.initializer}
+    producers = {name: node for node in graph.node for name in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    # Nodes are keyed by their first output, unique in a graph.
+    replacements: dict[str, list[Any]] = {}
+    for pool in graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
+        if pool.op_type != "MaxPool" or len(attributes["kernel_shape"]) <= 3:
+            continue
+        chain = _nhwc_pool_chain(pool, attributes, producers, consumers, constants)
+        if chain is None:
+            raise NotImplementedError(
+                f"ONNX export from JAX is not supported for this model: jax2onnx wrote "
+                f"MaxPool {pool.name!r} over {len(attributes['kernel_shape'])} axes, which "
+                "onnxruntime cannot run; export the run's weights file with --backend tf "
+                "or torch, which rebuild the same model")
+        first, second, squeeze = chain
+        _, kernel_h, kernel_w, _ = attributes["kernel_shape"]
+        _, stride_h, stride_w, _ = attributes.get("strides", (1, 1, 1, 1))
+        pads = attributes.get("pads", (0,) * 8)
+        nchw, pooled = f"{pool.output[0]}_nchw", f"{pool.output[0]}_pooled_nchw"
+        replacements[pool.output[0]] = [
+            helper.make_node("Transpose", [first.input[0]], [nchw], perm=[0, 3, 1, 2]),
+            helper.make_node("MaxPool", [nchw], [pooled], kernel_shape=[kernel_h, kernel_w],
+                             strides=[stride_h, stride_w],
+                             pads=[pads[1], pads[2], pads[5], pads[6]]),
+            helper.make_node("Transpose", [pooled], [squeeze.output[0]], perm=[0, 2, 3, 1])]
+        replacements.update({node.output[0]: [] for node in (first, second, squeeze)})
+    if not replacements:
+        return 0
+    nodes = []
+    for node in graph.node:
+        for kept in replacements.get(node.output[0], [node]):
+            copy = NodeProto()
+            copy.CopyFrom(kept)
+            nodes.append(copy)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    # The chains' axes constants, read by no node now.
+    used = {name for node in graph.node for name in node.input}
+    initializers = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    return sum(1 for new in replacements.values() if new)
+
+
+def _nhwc_pool_chain(pool: Any, attributes: dict[str, Any], producers: dict[str, Any],
+                     consumers: dict[str, list[Any]],
+                     constants: dict[str, Any]) -> tuple[Any, Any, Any] | None:
+    """The (Unsqueeze, Unsqueeze, Squeeze) around `pool` where it pools an NHWC tensor's
+    height and width alone, undilated; None where it is anything else."""
+    kernel = attributes["kernel_shape"]
+    strides = attributes.get("strides", (1,) * len(kernel))
+    pads = attributes.get("pads", (0,) * 2 * len(kernel))
+    if (len(kernel) != 4 or attributes.get("ceil_mode", 0)
+            or any(d != 1 for d in attributes.get("dilations", ()))
+            or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+            or kernel[0] != 1 or kernel[3] != 1 or strides[0] != 1 or strides[3] != 1
+            or any(pads[i] for i in (0, 3, 4, 7))):
+        return None
+    second = producers.get(pool.input[0])
+    first = producers.get(second.input[0]) if second is not None else None
+    users = consumers.get(pool.output[0], [])
+    squeeze = users[0] if len(users) == 1 else None
+    chain = (first, second, squeeze)
+    if (None in chain or [n.op_type for n in chain] != ["Unsqueeze", "Unsqueeze", "Squeeze"]
+            or [constants.get(n.input[1]) if len(n.input) == 2 else None for n in chain]
+            != [[0], [1], [0, 1]]
+            or len(consumers[first.output[0]]) != 1 or len(consumers[second.output[0]]) != 1):
+        return None
+    return chain
 
 
 def name_io(model: Any) -> None:

@@ -95,6 +95,20 @@ def sharing_one_process(names: list[str]) -> tuple[list[str], list[str]]:
     return kept, left_out
 
 
+def runs_in_this_process(name: str) -> bool:
+    """Whether this process can create backend `name`, as far as Keras decides.
+
+    As `pin_keras_backend` decides: a backend that pins no Keras backend always can; a
+    Keras backend can unless Keras is imported here already, on another backend.
+
+    Args:
+        name: a backend name from BACKEND_NAMES.
+    """
+    wanted = _entry(name).keras_backend
+    keras = sys.modules.get("keras")
+    return wanted is None or keras is None or keras.backend.backend() == wanted
+
+
 def check_available(name: str) -> None:
     """Raises MissingFrameworkError if the framework behind `name` is not installed.
 

@@ -4,7 +4,9 @@ LOCATION is a report folder (or its results.jsonl) or one weights file (`.npz`).
 
 * A report folder: every ok run that saved its weights is rebuilt from its weights file
   in the framework that trained it and exported by that framework (TF: tf2onnx;
-  PyTorch: torch.onnx) into `FOLDER/onnx/<run_id>.<framework>.onnx`. Each export's
+  PyTorch: torch.onnx; keras-jax and jax: jax2onnx) into
+  `FOLDER/onnx/<run_id>.<framework>.onnx`; Keras runs one backend per process, so of
+  tf and keras-jax runs the second's are exported in a spawned process. Each export's
   logits are compared with the framework's own on the run's saved test images
   (max |Δ logits| ≤ 1e-4, `backends.onnx_export.PARITY_TOLERANCE`). Then each export is
   timed by onnxruntime, inference only, in its own process
@@ -22,18 +24,23 @@ Exit status: 0 when every export matched its framework and was timed; 1 when one
 not match (beyond the tolerance, named loudly) or could not be timed, or a file could
 not be written; 2 for bad input (not a report folder nor a weights file, a report
 without saved weights, a weights file missing, damaged or for another model, `--out` a
-file, the `onnx` extra not installed), with one line naming the problem, and nothing
+file, the exporter's extra not installed: `onnx` for tf and torch, `jax-onnx` for the
+JAX backends, `make setup-jax-onnx`), with one line naming the problem, and nothing
 written (arrays that do not fit the model their file names are found only when loaded,
-after the exports before them); 130 after Ctrl-C.
+and a graph onnxruntime could not run only when exported, after the exports before
+them); 130 after Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +56,7 @@ from benchmarks.backend_choice import (
     expand_backends,
     reference_backend,
 )
-from benchmarks.console import run_command
+from benchmarks.console import run_command, say
 from benchmarks.record import schema
 from benchmarks.record.layout import (
     ONNX_DIR,
@@ -201,6 +208,71 @@ def export_job(job: Job, backends: dict[str, Any]) -> dict[str, Any]:
             f"{len(images)} random images (seed {SEEDED_SEED})"}
 
 
+def export_jobs(jobs: list[Job],
+                on_line: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Exports `jobs` in this process, each framework's backend created once.
+
+    Args:
+        jobs: the exports.
+        on_line: receives each export's `exported_line` as it is done; None: nothing.
+
+    Returns:
+        `export_job`'s entry of each job, in order.
+    """
+    from backends import create_backend
+
+    backends = {name: create_backend(name) for name in dict.fromkeys(j.framework for j in jobs)}
+    entries = []
+    for job in jobs:
+        entries.append(export_job(job, backends))
+        if on_line is not None:
+            on_line(exported_line(job, entries[-1]))
+    return entries
+
+
+def exported_line(job: Job, entry: dict[str, Any]) -> str:
+    """The progress line of one export: where it went and its parity."""
+    return (f"{job.name}: exported by {job.framework} → {job.out_path} "
+            f"({entry['onnx_bytes'] / 1e6:.1f} MB); max |Δ logits| vs {job.framework} = "
+            f"{entry['parity_max_abs_logit_diff']:.1e} on {entry['parity_on']}")
+
+
+def export_each_in_its_process(jobs: list[Job],
+                               on_line: Callable[[str], None] = say) -> list[dict[str, Any]]:
+    """Exports `jobs` in this process, but those of a Keras backend it cannot run.
+
+    Keras runs one backend per process (`backends.registry.sharing_one_process`): of tf
+    and keras-jax runs (a `--backend all` folder), the framework this process cannot run
+    (the second, or the one whose Keras another has imported here) exports in a spawned
+    process of its own. A framework's threads and memory go with the call that created
+    it, before onnxruntime is timed.
+
+    Args:
+        jobs: the exports.
+        on_line: receives each export's `exported_line`: as it is done in this process;
+            a spawned process's, once it has done them all.
+
+    Returns:
+        `export_job`'s entry of each job, in the jobs' order.
+    """
+    from backends.registry import runs_in_this_process, sharing_one_process
+
+    entries: dict[int, dict[str, Any]] = {}
+    remaining = list(dict.fromkeys(job.framework for job in jobs))
+    while remaining:
+        kept, remaining = sharing_one_process(remaining)
+        group = [i for i, job in enumerate(jobs) if job.framework in kept]
+        if all(runs_in_this_process(name) for name in kept):
+            exported = export_jobs([jobs[i] for i in group], on_line)
+        else:
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                exported = pool.submit(export_jobs, [jobs[i] for i in group]).result()
+            for i, entry in zip(group, exported, strict=True):
+                on_line(exported_line(jobs[i], entry))
+        entries.update(zip(group, exported, strict=True))
+    return [entries[i] for i in range(len(jobs))]
+
+
 def time_job(job: Job, on_line=print) -> dict[str, Any]:
     """Times one export in onnxruntime in its own process; its result, or its error."""
     from benchmarks.runner.harness import run_process
@@ -293,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _export_all(folder, jobs, args.no_latency, PARITY_TOLERANCE,
                                args.reference_backend)
-        except WeightsError as error:
-            # Arrays that do not fit the model their metadata names: found only when loaded.
+        except (WeightsError, NotImplementedError) as error:
+            # Arrays that do not fit the model their metadata names, or a graph the
+            # exporter wrote that onnxruntime cannot run: found only when exported.
             print(f"error: {error}", file=sys.stderr)
             return 2
         except OSError as error:
@@ -309,24 +382,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _export_all(folder: Path | None, jobs: list[Job], no_latency: bool,
                 tolerance: float, reference: str | None) -> int:
-    from backends import create_backend
-
     for job in jobs:
         job.out_path.parent.mkdir(parents=True, exist_ok=True)
-    backends = {name: create_backend(name) for name in dict.fromkeys(j.framework for j in jobs)}
-    entries, mismatched = [], []
-    for job in jobs:
-        entry = export_job(job, backends)
-        difference = entry["parity_max_abs_logit_diff"]
-        print(f"{job.name}: exported by {job.framework} → {job.out_path} "
-              f"({entry['onnx_bytes'] / 1e6:.1f} MB); max |Δ logits| vs {job.framework} = "
-              f"{difference:.1e} on {entry['parity_on']}", flush=True)
-        if not difference <= tolerance:
-            mismatched.append(f"{job.out_path.name}: max |Δ logits| {difference:.2e} > "
-                              f"{tolerance:g}")
-        entries.append(entry)
-    # The frameworks' threads and memory are not needed while onnxruntime is timed.
-    backends.clear()
+    entries = export_each_in_its_process(jobs)
+    mismatched = [f"{job.out_path.name}: max |Δ logits| "
+                  f"{entry['parity_max_abs_logit_diff']:.2e} > {tolerance:g}"
+                  for job, entry in zip(jobs, entries, strict=True)
+                  if not entry["parity_max_abs_logit_diff"] <= tolerance]
     failed = []
     for job, entry in zip(jobs, entries, strict=True):
         if no_latency:

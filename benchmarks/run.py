@@ -48,7 +48,6 @@ from benchmarks.record.layout import (
     WEIGHTS_DIR,
 )
 from benchmarks.record.schema import INTERRUPTED, is_twin
-from benchmarks.report import write_report
 from benchmarks.runner.command_line import invocation_of, parse_args
 from benchmarks.runner.env import available_cores
 from benchmarks.runner.interrupts import exit_status, stop_name, stoppable_command
@@ -197,12 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         print(list_models())
         return 0
     started = time.perf_counter()
+    report = None
+    if not args.no_report:
+        # Imported only when asked: the report's libraries (scipy.stats, matplotlib) take
+        # 1.9 s to import, paid by each of the CI check's 16 --no-report invocations.
+        from benchmarks.report import write_report
+        report = write_report
     try:
         invocation = invocation_of(args, on_line=print)
         report_dir, records = run_invocation(
             invocation, args.out, on_start=_warn_if_busy,
-            report=None if args.no_report else partial(
-                write_report, reference=invocation.reference_backend))
+            report=report and partial(report, reference=invocation.reference_backend))
     except InvocationInterrupted as stop:
         return _interrupted(stop, invocation)
     except KeyboardInterrupt:

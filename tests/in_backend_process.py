@@ -128,3 +128,34 @@ def keras_training_loss(backend_name: str, logits: np.ndarray, labels: np.ndarra
 
     tensors = [keras.ops.convert_to_tensor(a) for a in (logits, labels, class_weights)]
     return float(training_loss(*tensors, smoothing))
+
+
+def exported_beside_native(backend_name: str, model: str, input_shape: tuple[int, int, int],
+                           num_classes: int, weights: dict[str, np.ndarray],
+                           images: np.ndarray, path) -> tuple[int, np.ndarray, np.ndarray]:
+    """`model` built in `backend_name` with `weights`, exported to ONNX at `path`.
+
+    The model keeps its catalogue dropout: the export must drop it (eval mode), as the
+    native pass does.
+
+    Args:
+        backend_name: the exporting backend.
+        model: a catalogue model name.
+        input_shape: (height, width, channels).
+        num_classes: the classes the model predicts.
+        weights: canonical weights (`Backend.set_weights`).
+        images: uint8 NHWC images the native outputs are computed on.
+        path: the `.onnx` file to write.
+
+    Returns:
+        (export_onnx's file size in bytes, the native eval-mode logits of `images`, their
+        `predict_proba`).
+    """
+    from backends import create_backend
+    from backends.onnx_export import export_onnx, scaled
+
+    backend = create_backend(backend_name)
+    backend.build(model, input_shape, num_classes)
+    backend.set_weights(weights)
+    size = export_onnx(backend, path, input_shape)
+    return size, backend.logits(scaled(images)), backend.predict_proba(images)

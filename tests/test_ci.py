@@ -212,7 +212,11 @@ def test_others_cpu_counts_other_processes_and_not_this_process_tree():
     # This process's own children, spinning alike, are not others: others and they add up
     # to at most the capacity (counted as others, they would pass it by their share), on a
     # busy machine too, where the background takes what they leave.
-    assert spun_s >= 0.2 * capacity_s, "the children were starved: nothing to tell apart"
+    if spun_s < 0.2 * capacity_s:
+        # Seen at load 6 (another test suite and two helpers' beside make test's two
+        # processes): the children got 0.35 s of 2 CPU-seconds.
+        pytest.skip(f"the machine was too busy: the children got {spun_s:.2f} s of "
+                    f"{capacity_s:.0f} CPU-seconds, too little to tell apart")
     assert children_s + spun_s <= 1.05 * capacity_s + 0.05, (children_s, spun_s)
 
 
@@ -551,6 +555,37 @@ def test_speed_is_judged_by_the_sequential_ab_rule(monkeypatch, tmp_path, capsys
     assert ("not confirmed by its reruns (noise, not judged)" in out) == (outcome == "same")
     if outcome == "regressed":
         assert "Mann-Whitney p = 0.004" in out
+
+
+def test_confirmations_stop_at_the_budget_the_cheapest_pair_first(monkeypatch, tmp_path,
+                                                                   capsys):
+    """A tf run takes 30 s of the fake clock, a torch run 10 s: the first reading (8 runs)
+    160 s. With 50 s left after it, torch proposed_cnn's A/B pair (20 s) is read twice
+    more, tf sanet's (60 s) never; both stay undecided and pass with a warning each."""
+    base_dir = write_results(tmp_path / "baseline", _baseline())
+    slow = _slower_speed(_slower_speed(_ci_records(), "proposed_cnn", "torch"), "sanet", "tf")
+    calls = _fake_preset(monkeypatch, tmp_path, [slow] * (1 + ci.CONFIRMATION_RUNS))
+    monkeypatch.setattr(ci, "_now", lambda: float(sum(30 if backend == "tf" else 10
+                                                      for _, _, backend in calls)))
+    assert ci.check(base_dir, tmp_path / "out", PAIRS, budget_s=210) == 0
+    pair = ("proposed_cnn", "torch")
+    assert calls[8:] == [("candidate", *pair), ("reference", *pair), ("reference", *pair),
+                         ("candidate", *pair)]
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "time budget" in line]
+    assert [w.split(": ")[:3] for w in warnings] == [
+        ["WARNING", "not decided within the check's time budget (210 s), passed after 3 "
+         "reading(s)", "proposed_cnn torch train speed, load-normalised (img/cal)"],
+        ["WARNING", "not decided within the check's time budget (210 s), passed after 1 "
+         "reading(s)", "sanet tf train speed, load-normalised (img/cal)"]]
+    # Without the budget, the same readings fail the check.
+    calls.clear()
+    assert ci.check(base_dir, tmp_path / "out", PAIRS) == 1
+
+
+def test_the_check_refuses_a_negative_budget(tmp_path, capsys):
+    assert ci_cli.main(["check", "--budget-s", "-5", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: --budget-s must be ≥ 0 seconds. "
+                                       "Received: --budget-s -5.0\n")
 
 
 def _no_reference(monkeypatch, reason: str) -> None:

@@ -21,6 +21,7 @@ from torch._dynamo.utils import counters  # noqa: E402
 
 from backends import create_backend  # noqa: E402
 from backends.init import shared_initial_weights  # noqa: E402
+from backends.tf import backend as tf_backend  # noqa: E402
 from backends.tf.backend import _predict_step  # noqa: E402
 from backends.train_config import TrainConfig  # noqa: E402
 from benchmarks.runner import worker  # noqa: E402
@@ -110,6 +111,12 @@ def test_tf_traces_no_prediction_inside_the_evaluation_stopwatch(monkeypatch, tm
                                  - self._traces_from)
 
     monkeypatch.setattr(worker, "Stopwatch", TracingStopwatch)
+    # The worker sets TF's thread pools, which only a fresh process can: this test process's
+    # TF may have started already (an earlier test, or pytest-xdist's order). The threads
+    # play no part in tracing.
+    configure = tf_backend.configure_runtime
+    monkeypatch.setattr(tf_backend, "configure_runtime",
+                        lambda threads, deterministic: configure(None, deterministic))
     spec = RunSpec(backend="tf", model="proposed_cnn", dataset="synthetic",
                    prepared_data=str(path), train=TrainConfig(epochs=1, batch_size=8),
                    threads=1, measure=MeasureConfig(latency_warmup=1, latency_repeats=1,

@@ -78,6 +78,7 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+@pytest.mark.slow  # 11 s of two framework imports (CI's time, docs/ci.md)
 def test_without_a_gpu_the_check_measures_nothing_and_exits_0(tmp_path):
     if _has_gpu():
         pytest.skip("a GPU is present: the check would measure (pytest -m gpu runs it)")

@@ -44,6 +44,7 @@ def test_a_grid_runs_chooses_and_refuses_to_rerun(tmp_path, capsys):
     assert (folder / RESULTS_FILE).read_bytes() == before
 
 
+@pytest.mark.slow  # 30 s; one-dataset grids stay in the fast run (CI's time, docs/ci.md)
 def test_a_grid_over_two_datasets_chooses_on_each(tmp_path, monkeypatch):
     data = tmp_path / "data"
     fixtures.write_ckplus48(data / "ck+", num_subjects=4)

@@ -423,6 +423,7 @@ def _interrupt(tmp_path: Path, argv: list[str], *at: str,
     return process.returncode, "".join(lines) + stdout, stderr, out
 
 
+@pytest.mark.slow  # 24 s; SIGTERM's grid test stays in the fast run (CI's time, docs/ci.md)
 def test_ctrl_c_records_the_interrupted_run_reports_the_rest_and_exits_130(tmp_path):
     pytest.importorskip("torch")
     # Once run 2's worker has said something: Ctrl-C reaches a running worker.

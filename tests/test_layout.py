@@ -203,10 +203,9 @@ def test_the_frameworks_mirror_each_other_file_for_file():
     assert _files("keras") == sorted(
         ["__init__.py", "models.py", "optimizers.py", "training.py", "weights.py"])
     assert _files("tf") == [f for f in torch_files if f != "models.py"]
-    # keras-jax has no ONNX exporter yet (backends.onnx_export refuses it with one line).
-    assert _files("keras_jax") == [f for f in torch_files if f not in ("models.py", "export.py")]
+    assert _files("keras_jax") == [f for f in torch_files if f != "models.py"]
     # Native JAX: torch's files, and optimizers that take torch's updates (torch's are
-    # torch.optim itself); its export.py refuses in one line.
+    # torch.optim itself).
     assert _files("jax") == sorted([*torch_files, "optimizers.py"])
 
 

@@ -8,13 +8,16 @@ tested in tests/test_onnx_export.py, where the extra is installed.
 from __future__ import annotations
 
 import html
+import importlib.machinery
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 
 from backends import onnx_export
 from backends.base import MissingFrameworkError
+from backends.weights import WeightsMeta, save_weights
 from benchmarks import export
 from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE, RESULTS_FILE
 from benchmarks.record.store import read_records
@@ -148,3 +151,38 @@ def test_a_missing_onnx_package_names_the_extra(monkeypatch):
         onnx_export.check_onnx_available(("tf",))
     message = str(error.value)
     assert "tf2onnx, onnxruntime" in message and "pip install -e '.[onnx]'" in message
+
+
+def test_a_missing_jax2onnx_names_its_extra_and_make_target(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name in ("tf2onnx", "jax2onnx") else real(name))
+    with pytest.raises(MissingFrameworkError) as error:
+        onnx_export.check_onnx_available(("tf", "jax", "keras-jax"))
+    message = str(error.value)
+    assert "\n" not in message and "tf2onnx" in message and "jax2onnx" in message
+    # Each extra named once, the JAX backends' with the target that installs both.
+    assert message.count("pip install -e '.[onnx]'") == 1
+    assert message.count("pip install -e '.[jax-onnx]' (or run `make setup-jax-onnx`)") == 1
+
+
+@pytest.mark.parametrize("backend_name", ["jax", "keras-jax"])
+def test_export_from_jax_without_jax2onnx_refuses_in_one_line(tmp_path, capsys, monkeypatch,
+                                                               backend_name):
+    """The command's own refusal: exit 2, the install line, nothing written.
+
+    JAX itself counts as installed here (CI's environment has none), jax2onnx not; the
+    refusal comes before anything is imported.
+    """
+    weights = tmp_path / "run.npz"
+    save_weights(weights, {"classifier.bias": np.zeros(3, np.float32)},
+                 WeightsMeta(model="proposed_cnn", input_shape=(16, 16, 1), num_classes=3,
+                             class_names=("a", "b", "c"), backend=backend_name))
+    real = importlib.util.find_spec
+    installed = importlib.machinery.ModuleSpec("installed", None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: (
+        None if name == "jax2onnx" else installed if name in ("jax", "flax") else real(name)))
+    assert export.main([str(weights), "--backend", backend_name]) == 2
+    line = _one_error_line(capsys)
+    assert "jax2onnx" in line and "`make setup-jax-onnx`" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["run.npz"]

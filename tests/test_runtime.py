@@ -172,6 +172,7 @@ def test_tf_backend_flags_report_its_runtime_settings():
     assert runtime["tf32"] is False
 
 
+@pytest.mark.slow  # 11 s; torch's bare-loop twin stays in the fast run (CI's time, docs/ci.md)
 def test_bare_tf_loop_trains_like_the_suite():
     pytest.importorskip("tensorflow")
     found = _run(f"""

@@ -1,36 +1,41 @@
-"""ONNX export of a built JAX model (`backends.onnx_export.export_onnx`): not supported.
+"""ONNX export of a built Flax NNX model with jax2onnx (`backends.onnx_export.export_onnx`).
 
-Mirrors backends/tf/export.py and backends/torch/export.py, whose frameworks ship or
-maintain an exporter (tf2onnx, torch.onnx). JAX has none of its own; the one converter
-on the registry, jax2onnx (0.17.1), would bring 25 packages into the environment
-(orbax, equinox, huggingface_hub, its own onnx and onnxruntime pins), none of which the
-`jax` extra otherwise needs, and it was not verified on these models. So the export
-refuses with one line, and the weights of a jax run export through either other
-framework: the canonical layout rebuilds the same model there (`backends.weights`).
+Mirrors backends/tf/export.py and backends/torch/export.py. JAX has no exporter of its
+own; jax2onnx (the `jax-onnx` extra) traces a JAX function and writes its ONNX graph.
+The function traced holds the pixel scaling and the softmax, so the graph takes uint8
+images as `predict_proba` does, and the model in eval mode, its weights closed over.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from backends.jax.backend import JaxBackend
+import jax
+import jax.numpy as jnp
+from flax import nnx
 
-UNSUPPORTED = ("ONNX export from the jax backend is not supported: JAX has no exporter of "
-               "its own and jax2onnx is not part of the jax extra; export the run's weights "
-               "file with --backend torch or tf, which rebuild the same model from it")
+from backends.jax.backend import JaxBackend, _scale
+from backends.onnx_export import jax_to_onnx
 
 
 def export_onnx(backend: JaxBackend, path: Path, input_shape: tuple[int, int, int],
                 opset: int) -> None:
-    """Refuses: raises NotImplementedError with UNSUPPORTED (one line), writing nothing.
+    """Writes `backend`'s model, eval mode, as ONNX: uint8 NHWC in, logits and softmax out.
 
     Args:
         backend: a built JaxBackend.
-        path: the `.onnx` file that would be written; left untouched.
+        path: the `.onnx` file to write.
         input_shape: (height, width, channels) of the model's input.
         opset: the ONNX operator set version.
-
-    Raises:
-        NotImplementedError: always.
     """
-    raise NotImplementedError(UNSUPPORTED)
+    # A second model over the same (immutable) arrays, set to eval mode: the backend's
+    # own model keeps the mode it was in.
+    graphdef, state = nnx.split(backend.model)
+    model = nnx.merge(graphdef, state)
+    model.eval()
+
+    def deployed(images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = model(_scale(images)).astype(jnp.float32)
+        return logits, jax.nn.softmax(logits, axis=-1)
+
+    jax_to_onnx(deployed, path, input_shape, opset)

@@ -112,8 +112,19 @@ def _conv(in_channels: int, out_channels: int, kernel: int, rngs: nnx.Rngs, dtyp
 
 
 def _max_pool(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.Array:
-    """Max-pool in floor mode; padding counts as −inf, as torch's."""
-    return nnx.max_pool(x, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)))
+    """Max-pool in floor mode; padding counts as −inf, as torch's.
+
+    The padding is an op of its own and the pool unpadded, its arguments by keyword, for
+    the ONNX export (backends/jax/export.py): jax2onnx replaces `nnx.max_pool` while it
+    traces with a version that takes keyword arguments and "SAME" or "VALID" padding
+    only, and lowers `lax.reduce_window` called directly to a pool over every axis,
+    batch and channels included, which onnxruntime refuses. The values and gradients are
+    those of the padded pool.
+    """
+    if pad:
+        x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+    return nnx.max_pool(x, window_shape=(kernel, kernel), strides=(stride, stride),
+                        padding="VALID")
 
 
 def _pooled(size: int, kernel: int, stride: int, times: int) -> int:

@@ -1,6 +1,6 @@
 """The CI regression check's command line (docs/ci.md).
 
-    python -m benchmarks.ci check [--baseline DIR] [--out DIR] [RUN OPTIONS …]
+    python -m benchmarks.ci check [--baseline DIR] [--out DIR] [--budget-s S] [RUN OPTIONS …]
     python -m benchmarks.ci baseline [--baseline DIR] [--out DIR] [--repeats N]
     python -m benchmarks.ci corpus [--pairs N] [--corpus FILE] [RUN OPTIONS …]
 """
@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help="baseline: runs of the preset to average "
                              f"(default: {DEFAULT_REPEATS})")
+    parser.add_argument("--budget-s", type=float, default=None, metavar="S",
+                        help="check: seconds from its start by which its confirmation "
+                             "readings must be done (.ci/run passes what is left of CI's 20 "
+                             "minutes); a suspect figure whose next reading would not fit "
+                             "passes with a warning line (default: no limit)")
     parser.add_argument("--pairs", type=int, default=5,
                         help="corpus: A/B passes of the preset to read (default: 5)")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
@@ -59,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 2
             return collect(args.baseline, args.out, args.corpus, args.pairs, run_options)
-        return check(args.baseline, args.out, run_options)
+        if args.budget_s is not None and not args.budget_s >= 0:
+            print(f"error: --budget-s must be ≥ 0 seconds. Received: --budget-s {args.budget_s}",
+                  file=sys.stderr)
+            return 2
+        return check(args.baseline, args.out, run_options, args.budget_s)
     except ResultsFileError as error:
         print(f"error: {error}; to create the baseline run `make ci-baseline`",
               file=sys.stderr)

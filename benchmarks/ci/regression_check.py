@@ -57,9 +57,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +370,10 @@ class Check:
         reference: the reference tree, or None when it cannot be run.
         out_root: parent of every run's folder.
         run_options: benchmarks.run options after `--preset ci`.
+        deadline: the `_now()` by which the confirmation readings must be done; None for
+            no limit. The first reading always runs whole.
+        pair_seconds: (model, backend) → seconds its first reading took, both sides: what
+            a confirmation reading of it is expected to cost.
     """
 
     baseline: list[dict[str, Any]]
@@ -377,6 +382,8 @@ class Check:
     reference: Side | None
     out_root: Path
     run_options: list[str]
+    deadline: float | None = None
+    pair_seconds: dict[Pair, float] = field(default_factory=dict)
 
     @property
     def speed_from_baseline(self) -> bool:
@@ -416,6 +423,7 @@ class Check:
             sides = [self.candidate]
             if self.reference is not None and pair in speed_pairs:
                 sides.insert(0 if reference_first else 1, self.reference)
+            started = _now()
             for side in sides:
                 records, folder = self._run(side, pair)
                 if side is self.reference:
@@ -423,6 +431,7 @@ class Check:
                 else:
                     candidate += records
                     folders.append(folder)
+            self.pair_seconds.setdefault(pair, _now() - started)
         return self._judge(name, pairs, speed_pairs, candidate, reference,
                            next((f for f in folders if f is not None), None))
 
@@ -456,6 +465,19 @@ class Check:
         failed = [f"{change.run_id} ({name}): {change.verdict}"
                   for change in against_baseline.run_changes if change.regression]
         return Reading(name, folder, comparisons, figures, failed, notes)
+
+    def affordable(self, pairs: Collection[Pair]) -> set[Pair]:
+        """The pairs whose next reading fits before the deadline, the cheapest first."""
+        if self.deadline is None:
+            return set(pairs)
+        left = self.deadline - _now()
+        chosen = set()
+        for pair in sorted(pairs, key=lambda p: self.pair_seconds.get(p, 0.0)):
+            left -= self.pair_seconds.get(pair, 0.0)
+            if left < 0:
+                break
+            chosen.add(pair)
+        return chosen
 
     def scope(self, reason: str) -> str:
         """One line: what speed and memory are judged against, and why."""
@@ -491,8 +513,22 @@ def _open_reference(baseline: list[dict[str, Any]], stack: ExitStack) -> tuple[S
     return reference_side(tree, commit), ""
 
 
-def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
+def _now() -> float:
+    """The check's clock, in seconds (monotonic)."""
+    return time.monotonic()
+
+
+def check(baseline_dir: Path, out_root: Path, run_options: list[str],
+          budget_s: float | None = None) -> int:
     """Runs the readings, confirms what regressed, prints the verdict.
+
+    Args:
+        baseline_dir: the committed baseline's folder.
+        out_root: parent of every run's folder.
+        run_options: benchmarks.run options after `--preset ci`.
+        budget_s: seconds from now by which the confirmation readings must be done (CI's
+            time limit, less what came before); a figure whose next reading would not fit
+            stays undecided and passes with a warning. None: no limit.
 
     Returns:
         The exit status: 0 pass, 1 a confirmed regression.
@@ -502,11 +538,11 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
     with ExitStack() as stack:
         reference, reason = _open_reference(baseline, stack)
         state = Check(baseline, str(baseline_dir), candidate_side(), reference, out_root,
-                      run_options)
+                      run_options, None if budget_s is None else _now() + budget_s)
         scope = state.scope(reason)
         print(scope, flush=True)
         readings = [state.read("run", pairs, set(pairs))]
-        seen = _confirm(state, pairs, readings)
+        seen, out_of_time = _confirm(state, pairs, readings)
     first = readings[0]
     ab = reference is not None
     outcomes = {key: _outcome(figure, ab) for key, figure in seen.items()}
@@ -527,6 +563,10 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str]) -> int:
                         + _summary(seen[key], ab))
     warnings = [f"WARNING: undecided after {len(seen[key])} readings, passed: {key[0]} {key[1]} "
                 f"{seen[key][0].measure.title}: " + _summary(seen[key], ab) for key in undecided]
+    warnings += [f"WARNING: not decided within the check's time budget ({budget_s:.0f} s), "
+                 f"passed after {len(seen[key])} reading(s): {key[0]} {key[1]} "
+                 f"{seen[key][0].measure.title}: " + _summary(seen[key], ab)
+                 for key in sorted(out_of_time)]
     if failures:
         verdict = (f"\nFAIL: {len(failures)} regression(s); {REFRESH}.\n"
                    + "".join(f"- {line}\n" for line in failures))
@@ -566,14 +606,16 @@ def _summary(readings: list[Delta], ab: bool) -> str:
             f"{best.b:,.{digits}f} against {best.a:,.{digits}f}")
 
 
-def _confirm(state: Check, pairs: list[Pair], readings: list[Reading]) -> dict[Key, list[Delta]]:
-    """Measures the first reading's suspects again until each is confirmed or cleared.
+def _confirm(state: Check, pairs: list[Pair],
+             readings: list[Reading]) -> tuple[dict[Key, list[Delta]], set[Key]]:
+    """Measures the first reading's suspects again until each is confirmed or cleared, or
+    its next reading would not fit before the check's deadline.
 
     Appends each new reading to `readings`.
 
     Returns:
         Per suspect figure, the figure in every reading that measured it, the first
-        included.
+        included; and the figures left undecided for lack of time.
     """
     suspects = readings[0].regressed
     seen = {key: [delta] for key, delta in suspects.items()}
@@ -581,12 +623,15 @@ def _confirm(state: Check, pairs: list[Pair], readings: list[Reading]) -> dict[K
         print(f"\n{len(suspects)} figure(s) regressed; measuring "
               f"{', '.join(f'{b} {m}' for m, b in sorted({k[:2] for k in suspects}))} up to "
               f"{CONFIRMATION_RUNS} more times to confirm", flush=True)
+    out_of_time: set[Key] = set()
     for number in range(1, CONFIRMATION_RUNS + 1):
-        pending = [key for key, figure in seen.items()
-                   if _outcome(figure, state.reference is not None) is Decision.MORE]
+        pending = [key for key, figure in seen.items() if key not in out_of_time
+                   and _outcome(figure, state.reference is not None) is Decision.MORE]
+        suspect_pairs = state.affordable({key[:2] for key in pending})
+        out_of_time.update(key for key in pending if key[:2] not in suspect_pairs)
+        pending = [key for key in pending if key[:2] in suspect_pairs]
         if not pending:
             break
-        suspect_pairs = {key[:2] for key in pending}
         speed_pairs = {key[:2] for key in pending if suspects[key].measure.kind == NORMALISED}
         again = state.read(f"rerun {number}", [p for p in pairs if p in suspect_pairs],
                            speed_pairs, reference_first=number % 2 == 0)
@@ -594,7 +639,7 @@ def _confirm(state: Check, pairs: list[Pair], readings: list[Reading]) -> dict[K
         for key in pending:
             if key in again.figures:
                 seen[key].append(again.figures[key])
-    return seen
+    return seen, out_of_time
 
 
 def write_baseline(baseline_dir: Path, out_root: Path, repeats: int) -> int:

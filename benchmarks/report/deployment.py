@@ -22,8 +22,8 @@ from benchmarks.record.layout import ONNX_DIR, ONNX_SUMMARY_FILE
 from benchmarks.report.artifacts import UnsafeName, artifact_path
 from benchmarks.report.data import ReportData
 
-NOT_MEASURED = ("ONNX: not measured (pip install -e '.[onnx]', then run "
-                "python -m benchmarks.export on this report folder)")
+NOT_MEASURED = ("ONNX: not measured (pip install -e '.[onnx]', or '.[jax-onnx]' for jax and "
+                "keras-jax runs, then run python -m benchmarks.export on this report folder)")
 
 
 def _ms(key: str) -> Callable[[dict[str, Any]], float | None]:
