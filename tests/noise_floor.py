@@ -452,18 +452,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.work:
         _work(args.work.split(","), args.npz)
         return 0
+    labels = args.perturbations.split(",") if args.perturbations else None
+    unknown = sorted(set(labels or ()) - set(PERTURBATIONS))
+    if unknown:
+        print(f"error: unknown perturbation(s) {', '.join(unknown)}; known: "
+              f"{', '.join(PERTURBATIONS)}", file=sys.stderr)
+        return 2
     known = [case.name for case in _cases()]
     names = args.cases.split(",") if args.cases else known
     unknown = sorted(set(names) - set(known))
     if unknown:
         print(f"error: unknown case(s) {', '.join(unknown)}; known: {'; '.join(known)}",
               file=sys.stderr)
-        return 2
-    labels = args.perturbations.split(",") if args.perturbations else None
-    unknown = sorted(set(labels or ()) - set(PERTURBATIONS))
-    if unknown:
-        print(f"error: unknown perturbation(s) {', '.join(unknown)}; known: "
-              f"{', '.join(PERTURBATIONS)}", file=sys.stderr)
         return 2
     rows = measure(names, labels)
     print(render(rows))

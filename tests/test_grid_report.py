@@ -4,6 +4,7 @@ run's report has none. No training: the records are the report fixtures'."""
 import json
 from types import SimpleNamespace
 
+from benchmarks.analysis.grid_study import read_grid_summary
 from benchmarks.grid.driver import build_summary, summarise
 from benchmarks.grid.spec import parse_spec
 from benchmarks.record.layout import GRID_SUMMARY_FILE, REPORT_HTML, REPORT_MD
@@ -74,34 +75,36 @@ def _framework_section(folder) -> str:
         "\n## ")[0]
 
 
+def _with_reference(reference: str, backends: str = '"tf", "torch"') -> str:
+    return SPEC.replace('backends = ["tf", "torch"]',
+                        f'backends = [{backends}]\nreference_backend = "{reference}"')
+
+
 def test_the_specs_reference_backend_sets_the_grid_reports_verdicts(tmp_path):
+    spec = parse_spec(_with_reference("tf"), "study.toml")
+    records = _grid_records(spec)
+    folder = write_results(tmp_path, records)
+    planned = [(r["grid_point"], SimpleNamespace(run_id=r["run_id"])) for r in records]
     lines = []
-    for reference, pair, other in ((None, "tf − torch", "torch − tf"),
-                                   ("tf", "torch − tf", "tf − torch")):
-        text = SPEC if reference is None else SPEC.replace(
-            'backends = ["tf", "torch"]', f'backends = ["tf", "torch"]\nreference_backend = '
-                                          f'"{reference}"')
-        spec = parse_spec(text, "study.toml")
-        records = _grid_records(spec)
-        folder = write_results(tmp_path / (reference or "default"), records)
-        planned = [(r["grid_point"], SimpleNamespace(run_id=r["run_id"])) for r in records]
-        summary = summarise(spec, folder, planned, lines.append)  # as the driver ends
-        assert summary["reference_backend"] == reference
-        assert json.loads((folder / GRID_SUMMARY_FILE).read_text())["reference_backend"] \
-            == reference
-        section = _framework_section(folder)
-        assert pair in section and other not in section, section
-        assert f"the reference backend, {reference or 'torch'}" in section
-        # `python -m benchmarks.report FOLDER` rebuilds it against the same backend.
-        write_report(folder)
-        assert pair in _framework_section(folder)
-    assert lines == []
+    summary = summarise(spec, folder, planned, lines.append)  # as the driver ends
+    assert lines == [] and summary["reference_backend"] == "tf"
+    section = _framework_section(folder)
+    assert "torch − tf" in section and "tf − torch" not in section, section
+    assert "the reference backend, tf" in section
+    # `python -m benchmarks.report FOLDER` rebuilds it from grid.json, against tf again;
+    # an explicit --reference-backend still wins.
+    kept = read_grid_summary(folder)
+    assert kept["reference_backend"] == "tf"
+    assert analyse(records, folder / "results.jsonl", kept).reference == "tf"
+    assert analyse(records, folder / "results.jsonl", kept, "torch").reference == "torch"
+    # A spec naming none: grid.json holds null, and the default rule (torch) judges.
+    default = build_summary(parse_spec(SPEC, "study.toml"), records, len(records))
+    assert default["reference_backend"] is None
+    assert analyse(records, folder / "results.jsonl", default).reference == "torch"
 
 
 def test_a_reference_without_chosen_runs_is_warned_of_and_the_default_judges(tmp_path):
-    text = SPEC.replace('backends = ["tf", "torch"]',
-                        'backends = ["tf", "torch", "jax"]\nreference_backend = "jax"')
-    spec = parse_spec(text, "study.toml")
+    spec = parse_spec(_with_reference("jax", '"tf", "torch", "jax"'), "study.toml")
     records = _grid_records(spec)  # tf and torch only: jax's runs have not run yet
     folder = write_results(tmp_path, records)
     lines = []
@@ -111,3 +114,4 @@ def test_a_reference_without_chosen_runs_is_warned_of_and_the_default_judges(tmp
         f"warning: the reference backend jax (study.toml) has no chosen configuration in "
         f"{folder} yet; the report's verdicts use the default reference until it has"]
     assert "tf − torch" in _framework_section(folder)
+    assert read_grid_summary(folder)["reference_backend"] == "jax"  # kept for a later report
