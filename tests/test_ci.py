@@ -582,6 +582,36 @@ def test_confirmations_stop_at_the_budget_the_cheapest_pair_first(monkeypatch, t
     assert ci.check(base_dir, tmp_path / "out", PAIRS) == 1
 
 
+def test_the_first_reading_runs_only_the_pairs_that_fit_in_the_budget(monkeypatch, tmp_path,
+                                                                      capsys):
+    """A tf run takes 30 s of the fake clock, a torch run 10 s; the baseline's runs took
+    half as long (15 s, 5 s), which the estimate learns from the first pair read. With
+    100 s, tf sanet's pair (60 s) would end past the deadline after the two proposed_cnn
+    pairs (80 s): it is not run, so its 30% slowdown passes with a warning, and torch
+    sanet's pair (20 s) still fits."""
+    baseline = _baseline()
+    for record in baseline:
+        record["wall_s"] = 15.0 if record["backend"] == "tf" else 5.0
+    base_dir = write_results(tmp_path / "baseline", baseline)
+    slow = _slower_speed(_ci_records(), "sanet", "tf")
+    calls = _fake_preset(monkeypatch, tmp_path, [slow] * (1 + ci.CONFIRMATION_RUNS))
+    monkeypatch.setattr(ci, "_now", lambda: float(sum(30 if backend == "tf" else 10
+                                                      for _, _, backend in calls)))
+    assert ci.check(base_dir, tmp_path / "out", PAIRS, budget_s=100) == 0
+    assert [call[1:] for call in calls[::2]] == [("proposed_cnn", "tf"),
+                                                 ("proposed_cnn", "torch"), ("sanet", "torch")]
+    out = capsys.readouterr().out
+    assert ("WARNING: not read within the check's time budget (100 s), so their speed, "
+            "memory and run status are not judged: sanet tf\n") in out
+    assert "PASS: no regression." in out
+    # A budget that leaves no room for any pair judges nothing, and says so.
+    calls.clear()
+    assert ci.check(base_dir, tmp_path / "out", PAIRS, budget_s=0) == 0
+    assert calls == []
+    assert ("not judged: proposed_cnn tf, proposed_cnn torch, sanet tf, sanet torch"
+            in capsys.readouterr().out)
+
+
 def test_the_check_refuses_a_negative_budget(tmp_path, capsys):
     assert ci_cli.main(["check", "--budget-s", "-5", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == ("error: --budget-s must be ≥ 0 seconds. "

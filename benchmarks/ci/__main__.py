@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="baseline: runs of the preset to average "
                              f"(default: {DEFAULT_REPEATS})")
     parser.add_argument("--budget-s", type=float, default=None, metavar="S",
-                        help="check: seconds from its start by which its confirmation "
-                             "readings must be done (.ci/run passes what is left of CI's 20 "
-                             "minutes); a suspect figure whose next reading would not fit "
-                             "passes with a warning line (default: no limit)")
+                        help="check: seconds from its start by which its readings must be "
+                             "done (.ci/run passes what is left of CI's 20 minutes); a run "
+                             "that would not fit is not started, and what it would have "
+                             "judged passes with a warning line (default: no limit)")
     parser.add_argument("--pairs", type=int, default=5,
                         help="corpus: A/B passes of the preset to read (default: 5)")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,

@@ -32,6 +32,10 @@ baseline's succeeded, is a regression at once. The comparisons are printed and s
 `comparison.md` next to the candidate's first results; the exit status is 1 on a
 regression.
 
+Given a time budget (`--budget-s`, what is left of CI's 20 minutes), every reading keeps
+to it: a pair whose reading is expected to end past the deadline is not started, and what
+it would have judged passes with a warning line (docs/ci.md, "The time budget").
+
 When the reference cannot be run (the commit is not in the clone, or its runs fail), one
 line says so and speed is judged only if the baseline's figures come from this CPU model;
 otherwise speed is not judged. Before judging, the check makes sure the judgement means
@@ -344,6 +348,8 @@ class Reading:
             the A/B one, or the baseline on its own CPU model; the rest: the baseline).
         failed_runs: one line per candidate run that failed where the baseline's succeeded.
         notes: one line per pair whose speed this reading could not judge.
+        skipped: the pairs not run, because their reading would not have fit before the
+            check's deadline.
     """
 
     name: str
@@ -352,6 +358,7 @@ class Reading:
     figures: dict[Key, Delta]
     failed_runs: list[str]
     notes: list[str]
+    skipped: list[Pair] = field(default_factory=list)
 
     @property
     def regressed(self) -> dict[Key, Delta]:
@@ -370,8 +377,8 @@ class Check:
         reference: the reference tree, or None when it cannot be run.
         out_root: parent of every run's folder.
         run_options: benchmarks.run options after `--preset ci`.
-        deadline: the `_now()` by which the confirmation readings must be done; None for
-            no limit. The first reading always runs whole.
+        deadline: the `_now()` by which every reading must be done; None for no limit. A
+            pair whose reading is expected to end past it is not started.
         pair_seconds: (model, backend) → seconds its first reading took, both sides: what
             a confirmation reading of it is expected to cost.
     """
@@ -419,7 +426,12 @@ class Check:
         candidate: list[dict[str, Any]] = []
         reference: list[dict[str, Any]] = []
         folders = []
+        skipped = []
         for pair in pairs:
+            if self.deadline is not None and \
+                    _now() + self.expected_seconds(pair, pair in speed_pairs) > self.deadline:
+                skipped.append(pair)
+                continue
             sides = [self.candidate]
             if self.reference is not None and pair in speed_pairs:
                 sides.insert(0 if reference_first else 1, self.reference)
@@ -432,8 +444,36 @@ class Check:
                     candidate += records
                     folders.append(folder)
             self.pair_seconds.setdefault(pair, _now() - started)
-        return self._judge(name, pairs, speed_pairs, candidate, reference,
-                           next((f for f in folders if f is not None), None))
+        read = [pair for pair in pairs if pair not in skipped]
+        if not read:
+            return Reading(name, None, [], {}, [], [], skipped)
+        reading = self._judge(name, read, speed_pairs & set(read), candidate, reference,
+                              next((f for f in folders if f is not None), None))
+        reading.skipped = skipped
+        return reading
+
+    def expected_seconds(self, pair: Pair, ab: bool = True) -> float:
+        """What a reading of `pair` is expected to take: what its first reading took; before
+        that, the baseline's run time for it (one run a side) scaled by how much longer
+        this host took than the baseline for the pairs read so far.
+
+        Args:
+            pair: the (model, backend).
+            ab: the reading runs the reference too, not the candidate alone.
+        """
+        if pair in self.pair_seconds:
+            return self.pair_seconds[pair]
+        sides = 2 if ab and self.reference is not None else 1
+        estimated = {read: self._baseline_seconds(read) * sides for read in self.pair_seconds}
+        scale = (sum(self.pair_seconds.values()) / sum(estimated.values())
+                 if sum(estimated.values()) > 0 else 1.0)
+        return self._baseline_seconds(pair) * sides * scale
+
+    def _baseline_seconds(self, pair: Pair) -> float:
+        """The mean run time of `pair` in the baseline (0 when it holds none)."""
+        times = [r[schema.WALL_S] for r in self.baseline if (r["model"], r["backend"]) == pair
+                 and schema.succeeded(r) and r.get(schema.WALL_S)]
+        return statistics.fmean(times) if times else 0.0
 
     def _judge(self, name: str, pairs: list[Pair], speed_pairs: set[Pair],
                candidate: list[dict[str, Any]], reference: list[dict[str, Any]],
@@ -472,8 +512,8 @@ class Check:
             return set(pairs)
         left = self.deadline - _now()
         chosen = set()
-        for pair in sorted(pairs, key=lambda p: self.pair_seconds.get(p, 0.0)):
-            left -= self.pair_seconds.get(pair, 0.0)
+        for pair in sorted(pairs, key=self.expected_seconds):
+            left -= self.expected_seconds(pair)
             if left < 0:
                 break
             chosen.add(pair)
@@ -526,9 +566,10 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str],
         baseline_dir: the committed baseline's folder.
         out_root: parent of every run's folder.
         run_options: benchmarks.run options after `--preset ci`.
-        budget_s: seconds from now by which the confirmation readings must be done (CI's
-            time limit, less what came before); a figure whose next reading would not fit
-            stays undecided and passes with a warning. None: no limit.
+        budget_s: seconds from now by which every reading must be done (CI's time limit,
+            less what came before). A pair of the first reading that would not fit is not
+            run, and a suspect figure whose next reading would not fit stays undecided;
+            either passes with a warning. None: no limit.
 
     Returns:
         The exit status: 0 pass, 1 a confirmed regression.
@@ -563,6 +604,10 @@ def check(baseline_dir: Path, out_root: Path, run_options: list[str],
                         + _summary(seen[key], ab))
     warnings = [f"WARNING: undecided after {len(seen[key])} readings, passed: {key[0]} {key[1]} "
                 f"{seen[key][0].measure.title}: " + _summary(seen[key], ab) for key in undecided]
+    if first.skipped:
+        warnings.append(f"WARNING: not read within the check's time budget ({budget_s:.0f} s), "
+                        f"so their speed, memory and run status are not judged: "
+                        + ", ".join(f"{model} {backend}" for model, backend in first.skipped))
     warnings += [f"WARNING: not decided within the check's time budget ({budget_s:.0f} s), "
                  f"passed after {len(seen[key])} reading(s): {key[0]} {key[1]} "
                  f"{seen[key][0].measure.title}: " + _summary(seen[key], ab)
@@ -636,6 +681,7 @@ def _confirm(state: Check, pairs: list[Pair],
         again = state.read(f"rerun {number}", [p for p in pairs if p in suspect_pairs],
                            speed_pairs, reference_first=number % 2 == 0)
         readings.append(again)
+        out_of_time.update(key for key in pending if key[:2] in again.skipped)
         for key in pending:
             if key in again.figures:
                 seen[key].append(again.figures[key])
