@@ -23,7 +23,7 @@ from backends.train_config import TrainConfig
 from benchmarks.runner.command_line import build_parser
 from benchmarks.runner.config import MeasureConfig, RunSpec
 from benchmarks.runner.data import prepare_data
-from benchmarks.runner.env import available_cores
+from benchmarks.runner.env import available_cores, cpu_model
 from benchmarks.runner.harness import run_in_worker
 from benchmarks.trackers import energy, memory, nvml, timing
 from datasets import generate_synthetic
@@ -184,6 +184,34 @@ def test_without_nvml_every_gpu_figure_is_null(monkeypatch) -> None:
 def test_threads_default_to_every_available_core() -> None:
     assert build_parser().parse_args([]).threads == available_cores()
     assert RunSpec("tf", "proposed_cnn", "synthetic", "x.npz").threads == available_cores()
+
+
+_CPUINFO = """processor\t: 0
+vendor_id\t: {vendor}
+cpu family\t: {family}
+model\t\t: {model}
+model name\t: {name}
+flags\t\t: fpu sse2 avx {flags}
+
+processor\t: 1
+model name\t: another block, not read
+"""
+
+
+@pytest.mark.parametrize("vendor, family, model, name, flags, expected", [
+    # Two hosts a virtual machine names alike, whose TF convolutions differ 2.7×.
+    ("AuthenticAMD", 25, 1, "AMD EPYC", "avx2 fma", "AMD EPYC (family 25, model 1; AVX2)"),
+    ("AuthenticAMD", 25, 17, "AMD EPYC", "avx2 avx512f avx512bw",
+     "AMD EPYC (family 25, model 17; AVX-512)"),
+    ("GenuineIntel", 6, 143, "Intel(R) Xeon(R) Platinum 8480+", "avx2 avx512f amx_tile amx_bf16",
+     "Intel(R) Xeon(R) Platinum 8480+ (family 6, model 143; AVX-512, AMX)"),
+])
+def test_the_cpu_is_named_by_model_number_and_widest_instruction_set(
+        tmp_path, vendor, family, model, name, flags, expected) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(_CPUINFO.format(vendor=vendor, family=family, model=model, name=name,
+                                       flags=flags))
+    assert cpu_model(cpuinfo) == expected
 
 
 def test_run_spec_round_trips_its_measurement_settings() -> None:

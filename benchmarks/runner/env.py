@@ -17,14 +17,41 @@ from benchmarks.trackers import nvml
 SUITE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+# The x86 vector instruction sets that move oneDNN's and XLA's kernels, widest first.
+_WIDEST_ISA = (("AVX-512", "avx512f"), ("AVX2", "avx2"), ("AVX", "avx"))
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU as far as speed figures are concerned: its model name, and on x86 Linux its
+    family, model number and widest vector instruction sets, e.g. "AMD EPYC (family 25,
+    model 1; AVX2)".
+
+    A virtual machine may show only "AMD EPYC" for CPUs that differ 2.7× in TensorFlow's
+    convolutions (AVX2 against AVX-512, docs/ci.md), and oneDNN picks its kernels by the
+    instruction sets: a speed figure compares only between equal strings.
+
+    Args:
+        cpuinfo: the file to read (Linux's /proc/cpuinfo).
+
+    Returns:
+        The description; elsewhere than Linux, what `platform` knows.
+    """
+    if not cpuinfo.exists():
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().splitlines():
+        if not line.strip():
+            break  # the first processor's block describes them all
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    details = [f"family {fields['cpu family']}, model {fields['model']}"] \
+        if "cpu family" in fields and "model" in fields else []
+    flags = set(fields.get("flags", "").split())
+    widest = [isa for isa, flag in _WIDEST_ISA if flag in flags]
+    if widest:
+        details.append(", ".join(widest[:1] + (["AMX"] if "amx_tile" in flags else [])))
+    return f"{name} ({'; '.join(details)})" if details else name
 
 
 def available_cores() -> int:
