@@ -44,7 +44,7 @@ from backends import MissingFrameworkError, check_available
 from backends.base import PIXEL_CENTER, PIXEL_SCALE
 from backends.schedule import epoch_batches
 from backends.train_config import TrainConfig
-from benchmarks.backend_choice import add_backend_option, expand_backends
+from benchmarks.backend_choice import BackendChoice, add_backend_option, expand_backends
 from benchmarks.runner.env import SUITE_ROOT, available_cores, cpu_model
 from datasets import generate_synthetic
 
@@ -450,9 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _validate(args: argparse.Namespace) -> list[str]:
-    backends = list(expand_backends(args.backend, registered=tuple(BARE)).backends)
-    for backend in backends:
+def _validate(args: argparse.Namespace) -> BackendChoice:
+    """The backends `args` names, once every option is checked.
+
+    Args:
+        args: the parent's parsed command line.
+
+    Returns:
+        The backends to measure, and those `--backend all` skipped.
+
+    Raises:
+        ValueError: an option out of range, or an unknown backend.
+        MissingFrameworkError: a named backend's framework is not installed.
+    """
+    choice = expand_backends(args.backend, registered=tuple(BARE))
+    for backend in choice.backends:
         check_available(backend)
     for name in ("repeats", "threads", "batch_size"):
         if getattr(args, name) < 1:
@@ -462,7 +474,7 @@ def _validate(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--epochs must be ≥ 2 (the first is warm-up). Received: {args.epochs}")
     if args.images < 2 * args.batch_size:
         raise ValueError(f"--images must hold at least 2 batches. Received: {args.images}")
-    return backends
+    return choice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         turns.linger()
         return 0
     try:
-        backends = _validate(args)
+        choice = _validate(args)
     except (ValueError, MissingFrameworkError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -487,12 +499,14 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {args.batch_size}, {args.epochs} epochs (first not counted), {args.threads} "
           f"threads, {args.repeats} repeats; {cpu_model()}, {os.cpu_count()} cores, "
           f"load average {_load()}", flush=True)
-    lines = [f"{'backend':<8}{'bare img/s':>12}{'suite img/s':>13}{'suite/bare':>12}"
+    if skipped := choice.skipped_line():
+        print(skipped, flush=True)
+    lines = [f"{'backend':<10}{'bare img/s':>12}{'suite img/s':>13}{'suite/bare':>12}"
              f"{'pairs':>7}{'ratio IQR':>16}"]
     with tempfile.TemporaryDirectory(prefix="ferbench-overhead-") as work:
         data = Path(work) / "data.npz"
         np.savez(data, x=dataset.images[: args.images], y=dataset.labels[: args.images])
-        for backend in backends:
+        for backend in choice.backends:
             img_s = {mode: [] for mode in MODES}
             for repeat in range(args.repeats):
                 result = _paired_repeat(backend, data, args, images)
@@ -502,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{' '.join(f'{v:.1f}' for v in result[mode])} img/s", flush=True)
             ratios = [s / b for b, s in zip(img_s["bare"], img_s["suite"], strict=True)]
             q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-            lines.append(f"{backend:<8}{statistics.median(img_s['bare']):>12.1f}"
+            lines.append(f"{backend:<10}{statistics.median(img_s['bare']):>12.1f}"
                          f"{statistics.median(img_s['suite']):>13.1f}"
                          f"{statistics.median(ratios):>12.3f}{len(ratios):>7}"
                          f"{f'{q1:.3f}–{q3:.3f}':>16}")
