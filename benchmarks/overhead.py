@@ -1,27 +1,42 @@
 """How much the suite's machinery costs: suite training throughput vs a bare loop.
 
-    python -m benchmarks.overhead [--backend both] [--repeats 3]
+    python -m benchmarks.overhead [--backend both|all|tf,torch,keras-jax,jax] [--repeats 3]
 
 For each backend this trains `proposed_cnn` on the same synthetic images, with the same
 batch size and batch order, two ways, each in its own fresh process:
 
-* bare: a minimal hand-written loop (model definition, optimizer, loss, step; TF's step
-  in a `tf.function`; torch's model and batches on the backend's device, channels-last),
-  each epoch timed up to the loss read at its end;
+* bare: a minimal hand-written loop, the way each framework's users write one (model
+  definition, Adam at the suite's default rate and ε, cross-entropy, step), each epoch
+  timed up to the loss read at its end:
+  * tf: the step in a `tf.function`;
+  * torch: model and batches on the backend's device, channels-last;
+  * keras-jax: the Keras model's `stateless_call` inside `jax.value_and_grad`, then the
+    Keras optimizer's `stateless_apply`, in one `jax.jit` step;
+  * jax: the Flax NNX model split into parameters and the rest, merged back inside one
+    `jax.jit` step with optax's Adam;
+  both JAX steps donate the state they are given, so updates reuse its buffers as
+  torch's and TF's in-place updates do;
 * suite: `Backend.fit` as a worker runs it, with the host-memory, GPU-memory and energy
   trackers running; each epoch's `train_s` is the suite's own measurement.
 
 Both processes start together and then take turns, one epoch at a time, on the parent's
 signal (the order alternates), so that each suite epoch has a bare epoch seconds away:
 other processes' load, which comes and goes over seconds to minutes, then hits both
-sides of a pair alike. The first epoch of each process (tracing, warm-up) is not counted.
-The script prints each mode's median images/s and the median over epoch pairs of the
-suite's fraction of the bare loop's, the figure to hold against the target of 0.95.
+sides of a pair alike. The first epoch of each process (tracing, XLA's compilation,
+warm-up) is not counted. The script prints each mode's median images/s and the median
+over epoch pairs of the suite's fraction of the bare loop's, the figure to hold against
+the target of 0.95.
 
 Both apply the framework's runtime settings through the same call, `configure_runtime`
-of backends/<framework>/runtime.py (threads, determinism off, IEEE float32, cuDNN
-autotuning in torch, one GPU with memory growth in TF), so the ratio measures the
-machinery alone. See docs/measurement.md.
+of backends/<package>/runtime.py (threads, determinism off, IEEE float32, cuDNN
+autotuning in torch, one GPU with memory growth in TF, XLA_FLAGS and the "highest"
+matmul precision in the JAX backends), after the same package import, which pins
+KERAS_BACKEND in each process for the Keras backends whatever the process inherited and
+turns XLA's GPU memory preallocation off for the JAX ones; so the ratio measures the
+machinery alone. XLA takes one thread count, 1 (`--threads 1`: one compute thread); any
+other keeps its pool of a thread per CPU the process may use. A backend whose framework
+is not installed is refused in one line naming the extra (exit status 2). See
+docs/measurement.md.
 """
 
 from __future__ import annotations
