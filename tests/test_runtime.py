@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing_framework
+
 ROOT = Path(__file__).resolve().parent.parent
 # One more thread than there are CPUs: a pool size no framework picks by default.
 THREADS = (os.cpu_count() or 1) + 1
@@ -192,3 +194,77 @@ def test_bare_tf_loop_trains_like_the_suite():
     assert found["threads"] == [THREADS, THREADS]
     assert found["tf32"] is False
     assert found["loss"] > 0
+
+
+# --- the JAX backends ----------------------------------------------------------------
+# Slow: building proposed_cnn (Flax's and Keras's initialisers run op by op) and compiling
+# its step take XLA 38–48 s on this 2-core host at load 4.8. XLA has one thread count of its own
+# to set, 1 (backends/jax/runtime.py), which these check.
+def _needs(backend: str):
+    return pytest.mark.skipif(missing_framework(backend) is not None,
+                              reason=str(missing_framework(backend)))
+
+
+# Five Adam steps on one batch, the losses and the parameter count as the catalog counts;
+# then what the script prints about XLA's runtime, beside its own findings.
+_JAX_STEPS = """
+        losses = [float(step(np.arange(8))) for _ in range(5)]
+        from backends.catalog import model_cost
+        catalog_params = model_cost("proposed_cnn", x.shape[1:], 7).params
+        xla = {
+            "xla_flags": os.environ.get("XLA_FLAGS", "").split(),
+            "preallocate": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
+            "matmul_precision": str(jax.config.jax_default_matmul_precision),
+        }
+"""
+
+
+def _check_jax_bare_loop(found: dict) -> None:
+    """A JAX bare loop ran on the backend's runtime settings, at one XLA thread, and
+    trained the catalog's model."""
+    assert "--xla_cpu_multi_thread_eigen=false" in found["xla_flags"]
+    assert found["preallocate"] == "false"  # as backends/jax/ and keras_jax/ set it
+    assert found["matmul_precision"] == "highest"
+    assert found["params"] == found["catalog_params"]
+    assert 0 < found["losses"][-1] < found["losses"][0]
+
+
+@pytest.mark.slow
+@_needs("jax")
+def test_bare_jax_loop_trains_like_the_suite():
+    found = _run(f"""
+        {TINY_DATA}
+        import json, os
+        import jax
+        from flax import nnx
+        from benchmarks.overhead import build_bare_jax
+        model, step = build_bare_jax(x, y, 1)
+        params = sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        {_JAX_STEPS}
+        print(json.dumps({{
+            **xla, "params": int(params), "catalog_params": catalog_params, "losses": losses,
+        }}))
+    """)
+    _check_jax_bare_loop(found)
+
+
+@pytest.mark.slow
+@_needs("keras-jax")
+def test_bare_keras_jax_loop_runs_keras_on_jax_whatever_it_inherits():
+    found = _run(f"""
+        {TINY_DATA}
+        import json, os
+        # As a parent that ran the tf backend would leave it.
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        from benchmarks.overhead import build_bare_keras_jax
+        model, step = build_bare_keras_jax(x, y, 1)
+        import jax, keras
+        params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+        {_JAX_STEPS}
+        print(json.dumps({{
+            "keras_backend": keras.backend.backend(),
+            **xla, "params": params, "catalog_params": catalog_params, "losses": losses,
+        }}))
+    """)
+    assert found["keras_backend"] == "jax"
+    _check_jax_bare_loop(found)
