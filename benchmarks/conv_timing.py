@@ -14,9 +14,11 @@ says how XLA lowered the convolution, read from the optimized HLO: "ynn" (a YNNP
 fusion), "eigen" (Eigen's convolution) or "loop" (XLA's generic elemental loop nest, left
 where algsimp swapped the operands into a form neither library takes). Times are the
 fastest of `--repeats` calls after two warm-up calls, in ms; the model's total per pass
-weighs each group by its count. `--xla-flags` adds flags to XLA_FLAGS in the JAX process
-only, to compare XLA's switches. Run it alone on the machine: other load changes every
-figure, torch's OpenMP threads most of all.
+weighs each group by its count. A convolution that reads the images has no backward to
+the input (training takes no gradient of them), here as in a training step.
+`--xla-flags` adds flags to XLA_FLAGS in the JAX process only, to compare XLA's switches.
+Run it alone on the machine: other load changes every figure, torch's OpenMP threads
+most of all.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class ConvCase:
         padding: symmetric zero padding (vertical, horizontal).
         dilation: the kernel's (vertical, horizontal) dilation.
         groups: feature groups.
+        image_input: whether its input is the model's images, of which training takes no
+            gradient: its backward to the input is neither timed nor counted.
         count: how many times the model's forward pass makes this convolution.
     """
 
@@ -63,7 +67,14 @@ class ConvCase:
     padding: tuple[int, int]
     dilation: tuple[int, int]
     groups: int
+    image_input: bool = False
     count: int = 1
+
+    @property
+    def trained_passes(self) -> tuple[str, ...]:
+        """The PASSES a training step makes of this convolution."""
+        return tuple(name for name in PASSES
+                     if not (self.image_input and name == "backward_input"))
 
     @property
     def output_nhwc(self) -> tuple[int, int, int, int]:
@@ -120,24 +131,30 @@ def model_convolutions(model_name: str, side: int, batch: int) -> list[ConvCase]
     jaxpr = jax.make_jaxpr(lambda state, x: nnx.merge(graphdef, state)(x))(
         state, jnp.zeros((batch, side, side, 1), jnp.float32))
     cases: dict[ConvCase, int] = {}
-    for equation in _equations(jaxpr.jaxpr):
+    for equation, reads_images in _equations(jaxpr.jaxpr, [jaxpr.jaxpr.invars[-1]]):
         if equation.primitive.name == "conv_general_dilated":
-            case = _conv_case(equation)
+            case = _conv_case(equation, reads_images)
             cases[case] = cases.get(case, 0) + 1
     return [ConvCase(**{**asdict(case), "count": count}) for case, count in cases.items()]
 
 
-def _equations(jaxpr: Any):
-    """Every equation of a jaxpr, those of its sub-jaxprs (pjit, custom_jvp) included."""
+def _equations(jaxpr: Any, image_vars: list[Any]):
+    """Every equation of a jaxpr, those of its sub-jaxprs (pjit, custom_jvp) included, with
+    whether its first operand is one of `image_vars` (the images, under any name)."""
+    def is_image(var: Any) -> bool:
+        # By identity: a literal operand is no variable and may not hash.
+        return any(var is image for image in image_vars)
+
     for equation in jaxpr.eqns:
-        yield equation
+        yield equation, bool(equation.invars) and is_image(equation.invars[0])
         for value in equation.params.values():
             inner = getattr(value, "jaxpr", value)
             if hasattr(inner, "eqns"):
-                yield from _equations(inner)
+                yield from _equations(inner, [inner_var for outer, inner_var in zip(
+                    equation.invars, inner.invars, strict=False) if is_image(outer)])
 
 
-def _conv_case(equation: Any) -> ConvCase:
+def _conv_case(equation: Any, reads_images: bool) -> ConvCase:
     params = equation.params
     numbers = params["dimension_numbers"]
     nhwc, hwio = (0, 3, 1, 2), (3, 2, 0, 1)
@@ -156,7 +173,7 @@ def _conv_case(equation: Any) -> ConvCase:
                     strides=tuple(params["window_strides"]),
                     padding=tuple(low for low, _ in params["padding"]),
                     dilation=tuple(params["rhs_dilation"]),
-                    groups=params["feature_group_count"])
+                    groups=params["feature_group_count"], image_input=reads_images)
 
 
 def _fastest_ms(call: Callable[[], Any], wait: Callable[[Any], Any], repeats: int) -> float:
@@ -233,7 +250,8 @@ def time_jax(cases: list[ConvCase], repeats: int) -> list[dict[str, Any]]:
                 lambda kernel: conv(x, kernel), kernel)[1](grad)[0], (x, kernel, grad)),
         }
         row = {}
-        for name, (function, arguments) in functions.items():
+        for name in case.trained_passes:
+            function, arguments = functions[name]
             compiled = jax.jit(function).lower(*arguments).compile()
             row[name] = {
                 "ms": _fastest_ms(lambda compiled=compiled, arguments=arguments:
@@ -288,8 +306,8 @@ def time_torch(cases: list[ConvCase], repeats: int) -> list[dict[str, Any]]:
                 "backward_input": lambda backward=backward: backward([True, False, False]),
                 "backward_kernel": lambda backward=backward: backward([False, True, False]),
             }
-            results.append({name: {"ms": _fastest_ms(call, lambda _: None, repeats)}
-                            for name, call in calls.items()})
+            results.append({name: {"ms": _fastest_ms(calls[name], lambda _: None, repeats)}
+                            for name in case.trained_passes})
     return results
 
 
@@ -314,7 +332,7 @@ def _run_child(framework: str, cases: list[ConvCase] | None, args: argparse.Name
 
 def table(cases: list[ConvCase], jax_rows: list[dict[str, Any]],
           torch_rows: list[dict[str, Any]]) -> str:
-    """One row per case and pass, then the model's totals per pass.
+    """One row per case and pass a training step makes, then the model's totals per pass.
 
     Args:
         cases: the convolutions.
@@ -329,7 +347,7 @@ def table(cases: list[ConvCase], jax_rows: list[dict[str, Any]],
     lines = [header, "-" * len(header)]
     totals = {name: [0.0, 0.0] for name in PASSES}
     for case, jax_row, torch_row in zip(cases, jax_rows, torch_rows, strict=True):
-        for index, name in enumerate(PASSES):
+        for index, name in enumerate(case.trained_passes):
             jax_ms, torch_ms = jax_row[name]["ms"], torch_row[name]["ms"]
             totals[name][0] += case.count * jax_ms
             totals[name][1] += case.count * torch_ms

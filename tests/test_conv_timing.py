@@ -52,6 +52,9 @@ def test_the_jaxpr_finds_every_convolution_the_catalog_counts() -> None:
     cases = model_convolutions("resnet50", 48, 2)
     # 1 stem, 16 bottlenecks × 3, 4 shortcuts.
     assert sum(case.count for case in cases) == 53
+    # The stem alone reads the images: no backward to its input in training.
+    assert [case.image_input for case in cases] == [True] + [False] * (len(cases) - 1)
+    assert cases[0].trained_passes == ("forward", "backward_kernel")
     conv_flops = sum(case.count * case.forward_gflop * 1e9 for case in cases) / 2
     dense_flops = 2 * 2048 * NUM_CLASSES
     assert conv_flops == pytest.approx(
