@@ -16,7 +16,10 @@ where algsimp swapped the operands into a form neither library takes). Times are
 fastest of `--repeats` calls after two warm-up calls, in ms; the model's total per pass
 weighs each group by its count. A convolution that reads the images has no backward to
 the input (training takes no gradient of them), here as in a training step.
-`--xla-flags` adds flags to XLA_FLAGS in the JAX process only, to compare XLA's switches.
+`--xla-flags` adds flags to XLA_FLAGS in the JAX process only, to compare XLA's switches
+(`--xla-flags=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution` times XLA's
+own default, convolutions on YNNPACK, where the suite puts them on Eigen:
+backends/xla_flags.py).
 Run it alone on the machine: other load changes every figure, torch's OpenMP threads
 most of all.
 """
@@ -216,7 +219,7 @@ def xla_lowering(optimized_hlo: str) -> str:
 
 
 def time_jax(cases: list[ConvCase], repeats: int) -> list[dict[str, Any]]:
-    """Times each case's three passes in JAX, jitted, with the suite's XLA settings.
+    """Times each case's training passes in JAX, jitted (XLA configured by the caller).
 
     Args:
         cases: the convolutions.
@@ -228,9 +231,6 @@ def time_jax(cases: list[ConvCase], repeats: int) -> list[dict[str, Any]]:
     import jax
     from jax import lax
 
-    from backends.jax.runtime import configure_runtime
-
-    configure_runtime(threads=None, deterministic=False)
     results = []
     for case in cases:
         def conv(x, kernel, case=case):
@@ -263,7 +263,7 @@ def time_jax(cases: list[ConvCase], repeats: int) -> list[dict[str, Any]]:
 
 
 def time_torch(cases: list[ConvCase], repeats: int) -> list[dict[str, Any]]:
-    """Times each case's three passes in torch, channels-last, with the suite's settings.
+    """Times each case's training passes in torch, channels-last, with the suite's settings.
 
     Args:
         cases: the convolutions.
@@ -367,6 +367,10 @@ def table(cases: list[ConvCase], jax_rows: list[dict[str, Any]],
 
 def _child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
     if framework == "jax":
+        from backends.jax.runtime import configure_runtime
+
+        # Before JAX's first op (building the model), which fixes XLA's flags.
+        configure_runtime(threads=None, deterministic=False)
         cases = model_convolutions(args.model, args.side, args.batch)
         return {"cases": [asdict(case) for case in cases],
                 "timings": time_jax(cases, args.repeats)}
