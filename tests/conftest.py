@@ -26,7 +26,26 @@ THREADS_VARIABLE = "FERBENCH_TEST_THREADS"
 
 
 def pytest_configure(config) -> None:
+    apply_xla_flags()
     apply_test_threads()
+
+
+def apply_xla_flags() -> None:
+    """Writes the JAX backends' standing XLA flags (backends/xla_flags.py) to XLA_FLAGS.
+
+    XLA reads them once, when JAX's client starts, and a JAX backend refuses a client
+    started without them; tests that use JAX directly (an optimizer test, a jaxpr) may
+    start it first, so the session sets them before any test does.
+    """
+    if missing_framework("jax") is not None:
+        return
+    import jaxlib
+
+    from backends.xla_flags import cpu_convolution_flags
+
+    present = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = " ".join(
+        [*present.split(), *cpu_convolution_flags(jaxlib.__version__, present)])
 
 
 def threads_for_tests() -> int | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing_framework
+from tests.conftest import backend_params, missing_framework
 
 ROOT = Path(__file__).resolve().parent.parent
 # One more thread than there are CPUs: a pool size no framework picks by default.
@@ -268,3 +268,71 @@ def test_bare_keras_jax_loop_runs_keras_on_jax_whatever_it_inherits():
     """)
     assert found["keras_backend"] == "jax"
     _check_jax_bare_loop(found)
+
+
+def test_the_eigen_convolution_switch_is_for_jaxlib_0_10_on_unless_set_already():
+    from backends.xla_flags import EIGEN_CONVOLUTION_FLAGS, cpu_convolution_flags
+
+    assert cpu_convolution_flags("0.10.2") == EIGEN_CONVOLUTION_FLAGS
+    assert cpu_convolution_flags("1.0.0.dev20270101") == EIGEN_CONVOLUTION_FLAGS
+    # Older jaxlibs may not know the flag, and XLA aborts on one it does not know.
+    assert cpu_convolution_flags("0.9.2") == ()
+    # One's own value of the switch stands; other flags do not count.
+    own = "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
+    assert cpu_convolution_flags("0.10.2", f"--xla_dump_to=/tmp/x {own}") == ()
+    assert cpu_convolution_flags("0.10.2", "--xla_dump_to=/tmp/x") == EIGEN_CONVOLUTION_FLAGS
+    with pytest.raises(ValueError, match="major.minor"):
+        cpu_convolution_flags("unknown")
+
+
+# A convolution and its two backwards at a shape XLA 0.10 gives YNNPACK by default, and
+# how XLA lowered them (benchmarks.conv_timing.xla_lowering), in the backend's process.
+_CONVOLUTION_LOWERING = """
+    import jax, jax.numpy as jnp
+    from jax import lax
+    from benchmarks.conv_timing import xla_lowering
+    def loss(x, w):
+        return lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+    step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    lowering = xla_lowering(step.lower(jnp.ones((8, 12, 12, 64)),
+                                       jnp.ones((3, 3, 64, 64))).compile().as_text())
+"""
+
+
+@pytest.mark.parametrize("backend_name", backend_params(("jax", "keras-jax")))
+def test_each_jax_backend_puts_xla_cpu_convolutions_on_eigen(backend_name):
+    """The runtime writes the switch to XLA_FLAGS before JAX starts, XLA takes it (it
+    aborts on a flag it does not know), and the convolutions leave YNNPACK; the backend
+    reports the flags it started with."""
+    import jaxlib
+
+    from backends.xla_flags import cpu_convolution_flags
+
+    if not cpu_convolution_flags(jaxlib.__version__):
+        pytest.skip(f"jaxlib {jaxlib.__version__} keeps XLA's own convolutions")
+    found = _run(f"""
+        import json, os
+        os.environ.pop("XLA_FLAGS", None)  # the test session's own, set by conftest
+        from backends import create_backend
+        backend = create_backend({backend_name!r})
+        {textwrap.indent(textwrap.dedent(_CONVOLUTION_LOWERING), " " * 8).strip()}
+        print(json.dumps({{"flags": backend.flags()["xla_flags"],
+                          "environment": os.environ["XLA_FLAGS"], "lowering": lowering}}))
+    """)
+    assert found["flags"] == found["environment"]
+    assert set(cpu_convolution_flags(jaxlib.__version__)) <= set(found["flags"].split())
+    assert found["lowering"] == "eigen"
+
+
+def test_xla_left_alone_gives_these_convolutions_to_ynnpack():
+    """The counterpart of the test above: without the switch the same convolutions go to
+    YNNPACK, so that test can tell the switch's work from XLA's default."""
+    pytest.importorskip("jax")
+    found = _run(f"""
+        import json, os
+        os.environ.pop("XLA_FLAGS", None)
+        {textwrap.indent(textwrap.dedent(_CONVOLUTION_LOWERING), " " * 8).strip()}
+        print(json.dumps({{"lowering": lowering}}))
+    """)
+    assert found["lowering"] == "ynn"

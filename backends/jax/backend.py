@@ -110,6 +110,7 @@ class JaxBackend(Backend):
             "intra_op_threads": runtime.intra_op_threads,
             "deterministic": runtime.deterministic,
             "matmul_precision": runtime.matmul_precision,
+            "xla_flags": runtime.xla_flags,
         }
 
     def seed(self, seed: int) -> None:

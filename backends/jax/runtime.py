@@ -15,6 +15,8 @@ XLA lets one set (docs/design.md §5):
   to a fixed order (and switches autotuning's nondeterministic choices off).
 * float32 means IEEE float32: JAX's default matmul precision would compute float32
   matmuls and convolutions in TF32 on Ampere and later GPUs, as TF would by default.
+* convolutions on a CPU run on Eigen, not YNNPACK, from jaxlib 0.10 on (backends/xla_flags.py:
+  faster here, the same float32 arithmetic).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import os
 from dataclasses import dataclass
 
 import jax
+import jaxlib
 from jax._src import xla_bridge  # the one public-less question: has the client started?
+
+from backends.xla_flags import cpu_convolution_flags
 
 SINGLE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
 _DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -42,12 +47,14 @@ class RuntimeSettings:
             determinism was asked for (XLA's CPU code is deterministic already).
         matmul_precision: JAX's default precision of float32 matmuls and convolutions:
             "highest", IEEE float32.
+        xla_flags: XLA_FLAGS as the client started with them.
     """
 
     device: jax.Device
     intra_op_threads: int | None
     deterministic: bool
     matmul_precision: str
+    xla_flags: str
 
     @property
     def on_gpu(self) -> bool:
@@ -70,7 +77,9 @@ def configure_runtime(threads: int | None, deterministic: bool) -> RuntimeSettin
         RuntimeError: a setting differs from the one JAX's client already started with
             (one line naming the fix: a fresh process).
     """
-    wanted = list(SINGLE_THREAD_FLAGS) if threads == 1 else []
+    wanted = list(cpu_convolution_flags(jaxlib.__version__, os.environ.get("XLA_FLAGS", "")))
+    if threads == 1:
+        wanted.extend(SINGLE_THREAD_FLAGS)
     if deterministic:
         wanted.append(_DETERMINISTIC_GPU_FLAG)
     in_force = os.environ.get("XLA_FLAGS", "").split()
@@ -87,4 +96,5 @@ def configure_runtime(threads: int | None, deterministic: bool) -> RuntimeSettin
         intra_op_threads=1 if SINGLE_THREAD_FLAGS[0] in flags else None,
         deterministic=deterministic or _DETERMINISTIC_GPU_FLAG in flags,
         matmul_precision=str(jax.config.jax_default_matmul_precision),
+        xla_flags=" ".join(flags),
     )

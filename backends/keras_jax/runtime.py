@@ -11,6 +11,9 @@ convolutions and matmuls (`--xla_cpu_multi_thread_eigen=false`), which is where 
 arithmetic runs: one compute thread, as torch's and TF's one. Any other count keeps XLA's
 pool; `flags()` reports its size, so a record says what ran. To run on N CPUs, start the
 worker on N (taskset), which XLA's pool follows.
+
+Convolutions on a CPU run on Eigen, not YNNPACK, from jaxlib 0.10 on, as in the native JAX
+backend (backends/xla_flags.py: faster here, the same float32 arithmetic).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from dataclasses import dataclass
 # backends/keras_jax/__init__.py, which Python runs before this module, turned off XLA's
 # GPU memory preallocation.
 import jax
+import jaxlib
 from jax._src import xla_bridge
+
+from backends.xla_flags import cpu_convolution_flags
 
 SINGLE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
 DETERMINISTIC_GPU_FLAGS = ("--xla_gpu_deterministic_ops=true",)
@@ -68,8 +74,9 @@ def configure_runtime(threads: int | None, deterministic: bool) -> RuntimeSettin
     Raises:
         RuntimeError: JAX's client already runs in this process with other flags.
     """
-    wanted = (SINGLE_THREAD_FLAGS if threads == 1 else ()) + (
-        DETERMINISTIC_GPU_FLAGS if deterministic else ())
+    wanted = (cpu_convolution_flags(jaxlib.__version__, os.environ.get("XLA_FLAGS", ""))
+              + (SINGLE_THREAD_FLAGS if threads == 1 else ())
+              + (DETERMINISTIC_GPU_FLAGS if deterministic else ()))
     present = os.environ.get("XLA_FLAGS", "").split()
     missing = [flag for flag in wanted if flag not in present]
     if missing and xla_bridge.backends_are_initialized():
