@@ -50,11 +50,13 @@ HEAVY = ("vgg16", "resnet50", "alexnet")
 # relative loss gap, per model: at least 3× the larger of the gap to torch and the floor
 # measured by tests/noise_floor.py (docs/design.md §10, the per-model table; AMD EPYC,
 # AVX2, 2 cores). vgg16's gap, 2.0e-3 (9× torch's own floor), and alexnet's floor, 6.8e-4,
-# are the largest; the other models part by 1.9e-4 or less, floors included.
+# are the largest; the other models part by 1.9e-4 or less, floors included. Since XLA's
+# CPU convolutions run on Eigen (backends/xla_flags.py) alexnet parts from torch by 2.2e-3
+# in both JAX backends, as jax on YNNPACK parts from jax on Eigen: 7e-3 is 3.2× that.
 STEPS_BACKENDS = ("keras-jax", "jax")
 FAST_STEP_MODELS = ("proposed_cnn", "sanet")
 MODEL_STEPS_TOLERANCE = {"proposed_cnn": 1e-3, "vgg16": 1e-2, "resnet50": 1e-3, "sanet": 1e-3,
-                         "resnet18": 1e-3, "alexnet": 3e-3}
+                         "resnet18": 1e-3, "alexnet": 7e-3}
 
 
 def _slow(name: str, shape: tuple[int, int, int], backend: str) -> bool:
