@@ -158,6 +158,8 @@ def _equations(jaxpr: Any, image_vars: list[Any]):
 
 
 def _conv_case(equation: Any, reads_images: bool) -> ConvCase:
+    """The ConvCase of one `conv_general_dilated` equation (count 1); ValueError where
+    torch's conv2d has no counterpart (`model_convolutions`)."""
     params = equation.params
     numbers = params["dimension_numbers"]
     nhwc, hwio = (0, 3, 1, 2), (3, 2, 0, 1)
