@@ -387,6 +387,7 @@ def _case_from_json(fields: dict[str, Any]) -> ConvCase:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from backends import MissingFrameworkError, check_available
     from backends.catalog import MODEL_NAMES, model_cost
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.conv_timing",
@@ -413,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         model_cost(args.model, (args.side, args.side, 1), NUM_CLASSES)
     except ValueError as error:
         parser.error(f"--side {args.side}: {error}; give a larger --side")
+    try:
+        for backend_name in ("jax", "torch"):
+            check_available(backend_name)
+    except MissingFrameworkError as error:
+        parser.error(str(error))
     if args.child:
         print(_PROTOCOL, json.dumps(_child(args.child, args)), flush=True)
         return 0
