@@ -1,10 +1,11 @@
 """The XLA CPU switch both JAX backends set (their runtime.py), in one place.
 
 jaxlib 0.10's XLA hands most convolutions on a CPU to YNNPACK. On the 2-core AVX2
-development host Eigen, XLA's older convolution library, runs the zoo's convolutions
-faster: forward and backward to the input up to 2.5×, backward to a 1×1 kernel up to 17×
-(`python -m benchmarks.conv_timing`), and training steps 1.04–1.8× faster, every model
-(docs/design.md, "Why XLA trains resnet50 slowly on a CPU"). The switch picks the library
+development host Eigen, XLA's older convolution library, runs nearly all of the zoo's
+convolutions faster: forward and backward to the input up to 2.6×, backward to a 1×1
+kernel up to 5.8× (`python -m benchmarks.conv_timing`, resnet50), and training steps
+1.05–1.9× faster, every model (docs/measurement.md, "Why XLA trains resnet50 slowly on
+this CPU"). The switch picks the library
 that computes a convolution, not the arithmetic: both compute in IEEE float32, and the
 trajectories part from torch's within every parity test's tolerance. It is an XLA flag,
 read once when JAX's client starts, so the runtimes write it to XLA_FLAGS with their others.

@@ -158,6 +158,8 @@ def _equations(jaxpr: Any, image_vars: list[Any]):
 
 
 def _conv_case(equation: Any, reads_images: bool) -> ConvCase:
+    """The ConvCase of one `conv_general_dilated` equation (count 1); ValueError where
+    torch's conv2d has no counterpart (`model_convolutions`)."""
     params = equation.params
     numbers = params["dimension_numbers"]
     nhwc, hwio = (0, 3, 1, 2), (3, 2, 0, 1)
@@ -385,6 +387,7 @@ def _case_from_json(fields: dict[str, Any]) -> ConvCase:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from backends import MissingFrameworkError, check_available
     from backends.catalog import MODEL_NAMES, model_cost
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.conv_timing",
@@ -411,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         model_cost(args.model, (args.side, args.side, 1), NUM_CLASSES)
     except ValueError as error:
         parser.error(f"--side {args.side}: {error}; give a larger --side")
+    try:
+        for backend_name in ("jax", "torch"):
+            check_available(backend_name)
+    except MissingFrameworkError as error:
+        parser.error(str(error))
     if args.child:
         print(_PROTOCOL, json.dumps(_child(args.child, args)), flush=True)
         return 0
