@@ -21,11 +21,16 @@ from benchmarks.ci.speed_rule import (
 )
 
 CORPUS = Path(__file__).parent / "data" / "ci_speed_corpus.json"
-# The goal: at most 1 false alarm in 50 checks of unchanged code. A 20% slower step is not
-# yet caught in 95% of judgements (docs/ci.md: TF vgg16's readings spread too far for 5
-# A/B pairs); these floors are what the rule reached on the corpus, kept from eroding.
+# The goal: at most 1 false alarm in 50 checks of unchanged code, and 95% of 20% slower
+# steps caught, on every host the corpus was read on. Neither host reaches the 95% yet: a
+# vgg16 worker's readings spread about 10% between processes on each (TF's on the AVX-512
+# EPYC, recorded as "AMD EPYC" before `env.cpu` named the model; PyTorch's on the AVX2 one;
+# docs/ci.md), so the floors are what the rule reached on each, kept from eroding.
 MAX_FALSE_ALARM_RATE = 1 / 50
-MIN_DETECTION = {0.2: 0.85, 0.3: 0.90}
+MIN_DETECTION = {
+    "AMD EPYC": {0.2: 0.85, 0.3: 0.90},
+    "AMD EPYC (family 25, model 1; AVX2)": {0.2: 0.85, 0.3: 0.95},
+}
 
 
 class BestOfReadings:
@@ -105,12 +110,13 @@ def test_replay_needs_enough_readings_per_figure():
         replay({"m b": _pairs(0.0, 0.0)})
 
 
-def test_the_committed_corpus_keeps_false_alarms_under_1_in_50(capsys):
-    """The rule, replayed over every A/B reading of unchanged code in the corpus, as read
-    and centred (each figure's median offset between the two commits taken out): at most 1
+@pytest.mark.parametrize("cpu", sorted(MIN_DETECTION))
+def test_the_committed_corpus_keeps_false_alarms_under_1_in_50(cpu, capsys):
+    """The rule, replayed over one host's A/B readings of unchanged code, as read and
+    centred (each figure's median offset between the two commits taken out): at most 1
     false alarm in 50 checks, and the detection of a 20% and 30% slower candidate on the
     centred readings. The old best-of-readings rule's figures are printed beside it."""
-    figures = speed_pairs(CORPUS)
+    figures = speed_pairs(CORPUS)[cpu]
     assert len(figures) == 8 and min(map(len, figures.values())) >= RULE.max_readings
     results = {}
     for corpus, readings in (("as read", figures), ("centred", centred(figures)),
@@ -119,13 +125,18 @@ def test_the_committed_corpus_keeps_false_alarms_under_1_in_50(capsys):
                                                           BestOfReadings())):
             result = results[corpus, name] = replay(readings, rule)
             with capsys.disabled():
-                print(f"\n{name}, {corpus}: {result.checks} checks over {len(readings)} "
-                      f"figures, false alarms {result.false_alarm_rate:.2%}, undecided "
-                      f"{result.undecided / result.checks:.2%}, readings per check "
-                      f"{result.readings_per_check:.2f}, detection "
+                print(f"\n{cpu}: {name}, {corpus}: {result.checks} checks over "
+                      f"{len(readings)} figures, false alarms {result.false_alarm_rate:.2%}, "
+                      f"undecided {result.undecided / result.checks:.2%}, readings per "
+                      f"check {result.readings_per_check:.2f}, detection "
                       + ", ".join(f"{s:.0%}: {r:.1%}" for s, r in result.detected.items()))
     for corpus in ("as read", "centred", "centred, sides swapped"):
         assert results[corpus, "sequential A/B rule"].false_alarm_rate <= MAX_FALSE_ALARM_RATE
     detected = results["centred", "sequential A/B rule"].detected
-    for injected, floor in MIN_DETECTION.items():
+    for injected, floor in MIN_DETECTION[cpu].items():
         assert detected[injected] >= floor, (injected, detected)
+
+
+def test_every_host_in_the_corpus_has_its_floors():
+    """A host whose readings enter the corpus is replayed too: its floors are stated."""
+    assert set(speed_pairs(CORPUS)) == set(MIN_DETECTION)

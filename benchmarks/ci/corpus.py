@@ -105,9 +105,13 @@ def collect(baseline_dir: Path, out_root: Path, corpus_path: Path, passes: int,
     return 0
 
 
-def speed_pairs(corpus_path: Path) -> dict[str, list[tuple[float, float]]]:
-    """The corpus's speed readings per figure ("model backend"): (reference, candidate)
-    pairs where both runs succeeded, in the order read.
+def speed_pairs(corpus_path: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """The corpus's speed readings per host (`env.cpu`, as the reading recorded it) and
+    figure ("model backend"): (reference, candidate) pairs where both runs succeeded, in
+    the order read.
+
+    Hosts are kept apart because their noise differs (docs/ci.md: TF vgg16 spreads 10%
+    between processes on one EPYC and 3% on another), and a rule's rates hold per host.
 
     Raises:
         FileNotFoundError: when there is no corpus at `corpus_path`.
@@ -115,10 +119,11 @@ def speed_pairs(corpus_path: Path) -> dict[str, list[tuple[float, float]]]:
     if not corpus_path.is_file():
         raise FileNotFoundError(f"no speed corpus at {corpus_path}: collect one with "
                                 "`python -m benchmarks.ci corpus` (docs/ci.md)")
-    figures: dict[str, list[tuple[float, float]]] = {}
+    hosts: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for reading in _load(corpus_path)["readings"]:
         sides = (reading.get("reference"), reading.get("candidate"))
         if all(side and side["ok"] and side[SPEED_FIGURE] for side in sides):
+            figures = hosts.setdefault(reading["cpu"], {})
             figures.setdefault(f"{reading['model']} {reading['backend']}", []).append(
                 (sides[0][SPEED_FIGURE], sides[1][SPEED_FIGURE]))
-    return figures
+    return hosts
