@@ -110,8 +110,9 @@ def speed_pairs(corpus_path: Path) -> dict[str, dict[str, list[tuple[float, floa
     figure ("model backend"): (reference, candidate) pairs where both runs succeeded, in
     the order read.
 
-    Hosts are kept apart because their noise differs (docs/ci.md: TF vgg16 spreads 10%
-    between processes on one EPYC and 3% on another), and a rule's rates hold per host.
+    Hosts are kept apart because their noise differs (docs/ci.md: every figure but TF
+    vgg16 spreads more on the AVX2 EPYC than on the AVX-512 one), and a rule's rates hold
+    per host.
 
     Raises:
         FileNotFoundError: when there is no corpus at `corpus_path`.
